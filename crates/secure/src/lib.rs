@@ -1,0 +1,1 @@
+//! Running commands built from untrusted input (work in progress).
