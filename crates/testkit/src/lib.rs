@@ -1,1 +1,280 @@
-//! testkit
+//! Fixture workers and helpers for forkyard's tests.
+//!
+//! Tests of process-managing code are only worth something when they run real
+//! processes that misbehave the way real programs do. This crate gives every
+//! forkyard crate the same cast of misbehaving processes and the same probes to
+//! check what they left behind.
+//!
+//! # Fixtures
+//!
+//! One binary, `forkyard-fixture`, with a subcommand per behaviour: `echo`,
+//! `exit-with N`, `crash segv|abort`, `hang`, `ignore-sigterm`, `flood`,
+//! `grandchild [--setsid]`, `leak-fd N`, `list-fds`, `alloc-until-killed`,
+//! `cpu-burn`, `print-env`, `sleep`, `spawn-and-hang`. [`fixture`] returns a
+//! [`Command`] for it, building the binary first if a single-crate test run has
+//! not built it yet. Fixtures that a test must synchronise with print a line
+//! starting with `ready` once they are in the state the test wants.
+//!
+//! ```no_run
+//! let mut cmd = forkyard_testkit::fixture("exit-with");
+//! cmd.arg("3");
+//! assert_eq!(cmd.status().unwrap().code(), Some(3));
+//! ```
+//!
+//! # Probes
+//!
+//! [`open_fds`] and [`fd_count`] read `/proc/PID/fd`; [`live_descendants`] walks
+//! the process tree (zombies excluded); [`zombie_children`] lists unreaped
+//! children; [`is_alive`] tells a live process from a dead or zombie one;
+//! [`wait_until`] polls a condition until a deadline, the only sanctioned way for
+//! a test to wait for something that has no event of its own.
+//!
+//! # Caveats
+//!
+//! - Linux only: everything here reads `/proc`.
+//! - On machines whose pid 1 does not reap orphans (some VM init processes), a
+//!   killed orphan stays a zombie child of pid 1. The probes here count zombies
+//!   as dead and only report zombies that are children of the process asked about.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The name of the fixture binary.
+pub const FIXTURE_BIN: &str = "forkyard-fixture";
+
+/// A [`Command`] running the fixture binary with `subcommand` as its first argument.
+///
+/// # Panics
+///
+/// When the binary cannot be found or built: a test without its fixture cannot run.
+pub fn fixture(subcommand: &str) -> Command {
+    let mut cmd = Command::new(fixture_path());
+    cmd.arg(subcommand);
+    cmd
+}
+
+/// The path of the fixture binary, building it when missing or older than its sources.
+///
+/// `cargo nextest run --workspace` builds it with everything else. A run of one
+/// crate (`-p forkyard-ipc`) does not build other packages' binaries, so the
+/// first call in such a run builds it with cargo.
+///
+/// # Panics
+///
+/// When the binary cannot be found or built.
+pub fn fixture_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = target_dir().join(FIXTURE_BIN);
+        if !path.exists() || older_than_sources(&path) {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "--package", "forkyard-testkit", "--bin", FIXTURE_BIN]);
+            if profile_dir().file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo to build the fixture binary");
+            assert!(status.success(), "building {FIXTURE_BIN} failed: {status}");
+        }
+        assert!(path.exists(), "fixture binary missing at {}", path.display());
+        path
+    })
+}
+
+/// `target/<profile>` of the running test binary (tests live in `target/<profile>/deps`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe has a parent").to_path_buf();
+    if dir.ends_with("deps") || dir.ends_with("examples") {
+        dir.pop();
+    }
+    dir
+}
+
+fn target_dir() -> PathBuf {
+    profile_dir()
+}
+
+fn older_than_sources(bin: &Path) -> bool {
+    let Ok(built) = bin.metadata().and_then(|m| m.modified()) else {
+        return true;
+    };
+    newest_mtime(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src")).is_some_and(|src| src > built)
+}
+
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() { newest_mtime(&path) } else { entry.metadata().ok()?.modified().ok() };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The fd numbers `pid` has open, sorted (empty when the process is gone).
+pub fn open_fds(pid: u32) -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    fds.sort_unstable();
+    fds
+}
+
+/// How many fds `pid` has open.
+pub fn fd_count(pid: u32) -> usize {
+    open_fds(pid).len()
+}
+
+/// What an open fd of `pid` points at (`pipe:[123]`, `/dev/null`, `socket:[9]`, ...).
+pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok().map(|p| p.to_string_lossy().into_owned())
+}
+
+/// One line of `/proc/PID/stat`, the fields tests care about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process id.
+    pub pid: u32,
+    /// Parent process id.
+    pub ppid: u32,
+    /// Process group id.
+    pub pgrp: u32,
+    /// Session id.
+    pub session: u32,
+    /// State letter: R, S, D, Z, T, ...
+    pub state: char,
+}
+
+impl ProcStat {
+    /// Whether the process is a zombie (dead, not yet reaped) or dead.
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// Reads `/proc/PID/stat`; `None` when the process no longer exists.
+pub fn stat(pid: u32) -> Option<ProcStat> {
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces or ')': split after the last ')'.
+    let rest = &raw[raw.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    let session = fields.next()?.parse().ok()?;
+    Some(ProcStat { pid, ppid, pgrp, session, state })
+}
+
+/// Every process on the machine, as seen in `/proc`.
+pub fn all_processes() -> Vec<ProcStat> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter_map(stat)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|s| !s.is_zombie())
+}
+
+/// The live (non-zombie) descendants of `pid`: children, grandchildren, and so on.
+///
+/// A descendant whose parent died is re-parented (to pid 1 or a subreaper) and so
+/// stops being a descendant: to follow processes that may escape, record their pids
+/// while the tree is intact and check them with [`is_alive`].
+pub fn live_descendants(pid: u32) -> Vec<u32> {
+    let procs = all_processes();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for p in procs.iter().filter(|p| p.ppid == parent) {
+            frontier.push(p.pid);
+            if !p.is_zombie() {
+                found.push(p.pid);
+            }
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+/// The zombie children of `pid`: exited, not yet reaped by `pid`.
+pub fn zombie_children(pid: u32) -> Vec<u32> {
+    let mut z: Vec<u32> = all_processes().into_iter().filter(|p| p.ppid == pid && p.is_zombie()).map(|p| p.pid).collect();
+    z.sort_unstable();
+    z
+}
+
+/// The live members of process group `pgid`.
+pub fn live_group_members(pgid: u32) -> Vec<u32> {
+    let mut m: Vec<u32> = all_processes().into_iter().filter(|p| p.pgrp == pgid && !p.is_zombie()).map(|p| p.pid).collect();
+    m.sort_unstable();
+    m
+}
+
+/// Resident set size of `pid` in bytes, from `/proc/PID/statm`.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
+}
+
+/// A condition that did not hold before its deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedOut {
+    /// What was awaited, as given to [`wait_until`].
+    pub what: String,
+    /// How long we waited.
+    pub waited: Duration,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "timed out after {:?} waiting for {}", self.waited, self.what)
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// Polls `probe` until it returns `Some`, or fails once `timeout` has passed.
+///
+/// For conditions with no event to wait on (a process leaving `/proc`, an fd
+/// count settling). The poll interval starts at 1 ms and doubles up to 50 ms, so
+/// fast conditions are seen fast and slow ones do not burn a core. The deadline
+/// is a failure bound, not a timing assertion: pick one generous enough for a
+/// loaded CI machine.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Result<T, TimedOut> {
+    let start = Instant::now();
+    let mut interval = Duration::from_millis(1);
+    loop {
+        if let Some(v) = probe() {
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            return Err(TimedOut { what: what.to_owned(), waited: start.elapsed() });
+        }
+        std::thread::sleep(interval);
+        interval = (interval * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Waits until every pid in `pids` is dead (gone or a zombie).
+pub fn wait_all_dead(pids: &[u32], timeout: Duration) -> Result<(), TimedOut> {
+    wait_until(&format!("pids {pids:?} to die"), timeout, || pids.iter().all(|&p| !is_alive(p)).then_some(()))
+}
+
+/// Parses `pid N` lines (as printed by the `grandchild` fixture) out of `output`.
+pub fn parse_pids(output: &str) -> Vec<u32> {
+    output.lines().filter_map(|l| l.strip_prefix("pid ")?.trim().parse().ok()).collect()
+}
