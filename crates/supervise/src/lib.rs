@@ -2,3 +2,17 @@
 //! supervisor trees. (Being written; see issue 4.)
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod backoff;
+mod breaker;
+mod budget;
+mod decide;
+mod event;
+mod explain;
+mod policy;
+
+pub use backoff::{Backoff, BackoffState};
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use event::{ChildState, ChildStatus, Event, EventKind, Health, ProbeRole, StopReason};
+pub use explain::{Decision, Explanation};
+pub use policy::{Ending, ExitReport, Restart, Shutdown, Strategy, Usage};
