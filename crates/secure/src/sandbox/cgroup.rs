@@ -1,0 +1,259 @@
+//! A cgroup per run, for the `processes` (pids) and `memory` limits.
+//!
+//! # Design note
+//!
+//! `RLIMIT_NPROC` counts every process of the real user, not of the run, and root (or
+//! CAP_SYS_RESOURCE) ignores it entirely; `RLIMIT_AS` limits address space per process, not
+//! the memory of a process tree, and an allocation failure shows up as whatever the program
+//! does with `ENOMEM`. A cgroup fixes both: `pids.max` bounds the run's tasks whoever runs it,
+//! `memory.max` (`memory.limit_in_bytes` on v1) bounds the whole tree, and the kernel's OOM
+//! counter tells us for certain that the run ended because of memory.
+//!
+//! The parent creates one directory per controller beneath its own cgroup, writes the
+//! limits, and opens `cgroup.procs`; the child's pre-exec hook writes `0` ("me") to it
+//! before anything else can fork. After the run every task still listed is killed (this also
+//! reaches descendants that left the process group with `setsid`), and the directory removed.
+//!
+//! Both cgroup v1 (a `pids` or `memory` hierarchy we can write to) and v2 (the controller
+//! enabled in our cgroup's `cgroup.subtree_control`) are supported; where neither works the
+//! layer reports why and the limits fall back to rlimits.
+
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{Mode, OFlags};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Controller {
+    Pids,
+    Memory,
+}
+
+impl Controller {
+    fn name(self) -> &'static str {
+        match self {
+            Controller::Pids => "pids",
+            Controller::Memory => "memory",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+/// Where runs of one controller get their directories.
+#[derive(Debug, Clone)]
+pub(crate) struct Base {
+    dir: PathBuf,
+    version: Version,
+}
+
+impl Base {
+    pub(crate) fn describe(&self) -> String {
+        let v = match self.version {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        };
+        format!("{v} {}", self.dir.display())
+    }
+}
+
+/// Probed once: where each controller can be used, or why not.
+#[derive(Debug)]
+pub(crate) struct Support {
+    pub(crate) pids: Result<Base, String>,
+    pub(crate) memory: Result<Base, String>,
+}
+
+impl Support {
+    pub(crate) fn get() -> &'static Support {
+        static SUPPORT: OnceLock<Support> = OnceLock::new();
+        SUPPORT.get_or_init(|| Support { pids: find(Controller::Pids), memory: find(Controller::Memory) })
+    }
+}
+
+fn find(controller: Controller) -> Result<Base, String> {
+    let name = controller.name();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("cannot read mountinfo: {e}"))?;
+    let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    // v1: a hierarchy with this controller among its super options.
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let rfields: Vec<&str> = right.split(' ').collect();
+        if fields.len() < 5 || rfields.len() < 3 {
+            continue;
+        }
+        let (root, mount, fstype, opts) = (fields[3], fields[4], rfields[0], rfields[2]);
+        if fstype == "cgroup" && opts.split(',').any(|o| o == name) {
+            let path = own
+                .lines()
+                .filter_map(|l| l.splitn(3, ':').collect::<Vec<_>>().try_into().ok())
+                .find_map(|[_, ctrls, path]: [&str; 3]| ctrls.split(',').any(|c| c == name).then_some(path))
+                .ok_or_else(|| format!("no {name} line in /proc/self/cgroup"))?;
+            let rel = path.strip_prefix(root).unwrap_or(path).trim_start_matches('/');
+            let dir = Path::new(mount).join(rel);
+            return writable(&dir).map(|()| Base { dir, version: Version::V1 });
+        }
+    }
+    // v2: the unified hierarchy, with the controller delegated to our cgroup's children.
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let fields: Vec<&str> = left.split(' ').collect();
+        if fields.len() < 5 || !right.starts_with("cgroup2 ") {
+            continue;
+        }
+        let (root, mount) = (fields[3], fields[4]);
+        let path = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .ok_or_else(|| "no cgroup v2 line in /proc/self/cgroup".to_string())?;
+        let rel = path.strip_prefix(root).unwrap_or(path).trim_start_matches('/');
+        let dir = Path::new(mount).join(rel);
+        let subtree = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+        if !subtree.split_whitespace().any(|c| c == name) {
+            return Err(format!(
+                "cgroup v2: `{name}` is not enabled in {}/cgroup.subtree_control (needs a delegated subtree), \
+                 and no v1 {name} hierarchy is mounted",
+                dir.display()
+            ));
+        }
+        return writable(&dir).map(|()| Base { dir, version: Version::V2 });
+    }
+    Err(format!("no cgroup hierarchy with the {name} controller is mounted"))
+}
+
+fn writable(dir: &Path) -> Result<(), String> {
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK)
+        .map_err(|e| format!("cannot create cgroups in {}: {e}", dir.display()))
+}
+
+/// One run's cgroup directory for one controller.
+#[derive(Debug)]
+pub(crate) struct RunCgroup {
+    controller: Controller,
+    version: Version,
+    dir: PathBuf,
+    /// `cgroup.procs`, opened for the child to write `0` into.
+    pub(crate) procs: Option<OwnedFd>,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl RunCgroup {
+    /// Creates the directory and writes the limit.
+    pub(crate) fn create(base: &Base, controller: Controller, limit: u64) -> io::Result<RunCgroup> {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = base.dir.join(format!("forkyard-secure-{}-{n}", std::process::id()));
+        fs::create_dir(&dir)?;
+        let mut cgroup = RunCgroup { controller, version: base.version, dir, procs: None };
+        let (file, value) = match (controller, base.version) {
+            (Controller::Pids, _) => ("pids.max", limit.to_string()),
+            (Controller::Memory, Version::V1) => ("memory.limit_in_bytes", limit.to_string()),
+            (Controller::Memory, Version::V2) => ("memory.max", limit.to_string()),
+        };
+        fs::write(cgroup.dir.join(file), value)?;
+        if controller == Controller::Memory && base.version == Version::V2 {
+            // No swap either, or the limit only moves the pressure to swap.
+            let _ = fs::write(cgroup.dir.join("memory.swap.max"), "0");
+        }
+        let procs = rustix::fs::open(
+            cgroup.dir.join("cgroup.procs"),
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        cgroup.procs = Some(procs);
+        Ok(cgroup)
+    }
+
+    pub(crate) fn controller(&self) -> Controller {
+        self.controller
+    }
+
+    /// How many times the kernel's OOM killer fired in this cgroup.
+    pub(crate) fn oom_kills(&self) -> u64 {
+        let (file, key) = match self.version {
+            Version::V1 => ("memory.oom_control", "oom_kill"),
+            Version::V2 => ("memory.events", "oom_kill"),
+        };
+        fs::read_to_string(self.dir.join(file))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+
+    /// Peak task count or memory usage, for the report.
+    pub(crate) fn peak(&self) -> Option<u64> {
+        let file = match (self.controller, self.version) {
+            (Controller::Pids, _) => "pids.peak",
+            (Controller::Memory, Version::V1) => "memory.max_usage_in_bytes",
+            (Controller::Memory, Version::V2) => "memory.peak",
+        };
+        fs::read_to_string(self.dir.join(file)).ok()?.trim().parse().ok()
+    }
+
+    fn tasks(&self) -> Vec<i32> {
+        fs::read_to_string(self.dir.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Kills every task still in the cgroup (repeatedly, since a task may fork while we
+    /// read) until it is empty or `within` has passed. Returns how many were killed.
+    pub(crate) fn kill_all(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        let mut killed = 0;
+        loop {
+            let tasks = self.tasks();
+            if tasks.is_empty() {
+                return killed;
+            }
+            for pid in tasks {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid)
+                    && rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok()
+                {
+                    killed += 1;
+                }
+            }
+            if Instant::now() >= deadline {
+                return killed;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for RunCgroup {
+    fn drop(&mut self) {
+        self.procs = None;
+        if !self.tasks().is_empty() {
+            self.kill_all(Duration::from_secs(1));
+        }
+        // A killed task leaves the cgroup when it exits, a moment after SIGKILL; retry rmdir
+        // briefly rather than leave the directory behind.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match fs::remove_dir(&self.dir) {
+                Ok(()) => return,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::yield_now();
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove a run's cgroup");
+                    return;
+                }
+            }
+        }
+    }
+}
