@@ -510,10 +510,12 @@ pub(crate) fn verify_bytes(data: &[u8], options: &VerifyOptions) -> Verification
         if !p.sealed {
             // Content edited without recomputing the hash; the hash itself still links the
             // chain, so carry on from it.
+            // Its seq field may be the edited part, so assume it is the record that belongs
+            // here.
             findings.push(Finding { line, tamper: Tamper::Edited });
-            seen.insert(p.seq);
+            seen.insert(expected_seq);
             expected_prev = p.claimed_hash;
-            expected_seq = p.seq + 1;
+            expected_seq += 1;
             i += 1;
             continue;
         }
@@ -525,13 +527,17 @@ pub(crate) fn verify_bytes(data: &[u8], options: &VerifyOptions) -> Verification
             continue;
         }
         let next = parsed.get(i + 1);
-        // Two adjacent records swapped: the next line is the one that belongs here, and this
-        // one chains onto it.
+        // Two adjacent records swapped: the next line is the one that belongs here, this one
+        // chains onto it, and the line after the pair (if any) chains onto this one. (Without
+        // that last test, a replayed copy of the next record would look like a swap.)
+        let after_pair_continues =
+            parsed.get(i + 2).is_none_or(|after| chains(after, &p.claimed_hash, p.seq + 1));
         if let Some(n) = next
             && chains(n, &expected_prev, expected_seq)
             && let Some(n) = n
             && p.prev == n.claimed_hash
             && p.seq == n.seq + 1
+            && after_pair_continues
         {
             findings.push(Finding { line, tamper: Tamper::Reordered { seq: p.seq } });
             seen.insert(p.seq);

@@ -134,7 +134,8 @@ fn openat2_retry(
     resolve: ResolveFlags,
     index: usize,
 ) -> Result<OwnedFd, Denial> {
-    let mode = Mode::from_raw_mode(0o644);
+    // openat2 insists on a zero mode unless it may create the file.
+    let mode = if flags.contains(OFlags::CREATE) { Mode::from_raw_mode(0o644) } else { Mode::empty() };
     let mut attempt = 0;
     loop {
         match rustix::fs::openat2(root.fd.as_fd(), name, flags, mode, resolve) {

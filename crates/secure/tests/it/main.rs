@@ -1,0 +1,7 @@
+//! forkyard-secure's integration tests: one binary, one module per area.
+
+mod audit;
+mod env;
+mod paths;
+mod support;
+mod validate;
