@@ -266,6 +266,101 @@ pub enum Health {
     },
 }
 
+impl fmt::Display for EventKind {
+    /// One line in words: `exited pid 41: exit code 1 after 310ms`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventKind::Spawned { pid } => write!(f, "spawned pid {pid}"),
+            EventKind::SpawnFailed { error } => write!(f, "spawn failed: {error}"),
+            EventKind::Ready { pid, after } => {
+                write!(f, "ready pid {pid} after {}", fmt_duration(*after))
+            }
+            EventKind::ProbeFailed {
+                role,
+                consecutive,
+                detail,
+            } => write!(f, "{role} probe failed ({consecutive} in a row): {detail}"),
+            EventKind::Unhealthy {
+                pid,
+                failures,
+                detail,
+            } => write!(
+                f,
+                "unhealthy pid {pid}: liveness failed {failures} times in a row ({detail})"
+            ),
+            EventKind::NotReady { pid, detail } => write!(f, "not ready pid {pid}: {detail}"),
+            EventKind::Stopping { pid, reason } => write!(f, "stopping pid {pid}: {reason}"),
+            EventKind::Exited {
+                pid,
+                exit,
+                uptime,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "exited pid {pid}: {exit} after {}",
+                    fmt_duration(*uptime)
+                )?;
+                if *expected {
+                    f.write_str(" (as asked)")?;
+                }
+                Ok(())
+            }
+            EventKind::Restarting {
+                after,
+                attempt,
+                reason,
+            } => write!(
+                f,
+                "restarting in {} (attempt {attempt}): {reason}",
+                fmt_duration(*after)
+            ),
+            EventKind::Down { reason } => write!(f, "down: {reason}"),
+            EventKind::BreakerOpened {
+                failures,
+                retry_after,
+            } => write!(
+                f,
+                "breaker opened after {failures} failures; trial in {}",
+                fmt_duration(*retry_after)
+            ),
+            EventKind::BreakerHalfOpen => f.write_str("breaker half-open: trial start"),
+            EventKind::BreakerClosed => f.write_str("breaker closed"),
+            EventKind::Degraded { which, why } => {
+                write!(f, "degraded, down: {} ({why})", which.join(", "))
+            }
+            EventKind::Recovered => f.write_str("recovered: no optional child is down"),
+            EventKind::Replaced { old_pid, new_pid } => {
+                write!(f, "replaced pid {old_pid} by ready pid {new_pid}")
+            }
+            EventKind::ReplaceFailed { detail } => {
+                write!(f, "replacement failed, old instance kept: {detail}")
+            }
+            EventKind::Running => f.write_str("running: all children started"),
+            EventKind::GaveUp { reason } => write!(f, "gave up: {reason}"),
+            EventKind::Stopped => f.write_str("stopped"),
+            EventKind::Lagged { missed } => write!(f, "missed {missed} events (reader too slow)"),
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    /// `  1.250s root/web: exited pid 41: exit code 1 after 310ms`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>3}.{:03}s {}",
+            self.at.as_secs(),
+            self.at.subsec_millis(),
+            self.supervisor
+        )?;
+        if let Some(child) = &self.child {
+            write!(f, "/{child}")?;
+        }
+        write!(f, ": {}", self.kind)
+    }
+}
+
 /// A human-friendly duration: `850ms`, `1.5s`, `2m05s`.
 pub(crate) fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();

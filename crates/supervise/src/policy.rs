@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use forkyard_child::Signal;
+
 /// When a child that ended on its own is restarted (OTP's restart types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -85,8 +87,8 @@ pub enum Ending {
     Code(i32),
     /// The process was ended by this signal.
     Signal {
-        /// The signal number.
-        signal: i32,
+        /// The signal.
+        signal: Signal,
         /// Whether it dumped core.
         core_dumped: bool,
     },
@@ -97,6 +99,11 @@ pub enum Ending {
     },
     /// A nested supervisor shut down cleanly.
     Shutdown,
+    /// The exit status could not be collected (the child was killed to be sure).
+    Lost {
+        /// Why.
+        error: String,
+    },
 }
 
 impl fmt::Display for Ending {
@@ -115,6 +122,7 @@ impl fmt::Display for Ending {
             }
             Ending::GaveUp { reason } => write!(f, "gave up: {reason}"),
             Ending::Shutdown => f.write_str("shut down"),
+            Ending::Lost { error } => write!(f, "exit status lost: {error}"),
         }
     }
 }
@@ -167,7 +175,7 @@ impl fmt::Display for ExitReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CleanExits {
     pub(crate) codes: Vec<i32>,
-    pub(crate) signals: Vec<i32>,
+    pub(crate) signals: Vec<Signal>,
 }
 
 impl Default for CleanExits {
@@ -175,7 +183,7 @@ impl Default for CleanExits {
     fn default() -> Self {
         CleanExits {
             codes: vec![0],
-            signals: vec![libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGPIPE],
+            signals: vec![Signal::HUP, Signal::INT, Signal::TERM, Signal::PIPE],
         }
     }
 }
@@ -185,35 +193,17 @@ impl CleanExits {
         match ending {
             Ending::Code(code) => self.codes.contains(code),
             Ending::Signal { signal, .. } => self.signals.contains(signal),
-            Ending::GaveUp { .. } => false,
+            Ending::GaveUp { .. } | Ending::Lost { .. } => false,
             Ending::Shutdown => true,
         }
     }
 }
 
-/// "SIGTERM" for 15, "signal 77" for numbers it does not know.
-pub(crate) fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        _ => return format!("{signal}"),
-    };
-    name.to_string()
+/// "SIGTERM" for 15, "77" for numbers without a name.
+pub(crate) fn signal_name(signal: Signal) -> String {
+    signal
+        .name()
+        .map_or_else(|| signal.as_raw().to_string(), str::to_string)
 }
 
 #[cfg(test)]
@@ -224,7 +214,7 @@ mod tests {
     fn clean_exit_table() {
         let clean = CleanExits::default();
         let sig = |signal| Ending::Signal {
-            signal,
+            signal: Signal::from_raw(signal),
             core_dumped: false,
         };
         let cases = [
@@ -252,14 +242,14 @@ mod tests {
             (Ending::Code(3), "exit code 3"),
             (
                 Ending::Signal {
-                    signal: libc::SIGSEGV,
+                    signal: Signal::SEGV,
                     core_dumped: true,
                 },
                 "signal SIGSEGV (core dumped)",
             ),
             (
                 Ending::Signal {
-                    signal: 77,
+                    signal: Signal::from_raw(77),
                     core_dumped: false,
                 },
                 "signal 77",

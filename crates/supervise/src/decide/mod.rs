@@ -68,7 +68,10 @@ pub(crate) struct ChildPolicy {
     pub(crate) optional: bool,
     pub(crate) readiness: Option<ProbeTiming>,
     pub(crate) liveness: Option<ProbeTiming>,
-    pub(crate) start_timeout: Duration,
+    /// Readiness is announced by `Input::Ready` (a nested supervisor's initial start).
+    pub(crate) notify_ready: bool,
+    /// Not ready within this long: a failed start. `None`: no limit.
+    pub(crate) start_timeout: Option<Duration>,
     pub(crate) seed: u64,
 }
 
@@ -105,6 +108,8 @@ pub(crate) enum Input {
         instance: u64,
         exit: ExitReport,
     },
+    /// An instance announced that it is ready (for children with `notify_ready`).
+    Ready { child: usize, instance: u64 },
     /// A probe finished (the runtime applies the probe's timeout and reports it as an error).
     Probed {
         child: usize,
@@ -390,11 +395,6 @@ impl Core {
         !matches!(self.mode, Mode::Idle | Mode::Starting)
     }
 
-    /// Number of children.
-    pub(crate) fn len(&self) -> usize {
-        self.children.len()
-    }
-
     /// Is the child down (not running and nothing scheduled to run it)?
     pub(crate) fn is_down(&self, child: usize) -> bool {
         let c = &self.children[child];
@@ -530,6 +530,18 @@ impl Core {
                 instance,
                 exit,
             } => self.on_exited(child, instance, exit),
+            Input::Ready { child, instance } => {
+                if self
+                    .children
+                    .get(child)
+                    .is_some_and(|c| c.policy.notify_ready)
+                    && let Some(inst) = self.instance_mut(child, instance)
+                    && inst.ready_at.is_none()
+                    && inst.stopping.is_none()
+                {
+                    self.become_ready(child, instance);
+                }
+            }
             Input::Probed {
                 child,
                 instance,
@@ -562,23 +574,25 @@ impl Core {
             self.emit(child, EventKind::Stopping { pid, reason });
             return;
         }
-        match self.children[child].policy.readiness {
-            None => self.become_ready(child, instance),
-            Some(timing) => {
-                let deadline = self.set_timer(
-                    now + self.children[child].policy.start_timeout,
-                    TimerPurpose::StartDeadline { child, instance },
-                );
-                if let Some(inst) = self.instance_mut(child, instance) {
-                    inst.deadline = Some(deadline);
-                }
-                self.schedule_probe(
-                    child,
-                    instance,
-                    ProbeRole::Readiness,
-                    now + timing.initial_delay,
-                );
+        let policy = &self.children[child].policy;
+        let (readiness, notify) = (policy.readiness, policy.notify_ready);
+        if readiness.is_none() && !notify {
+            self.become_ready(child, instance);
+            return;
+        }
+        if let Some(at) = policy.start_timeout.and_then(|t| now.checked_add(t)) {
+            let deadline = self.set_timer(at, TimerPurpose::StartDeadline { child, instance });
+            if let Some(inst) = self.instance_mut(child, instance) {
+                inst.deadline = Some(deadline);
             }
+        }
+        if let Some(timing) = readiness {
+            self.schedule_probe(
+                child,
+                instance,
+                ProbeRole::Readiness,
+                now + timing.initial_delay,
+            );
         }
     }
 
@@ -827,7 +841,10 @@ impl Core {
                 }
                 inst.deadline = None;
                 let pid = inst.pid();
-                let timeout = self.children[child].policy.start_timeout;
+                let timeout = self.children[child]
+                    .policy
+                    .start_timeout
+                    .unwrap_or_default();
                 self.emit(
                     child,
                     EventKind::NotReady {

@@ -26,7 +26,7 @@ fn code(n: i32) -> Ending {
 
 fn sig(signal: i32) -> Ending {
     Ending::Signal {
-        signal,
+        signal: forkyard_child::Signal::from_raw(signal),
         core_dumped: false,
     }
 }
@@ -42,7 +42,8 @@ fn child(name: &str) -> ChildPolicy {
         optional: false,
         readiness: None,
         liveness: None,
-        start_timeout: Duration::from_secs(30),
+        notify_ready: false,
+        start_timeout: Some(Duration::from_secs(30)),
         seed: 7,
     }
 }
@@ -308,59 +309,7 @@ impl Sim {
 
 /// A one-line description of an event, for assertions and snapshots.
 fn describe(e: &Event) -> String {
-    let who = e.child.as_deref().unwrap_or("*");
-    let what = match &e.kind {
-        EventKind::Spawned { pid } => format!("spawned pid {pid}"),
-        EventKind::SpawnFailed { error } => format!("spawn failed: {error}"),
-        EventKind::Ready { pid, after } => {
-            format!("ready pid {pid} after {}", fmt_duration(*after))
-        }
-        EventKind::ProbeFailed {
-            role,
-            consecutive,
-            detail,
-        } => format!("{role} probe failed ({consecutive}): {detail}"),
-        EventKind::Unhealthy { failures, .. } => format!("unhealthy after {failures} failures"),
-        EventKind::NotReady { detail, .. } => format!("not ready: {detail}"),
-        EventKind::Stopping { pid, reason } => format!("stopping pid {pid}: {reason}"),
-        EventKind::Exited {
-            pid,
-            exit,
-            uptime,
-            expected,
-        } => format!(
-            "exited pid {pid}: {exit} after {}{}",
-            fmt_duration(*uptime),
-            if *expected { " (expected)" } else { "" }
-        ),
-        EventKind::Restarting {
-            after,
-            attempt,
-            reason,
-        } => format!(
-            "restarting in {} (attempt {attempt}): {reason}",
-            fmt_duration(*after)
-        ),
-        EventKind::Down { reason } => format!("down: {reason}"),
-        EventKind::BreakerOpened {
-            failures,
-            retry_after,
-        } => format!(
-            "breaker opened after {failures} failures, retry in {}",
-            fmt_duration(*retry_after)
-        ),
-        EventKind::BreakerHalfOpen => "breaker half-open".into(),
-        EventKind::BreakerClosed => "breaker closed".into(),
-        EventKind::Degraded { which, why } => format!("degraded {which:?}: {why}"),
-        EventKind::Recovered => "recovered".into(),
-        EventKind::Replaced { old_pid, new_pid } => format!("replaced pid {old_pid} by {new_pid}"),
-        EventKind::ReplaceFailed { detail } => format!("replace failed: {detail}"),
-        EventKind::Running => "running".into(),
-        EventKind::GaveUp { reason } => format!("gave up: {reason}"),
-        EventKind::Stopped => "stopped".into(),
-        EventKind::Lagged { missed } => format!("lagged {missed}"),
-    };
-    format!("{who}: {what}")
+    format!("{}: {}", e.child.as_deref().unwrap_or("*"), e.kind)
 }
 
 // ---- restart types ------------------------------------------------------------------------
@@ -585,11 +534,11 @@ fn optional_child_breaker_opens_degrades_and_recovers() {
     assert_eq!(
         tail,
         [
-            "cache: breaker half-open",
+            "cache: breaker half-open: trial start",
             "cache: spawned pid 104",
             "cache: ready pid 104 after 0ms",
             "cache: breaker closed",
-            "*: recovered",
+            "*: recovered: no optional child is down",
         ]
     );
 }
@@ -764,7 +713,10 @@ fn ordered_start_waits_for_readiness() {
     sim.advance(ms(50));
     assert_eq!(sim.log, ["spawn a", "spawn b"]);
     assert!(sim.core.is_started());
-    assert_eq!(sim.kinds().last().unwrap(), "*: running");
+    assert_eq!(
+        sim.kinds().last().unwrap(),
+        "*: running: all children started"
+    );
 }
 
 // ---- probes -------------------------------------------------------------------------------
@@ -790,7 +742,7 @@ fn readiness_failure_threshold_is_a_failed_start() {
     let kinds = sim.kinds();
     assert!(
         kinds.contains(
-            &"a: not ready: readiness probe failed 3 times in a row: refused".to_string()
+            &"a: not ready pid 100: readiness probe failed 3 times in a row: refused".to_string()
         ),
         "{kinds:#?}"
     );
@@ -807,7 +759,7 @@ fn readiness_failure_threshold_is_a_failed_start() {
 fn start_timeout_is_a_failed_start() {
     let mut a = child("a");
     a.readiness = Some(probe(100, None));
-    a.start_timeout = ms(350);
+    a.start_timeout = Some(ms(350));
     a.restart = Restart::Transient;
     let mut sim = Sim::new(group(
         Strategy::OneForOne,
@@ -887,7 +839,7 @@ fn liveness_initial_delay_period_and_threshold() {
         .find(|e| matches!(e.kind, EventKind::Unhealthy { .. }))
         .expect("unhealthy");
     assert_eq!(unhealthy.at, ms(2_200));
-    assert!(kinds.contains(&"a: liveness probe failed (1): timed out".to_string()));
+    assert!(kinds.contains(&"a: liveness probe failed (1 in a row): timed out".to_string()));
     assert!(kinds.contains(&"a: stopping pid 100: unhealthy".to_string()));
     assert!(
         kinds
@@ -1156,7 +1108,10 @@ fn rolling_restart_starts_new_before_stopping_old() {
         .collect();
     assert_eq!(
         replaced,
-        ["a: replaced pid 100 by 102", "b: replaced pid 101 by 103"]
+        [
+            "a: replaced pid 100 by ready pid 102",
+            "b: replaced pid 101 by ready pid 103"
+        ]
     );
     assert!(!sim.core.is_rolling(None));
     assert_eq!(
@@ -1194,7 +1149,7 @@ fn failed_replacement_keeps_the_old_instance() {
     assert!(
         sim.kinds()
             .iter()
-            .any(|k| k.starts_with("a: replace failed"))
+            .any(|k| k.starts_with("a: replacement failed"))
     );
     assert!(sim.core.is_ready(0));
     assert_eq!(sim.core.status(sim.now)[0].pid, Some(100));
@@ -1401,4 +1356,35 @@ proptest! {
         prop_assert!(!sim.log[before..].iter().any(|l| l.starts_with("spawn")));
         prop_assert!(sim.timers.is_empty(), "timers left: {}", sim.timers.len());
     }
+}
+
+#[test]
+fn notified_readiness_gates_the_start_order() {
+    let mut sub = child("sub");
+    sub.notify_ready = true;
+    sub.start_timeout = None;
+    let mut sim = Sim::new(group(
+        Strategy::OneForOne,
+        5,
+        Duration::from_secs(10),
+        vec![sub, child("b")],
+    ));
+    sim.start().advance(Duration::from_secs(3_600));
+    assert_eq!(
+        sim.log,
+        ["spawn sub"],
+        "no start timeout: waits as long as it takes"
+    );
+    // A stale or foreign notification changes nothing.
+    sim.input(Input::Ready {
+        child: 0,
+        instance: 99,
+    });
+    assert_eq!(sim.log, ["spawn sub"]);
+    sim.input(Input::Ready {
+        child: 0,
+        instance: 1,
+    });
+    assert_eq!(sim.log, ["spawn sub", "spawn b"]);
+    assert!(sim.core.is_started());
 }
