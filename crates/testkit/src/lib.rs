@@ -74,14 +74,27 @@ pub fn fixture_path() -> &'static Path {
         if !path.exists() || older_than_sources(&path) {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = Command::new(cargo);
-            build.args(["build", "--quiet", "--package", "forkyard-testkit", "--bin", FIXTURE_BIN]);
+            build.args([
+                "build",
+                "--quiet",
+                "--package",
+                "forkyard-testkit",
+                "--bin",
+                FIXTURE_BIN,
+            ]);
             if profile_dir().file_name().is_some_and(|p| p == "release") {
                 build.arg("--release");
             }
-            let status = build.status().expect("run cargo to build the fixture binary");
+            let status = build
+                .status()
+                .expect("run cargo to build the fixture binary");
             assert!(status.success(), "building {FIXTURE_BIN} failed: {status}");
         }
-        assert!(path.exists(), "fixture binary missing at {}", path.display());
+        assert!(
+            path.exists(),
+            "fixture binary missing at {}",
+            path.display()
+        );
         path
     })
 }
@@ -111,7 +124,11 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
-        let t = if path.is_dir() { newest_mtime(&path) } else { entry.metadata().ok()?.modified().ok() };
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().ok()?.modified().ok()
+        };
         newest = newest.max(t);
     }
     newest
@@ -120,7 +137,11 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
 /// The fd numbers `pid` has open, sorted (empty when the process is gone).
 pub fn open_fds(pid: u32) -> Vec<i32> {
     let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     fds.sort_unstable();
     fds
@@ -133,7 +154,9 @@ pub fn fd_count(pid: u32) -> usize {
 
 /// What an open fd of `pid` points at (`pipe:[123]`, `/dev/null`, `socket:[9]`, ...).
 pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok().map(|p| p.to_string_lossy().into_owned())
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// One line of `/proc/PID/stat`, the fields tests care about.
@@ -168,7 +191,13 @@ pub fn stat(pid: u32) -> Option<ProcStat> {
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
     let session = fields.next()?.parse().ok()?;
-    Some(ProcStat { pid, ppid, pgrp, session, state })
+    Some(ProcStat {
+        pid,
+        ppid,
+        pgrp,
+        session,
+        state,
+    })
 }
 
 /// Every process on the machine, as seen in `/proc`.
@@ -211,14 +240,22 @@ pub fn live_descendants(pid: u32) -> Vec<u32> {
 
 /// The zombie children of `pid`: exited, not yet reaped by `pid`.
 pub fn zombie_children(pid: u32) -> Vec<u32> {
-    let mut z: Vec<u32> = all_processes().into_iter().filter(|p| p.ppid == pid && p.is_zombie()).map(|p| p.pid).collect();
+    let mut z: Vec<u32> = all_processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid && p.is_zombie())
+        .map(|p| p.pid)
+        .collect();
     z.sort_unstable();
     z
 }
 
 /// The live members of process group `pgid`.
 pub fn live_group_members(pgid: u32) -> Vec<u32> {
-    let mut m: Vec<u32> = all_processes().into_iter().filter(|p| p.pgrp == pgid && !p.is_zombie()).map(|p| p.pid).collect();
+    let mut m: Vec<u32> = all_processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && !p.is_zombie())
+        .map(|p| p.pid)
+        .collect();
     m.sort_unstable();
     m
 }
@@ -241,7 +278,11 @@ pub struct TimedOut {
 
 impl std::fmt::Display for TimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "timed out after {:?} waiting for {}", self.waited, self.what)
+        write!(
+            f,
+            "timed out after {:?} waiting for {}",
+            self.waited, self.what
+        )
     }
 }
 
@@ -254,7 +295,11 @@ impl std::error::Error for TimedOut {}
 /// fast conditions are seen fast and slow ones do not burn a core. The deadline
 /// is a failure bound, not a timing assertion: pick one generous enough for a
 /// loaded CI machine.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Result<T, TimedOut> {
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Result<T, TimedOut> {
     let start = Instant::now();
     let mut interval = Duration::from_millis(1);
     loop {
@@ -262,7 +307,10 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
             return Ok(v);
         }
         if start.elapsed() >= timeout {
-            return Err(TimedOut { what: what.to_owned(), waited: start.elapsed() });
+            return Err(TimedOut {
+                what: what.to_owned(),
+                waited: start.elapsed(),
+            });
         }
         std::thread::sleep(interval);
         interval = (interval * 2).min(Duration::from_millis(50));
@@ -271,10 +319,15 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
 
 /// Waits until every pid in `pids` is dead (gone or a zombie).
 pub fn wait_all_dead(pids: &[u32], timeout: Duration) -> Result<(), TimedOut> {
-    wait_until(&format!("pids {pids:?} to die"), timeout, || pids.iter().all(|&p| !is_alive(p)).then_some(()))
+    wait_until(&format!("pids {pids:?} to die"), timeout, || {
+        pids.iter().all(|&p| !is_alive(p)).then_some(())
+    })
 }
 
 /// Parses `pid N` lines (as printed by the `grandchild` fixture) out of `output`.
 pub fn parse_pids(output: &str) -> Vec<u32> {
-    output.lines().filter_map(|l| l.strip_prefix("pid ")?.trim().parse().ok()).collect()
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("pid ")?.trim().parse().ok())
+        .collect()
 }

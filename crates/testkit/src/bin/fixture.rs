@@ -32,6 +32,10 @@ forkyard-fixture <subcommand> [args]
   cpu-burn [SECONDS]            spin on the CPU (forever without SECONDS)
   print-env [NAME..]            print NAME=VALUE for the given names (all when none)
   sleep SECONDS                 sleep, then exit 0
+  own-tree [--trees N] [--setsid] [--cgroup DIR]
+                                an owner: spawns N `grandchild` trees through forkyard-child
+                                (optionally each in a cgroup under DIR), prints `pid P` for every
+                                descendant, `ready`, then hangs; kill it to test owner death
   spawn-and-hang PROGRAM [ARGS..]
                                 run PROGRAM as a child (not waited), print `child P`, `ready`, hang
 ";
@@ -80,18 +84,31 @@ fn run(cmd: &str, rest: &[String]) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "alloc-until-killed" => alloc_until_killed(rest.first().map(|s| s.parse()).transpose().map_err(|e| format!("{e}"))?.unwrap_or(8)),
-        "cpu-burn" => cpu_burn(rest.first().map(|s| s.parse()).transpose().map_err(|e| format!("{e}"))?),
+        "alloc-until-killed" => alloc_until_killed(
+            rest.first()
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| format!("{e}"))?
+                .unwrap_or(8),
+        ),
+        "cpu-burn" => cpu_burn(
+            rest.first()
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| format!("{e}"))?,
+        ),
         "print-env" => {
             let mut out = io::stdout().lock();
             if rest.is_empty() {
                 for (k, v) in std::env::vars_os() {
-                    writeln!(out, "{}={}", k.to_string_lossy(), v.to_string_lossy()).map_err(|e| e.to_string())?;
+                    writeln!(out, "{}={}", k.to_string_lossy(), v.to_string_lossy())
+                        .map_err(|e| e.to_string())?;
                 }
             } else {
                 for name in rest {
                     if let Some(v) = std::env::var_os(name) {
-                        writeln!(out, "{name}={}", v.to_string_lossy()).map_err(|e| e.to_string())?;
+                        writeln!(out, "{name}={}", v.to_string_lossy())
+                            .map_err(|e| e.to_string())?;
                     }
                 }
             }
@@ -102,9 +119,13 @@ fn run(cmd: &str, rest: &[String]) -> Result<ExitCode, String> {
             std::thread::sleep(Duration::from_secs_f64(secs));
             Ok(ExitCode::SUCCESS)
         }
+        "own-tree" => own_tree(rest),
         "spawn-and-hang" => {
             let (program, args) = rest.split_first().ok_or("missing PROGRAM")?;
-            let child = Command::new(program).args(args).spawn().map_err(|e| format!("spawn {program}: {e}"))?;
+            let child = Command::new(program)
+                .args(args)
+                .spawn()
+                .map_err(|e| format!("spawn {program}: {e}"))?;
             println!("child {}", child.id());
             ready("ready");
             hang()
@@ -157,7 +178,9 @@ fn echo(rest: &[String]) -> Result<ExitCode, String> {
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = input.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| e.to_string())?;
         if n == 0 {
             return Ok(ExitCode::SUCCESS);
         }
@@ -202,7 +225,10 @@ fn flood(stdout_bytes: u64, stderr_bytes: u64) -> Result<ExitCode, String> {
     let out = std::thread::spawn(writer(Box::new(io::stdout()), stdout_bytes, b'o'));
     let err = std::thread::spawn(writer(Box::new(io::stderr()), stderr_bytes, b'e'));
     for handle in [out, err] {
-        handle.join().map_err(|_| "writer thread panicked")?.map_err(|e| e.to_string())?;
+        handle
+            .join()
+            .map_err(|_| "writer thread panicked")?
+            .map_err(|e| e.to_string())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -243,7 +269,13 @@ fn grandchild(rest: &[String]) -> Result<ExitCode, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let descendant = |level: usize, last: bool, escape: bool| {
         let mut cmd = Command::new(&exe);
-        cmd.args(["grandchild", "--level", &level.to_string(), "--depth", &depth.to_string()]);
+        cmd.args([
+            "grandchild",
+            "--level",
+            &level.to_string(),
+            "--depth",
+            &depth.to_string(),
+        ]);
         if setsid {
             cmd.arg("--setsid");
         }
@@ -268,7 +300,11 @@ fn grandchild(rest: &[String]) -> Result<ExitCode, String> {
         if level < depth {
             // The last chain's deepest member is the one that escapes.
             let next_escape = setsid && last && level + 1 == depth;
-            kids.push(descendant(level + 1, last, next_escape).spawn().map_err(|e| e.to_string())?);
+            kids.push(
+                descendant(level + 1, last, next_escape)
+                    .spawn()
+                    .map_err(|e| e.to_string())?,
+            );
         }
         println!("pid {}", std::process::id());
         let _ = io::stdout().flush();
@@ -293,7 +329,9 @@ fn grandchild(rest: &[String]) -> Result<ExitCode, String> {
     while seen < expected {
         line.clear();
         if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-            return Err(format!("descendants stopped reporting after {seen} of {expected}"));
+            return Err(format!(
+                "descendants stopped reporting after {seen} of {expected}"
+            ));
         }
         if line.starts_with("pid ") {
             seen += 1;
@@ -346,13 +384,79 @@ fn cpu_burn(seconds: Option<f64>) -> Result<ExitCode, String> {
     let mut x: u64 = 1;
     loop {
         for _ in 0..1_000_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
         }
         std::hint::black_box(x);
-        if let Some(s) = seconds {
-            if start.elapsed().as_secs_f64() >= s {
-                return Ok(ExitCode::SUCCESS);
-            }
+        if let Some(s) = seconds
+            && start.elapsed().as_secs_f64() >= s
+        {
+            return Ok(ExitCode::SUCCESS);
         }
     }
+}
+
+/// An owner process for owner-death tests: everything it spawns goes through
+/// forkyard-child, and the test kills this process with SIGKILL.
+fn own_tree(rest: &[String]) -> Result<ExitCode, String> {
+    let mut trees = 2usize;
+    let mut setsid = false;
+    let mut cgroup: Option<String> = None;
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--trees" => {
+                trees = it
+                    .next()
+                    .ok_or("missing N")?
+                    .parse()
+                    .map_err(|e| format!("{e}"))?
+            }
+            "--setsid" => setsid = true,
+            "--cgroup" => cgroup = Some(it.next().ok_or("missing DIR")?.clone()),
+            other => return Err(format!("unknown flag `{other}`")),
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let mut children = Vec::new();
+        let mut out = String::new();
+        for _ in 0..trees {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["grandchild", "--children", "2", "--depth", "2"]);
+            if setsid {
+                cmd.arg("--setsid");
+            }
+            let mut builder = forkyard_child::Child::builder(&mut cmd)
+                .stdin(forkyard_child::Input::Null)
+                .stdout(forkyard_child::Output::lines());
+            if let Some(dir) = &cgroup {
+                builder = builder.cgroup(dir);
+            }
+            let mut child = builder.spawn().map_err(|e| e.to_string())?;
+            out.push_str(&format!("pid {}\n", child.id()));
+            while let Some(line) = child.next_line().await {
+                let text = line.text();
+                if text == "ready" {
+                    break;
+                }
+                out.push_str(&text);
+                out.push('\n');
+            }
+            children.push(child);
+        }
+        print!("{out}");
+        ready("ready");
+        // Wait to be killed; the children stay owned by this process.
+        std::future::pending::<()>().await;
+        drop(children);
+        Ok::<(), String>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,431 @@
+//! Spawning: the builder, the `pre_exec` closure, and typed spawn errors.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+use crate::cgroup::Cgroup;
+use crate::output::{Input, Output, OutputKind};
+use crate::process::Child;
+use crate::{Error, Signal, watchdog};
+
+/// The grace period used by timeouts when none is set: 5 seconds.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// Options for spawning a [`Child`]; made by [`Child::builder`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), forkyard_child::Error> {
+/// use std::process::Command;
+/// use std::time::Duration;
+/// use forkyard_child::{Child, Output};
+///
+/// let mut child = Child::builder(Command::new("make").arg("-j4"))
+///     .stdout(Output::capture(1 << 20))
+///     .stderr(Output::capture(1 << 20).with_lines())
+///     .timeout(Duration::from_secs(600))
+///     .grace(Duration::from_secs(10))
+///     .spawn()?;
+/// while let Some(line) = child.next_line().await {
+///     eprintln!("make: {}", line.text());
+/// }
+/// let out = child.wait_with_output().await?;
+/// println!("{} ({} bytes of stdout)", out.exit, out.stdout.total);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until .spawn() is called"]
+pub struct Builder<'a> {
+    cmd: &'a mut Command,
+    stdin: Option<Input>,
+    stdout: Option<Output>,
+    stderr: Option<Output>,
+    fds: Vec<(OwnedFd, RawFd)>,
+    timeout: Option<Duration>,
+    grace: Duration,
+    stop_signal: Signal,
+    watchdog: bool,
+    cgroup: Option<PathBuf>,
+    line_buffer: usize,
+}
+
+impl<'a> Builder<'a> {
+    pub(crate) fn new(cmd: &'a mut Command) -> Builder<'a> {
+        Builder {
+            cmd,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            fds: Vec::new(),
+            timeout: None,
+            grace: DEFAULT_GRACE,
+            stop_signal: Signal::TERM,
+            watchdog: true,
+            cgroup: None,
+            line_buffer: 1024,
+        }
+    }
+
+    /// What the child's stdin is connected to (default: as configured on the
+    /// `Command`, which inherits unless told otherwise).
+    pub fn stdin(mut self, input: Input) -> Self {
+        self.stdin = Some(input);
+        self
+    }
+
+    /// What happens to the child's stdout (default: as configured on the `Command`).
+    pub fn stdout(mut self, output: Output) -> Self {
+        self.stdout = Some(output);
+        self
+    }
+
+    /// What happens to the child's stderr (default: as configured on the `Command`).
+    pub fn stderr(mut self, output: Output) -> Self {
+        self.stderr = Some(output);
+        self
+    }
+
+    /// Hands `fd` to the child as fd number `target` (3 or more; 0 to 2 are stdio).
+    ///
+    /// Every other fd of the parent is closed in the child, whatever its
+    /// close-on-exec flag says; these are the only exceptions.
+    pub fn pass_fd(mut self, fd: OwnedFd, target: RawFd) -> Self {
+        self.fds.push((fd, target));
+        self
+    }
+
+    /// Stop the child (reason [`Reason::Timeout`](crate::Reason::Timeout), with the
+    /// stop signal and the [`grace`](Self::grace) period) once it has run this long.
+    /// The deadline is enforced while somebody awaits [`Child::wait`] or
+    /// [`Child::wait_with_output`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long a timed-out child gets between the stop signal and SIGKILL
+    /// (default [`DEFAULT_GRACE`]).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The polite signal sent by [`Child::stop`] and timeouts (default SIGTERM).
+    pub fn stop_signal(mut self, signal: Signal) -> Self {
+        self.stop_signal = signal;
+        self
+    }
+
+    /// Whether the owner-death watchdog guards this child (default `true`).
+    ///
+    /// Turning it off saves a `sendmsg` per spawn, and leaves the child running
+    /// if the owner is killed. Meant for measuring the guard's cost, and for
+    /// owners that are themselves contained (in a pid namespace or a cgroup that
+    /// is killed as a whole).
+    pub fn kill_on_owner_death(mut self, enabled: bool) -> Self {
+        self.watchdog = enabled;
+        self
+    }
+
+    /// Runs the child in a new cgroup v2 under `parent` (which the owner must be
+    /// able to write), so that every descendant, even one that calls `setsid`,
+    /// is stopped and killed with it. See the crate docs, "Containment".
+    pub fn cgroup(mut self, parent: impl Into<PathBuf>) -> Self {
+        self.cgroup = Some(parent.into());
+        self
+    }
+
+    /// How many lines may wait in the line channel before the readers pause
+    /// (default 1024).
+    pub fn line_buffer(mut self, lines: usize) -> Self {
+        self.line_buffer = lines.max(1);
+        self
+    }
+
+    /// Spawns the child.
+    ///
+    /// Must be called from within a tokio runtime (exit notification uses the
+    /// runtime's reactor).
+    pub fn spawn(self) -> Result<Child, Error> {
+        let Builder {
+            cmd,
+            stdin,
+            stdout,
+            stderr,
+            fds,
+            timeout,
+            grace,
+            stop_signal,
+            watchdog,
+            cgroup,
+            line_buffer,
+        } = self;
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime { program });
+        }
+        cmd.process_group(0);
+        if let Some(input) = stdin {
+            cmd.stdin(match input {
+                Input::Inherit => Stdio::inherit(),
+                Input::Null => Stdio::null(),
+                Input::Piped => Stdio::piped(),
+            });
+        }
+        for (output, set) in [
+            (
+                &stdout,
+                Command::stdout as fn(&mut Command, Stdio) -> &mut Command,
+            ),
+            (&stderr, Command::stderr),
+        ] {
+            if let Some(output) = output {
+                set(
+                    cmd,
+                    match output.kind {
+                        OutputKind::Inherit => Stdio::inherit(),
+                        OutputKind::Null => Stdio::null(),
+                        OutputKind::Piped | OutputKind::Collected => Stdio::piped(),
+                    },
+                );
+            }
+        }
+        if let Some(&(_, bad)) = fds.iter().find(|(_, target)| *target < 3) {
+            return Err(Error::Spawn {
+                program,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("pass_fd target {bad} is a stdio fd"),
+                ),
+            });
+        }
+
+        // A dead watchdog is only noticed when a child fails to register with it,
+        // so one retry with a fresh watchdog is part of the protocol.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let registration = if watchdog {
+                Some(watchdog::reserve().map_err(|source| Error::Watchdog {
+                    program: program.clone(),
+                    source,
+                })?)
+            } else {
+                None
+            };
+            let token = registration
+                .as_ref()
+                .map_or_else(watchdog::untracked_token, |r| r.token());
+            let cg = match &cgroup {
+                Some(parent) => {
+                    Some(
+                        Cgroup::create(parent, token).map_err(|source| Error::Cgroup {
+                            program: program.clone(),
+                            path: parent.clone(),
+                            source,
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            let plan = Arc::new(PreExec::new(registration.as_ref(), cg.as_ref(), &fds));
+            let in_child = plan.clone();
+            // SAFETY: the closure runs between fork and exec; `PreExec::run` makes
+            // only async-signal-safe syscalls and touches only memory allocated
+            // here, before the fork (see its docs).
+            unsafe {
+                cmd.pre_exec(move || in_child.run());
+            }
+            let spawned = cmd.spawn();
+            // The closure stays on the Command; disarm it so a later spawn of the
+            // same Command does not replay this child's plan.
+            plan.armed.store(false, Ordering::Release);
+            match spawned {
+                Ok(std_child) => {
+                    drop(fds);
+                    let config = crate::process::Config {
+                        timeout,
+                        grace,
+                        stop_signal,
+                        stdout: stdout.filter(|o| {
+                            matches!(o.kind, OutputKind::Piped | OutputKind::Collected)
+                        }),
+                        stderr: stderr.filter(|o| {
+                            matches!(o.kind, OutputKind::Piped | OutputKind::Collected)
+                        }),
+                        line_buffer,
+                    };
+                    return Child::adopt(std_child, registration, cg, config).map_err(|source| {
+                        Error::Spawn {
+                            program: program.clone(),
+                            source,
+                        }
+                    });
+                }
+                Err(source) => {
+                    if let Some(cg) = cg {
+                        let _ = cg.remove();
+                    }
+                    let watchdog_gone = registration.is_some()
+                        && matches!(
+                            source.raw_os_error(),
+                            Some(
+                                libc::EPIPE
+                                    | libc::ECONNREFUSED
+                                    | libc::ENOTCONN
+                                    | libc::ECONNRESET
+                            )
+                        );
+                    if watchdog_gone && attempt == 1 {
+                        continue;
+                    }
+                    if watchdog_gone {
+                        return Err(Error::Watchdog { program, source });
+                    }
+                    return Err(classify(cmd, program, source));
+                }
+            }
+        }
+    }
+}
+
+/// Everything the `pre_exec` closure needs, allocated before the fork.
+///
+/// # Design note: what may run between fork and exec
+///
+/// The child of a `fork` in a multi-threaded process has one thread, and any
+/// lock another thread held at the fork (the allocator's, stdout's) stays
+/// locked forever. So the closure allocates nothing and locks nothing: it reads
+/// this struct (a copy-on-write copy of the parent's) and makes raw syscalls.
+#[derive(Debug)]
+struct PreExec {
+    armed: AtomicBool,
+    /// Watchdog socket and registration token.
+    watchdog: Option<(RawFd, u64)>,
+    /// `cgroup.procs` and `cgroup.kill` of the child's cgroup.
+    cgroup: Option<(RawFd, RawFd)>,
+    /// (source fd, target fd) for every passed fd.
+    fds: Vec<(RawFd, RawFd)>,
+    /// Lowest fd number above every target, for parking sources out of the way.
+    park_above: RawFd,
+    /// Where the parked copies go: one slot per passed fd, allocated before the
+    /// fork so the child only writes into memory it already has.
+    parked: Vec<AtomicI32>,
+}
+
+impl PreExec {
+    fn new(
+        registration: Option<&watchdog::Registration>,
+        cg: Option<&Cgroup>,
+        fds: &[(OwnedFd, RawFd)],
+    ) -> PreExec {
+        let fds: Vec<(RawFd, RawFd)> = fds
+            .iter()
+            .map(|(fd, target)| (fd.as_raw_fd(), *target))
+            .collect();
+        let park_above = fds.iter().map(|&(_, target)| target + 1).max().unwrap_or(3);
+        PreExec {
+            armed: AtomicBool::new(true),
+            watchdog: registration.map(|r| (r.socket(), r.token())),
+            cgroup: cg.map(|cg| (cg.procs_fd(), cg.kill_fd())),
+            parked: fds.iter().map(|_| AtomicI32::new(-1)).collect(),
+            fds,
+            park_above,
+        }
+    }
+
+    /// Runs in the forked child, after std has set up stdio, the process group
+    /// and the working directory, and before `exec`.
+    fn run(&self) -> io::Result<()> {
+        if !self.armed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let check = |rc: libc::c_int| {
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(rc)
+            }
+        };
+        // SAFETY: for the whole block: raw syscalls on fds that were open at fork time and
+        // stack buffers; no allocation, no locks (see the design note above).
+        unsafe {
+            // 1. Join the cgroup first, so that everything after, exec included,
+            //    happens inside it.
+            if let Some((procs, _)) = self.cgroup
+                && libc::write(procs, b"0".as_ptr() as *const libc::c_void, 1) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // 2. Register with the watchdog before exec (see watchdog.rs for why here).
+            if let Some((sock, token)) = self.watchdog {
+                let cgroup_kill = self.cgroup.map_or(-1, |(_, kill)| kill);
+                watchdog::register_self(sock, token, cgroup_kill)?;
+            }
+            // 3. Every fd from 3 up closes at exec, whatever its flag said.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                let mut rl: libc::rlimit = std::mem::zeroed();
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+                let max = if rl.rlim_cur == libc::RLIM_INFINITY {
+                    1 << 20
+                } else {
+                    rl.rlim_cur.min(1 << 20)
+                };
+                for fd in 3..(max as libc::c_int) {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            // 4. Passed fds: park every source above all targets first (a source
+            //    may sit on another's target), then dup2 onto the targets; dup2
+            //    leaves the target without close-on-exec.
+            for (&(source, _), slot) in self.fds.iter().zip(&self.parked) {
+                slot.store(
+                    check(libc::fcntl(source, libc::F_DUPFD_CLOEXEC, self.park_above))?,
+                    Ordering::Relaxed,
+                );
+            }
+            for (&(_, target), slot) in self.fds.iter().zip(&self.parked) {
+                check(libc::dup2(slot.load(Ordering::Relaxed), target))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns a spawn `io::Error` into an error that says what failed.
+///
+/// `exec` reports a missing program and a missing working directory with the
+/// same `ENOENT`, so the working directory is checked to tell them apart.
+fn classify(cmd: &Command, program: String, source: io::Error) -> Error {
+    let cwd = cmd.get_current_dir().map(std::path::Path::to_path_buf);
+    let cwd_bad = cwd.as_ref().is_some_and(|dir| {
+        !dir.is_dir() || rustix::fs::access(dir.as_path(), rustix::fs::Access::EXEC_OK).is_err()
+    });
+    match source.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES) if cwd_bad => Error::BadCwd {
+            program,
+            cwd: cwd.unwrap_or_default(),
+            source,
+        },
+        Some(libc::ENOENT) => Error::ProgramNotFound { program, source },
+        Some(libc::EACCES | libc::EPERM | libc::EISDIR) => {
+            Error::PermissionDenied { program, source }
+        }
+        Some(libc::ENOEXEC) => Error::NotExecutable { program, source },
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => {
+            Error::Resources { program, source }
+        }
+        _ => Error::Spawn { program, source },
+    }
+}
