@@ -133,9 +133,15 @@ impl AuditLog {
     }
 
     /// Opens the log with options.
-    pub fn open_with(path: impl AsRef<Path>, options: AuditOptions) -> Result<AuditLog, AuditError> {
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: AuditOptions,
+    ) -> Result<AuditLog, AuditError> {
         let path = path.as_ref();
-        let io_err = |source| AuditError::Io { path: path.to_owned(), source };
+        let io_err = |source| AuditError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .append(true)
@@ -144,12 +150,23 @@ impl AuditLog {
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
             .map_err(io_err)?;
-        let mut writer = Writer { file, options, chain: Chain { seq: 0, last_hash: ZERO_HASH, end: 0 } };
+        let mut writer = Writer {
+            file,
+            options,
+            chain: Chain {
+                seq: 0,
+                last_hash: ZERO_HASH,
+                end: 0,
+            },
+        };
         {
             let _lock = Flock::exclusive(&writer.file).map_err(io_err)?;
             writer.chain.resync(&writer.file, path)?;
         }
-        Ok(AuditLog { inner: Arc::new(Mutex::new(writer)), path: Arc::from(path) })
+        Ok(AuditLog {
+            inner: Arc::new(Mutex::new(writer)),
+            path: Arc::from(path),
+        })
     }
 
     /// The log's path.
@@ -160,7 +177,10 @@ impl AuditLog {
     /// The newest record as this handle last saw it.
     pub fn head(&self) -> Head {
         let writer = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        Head { seq: writer.chain.seq, hash: to_hex(&writer.chain.last_hash) }
+        Head {
+            seq: writer.chain.seq,
+            hash: to_hex(&writer.chain.last_hash),
+        }
     }
 
     /// Appends one record; returns its sequence number.
@@ -168,15 +188,25 @@ impl AuditLog {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let writer = &mut *guard;
         let path = &self.path;
-        let io_err = |source| AuditError::Io { path: path.to_path_buf(), source };
+        let io_err = |source| AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let lock = Flock::exclusive(&writer.file).map_err(io_err)?;
         let len = writer.file.metadata().map_err(io_err)?.len();
         if len != writer.chain.end {
             writer.chain.resync(&writer.file, path)?;
         }
         let seq = writer.chain.seq + 1;
-        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let envelope = Envelope { seq, time_ms, event, prev: to_hex(&writer.chain.last_hash) };
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let envelope = Envelope {
+            seq,
+            time_ms,
+            event,
+            prev: to_hex(&writer.chain.last_hash),
+        };
         let json = serde_json::to_string(&envelope)
             .map_err(|e| io_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
         let body = ascii_only(&json);
@@ -203,7 +233,10 @@ impl AuditLog {
 impl Chain {
     /// Re-reads the last line of the file to learn the chain's head.
     fn resync(&mut self, file: &File, path: &Path) -> Result<(), AuditError> {
-        let io_err = |source| AuditError::Io { path: path.to_owned(), source };
+        let io_err = |source| AuditError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let len = file.metadata().map_err(io_err)?.len();
         if len == 0 {
             self.seq = 0;
@@ -214,7 +247,9 @@ impl Chain {
         let last = read_last_line(file, len).map_err(io_err)?;
         let parsed = last.as_deref().and_then(|l| parse_line(l, None).ok());
         let Some(parsed) = parsed else {
-            return Err(AuditError::BadTail { path: path.to_owned() });
+            return Err(AuditError::BadTail {
+                path: path.to_owned(),
+            });
         };
         self.seq = parsed.seq;
         self.last_hash = parsed.claimed_hash;
@@ -262,7 +297,8 @@ fn chain_hash(key: Option<&[u8]>, body: &[u8]) -> [u8; 32] {
     match key {
         None => Sha256::digest(body).into(),
         Some(key) => {
-            let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("hmac accepts any key length");
+            let mut mac =
+                hmac::Hmac::<Sha256>::new_from_slice(key).expect("hmac accepts any key length");
             mac.update(body);
             mac.finalize().into_bytes().into()
         }
@@ -293,8 +329,14 @@ fn ascii_only(json: &str) -> String {
 #[serde(untagged)]
 pub(crate) enum AuditArg {
     Text(String),
-    Hex { hex: String },
-    Long { len: usize, sha256: String, head: String },
+    Hex {
+        hex: String,
+    },
+    Long {
+        len: usize,
+        sha256: String,
+        head: String,
+    },
 }
 
 const MAX_LOGGED_ARG: usize = 1024;
@@ -304,7 +346,11 @@ impl AuditArg {
         let bytes = arg.as_bytes();
         if bytes.len() > MAX_LOGGED_ARG {
             let head = String::from_utf8_lossy(&bytes[..64]).into_owned();
-            return AuditArg::Long { len: bytes.len(), sha256: to_hex(&Sha256::digest(bytes)), head };
+            return AuditArg::Long {
+                len: bytes.len(),
+                sha256: to_hex(&Sha256::digest(bytes)),
+                head,
+            };
         }
         match std::str::from_utf8(bytes) {
             Ok(text) => AuditArg::Text(text.to_owned()),
@@ -392,13 +438,29 @@ impl std::fmt::Display for Finding {
         match &self.tamper {
             Tamper::Malformed => write!(f, "line {}: not a valid audit record", self.line),
             Tamper::Edited => write!(f, "line {}: record was edited", self.line),
-            Tamper::Removed { first_seq, last_seq } => {
-                write!(f, "line {}: records {first_seq}..={last_seq} were removed before it", self.line)
+            Tamper::Removed {
+                first_seq,
+                last_seq,
+            } => {
+                write!(
+                    f,
+                    "line {}: records {first_seq}..={last_seq} were removed before it",
+                    self.line
+                )
             }
-            Tamper::Reordered { seq } => write!(f, "line {}: record {seq} is out of order", self.line),
+            Tamper::Reordered { seq } => {
+                write!(f, "line {}: record {seq} is out of order", self.line)
+            }
             Tamper::Inserted => write!(f, "line {}: record was inserted", self.line),
-            Tamper::Truncated { first_seq, last_seq } => {
-                write!(f, "line {}: log ends early, records {first_seq}..={last_seq} are missing", self.line)
+            Tamper::Truncated {
+                first_seq,
+                last_seq,
+            } => {
+                write!(
+                    f,
+                    "line {}: log ends early, records {first_seq}..={last_seq} are missing",
+                    self.line
+                )
             }
         }
     }
@@ -428,9 +490,15 @@ pub fn verify(path: impl AsRef<Path>) -> Result<Verification, VerifyError> {
 }
 
 /// Verifies the log at `path` with options.
-pub fn verify_with(path: impl AsRef<Path>, options: &VerifyOptions) -> Result<Verification, VerifyError> {
+pub fn verify_with(
+    path: impl AsRef<Path>,
+    options: &VerifyOptions,
+) -> Result<Verification, VerifyError> {
     let path = path.as_ref();
-    let data = std::fs::read(path).map_err(|source| VerifyError::Io { path: path.to_owned(), source })?;
+    let data = std::fs::read(path).map_err(|source| VerifyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(verify_bytes(&data, options))
 }
 
@@ -469,7 +537,12 @@ fn parse_line(line: &[u8], key: Option<&[u8]>) -> Result<Parsed, ()> {
         return Err(());
     }
     let sealed = chain_hash(key, &body) == claimed_hash;
-    Ok(Parsed { seq: fields.seq, prev, claimed_hash, sealed })
+    Ok(Parsed {
+        seq: fields.seq,
+        prev,
+        claimed_hash,
+        sealed,
+    })
 }
 
 fn parse_hash(hex: &str) -> Option<[u8; 32]> {
@@ -496,14 +569,18 @@ pub(crate) fn verify_bytes(data: &[u8], options: &VerifyOptions) -> Verification
     let mut expected_seq = 1u64;
     let mut seen = std::collections::HashSet::new();
     let chains = |p: &Option<Parsed>, prev: &[u8; 32], seq: u64| {
-        p.as_ref().is_some_and(|p| p.sealed && &p.prev == prev && p.seq == seq)
+        p.as_ref()
+            .is_some_and(|p| p.sealed && &p.prev == prev && p.seq == seq)
     };
 
     let mut i = 0;
     while i < parsed.len() {
         let line = i + 1;
         let Some(p) = &parsed[i] else {
-            findings.push(Finding { line, tamper: Tamper::Malformed });
+            findings.push(Finding {
+                line,
+                tamper: Tamper::Malformed,
+            });
             i += 1;
             continue;
         };
@@ -512,7 +589,10 @@ pub(crate) fn verify_bytes(data: &[u8], options: &VerifyOptions) -> Verification
             // chain, so carry on from it.
             // Its seq field may be the edited part, so assume it is the record that belongs
             // here.
-            findings.push(Finding { line, tamper: Tamper::Edited });
+            findings.push(Finding {
+                line,
+                tamper: Tamper::Edited,
+            });
             seen.insert(expected_seq);
             expected_prev = p.claimed_hash;
             expected_seq += 1;
@@ -530,8 +610,9 @@ pub(crate) fn verify_bytes(data: &[u8], options: &VerifyOptions) -> Verification
         // Two adjacent records swapped: the next line is the one that belongs here, this one
         // chains onto it, and the line after the pair (if any) chains onto this one. (Without
         // that last test, a replayed copy of the next record would look like a swap.)
-        let after_pair_continues =
-            parsed.get(i + 2).is_none_or(|after| chains(after, &p.claimed_hash, p.seq + 1));
+        let after_pair_continues = parsed
+            .get(i + 2)
+            .is_none_or(|after| chains(after, &p.claimed_hash, p.seq + 1));
         if let Some(n) = next
             && chains(n, &expected_prev, expected_seq)
             && let Some(n) = n
@@ -539,7 +620,10 @@ pub(crate) fn verify_bytes(data: &[u8], options: &VerifyOptions) -> Verification
             && p.seq == n.seq + 1
             && after_pair_continues
         {
-            findings.push(Finding { line, tamper: Tamper::Reordered { seq: p.seq } });
+            findings.push(Finding {
+                line,
+                tamper: Tamper::Reordered { seq: p.seq },
+            });
             seen.insert(p.seq);
             seen.insert(n.seq);
             expected_prev = p.claimed_hash;
@@ -551,7 +635,10 @@ pub(crate) fn verify_bytes(data: &[u8], options: &VerifyOptions) -> Verification
         // seen, or it is the last line and claims a place already taken.
         let skip_restores = next.is_some_and(|n| chains(n, &expected_prev, expected_seq));
         if skip_restores || seen.contains(&p.seq) || (p.seq < expected_seq) {
-            findings.push(Finding { line, tamper: Tamper::Inserted });
+            findings.push(Finding {
+                line,
+                tamper: Tamper::Inserted,
+            });
             i += 1;
             continue;
         }
@@ -559,7 +646,10 @@ pub(crate) fn verify_bytes(data: &[u8], options: &VerifyOptions) -> Verification
             // Right place, wrong link: the previous record was edited and rehashed (or this
             // one's link was).
             let blamed = if line > 1 { line - 1 } else { line };
-            findings.push(Finding { line: blamed, tamper: Tamper::Edited });
+            findings.push(Finding {
+                line: blamed,
+                tamper: Tamper::Edited,
+            });
         } else {
             // p.seq > expected_seq: records are missing here, unless they turn up later.
             let later = parsed[i + 1..]
@@ -567,11 +657,17 @@ pub(crate) fn verify_bytes(data: &[u8], options: &VerifyOptions) -> Verification
                 .flatten()
                 .any(|q| q.seq >= expected_seq && q.seq < p.seq);
             if later {
-                findings.push(Finding { line, tamper: Tamper::Reordered { seq: p.seq } });
+                findings.push(Finding {
+                    line,
+                    tamper: Tamper::Reordered { seq: p.seq },
+                });
             } else {
                 findings.push(Finding {
                     line,
-                    tamper: Tamper::Removed { first_seq: expected_seq, last_seq: p.seq - 1 },
+                    tamper: Tamper::Removed {
+                        first_seq: expected_seq,
+                        last_seq: p.seq - 1,
+                    },
                 });
             }
         }
@@ -581,22 +677,39 @@ pub(crate) fn verify_bytes(data: &[u8], options: &VerifyOptions) -> Verification
         i += 1;
     }
 
-    let head = Head { seq: expected_seq - 1, hash: to_hex(&expected_prev) };
+    let head = Head {
+        seq: expected_seq - 1,
+        hash: to_hex(&expected_prev),
+    };
     if let Some(want) = &options.expected_head {
         if want.seq > head.seq {
             findings.push(Finding {
                 line: parsed.len() + 1,
-                tamper: Tamper::Truncated { first_seq: head.seq + 1, last_seq: want.seq },
+                tamper: Tamper::Truncated {
+                    first_seq: head.seq + 1,
+                    last_seq: want.seq,
+                },
             });
         } else {
-            let at = parsed.iter().position(|p| p.as_ref().is_some_and(|p| p.seq == want.seq));
-            let matches = at.and_then(|at| parsed[at].as_ref()).is_some_and(|p| to_hex(&p.claimed_hash) == want.hash);
+            let at = parsed
+                .iter()
+                .position(|p| p.as_ref().is_some_and(|p| p.seq == want.seq));
+            let matches = at
+                .and_then(|at| parsed[at].as_ref())
+                .is_some_and(|p| to_hex(&p.claimed_hash) == want.hash);
             if !matches {
-                findings.push(Finding { line: at.map_or(parsed.len(), |a| a + 1), tamper: Tamper::Edited });
+                findings.push(Finding {
+                    line: at.map_or(parsed.len(), |a| a + 1),
+                    tamper: Tamper::Edited,
+                });
             }
         }
     }
-    Verification { lines: parsed.len(), head, findings }
+    Verification {
+        lines: parsed.len(),
+        head,
+        findings,
+    }
 }
 
 /// `flock(2)` held for one append.
@@ -619,4 +732,3 @@ impl Drop for Flock<'_> {
         let _ = rustix::fs::flock(self.0, rustix::fs::FlockOperation::Unlock);
     }
 }
-

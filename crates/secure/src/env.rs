@@ -109,7 +109,9 @@ const DANGEROUS_PREFIXES: &[&str] = &[
 /// Whether `name` is one of the always-refused hook variables.
 pub(crate) fn is_dangerous(name: &[u8]) -> bool {
     DANGEROUS_NAMES.iter().any(|d| d.as_bytes() == name)
-        || DANGEROUS_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()))
+        || DANGEROUS_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p.as_bytes()))
 }
 
 /// Longest value accepted for any variable.
@@ -137,7 +139,11 @@ pub struct EnvRule {
 
 impl Default for EnvRule {
     fn default() -> Self {
-        EnvRule { allowed: Vec::new(), constants: Vec::new(), inherit: true }
+        EnvRule {
+            allowed: Vec::new(),
+            constants: Vec::new(),
+            inherit: true,
+        }
     }
 }
 
@@ -165,7 +171,8 @@ impl EnvRule {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.allowed.extend(names.into_iter().map(|n| (n.into(), None)));
+        self.allowed
+            .extend(names.into_iter().map(|n| (n.into(), None)));
         self
     }
 
@@ -207,10 +214,14 @@ impl EnvRule {
             let reason = if name == "PATH" {
                 check_search_path(value)
             } else {
-                check_generic(value.as_bytes()).or_else(|| self.builtin_check(name, value.as_bytes()))
+                check_generic(value.as_bytes())
+                    .or_else(|| self.builtin_check(name, value.as_bytes()))
             };
             if let Some(reason) = reason {
-                return Err(PolicyError::BadEnvConstant { name: name.clone(), reason });
+                return Err(PolicyError::BadEnvConstant {
+                    name: name.clone(),
+                    reason,
+                });
             }
         }
         Ok(self)
@@ -221,18 +232,28 @@ impl EnvRule {
     }
 
     /// Builds the environment for one request. `request` is what the caller asked for.
-    pub(crate) fn build(&self, request: &[(OsString, OsString)]) -> Result<Vec<(OsString, OsString)>, Denial> {
+    pub(crate) fn build(
+        &self,
+        request: &[(OsString, OsString)],
+    ) -> Result<Vec<(OsString, OsString)>, Denial> {
         let mut out: Vec<(OsString, OsString)> = Vec::new();
         for (name, value) in request {
             let bytes = name.as_bytes();
             if is_dangerous(bytes) || value_is_function(value.as_bytes()) {
-                return Err(Denial::DangerousEnv { name: display(name) });
+                return Err(Denial::DangerousEnv {
+                    name: display(name),
+                });
             }
-            let Some((_, validator)) = self.allowed.iter().find(|(n, _)| n.as_bytes() == bytes) else {
-                return Err(Denial::EnvNotAllowed { name: display(name) });
+            let Some((_, validator)) = self.allowed.iter().find(|(n, _)| n.as_bytes() == bytes)
+            else {
+                return Err(Denial::EnvNotAllowed {
+                    name: display(name),
+                });
             };
             if self.constants.iter().any(|(n, _)| n.as_bytes() == bytes) {
-                return Err(Denial::EnvNotAllowed { name: display(name) });
+                return Err(Denial::EnvNotAllowed {
+                    name: display(name),
+                });
             }
             self.validate(name, value, validator.as_ref())?;
             out.retain(|(n, _)| n != name);
@@ -259,11 +280,21 @@ impl EnvRule {
         Ok(out)
     }
 
-    fn validate(&self, name: &OsStr, value: &OsStr, validator: Option<&Value>) -> Result<(), Denial> {
-        let invalid = |reason: String| Denial::EnvInvalid { name: display(name), reason };
+    fn validate(
+        &self,
+        name: &OsStr,
+        value: &OsStr,
+        validator: Option<&Value>,
+    ) -> Result<(), Denial> {
+        let invalid = |reason: String| Denial::EnvInvalid {
+            name: display(name),
+            reason,
+        };
         let bytes = value.as_bytes();
         if value_is_function(bytes) {
-            return Err(Denial::DangerousEnv { name: display(name) });
+            return Err(Denial::DangerousEnv {
+                name: display(name),
+            });
         }
         if let Some(reason) = check_generic(bytes) {
             return Err(invalid(reason));
@@ -271,14 +302,19 @@ impl EnvRule {
         match validator {
             Some(value_rule) => {
                 let mut scratch = Rendered::new(0);
-                value_rule.check(0, value, &mut scratch).map_err(|denial| match denial {
-                    Denial::InvalidValue { reason, .. } => invalid(reason),
-                    Denial::OptionLikeOperand { .. } => invalid("starts with `-`".into()),
-                    Denial::ArgTooLong { max, .. } => invalid(format!("longer than {max} bytes")),
-                    other => invalid(other.to_string()),
-                })
+                value_rule
+                    .check(0, value, &mut scratch)
+                    .map_err(|denial| match denial {
+                        Denial::InvalidValue { reason, .. } => invalid(reason),
+                        Denial::OptionLikeOperand { .. } => invalid("starts with `-`".into()),
+                        Denial::ArgTooLong { max, .. } => {
+                            invalid(format!("longer than {max} bytes"))
+                        }
+                        other => invalid(other.to_string()),
+                    })
             }
-            None => match builtin_validator(&name.to_string_lossy()).and_then(|check| check(bytes)) {
+            None => match builtin_validator(&name.to_string_lossy()).and_then(|check| check(bytes))
+            {
                 Some(reason) => Err(invalid(reason)),
                 None => Ok(()),
             },
@@ -307,7 +343,9 @@ fn check_name(name: &str) -> Result<(), PolicyError> {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit();
     if is_dangerous(name.as_bytes()) {
-        return Err(PolicyError::DangerousEnv { name: name.to_owned() });
+        return Err(PolicyError::DangerousEnv {
+            name: name.to_owned(),
+        });
     }
     if !valid {
         return Err(PolicyError::BadEnvConstant {
@@ -352,7 +390,9 @@ fn builtin_validator(name: &str) -> Option<Check> {
 fn check_locale(value: &[u8]) -> Option<String> {
     let ok = value.len() <= 64
         && value.first() != Some(&b'.')
-        && value.iter().all(|&b| b.is_ascii_alphanumeric() || b"_.@-:".contains(&b));
+        && value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"_.@-:".contains(&b));
     (!ok).then(|| "not a locale name (letters, digits, `_.@-:`, no `/`)".into())
 }
 
@@ -361,14 +401,18 @@ fn check_tz(value: &[u8]) -> Option<String> {
     let ok = value.len() <= 64
         && body.first() != Some(&b'/')
         && !body.windows(2).any(|w| w == b"..")
-        && body.iter().all(|&b| b.is_ascii_alphanumeric() || b"_+-:/,.<>".contains(&b));
+        && body
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"_+-:/,.<>".contains(&b));
     (!ok).then(|| "not a time zone name (no absolute path, no `..`)".into())
 }
 
 fn check_term(value: &[u8]) -> Option<String> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.iter().all(|&b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
+        && value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
     (!ok).then(|| "not a terminal name".into())
 }
 
@@ -383,7 +427,9 @@ fn check_absolute_dir(value: &[u8]) -> Option<String> {
 fn check_search_path(value: &str) -> Option<String> {
     for entry in value.split(':') {
         if check_absolute_dir(entry.as_bytes()).is_some() {
-            return Some(format!("entry {entry:?} is not an absolute, normalised directory"));
+            return Some(format!(
+                "entry {entry:?} is not an absolute, normalised directory"
+            ));
         }
     }
     None
@@ -392,10 +438,13 @@ fn check_search_path(value: &str) -> Option<String> {
 /// A name as it may appear in an error message: lossy, escaped, at most 64 characters.
 pub(crate) fn display(name: &OsStr) -> String {
     let lossy = name.to_string_lossy();
-    let mut out: String = lossy.chars().take(64).flat_map(char::escape_default).collect();
+    let mut out: String = lossy
+        .chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect();
     if lossy.chars().count() > 64 {
         out.push_str("...");
     }
     out
 }
-

@@ -59,7 +59,7 @@ pub enum Error {
         program: String,
         /// The underlying failure.
         #[source]
-        source: io::Error,
+        source: forkyard_child::Error,
     },
     /// Waiting for or reading from the process failed.
     #[error("failed while supervising `{program}`")]
@@ -68,7 +68,7 @@ pub enum Error {
         program: String,
         /// The underlying failure.
         #[source]
-        source: io::Error,
+        source: forkyard_child::Error,
     },
     /// Writing the audit log failed. The run is refused (fail closed): nothing runs unaudited.
     #[error("audit log write failed")]
@@ -84,7 +84,9 @@ pub enum Denial {
     #[error("program is not in the allowlist")]
     UnknownProgram,
     /// The executable's sha256 no longer matches the pin in the policy.
-    #[error("executable {path} does not match its pinned sha256 (expected {expected}, found {actual})")]
+    #[error(
+        "executable {path} does not match its pinned sha256 (expected {expected}, found {actual})"
+    )]
     ProgramHashMismatch {
         /// The executable path.
         path: PathBuf,

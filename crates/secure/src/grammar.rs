@@ -44,7 +44,10 @@ impl Value {
     /// Any UTF-8 text that does not start with `-`. Shell metacharacters are fine: there is
     /// no shell, so `; id` or `$(id)` reach the program as one literal argument.
     pub fn text() -> Value {
-        Value { kind: ValueKind::Text, max_len: None }
+        Value {
+            kind: ValueKind::Text,
+            max_len: None,
+        }
     }
 
     /// One of a fixed set of strings, compared exactly.
@@ -53,19 +56,28 @@ impl Value {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Value { kind: ValueKind::OneOf(values.into_iter().map(Into::into).collect()), max_len: None }
+        Value {
+            kind: ValueKind::OneOf(values.into_iter().map(Into::into).collect()),
+            max_len: None,
+        }
     }
 
     /// Non-empty text made only of the given characters (for example `"0123456789x%"` for an
     /// image geometry). A leading `-` is refused even if `-` is in the set.
     pub fn charset(allowed: &str) -> Value {
-        Value { kind: ValueKind::Charset(allowed.to_owned()), max_len: None }
+        Value {
+            kind: ValueKind::Charset(allowed.to_owned()),
+            max_len: None,
+        }
     }
 
     /// A decimal integer within `min..=max` (a leading `-` is allowed here only for
     /// negative numbers, and only if `min` is negative).
     pub fn integer(min: i64, max: i64) -> Value {
-        Value { kind: ValueKind::Integer { min, max }, max_len: Some(24) }
+        Value {
+            kind: ValueKind::Integer { min, max },
+            max_len: Some(24),
+        }
     }
 
     /// A path resolved beneath `root`; see [`PathRule`] for the access mode and how the
@@ -101,11 +113,20 @@ impl Value {
     }
 
     /// Checks `arg` (the request's argument number `index`) and renders it for the argv.
-    pub(crate) fn check(&self, index: usize, arg: &OsStr, out: &mut Rendered) -> Result<(), Denial> {
+    pub(crate) fn check(
+        &self,
+        index: usize,
+        arg: &OsStr,
+        out: &mut Rendered,
+    ) -> Result<(), Denial> {
         if let Some(max) = self.max_len
             && arg.len() > max
         {
-            return Err(Denial::ArgTooLong { index, len: arg.len(), max });
+            return Err(Denial::ArgTooLong {
+                index,
+                len: arg.len(),
+                max,
+            });
         }
         if let ValueKind::Path(rule) = &self.kind {
             return rule.check(index, arg, out);
@@ -127,7 +148,10 @@ impl Value {
             }
             ValueKind::Charset(allowed) => {
                 if text.is_empty() || !text.chars().all(|c| allowed.contains(c)) {
-                    return Err(invalid(index, "contains characters outside the allowed set"));
+                    return Err(invalid(
+                        index,
+                        "contains characters outside the allowed set",
+                    ));
                 }
             }
             ValueKind::Integer { min, max } => {
@@ -176,7 +200,10 @@ impl Value {
 }
 
 fn invalid(index: usize, reason: &str) -> Denial {
-    Denial::InvalidValue { index, reason: reason.to_owned() }
+    Denial::InvalidValue {
+        index,
+        reason: reason.to_owned(),
+    }
 }
 
 /// How a path operand reaches the program.
@@ -249,7 +276,10 @@ impl PathRule {
         if arg.as_bytes().first() == Some(&b'-') {
             return Err(Denial::OptionLikeOperand { index });
         }
-        let root = self.root.as_ref().expect("roots are opened when the policy is built");
+        let root = self
+            .root
+            .as_ref()
+            .expect("roots are opened when the policy is built");
         let opened = paths::open_beneath(root, arg, self.access, self.follow_symlinks, index)?;
         match self.pass_as {
             PassAs::Fd => {
@@ -267,14 +297,21 @@ impl PathRule {
         if opened.created {
             out.created.push((Arc::clone(root), arg.to_owned()));
         }
-        out.paths.push(OpenedSummary { index, canonical: opened.canonical, access: self.access });
+        out.paths.push(OpenedSummary {
+            index,
+            canonical: opened.canonical,
+            access: self.access,
+        });
         Ok(())
     }
 }
 
 impl From<PathRule> for Value {
     fn from(rule: PathRule) -> Value {
-        Value { kind: ValueKind::Path(rule), max_len: None }
+        Value {
+            kind: ValueKind::Path(rule),
+            max_len: None,
+        }
     }
 }
 
@@ -371,8 +408,14 @@ impl Default for Grammar {
 
 /// One token of the request after the structural pass.
 enum Item<'a> {
-    Option { flag: &'a Flag, value: Option<(usize, &'a OsStr)> },
-    Operand { index: usize, k: usize },
+    Option {
+        flag: &'a Flag,
+        value: Option<(usize, &'a OsStr)>,
+    },
+    Operand {
+        index: usize,
+        k: usize,
+    },
 }
 
 impl Grammar {
@@ -404,14 +447,21 @@ impl Grammar {
     /// before writes. If pass 3 fails, files it created are removed again.
     pub(crate) fn parse(&self, args: &[OsString], out: &mut Rendered) -> Result<(), Denial> {
         if args.len() > self.max_args {
-            return Err(Denial::TooManyArgs { max: self.max_args, got: args.len() });
+            return Err(Denial::TooManyArgs {
+                max: self.max_args,
+                got: args.len(),
+            });
         }
         for (index, arg) in args.iter().enumerate() {
             if arg.as_bytes().contains(&0) {
                 return Err(Denial::NulByte { index });
             }
             if arg.len() > self.max_arg_len {
-                return Err(Denial::ArgTooLong { index, len: arg.len(), max: self.max_arg_len });
+                return Err(Denial::ArgTooLong {
+                    index,
+                    len: arg.len(),
+                    max: self.max_arg_len,
+                });
             }
         }
 
@@ -439,14 +489,21 @@ impl Grammar {
                 };
                 items.push(Item::Option { flag, value });
             } else {
-                items.push(Item::Operand { index: i, k: n_operands });
+                items.push(Item::Operand {
+                    index: i,
+                    k: n_operands,
+                });
                 n_operands += 1;
             }
             i += 1;
         }
         let (min, max) = self.bounds();
         if n_operands < min || n_operands > max {
-            return Err(Denial::OperandCount { min, max, got: n_operands });
+            return Err(Denial::OperandCount {
+                min,
+                max,
+                got: n_operands,
+            });
         }
 
         // Passes 2 and 3: validators, file system last.
@@ -454,9 +511,10 @@ impl Grammar {
         for pass in [Pass::Text, Pass::Read, Pass::Write] {
             for (slot, item) in items.iter().enumerate() {
                 let (is_option, check) = match item {
-                    Item::Option { flag, value, .. } => {
-                        (true, value.map(|(vi, v)| (vi, v, flag.value.as_ref().expect("has value"))))
-                    }
+                    Item::Option { flag, value, .. } => (
+                        true,
+                        value.map(|(vi, v)| (vi, v, flag.value.as_ref().expect("has value"))),
+                    ),
                     Item::Operand { index, k } => {
                         let rule = self.operand_rule(*k).expect("count checked");
                         (false, Some((*index, args[*index].as_os_str(), rule)))
@@ -492,7 +550,13 @@ impl Grammar {
 
         let mut operands = Vec::new();
         for (is_option, piece) in rendered.into_iter().flatten() {
-            let Rendered { argv, fds, paths, created, .. } = piece;
+            let Rendered {
+                argv,
+                fds,
+                paths,
+                created,
+                ..
+            } = piece;
             out.fds.extend(fds);
             out.paths.extend(paths);
             out.created.extend(created);

@@ -88,16 +88,24 @@ impl Limits {
     pub(crate) fn check(&self) -> Result<(), PolicyError> {
         let bad = |name, reason| Err(PolicyError::BadLimit { name, reason });
         if self.cpu.is_some_and(|d| d.as_secs() == 0) {
-            return bad("cpu", "must be at least one second (RLIMIT_CPU counts whole seconds)");
+            return bad(
+                "cpu",
+                "must be at least one second (RLIMIT_CPU counts whole seconds)",
+            );
         }
         if self.wall.is_some_and(|d| d.is_zero()) {
             return bad("wall", "must be positive");
         }
-        if self.memory.is_some_and(|m| m < 1 << 20) || self.address_space.is_some_and(|m| m < 1 << 20) {
+        if self.memory.is_some_and(|m| m < 1 << 20)
+            || self.address_space.is_some_and(|m| m < 1 << 20)
+        {
             return bad("memory", "must be at least 1 MiB");
         }
         if self.open_files.is_some_and(|n| n < 4) {
-            return bad("open_files", "must leave room for stdin, stdout, stderr and one more");
+            return bad(
+                "open_files",
+                "must leave room for stdin, stdout, stderr and one more",
+            );
         }
         if self.processes == Some(0) {
             return bad("processes", "must allow the program itself");

@@ -46,7 +46,10 @@ pub(crate) struct Root {
 
 impl Root {
     pub(crate) fn open(path: &Path) -> Result<Root, PolicyError> {
-        let bad = |source| PolicyError::BadRoot { path: path.to_owned(), source };
+        let bad = |source| PolicyError::BadRoot {
+            path: path.to_owned(),
+            source,
+        };
         let canonical = std::fs::canonicalize(path).map_err(bad)?;
         let fd = rustix::fs::open(
             &canonical,
@@ -54,7 +57,10 @@ impl Root {
             Mode::empty(),
         )
         .map_err(|e| bad(e.into()))?;
-        Ok(Root { path: canonical, fd })
+        Ok(Root {
+            path: canonical,
+            fd,
+        })
     }
 }
 
@@ -86,7 +92,10 @@ pub(crate) fn open_beneath(
     // again below once we know it is a regular file.
     let base = OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     let (fd, created) = match access {
-        PathAccess::Read => (openat2_retry(root, name, base | OFlags::RDONLY, resolve, index)?, false),
+        PathAccess::Read => (
+            openat2_retry(root, name, base | OFlags::RDONLY, resolve, index)?,
+            false,
+        ),
         PathAccess::CreateNew => {
             let flags = base | OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
             (openat2_retry(root, name, flags, resolve, index)?, true)
@@ -96,19 +105,25 @@ pub(crate) fn open_beneath(
             let create = base | OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
             match openat2_retry(root, name, create, resolve, index) {
                 Ok(fd) => (fd, true),
-                Err(Denial::PathExists { .. }) => {
-                    (openat2_retry(root, name, base | OFlags::WRONLY, resolve, index)?, false)
-                }
+                Err(Denial::PathExists { .. }) => (
+                    openat2_retry(root, name, base | OFlags::WRONLY, resolve, index)?,
+                    false,
+                ),
                 Err(other) => return Err(other),
             }
         }
     };
-    let stat = rustix::fs::fstat(&fd).map_err(|e| Denial::PathOpen { index, source: e.into() })?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| Denial::PathOpen {
+        index,
+        source: e.into(),
+    })?;
     if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
         return Err(Denial::PathNotRegular { index });
     }
-    rustix::fs::fcntl_setfl(&fd, OFlags::empty())
-        .map_err(|e| Denial::PathOpen { index, source: e.into() })?;
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(|e| Denial::PathOpen {
+        index,
+        source: e.into(),
+    })?;
     let canonical = std::fs::read_link(format!("/proc/self/fd/{}", raw(&fd)))
         .map_err(|source| Denial::PathOpen { index, source })?;
     // Defence in depth: the kernel already guaranteed this, but a root that was moved
@@ -119,7 +134,11 @@ pub(crate) fn open_beneath(
         }
         return Err(Denial::PathEscapes { index });
     }
-    Ok(OpenedPath { fd, canonical, created })
+    Ok(OpenedPath {
+        fd,
+        canonical,
+        created,
+    })
 }
 
 fn raw(fd: &OwnedFd) -> i32 {
@@ -135,7 +154,11 @@ fn openat2_retry(
     index: usize,
 ) -> Result<OwnedFd, Denial> {
     // openat2 insists on a zero mode unless it may create the file.
-    let mode = if flags.contains(OFlags::CREATE) { Mode::from_raw_mode(0o644) } else { Mode::empty() };
+    let mode = if flags.contains(OFlags::CREATE) {
+        Mode::from_raw_mode(0o644)
+    } else {
+        Mode::empty()
+    };
     let mut attempt = 0;
     loop {
         match rustix::fs::openat2(root.fd.as_fd(), name, flags, mode, resolve) {
@@ -156,7 +179,10 @@ fn classify(errno: rustix::io::Errno, index: usize) -> Denial {
         Errno::EXIST => Denial::PathExists { index },
         // ENXIO: a FIFO with no reader opened for writing; EISDIR: a directory for writing.
         Errno::NXIO | Errno::ISDIR => Denial::PathNotRegular { index },
-        other => Denial::PathOpen { index, source: other.into() },
+        other => Denial::PathOpen {
+            index,
+            source: other.into(),
+        },
     }
 }
 
@@ -172,11 +198,20 @@ pub(crate) fn remove_created(root: &Root, name: &OsStr) {
     let dir = if dir.is_empty() { &b"."[..] } else { dir };
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let Ok(dirfd) = rustix::fs::openat2(root.fd.as_fd(), OsStr::from_bytes(dir), flags, Mode::empty(), resolve)
-    else {
+    let Ok(dirfd) = rustix::fs::openat2(
+        root.fd.as_fd(),
+        OsStr::from_bytes(dir),
+        flags,
+        Mode::empty(),
+        resolve,
+    ) else {
         return;
     };
-    if let Err(error) = rustix::fs::unlinkat(&dirfd, OsStr::from_bytes(base), rustix::fs::AtFlags::empty()) {
+    if let Err(error) = rustix::fs::unlinkat(
+        &dirfd,
+        OsStr::from_bytes(base),
+        rustix::fs::AtFlags::empty(),
+    ) {
         tracing::debug!(%error, "could not remove a file created for a refused request");
     }
 }

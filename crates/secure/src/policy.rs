@@ -80,7 +80,10 @@ impl PolicyBuilder {
         if let Some(Err(reason)) = &seccomp
             && sandbox.seccomp == Some(Enforcement::Required)
         {
-            return Err(Error::LayerUnavailable { layer: Layer::Seccomp, reason: reason.clone() });
+            return Err(Error::LayerUnavailable {
+                layer: Layer::Seccomp,
+                reason: reason.clone(),
+            });
         }
         for (name, mut rule) in self.programs {
             if !valid_name(&name) {
@@ -130,15 +133,34 @@ impl PolicyBuilder {
             if let Some(Err(reason)) = &landlock
                 && landlock::required(&sandbox)
             {
-                return Err(Error::LayerUnavailable { layer: Layer::Landlock, reason: reason.clone() });
+                return Err(Error::LayerUnavailable {
+                    layer: Layer::Landlock,
+                    reason: reason.clone(),
+                });
             }
-            programs.insert(name, Arc::new(ProgramEntry { program: compiled, landlock }));
+            programs.insert(
+                name,
+                Arc::new(ProgramEntry {
+                    program: compiled,
+                    landlock,
+                }),
+            );
         }
         env.describe(&mut describe);
         sandbox.describe(&mut describe);
         describe.push_str(&format!("{limits:?}"));
         let id = to_hex(&Sha256::digest(describe.as_bytes())[..8]);
-        Ok(Policy { inner: Arc::new(Inner { id, programs, env, limits, sandbox, audit: self.audit, seccomp }) })
+        Ok(Policy {
+            inner: Arc::new(Inner {
+                id,
+                programs,
+                env,
+                limits,
+                sandbox,
+                audit: self.audit,
+                seccomp,
+            }),
+        })
     }
 }
 
@@ -181,7 +203,10 @@ pub struct Request {
 impl Request {
     /// A request to run the program called `program` in the policy.
     pub fn new(program: impl Into<String>) -> Request {
-        Request { program: program.into(), ..Request::default() }
+        Request {
+            program: program.into(),
+            ..Request::default()
+        }
     }
 
     /// Adds one argument.
@@ -196,13 +221,15 @@ impl Request {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     /// Asks for an environment variable (it must be allowlisted and valid).
     pub fn env(mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Request {
-        self.env.push((name.as_ref().to_owned(), value.as_ref().to_owned()));
+        self.env
+            .push((name.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -259,7 +286,10 @@ impl ValidatedCommand {
     /// The descriptor numbers the child will find its path operands (and pinned executable)
     /// at.
     pub fn passed_fds(&self) -> impl Iterator<Item = i32> + '_ {
-        self.fds.iter().map(|(_, n)| *n).chain(self.exe_fd.iter().map(|(_, n)| *n))
+        self.fds
+            .iter()
+            .map(|(_, n)| *n)
+            .chain(self.exe_fd.iter().map(|(_, n)| *n))
     }
 
     /// The audit sequence number of the decision that allowed it (when there is a log).
@@ -317,7 +347,10 @@ impl Policy {
                 match decision {
                     Ok(seq) => {
                         drop(created);
-                        Ok(ValidatedCommand { decision: seq, ..validated })
+                        Ok(ValidatedCommand {
+                            decision: seq,
+                            ..validated
+                        })
                     }
                     Err(e) => {
                         drop(validated);
@@ -328,7 +361,10 @@ impl Policy {
             }
             Err(denial) => {
                 self.record_decision(request, Err(&denial))?;
-                Err(Error::Denied { program: display_name(&request.program), denial })
+                Err(Error::Denied {
+                    program: display_name(&request.program),
+                    denial,
+                })
             }
         }
     }
@@ -336,7 +372,11 @@ impl Policy {
     /// The validation proper; `Rendered` carries the files created, to undo if the decision
     /// cannot be recorded.
     fn check(&self, request: &Request) -> Result<(ValidatedCommand, Rendered), Denial> {
-        let entry = self.inner.programs.get(&request.program).ok_or(Denial::UnknownProgram)?;
+        let entry = self
+            .inner
+            .programs
+            .get(&request.program)
+            .ok_or(Denial::UnknownProgram)?;
         let exe = entry.program.verified_exe()?;
         let mut rendered = Rendered::new(3);
         entry.program.grammar.parse(&request.args, &mut rendered)?;
@@ -354,7 +394,15 @@ impl Policy {
         let fds = std::mem::take(&mut rendered.fds);
         let paths = std::mem::take(&mut rendered.paths);
         let argv = std::mem::take(&mut rendered.argv);
-        let validated = ValidatedCommand { entry: Arc::clone(entry), exe_fd, argv, env, fds, paths, decision: None };
+        let validated = ValidatedCommand {
+            entry: Arc::clone(entry),
+            exe_fd,
+            argv,
+            env,
+            fds,
+            paths,
+            decision: None,
+        };
         Ok((validated, rendered))
     }
 
@@ -369,7 +417,10 @@ impl Policy {
         let mut record = Decision {
             decision: if outcome.is_ok() { "allowed" } else { "denied" },
             policy: self.inner.id.clone(),
-            caller: request.caller.as_deref().map(|c| AuditArg::new(OsStr::new(c))),
+            caller: request
+                .caller
+                .as_deref()
+                .map(|c| AuditArg::new(OsStr::new(c))),
             program: AuditArg::new(OsStr::new(&request.program)),
             exe: None,
             request: request.args.iter().map(|a| AuditArg::new(a)).collect(),
@@ -395,6 +446,6 @@ impl Policy {
                 record.reason = Some(denial.to_string());
             }
         }
-        log.append(&Event::Decision(record)).map(Some)
+        log.append(&Event::Decision(Box::new(record))).map(Some)
     }
 }

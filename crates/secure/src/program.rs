@@ -141,36 +141,57 @@ impl ProgramRule {
 
     pub(crate) fn compile(self, name: &str) -> Result<CompiledProgram, PolicyError> {
         if let Some(flag) = self.flag_errors.first() {
-            return Err(PolicyError::BadFlag { program: name.to_owned(), flag: flag.clone() });
+            return Err(PolicyError::BadFlag {
+                program: name.to_owned(),
+                flag: flag.clone(),
+            });
         }
         check_canonical(&self.path)?;
-        let missing = |source| PolicyError::ProgramMissing { path: self.path.clone(), source };
+        let missing = |source| PolicyError::ProgramMissing {
+            path: self.path.clone(),
+            source,
+        };
         let meta = std::fs::metadata(&self.path).map_err(missing)?;
         if !meta.is_file() || meta.mode() & 0o111 == 0 {
-            return Err(PolicyError::ProgramNotExecutable { path: self.path.clone() });
+            return Err(PolicyError::ProgramNotExecutable {
+                path: self.path.clone(),
+            });
         }
         let euid = rustix::process::geteuid().as_raw();
         if meta.mode() & 0o022 != 0 || (meta.uid() != 0 && meta.uid() != euid) {
-            return Err(PolicyError::ProgramUnsafeOwnership { path: self.path.clone() });
+            return Err(PolicyError::ProgramUnsafeOwnership {
+                path: self.path.clone(),
+            });
         }
         if !self.interpreter_ok {
             let target = std::fs::canonicalize(&self.path).map_err(missing)?;
             for candidate in [self.path.as_path(), target.as_path()] {
                 if let Some(kind) = interpreter_kind(candidate) {
-                    return Err(PolicyError::InterpreterNotAllowed { path: self.path.clone(), kind });
+                    return Err(PolicyError::InterpreterNotAllowed {
+                        path: self.path.clone(),
+                        kind,
+                    });
                 }
             }
         }
         let pin = match &self.sha256 {
             None => None,
             Some(hex) => {
-                let expected = parse_hex32(hex).ok_or(PolicyError::BadSha256 { path: self.path.clone() })?;
+                let expected = parse_hex32(hex).ok_or(PolicyError::BadSha256 {
+                    path: self.path.clone(),
+                })?;
                 let (fd, identity) = open_exe(&self.path).map_err(missing)?;
                 let actual = hash_fd(&fd).map_err(missing)?;
                 if actual != expected {
-                    return Err(PolicyError::Sha256Mismatch { path: self.path.clone(), actual: to_hex(&actual) });
+                    return Err(PolicyError::Sha256Mismatch {
+                        path: self.path.clone(),
+                        actual: to_hex(&actual),
+                    });
                 }
-                Some(Pin { expected, verified: Mutex::new(Some(identity)) })
+                Some(Pin {
+                    expected,
+                    verified: Mutex::new(Some(identity)),
+                })
             }
         };
         Ok(CompiledProgram {
@@ -212,7 +233,10 @@ impl CompiledProgram {
         let Some(pin) = &self.pin else {
             return Ok(None);
         };
-        let unavailable = |source| Denial::ProgramUnavailable { path: self.path.clone(), source };
+        let unavailable = |source| Denial::ProgramUnavailable {
+            path: self.path.clone(),
+            source,
+        };
         let (fd, identity) = open_exe(&self.path).map_err(unavailable)?;
         let mut verified = pin.verified.lock().unwrap_or_else(|p| p.into_inner());
         if verified.as_ref() != Some(&identity) {
@@ -232,7 +256,11 @@ impl CompiledProgram {
 
     pub(crate) fn describe(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let _ = write!(out, "program {:?} path={:?} interpreter={} ", self.name, self.path, self.interpreter);
+        let _ = write!(
+            out,
+            "program {:?} path={:?} interpreter={} ",
+            self.name, self.path, self.interpreter
+        );
         if let Some(pin) = &self.pin {
             let _ = write!(out, "sha256={} ", to_hex(&pin.expected));
         }
@@ -246,14 +274,26 @@ fn check_canonical(path: &Path) -> Result<(), PolicyError> {
     let canonical = path.is_absolute()
         && !bytes.windows(2).any(|w| w == b"//")
         && (bytes.len() == 1 || !bytes.ends_with(b"/"))
-        && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
         && !bytes.split(|&b| b == b'/').any(|c| c == b"." || c == b"..");
-    if canonical { Ok(()) } else { Err(PolicyError::ProgramPathNotCanonical { path: path.to_owned() }) }
+    if canonical {
+        Ok(())
+    } else {
+        Err(PolicyError::ProgramPathNotCanonical {
+            path: path.to_owned(),
+        })
+    }
 }
 
 /// Opens the executable read-only (to hash it and later execute it by descriptor).
 fn open_exe(path: &Path) -> std::io::Result<(OwnedFd, Identity)> {
-    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())?;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
     let st = rustix::fs::fstat(&fd)?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
         return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
@@ -320,20 +360,107 @@ fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
 /// wrappers, and GTFOBins' usual suspects with built-in shell escapes.
 const INTERPRETERS: &[&str] = &[
     // Shells and multi-call binaries that contain one.
-    "sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "pdksh", "csh", "tcsh", "fish", "rbash",
-    "yash", "elvish", "nu", "xonsh", "busybox", "toybox",
+    "sh",
+    "bash",
+    "dash",
+    "ash",
+    "zsh",
+    "ksh",
+    "mksh",
+    "pdksh",
+    "csh",
+    "tcsh",
+    "fish",
+    "rbash",
+    "yash",
+    "elvish",
+    "nu",
+    "xonsh",
+    "busybox",
+    "toybox",
     // Interpreters.
-    "python", "pypy", "perl", "ruby", "irb", "node", "nodejs", "deno", "bun", "php", "lua",
-    "luajit", "tclsh", "wish", "expect", "awk", "gawk", "mawk", "nawk", "jjs", "rscript", "julia",
-    "guile", "sbcl", "ghci", "osascript", "pwsh", "gdb", "lldb",
+    "python",
+    "pypy",
+    "perl",
+    "ruby",
+    "irb",
+    "node",
+    "nodejs",
+    "deno",
+    "bun",
+    "php",
+    "lua",
+    "luajit",
+    "tclsh",
+    "wish",
+    "expect",
+    "awk",
+    "gawk",
+    "mawk",
+    "nawk",
+    "jjs",
+    "rscript",
+    "julia",
+    "guile",
+    "sbcl",
+    "ghci",
+    "osascript",
+    "pwsh",
+    "gdb",
+    "lldb",
     // Programs that execute their arguments.
-    "env", "xargs", "find", "nice", "nohup", "timeout", "stdbuf", "setsid", "chroot", "unshare",
-    "nsenter", "ionice", "taskset", "chrt", "flock", "watch", "script", "strace", "ltrace",
-    "valgrind", "sudo", "su", "doas", "runuser", "pkexec", "ssh", "socat", "nc", "ncat", "netcat",
-    "parallel", "make", "systemd-run", "capsh", "setpriv", "run-parts", "start-stop-daemon",
+    "env",
+    "xargs",
+    "find",
+    "nice",
+    "nohup",
+    "timeout",
+    "stdbuf",
+    "setsid",
+    "chroot",
+    "unshare",
+    "nsenter",
+    "ionice",
+    "taskset",
+    "chrt",
+    "flock",
+    "watch",
+    "script",
+    "strace",
+    "ltrace",
+    "valgrind",
+    "sudo",
+    "su",
+    "doas",
+    "runuser",
+    "pkexec",
+    "ssh",
+    "socat",
+    "nc",
+    "ncat",
+    "netcat",
+    "parallel",
+    "make",
+    "systemd-run",
+    "capsh",
+    "setpriv",
+    "run-parts",
+    "start-stop-daemon",
     // Editors, pagers and stream editors with shell escapes.
-    "sed", "ed", "ex", "vi", "vim", "nvim", "view", "rvim", "emacs", "nano", "less", "more",
-    "most", "man",
+    "sed",
+    "ed",
+    "ex",
+    "vi",
+    "vim",
+    "nvim",
+    "view",
+    "rvim",
+    "emacs",
+    "nano",
+    "less",
+    "more",
+    "most",
+    "man",
 ];
 
 /// Returns the interpreter name `path` was recognised as, if any.
@@ -351,7 +478,9 @@ pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('-')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
 }
 
 /// The program name of a request as it may appear in an error message.

@@ -15,8 +15,8 @@ use crate::sandbox::LayerReport;
 #[derive(Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub(crate) enum Event {
-    Decision(Decision),
-    Exit(ExitRecord),
+    Decision(Box<Decision>),
+    Exit(Box<ExitRecord>),
 }
 
 #[derive(Debug, Serialize)]

@@ -18,16 +18,17 @@ forkyard-secure-probe <subcommand> [args]
   argv [ARGS..]            print each argument, hex-encoded, one per line
   env                      print the environment, NAME=VALUE hex-encoded, one per line
   read PATH                read PATH, print `ok N` (bytes) or `err ERRNO`
-  write PATH TEXT          write TEXT to PATH (truncating), print `ok` or `err ERRNO`
+  write --out PATH TEXT    write TEXT to PATH (truncating), print `ok` or `err ERRNO`
   socket inet|inet6|unix   create a socket, print `ok` or `err ERRNO`
   connect HOST:PORT        TCP connect, print `ok` or `err ERRNO`
   syscall NAME             make a denied system call (ptrace, bpf, unshare, mount, keyctl,
                            userfaultfd, io-uring, clone3, x32, tiocsti); print its result
   signal-parent            kill(getppid(), 0), print `ok` or `err ERRNO`
   status                   print no_new_privs and the seccomp mode
-  fork-bomb                fork until fork fails, print `forks N err ERRNO`, then exit 0
-                           (the children stay, paused)
-  write-big PATH BYTES     write BYTES bytes to PATH in 1 MiB steps (SIGXFSZ ends it early)
+  fork-bomb                fork until fork fails (at most 10000 times), print `pids P..` and
+                           `forks N err ERRNO`, then exit 0 (the children stay, paused)
+  write-big --out PATH BYTES
+                           write BYTES bytes to PATH in 1 MiB steps (SIGXFSZ ends it early)
   pid                      print getpid()
 ";
 
@@ -38,7 +39,17 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let cmd = cmd.to_string_lossy().into_owned();
-    let text = |i: usize| rest.get(i).map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    // `--out PATH` is how the tests' grammar renders an output operand.
+    let rest: &[std::ffi::OsString] = if rest.first().is_some_and(|a| a == "--out") {
+        &rest[1..]
+    } else {
+        rest
+    };
+    let text = |i: usize| {
+        rest.get(i)
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     let line = match cmd.as_str() {
         "argv" => {
             let mut out = std::io::stdout().lock();
@@ -92,18 +103,26 @@ fn main() -> ExitCode {
         "signal-parent" => {
             // SAFETY: kill with signal 0 only checks permission.
             let rc = unsafe { libc::kill(libc::getppid(), 0) };
-            if rc == 0 { "ok".into() } else { err(&std::io::Error::last_os_error()) }
+            if rc == 0 {
+                "ok".into()
+            } else {
+                err(&std::io::Error::last_os_error())
+            }
         }
         "status" => {
             // SAFETY: both prctl options only read a flag of the calling thread.
             let (nnp, seccomp) = unsafe {
-                (libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0))
+                (
+                    libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
+                    libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0),
+                )
             };
             format!("no_new_privs {nnp} seccomp {seccomp}")
         }
         "fork-bomb" => {
             let mut forks = 0u64;
-            loop {
+            let mut pids = String::new();
+            let result = loop {
                 // SAFETY: the child only calls pause(2) and _exit(2), both async-signal-safe.
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
@@ -116,10 +135,12 @@ fn main() -> ExitCode {
                     break format!("forks {forks} {}", err(&std::io::Error::last_os_error()));
                 }
                 forks += 1;
-                if forks >= 100_000 {
+                pids.push_str(&format!(" {pid}"));
+                if forks >= 10_000 {
                     break format!("forks {forks} not contained");
                 }
-            }
+            };
+            format!("pids{pids}\n{result}")
         }
         "write-big" => {
             let bytes: u64 = text(1).parse().unwrap_or(0);
@@ -152,39 +173,37 @@ fn main() -> ExitCode {
 }
 
 fn syscall(name: &str) -> String {
-    // SAFETY (for every call below): each system call gets null or dummy arguments; the
-    // kernel either refuses it (the expected outcome in a sandbox) or performs a harmless
-    // no-op on our own process; no memory of ours is written except through valid pointers.
-    let rc: libc::c_long = unsafe {
+    match raw_syscall(name) {
+        None => format!("unknown syscall {name}"),
+        Some(rc) if rc < 0 => err(&std::io::Error::last_os_error()),
+        Some(rc) => format!("ok {rc}"),
+    }
+}
+
+/// Makes the named system call with null or dummy arguments.
+fn raw_syscall(name: &str) -> Option<libc::c_long> {
+    let mut params = [0u8; 120];
+    let c = b'x';
+    // SAFETY: each call gets null pointers, zeros, or pointers to the live locals above; the
+    // kernel either refuses it (the expected outcome in a sandbox) or does something harmless
+    // to this process alone.
+    let rc = unsafe {
         match name {
             "ptrace" => libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0),
             "bpf" => libc::syscall(libc::SYS_bpf, 0, std::ptr::null::<u8>(), 0),
             "unshare" => libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUTS),
-            "mount" => libc::syscall(
-                libc::SYS_mount,
-                std::ptr::null::<u8>(),
-                std::ptr::null::<u8>(),
-                std::ptr::null::<u8>(),
-                0,
-                std::ptr::null::<u8>(),
-            ),
+            "mount" => libc::syscall(libc::SYS_mount, 0usize, 0usize, 0usize, 0usize, 0usize),
             "keyctl" => libc::syscall(libc::SYS_keyctl, 0, 0, 0, 0, 0),
             "userfaultfd" => libc::syscall(libc::SYS_userfaultfd, 0),
-            "io-uring" => {
-                let mut params = [0u8; 120];
-                libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr())
-            }
+            "io-uring" => libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr()),
             "clone3" => libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0),
             #[cfg(target_arch = "x86_64")]
             "x32" => libc::syscall(0x4000_0000 | libc::SYS_getpid),
-            "tiocsti" => {
-                let c = b'x';
-                libc::ioctl(0, libc::TIOCSTI, &c) as libc::c_long
-            }
-            _ => return format!("unknown syscall {name}"),
+            "tiocsti" => libc::ioctl(0, libc::TIOCSTI, &c) as libc::c_long,
+            _ => return None,
         }
     };
-    if rc < 0 { err(&std::io::Error::last_os_error()) } else { format!("ok {rc}") }
+    Some(rc)
 }
 
 fn err(e: &std::io::Error) -> String {

@@ -18,6 +18,7 @@
 //! enabled in our cgroup's `cgroup.subtree_control`) are supported; where neither works the
 //! layer reports why and the limits fall back to rlimits.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -76,17 +77,24 @@ pub(crate) struct Support {
 impl Support {
     pub(crate) fn get() -> &'static Support {
         static SUPPORT: OnceLock<Support> = OnceLock::new();
-        SUPPORT.get_or_init(|| Support { pids: find(Controller::Pids), memory: find(Controller::Memory) })
+        SUPPORT.get_or_init(|| Support {
+            pids: find(Controller::Pids),
+            memory: find(Controller::Memory),
+        })
     }
 }
 
 fn find(controller: Controller) -> Result<Base, String> {
     let name = controller.name();
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("cannot read mountinfo: {e}"))?;
-    let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read mountinfo: {e}"))?;
+    let own = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
     // v1: a hierarchy with this controller among its super options.
     for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let fields: Vec<&str> = left.split(' ').collect();
         let rfields: Vec<&str> = right.split(' ').collect();
         if fields.len() < 5 || rfields.len() < 3 {
@@ -97,16 +105,26 @@ fn find(controller: Controller) -> Result<Base, String> {
             let path = own
                 .lines()
                 .filter_map(|l| l.splitn(3, ':').collect::<Vec<_>>().try_into().ok())
-                .find_map(|[_, ctrls, path]: [&str; 3]| ctrls.split(',').any(|c| c == name).then_some(path))
+                .find_map(|[_, ctrls, path]: [&str; 3]| {
+                    ctrls.split(',').any(|c| c == name).then_some(path)
+                })
                 .ok_or_else(|| format!("no {name} line in /proc/self/cgroup"))?;
-            let rel = path.strip_prefix(root).unwrap_or(path).trim_start_matches('/');
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(path)
+                .trim_start_matches('/');
             let dir = Path::new(mount).join(rel);
-            return writable(&dir).map(|()| Base { dir, version: Version::V1 });
+            return writable(&dir).map(|()| Base {
+                dir,
+                version: Version::V1,
+            });
         }
     }
     // v2: the unified hierarchy, with the controller delegated to our cgroup's children.
     for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let fields: Vec<&str> = left.split(' ').collect();
         if fields.len() < 5 || !right.starts_with("cgroup2 ") {
             continue;
@@ -116,7 +134,10 @@ fn find(controller: Controller) -> Result<Base, String> {
             .lines()
             .find_map(|l| l.strip_prefix("0::"))
             .ok_or_else(|| "no cgroup v2 line in /proc/self/cgroup".to_string())?;
-        let rel = path.strip_prefix(root).unwrap_or(path).trim_start_matches('/');
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(path)
+            .trim_start_matches('/');
         let dir = Path::new(mount).join(rel);
         let subtree = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
         if !subtree.split_whitespace().any(|c| c == name) {
@@ -126,9 +147,14 @@ fn find(controller: Controller) -> Result<Base, String> {
                 dir.display()
             ));
         }
-        return writable(&dir).map(|()| Base { dir, version: Version::V2 });
+        return writable(&dir).map(|()| Base {
+            dir,
+            version: Version::V2,
+        });
     }
-    Err(format!("no cgroup hierarchy with the {name} controller is mounted"))
+    Err(format!(
+        "no cgroup hierarchy with the {name} controller is mounted"
+    ))
 }
 
 fn writable(dir: &Path) -> Result<(), String> {
@@ -136,35 +162,59 @@ fn writable(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create cgroups in {}: {e}", dir.display()))
 }
 
-/// One run's cgroup directory for one controller.
+/// One run's cgroup directory (one per v1 hierarchy; one for every controller on v2).
 #[derive(Debug)]
 pub(crate) struct RunCgroup {
-    controller: Controller,
+    controllers: Vec<Controller>,
     version: Version,
     dir: PathBuf,
     /// `cgroup.procs`, opened for the child to write `0` into.
-    pub(crate) procs: Option<OwnedFd>,
+    procs: Option<OwnedFd>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Puts `controller` with `limit` into the run's cgroups: on v2 into the run's existing
+/// directory in that hierarchy if there is one, otherwise into a new directory.
+pub(crate) fn join_or_create(
+    cgroups: &mut Vec<RunCgroup>,
+    base: &Base,
+    controller: Controller,
+    limit: u64,
+) -> io::Result<()> {
+    let existing = cgroups.iter_mut().find(|c| {
+        c.version == Version::V2 && base.version == Version::V2 && c.dir.parent() == Some(&base.dir)
+    });
+    match existing {
+        Some(cgroup) => {
+            cgroup.set_limit(controller, limit)?;
+            cgroup.controllers.push(controller);
+            Ok(())
+        }
+        None => {
+            let cgroup = RunCgroup::create(base, controller, limit)?;
+            cgroups.push(cgroup);
+            Ok(())
+        }
+    }
+}
+
 impl RunCgroup {
     /// Creates the directory and writes the limit.
-    pub(crate) fn create(base: &Base, controller: Controller, limit: u64) -> io::Result<RunCgroup> {
+    fn create(base: &Base, controller: Controller, limit: u64) -> io::Result<RunCgroup> {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let dir = base.dir.join(format!("forkyard-secure-{}-{n}", std::process::id()));
+        let dir = base
+            .dir
+            .join(format!("forkyard-secure-{}-{n}", std::process::id()));
         fs::create_dir(&dir)?;
-        let mut cgroup = RunCgroup { controller, version: base.version, dir, procs: None };
-        let (file, value) = match (controller, base.version) {
-            (Controller::Pids, _) => ("pids.max", limit.to_string()),
-            (Controller::Memory, Version::V1) => ("memory.limit_in_bytes", limit.to_string()),
-            (Controller::Memory, Version::V2) => ("memory.max", limit.to_string()),
+        // From here on, Drop removes the directory if anything below fails.
+        let mut cgroup = RunCgroup {
+            controllers: vec![controller],
+            version: base.version,
+            dir,
+            procs: None,
         };
-        fs::write(cgroup.dir.join(file), value)?;
-        if controller == Controller::Memory && base.version == Version::V2 {
-            // No swap either, or the limit only moves the pressure to swap.
-            let _ = fs::write(cgroup.dir.join("memory.swap.max"), "0");
-        }
+        cgroup.set_limit(controller, limit)?;
         let procs = rustix::fs::open(
             cgroup.dir.join("cgroup.procs"),
             OFlags::WRONLY | OFlags::CLOEXEC,
@@ -174,8 +224,36 @@ impl RunCgroup {
         Ok(cgroup)
     }
 
-    pub(crate) fn controller(&self) -> Controller {
-        self.controller
+    fn set_limit(&self, controller: Controller, limit: u64) -> io::Result<()> {
+        let value = if limit == u64::MAX {
+            "max".to_string()
+        } else {
+            limit.to_string()
+        };
+        match (controller, self.version) {
+            (Controller::Pids, _) => fs::write(self.dir.join("pids.max"), value),
+            (Controller::Memory, Version::V1) => {
+                if limit == u64::MAX {
+                    return Ok(());
+                }
+                fs::write(self.dir.join("memory.limit_in_bytes"), value)
+            }
+            (Controller::Memory, Version::V2) => {
+                fs::write(self.dir.join("memory.max"), value)?;
+                // No swap either, or the limit only moves the pressure to swap.
+                let _ = fs::write(self.dir.join("memory.swap.max"), "0");
+                Ok(())
+            }
+        }
+    }
+
+    /// The `cgroup.procs` descriptor, moved into the child's hooks.
+    pub(crate) fn take_procs(&mut self) -> Option<OwnedFd> {
+        self.procs.take()
+    }
+
+    pub(crate) fn has(&self, controller: Controller) -> bool {
+        self.controllers.contains(&controller)
     }
 
     /// How many times the kernel's OOM killer fired in this cgroup.
@@ -193,16 +271,6 @@ impl RunCgroup {
             .unwrap_or(0)
     }
 
-    /// Peak task count or memory usage, for the report.
-    pub(crate) fn peak(&self) -> Option<u64> {
-        let file = match (self.controller, self.version) {
-            (Controller::Pids, _) => "pids.peak",
-            (Controller::Memory, Version::V1) => "memory.max_usage_in_bytes",
-            (Controller::Memory, Version::V2) => "memory.peak",
-        };
-        fs::read_to_string(self.dir.join(file)).ok()?.trim().parse().ok()
-    }
-
     fn tasks(&self) -> Vec<i32> {
         fs::read_to_string(self.dir.join("cgroup.procs"))
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
@@ -210,24 +278,34 @@ impl RunCgroup {
     }
 
     /// Kills every task still in the cgroup (repeatedly, since a task may fork while we
-    /// read) until it is empty or `within` has passed. Returns how many were killed.
-    pub(crate) fn kill_all(&self, within: Duration) -> usize {
+    /// read) until it is empty or `within` has passed. Adds the pids it signalled to `killed`.
+    ///
+    /// On v1 this lists `cgroup.procs` and kills each pid: a pid that exits and is reused
+    /// between the read and the kill could be hit. The window is the few microseconds
+    /// between two system calls, and the tasks listed cannot exit on their own while stopped
+    /// in the kernel by nothing; v2's `cgroup.kill` has no such window.
+    pub(crate) fn kill_all(&self, within: Duration, killed: &mut BTreeSet<i32>) {
         let deadline = Instant::now() + within;
-        let mut killed = 0;
+        if self.version == Version::V2 {
+            let tasks = self.tasks();
+            if !tasks.is_empty() && fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
+                killed.extend(tasks);
+            }
+        }
         loop {
             let tasks = self.tasks();
             if tasks.is_empty() {
-                return killed;
+                return;
             }
             for pid in tasks {
-                if let Some(pid) = rustix::process::Pid::from_raw(pid)
-                    && rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok()
+                if let Some(p) = rustix::process::Pid::from_raw(pid)
+                    && rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok()
                 {
-                    killed += 1;
+                    killed.insert(pid);
                 }
             }
             if Instant::now() >= deadline {
-                return killed;
+                return;
             }
             std::thread::yield_now();
         }
@@ -238,7 +316,7 @@ impl Drop for RunCgroup {
     fn drop(&mut self) {
         self.procs = None;
         if !self.tasks().is_empty() {
-            self.kill_all(Duration::from_secs(1));
+            self.kill_all(Duration::from_secs(1), &mut BTreeSet::new());
         }
         // A killed task leaves the cgroup when it exits, a moment after SIGKILL; retry rmdir
         // briefly rather than leave the directory behind.

@@ -12,17 +12,36 @@
 //!
 //! Order, each step failing the spawn if it fails:
 //!
-//! 1. `setsid` (new session, no controlling terminal);
+//! 1. `setsid` (new session, no controlling terminal). `forkyard-child` makes every child
+//!    the leader of its own process group before our hook runs, and a group leader may not
+//!    call `setsid`; then we detach from the controlling terminal with `TIOCNOTTY` instead,
+//!    which is what the layer is for (no terminal to inject keystrokes into);
 //! 2. `PR_SET_PDEATHSIG(SIGKILL)`, then check the parent is still the one we expect;
 //! 3. `setrlimit` for each limit, `RLIMIT_CORE` 0;
 //! 4. join the run's cgroups (write `0` to their `cgroup.procs`) before anything can fork;
-//! 5. `unshare` the network (and user) namespace, writing our own uid/gid maps when a user
-//!    namespace was needed;
-//! 6. `PR_SET_NO_NEW_PRIVS`;
-//! 7. Landlock `restrict_self`;
-//! 8. the seccomp filters, last, so that nothing above runs under them;
-//! 9. a few bytes to the attestation pipe saying what was applied, so the parent reports
-//!    what the child confirmed rather than what it hoped for.
+//! 5. `unshare` the network and pid (and user) namespaces, writing our own uid/gid maps when
+//!    a user namespace was needed;
+//! 6. with a pid namespace: `fork` once more (see below);
+//! 7. `PR_SET_NO_NEW_PRIVS`;
+//! 8. Landlock `restrict_self`;
+//! 9. the seccomp filters, last, so that nothing above runs under them;
+//! 10. a few bytes to the attestation pipe saying what was applied, so the parent reports
+//!     what the child confirmed rather than what it hoped for.
+//!
+//! # Design note: the pid namespace relay
+//!
+//! `unshare(CLONE_NEWPID)` moves the *children* of the caller into the new namespace, not
+//! the caller: the first child becomes its pid 1, and when pid 1 exits the kernel kills
+//! the whole namespace and refuses further forks. So after the unshare the hook forks:
+//! the new process (pid 1 inside) carries on to `exec` the program, and the spawned process
+//! (the one `forkyard-child` tracks) becomes a relay that closes every descriptor, blocks
+//! every catchable signal, waits for pid 1 and then exits the same way (same code, or the
+//! same signal re-raised). Killing the relay's process group kills both; the program, as
+//! pid 1, takes every process it started down with it, even ones that left its process
+//! group; and `wait4` on the relay reports the program's resource usage, since the relay
+//! reaped it. Signals other than SIGKILL from outside reach a pid 1 only if it handles
+//! them, so a graceful stop of a program that does not handle SIGTERM becomes a SIGKILL
+//! after the grace period.
 //!
 //! `forkyard-child`'s own hook runs after this one (registering with its watchdog and closing
 //! every descriptor but the ones it passes), under our seccomp filters; it needs none of the
@@ -40,7 +59,7 @@ use rustix::process::{Pid, Resource, Rlimit, Signal};
 use crate::sandbox::seccomp::SeccompPlan;
 
 /// Attestation bytes written by the child.
-pub(crate) const ATTEST_LEN: usize = 9;
+pub(crate) const ATTEST_LEN: usize = 10;
 const MAGIC: u8 = 0xF5;
 
 /// The contents of `/proc/self/{setgroups,uid_map,gid_map}` for an unprivileged user
@@ -60,8 +79,14 @@ impl UserNsMaps {
         UserNsMaps {
             files: [
                 (path("/proc/self/setgroups"), b"deny".to_vec()),
-                (path("/proc/self/uid_map"), format!("{uid} {uid} 1\n").into_bytes()),
-                (path("/proc/self/gid_map"), format!("{gid} {gid} 1\n").into_bytes()),
+                (
+                    path("/proc/self/uid_map"),
+                    format!("{uid} {uid} 1\n").into_bytes(),
+                ),
+                (
+                    path("/proc/self/gid_map"),
+                    format!("{gid} {gid} 1\n").into_bytes(),
+                ),
             ],
         }
     }
@@ -75,6 +100,7 @@ pub(crate) struct Hooks {
     pub(crate) rlimits: Vec<(Resource, Rlimit)>,
     pub(crate) cgroup_procs: Vec<OwnedFd>,
     pub(crate) unshare_net: bool,
+    pub(crate) unshare_pid: bool,
     pub(crate) userns: Option<UserNsMaps>,
     pub(crate) no_new_privs: bool,
     pub(crate) landlock: Option<RulesetCreated>,
@@ -85,11 +111,13 @@ pub(crate) struct Hooks {
 /// What the child confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Attestation {
-    pub(crate) session: bool,
+    /// 0 none, 1 setsid, 2 TIOCNOTTY.
+    pub(crate) session: u8,
     pub(crate) parent_death: bool,
     pub(crate) rlimits: u8,
     pub(crate) cgroups: u8,
     pub(crate) network_namespace: bool,
+    pub(crate) pid_namespace: bool,
     pub(crate) no_new_privs: bool,
     /// 0 not applied, 1 not enforced, 2 partially enforced, 3 fully enforced.
     pub(crate) landlock: u8,
@@ -102,7 +130,7 @@ impl Attestation {
             return None;
         }
         Some(Attestation {
-            session: buf[1] == 1,
+            session: buf[1],
             parent_death: buf[2] == 1,
             rlimits: buf[3],
             cgroups: buf[4],
@@ -110,6 +138,7 @@ impl Attestation {
             no_new_privs: buf[6] == 1,
             landlock: buf[7],
             seccomp_filters: buf[8],
+            pid_namespace: buf[9] == 1,
         })
     }
 }
@@ -121,8 +150,14 @@ impl Hooks {
         report[0] = MAGIC;
 
         if self.session {
-            rustix::process::setsid()?;
-            report[1] = 1;
+            report[1] = match rustix::process::setsid() {
+                Ok(_) => 1,
+                Err(rustix::io::Errno::PERM) => {
+                    detach_terminal()?;
+                    2
+                }
+                Err(e) => return Err(e.into()),
+            };
         }
         if let Some(parent) = self.parent_death {
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
@@ -134,28 +169,46 @@ impl Hooks {
             report[2] = 1;
         }
         for (resource, limit) in &self.rlimits {
-            rustix::process::setrlimit(*resource, limit.clone())?;
+            rustix::process::setrlimit(*resource, *limit)?;
             report[3] += 1;
         }
         for procs in &self.cgroup_procs {
             rustix::io::write(procs, b"0")?;
             report[4] += 1;
         }
-        if self.unshare_net {
-            let mut flags = rustix::thread::UnshareFlags::NEWNET;
-            if self.userns.is_some() {
-                flags |= rustix::thread::UnshareFlags::NEWUSER;
+        if self.unshare_net || self.unshare_pid {
+            use rustix::thread::UnshareFlags;
+            let mut flags = UnshareFlags::empty();
+            if self.unshare_net {
+                flags |= UnshareFlags::NEWNET;
             }
-            // SAFETY: the child is single-threaded after fork, and NEWNET/NEWUSER do not
-            // unshare the descriptor table, so no other thread can observe a changed table.
+            if self.unshare_pid {
+                flags |= UnshareFlags::NEWPID;
+            }
+            if self.userns.is_some() {
+                flags |= UnshareFlags::NEWUSER;
+            }
+            // SAFETY: the child is single-threaded after fork, and none of these flags
+            // unshares the descriptor table, so no other thread can observe a changed table.
             unsafe { rustix::thread::unshare_unsafe(flags)? };
             if let Some(maps) = &self.userns {
                 for (path, contents) in &maps.files {
-                    let fd = rustix::fs::open(path.as_c_str(), OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+                    let fd = rustix::fs::open(
+                        path.as_c_str(),
+                        OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?;
                     rustix::io::write(&fd, contents)?;
                 }
             }
-            report[5] = 1;
+            report[5] = u8::from(self.unshare_net);
+        }
+        if self.unshare_pid {
+            relay_through_pid_one()?;
+            // Only the new pid 1 gets here. Its parent is the relay, which cannot die before
+            // it short of SIGKILL, which this makes fatal for pid 1 too.
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            report[9] = 1;
         }
         if self.no_new_privs {
             rustix::thread::set_no_new_privs(true)?;
@@ -189,8 +242,74 @@ fn landlock_errno(error: landlock::RulesetError) -> io::Error {
     use landlock::{RestrictSelfError, RulesetError};
     match error {
         RulesetError::RestrictSelf(
-            RestrictSelfError::SetNoNewPrivsCall { source, .. } | RestrictSelfError::RestrictSelfCall { source, .. },
+            RestrictSelfError::SetNoNewPrivsCall { source, .. }
+            | RestrictSelfError::RestrictSelfCall { source, .. },
         ) => source,
         _ => io::Error::from_raw_os_error(libc::EINVAL),
+    }
+}
+
+/// Detaches from the controlling terminal, if there is one (`ENXIO`: there is none).
+fn detach_terminal() -> io::Result<()> {
+    let tty = match rustix::fs::open(
+        c"/dev/tty",
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NXIO | rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: TIOCNOTTY takes no argument; `tty` is an open descriptor we own.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCNOTTY) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Forks the process that will be pid 1 of the new pid namespace. Returns in that process;
+/// the caller (the spawned process) becomes the relay and never returns. See the module docs.
+fn relay_through_pid_one() -> io::Result<()> {
+    // SAFETY: fork in a single-threaded process (we are the child of a fork); both sides only
+    // make async-signal-safe system calls from here on.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        return Ok(());
+    }
+    // SAFETY: the relay. Every call below is an async-signal-safe system call on values on
+    // our stack; the function ends in _exit or a fatal signal and never returns.
+    unsafe {
+        // Hold nothing the parent waits on: std's exec-status pipe, stdio, passed fds.
+        libc::syscall(libc::SYS_close_range, 0u32, libc::c_uint::MAX, 0u32);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        let mut status: libc::c_int = 0;
+        loop {
+            let rc = libc::waitpid(pid, &mut status, libc::__WALL);
+            if rc == pid {
+                break;
+            }
+            if rc < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        let sig = libc::WTERMSIG(status);
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        let mut one: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut one);
+        libc::sigaddset(&mut one, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
+        libc::kill(libc::getpid(), sig);
+        libc::_exit(128 + sig);
     }
 }

@@ -74,7 +74,11 @@ pub(crate) fn prepare(
         Ok(v) => *v,
         Err(reason) => return Some(Err(reason.clone())),
     };
-    Some(build(sandbox, exe, roots, kernel_abi).map(Arc::new).map_err(|e| format!("building the ruleset failed: {e}")))
+    Some(
+        build(sandbox, exe, roots, kernel_abi)
+            .map(Arc::new)
+            .map_err(|e| format!("building the ruleset failed: {e}")),
+    )
 }
 
 fn build(
@@ -86,7 +90,9 @@ fn build(
     let read = AccessFs::from_read(TARGET_ABI);
     let all = AccessFs::from_all(TARGET_ABI);
     let network_off = sandbox.network == Network::Off;
-    let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort).handle_access(all)?;
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(all)?;
     if network_off {
         ruleset = ruleset.handle_access(AccessNet::from_all(TARGET_ABI))?;
     }
@@ -103,7 +109,10 @@ fn build(
     created = created.add_rules(path_beneath_rules(&read_paths, read))?;
     // /dev/null is written to by many tools.
     if sandbox.system_paths {
-        created = created.add_rules(path_beneath_rules(["/dev/null"], AccessFs::from_file(TARGET_ABI)))?;
+        created = created.add_rules(path_beneath_rules(
+            ["/dev/null"],
+            AccessFs::from_file(TARGET_ABI),
+        ))?;
     }
     created = created.add_rules(path_beneath_rules(&sandbox.read_write, all))?;
     let mut n_roots = 0;
@@ -124,7 +133,11 @@ fn build(
         sandbox.read_write.len()
     );
     if network_off {
-        detail.push_str(if kernel_abi >= 4 { "; tcp bind/connect denied" } else { "; no tcp rules (abi < 4)" });
+        detail.push_str(if kernel_abi >= 4 {
+            "; tcp bind/connect denied"
+        } else {
+            "; no tcp rules (abi < 4)"
+        });
     }
     detail.push_str(if kernel_abi >= 6 {
         "; scoped: signals and abstract unix sockets"
@@ -133,7 +146,11 @@ fn build(
     });
     Ok(LandlockPlan {
         ruleset: created,
-        status: if partial { LayerStatus::Partial } else { LayerStatus::Applied },
+        status: if partial {
+            LayerStatus::Partial
+        } else {
+            LayerStatus::Applied
+        },
         detail,
     })
 }

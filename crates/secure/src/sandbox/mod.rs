@@ -289,6 +289,12 @@ impl fmt::Display for LayerReport {
             LayerStatus::Unavailable => "UNAVAILABLE",
             LayerStatus::Off => "off",
         };
-        write!(f, "{:<20} {:<12} {}", self.layer.to_string(), status, self.detail)
+        write!(
+            f,
+            "{:<20} {:<12} {}",
+            self.layer.to_string(),
+            status,
+            self.detail
+        )
     }
 }

@@ -46,7 +46,10 @@ impl Probe {
         } else if self.user_namespaces {
             Ok(NamespaceMode::InUserNamespace)
         } else {
-            Err("needs CAP_SYS_ADMIN or unprivileged user namespaces, and neither is available".into())
+            Err(
+                "needs CAP_SYS_ADMIN or unprivileged user namespaces, and neither is available"
+                    .into(),
+            )
         }
     }
 }
@@ -75,7 +78,9 @@ fn landlock_abi() -> Result<i32, String> {
     let err = std::io::Error::last_os_error();
     Err(match err.raw_os_error() {
         Some(libc::ENOSYS) => "the kernel was built without Landlock (ENOSYS)".into(),
-        Some(libc::EOPNOTSUPP) => "Landlock is built in but not enabled at boot (EOPNOTSUPP; add it to lsm=)".into(),
+        Some(libc::EOPNOTSUPP) => {
+            "Landlock is built in but not enabled at boot (EOPNOTSUPP; add it to lsm=)".into()
+        }
         _ => format!("landlock_create_ruleset failed: {err}"),
     })
 }
@@ -110,6 +115,7 @@ fn user_namespaces() -> bool {
     let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
     let max_ok = read("/proc/sys/user/max_user_namespaces").is_none_or(|v| v != "0");
     let debian_ok = read("/proc/sys/kernel/unprivileged_userns_clone").is_none_or(|v| v != "0");
-    let apparmor_ok = read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").is_none_or(|v| v != "1");
+    let apparmor_ok =
+        read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").is_none_or(|v| v != "1");
     max_ok && debian_ok && apparmor_ok
 }

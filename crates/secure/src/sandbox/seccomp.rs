@@ -31,8 +31,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 use crate::sandbox::probe::Probe;
@@ -116,8 +116,11 @@ fn kill_list() -> Vec<(&'static str, i64)> {
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn build(network_off: bool) -> Result<SeccompPlan, String> {
-    let compile = |rules: BTreeMap<i64, Vec<SeccompRule>>, action: SeccompAction| -> Result<BpfProgram, String> {
-        let filter = SeccompFilter::new(rules, SeccompAction::Allow, action, ARCH).map_err(|e| e.to_string())?;
+    let compile = |rules: BTreeMap<i64, Vec<SeccompRule>>,
+                   action: SeccompAction|
+     -> Result<BpfProgram, String> {
+        let filter = SeccompFilter::new(rules, SeccompAction::Allow, action, ARCH)
+            .map_err(|e| e.to_string())?;
         BpfProgram::try_from(filter).map_err(|e| e.to_string())
     };
     let cond = |arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64| {
@@ -127,7 +130,8 @@ fn build(network_off: bool) -> Result<SeccompPlan, String> {
 
     // Filter 1: kill.
     let kills = kill_list();
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = kills.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        kills.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
     // clone(2) with any namespace flag (x86-64 and arm64 both pass flags first).
     let ns_flags = [
         libc::CLONE_NEWNS,
@@ -142,7 +146,12 @@ fn build(network_off: bool) -> Result<SeccompPlan, String> {
         .iter()
         .map(|&f| {
             let f = f as u64;
-            rule(vec![cond(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(f), f)?])
+            rule(vec![cond(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(f),
+                f,
+            )?])
         })
         .collect::<Result<Vec<_>, String>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
@@ -157,7 +166,10 @@ fn build(network_off: bool) -> Result<SeccompPlan, String> {
         ("clone3", libc::SYS_clone3),
     ];
     let enosys = compile(
-        enosys_calls.iter().map(|(_, nr)| (*nr, Vec::new())).collect(),
+        enosys_calls
+            .iter()
+            .map(|(_, nr)| (*nr, Vec::new()))
+            .collect(),
         SeccompAction::Errno(libc::ENOSYS as u32),
     )?;
 
@@ -167,8 +179,18 @@ fn build(network_off: bool) -> Result<SeccompPlan, String> {
     eperm_rules.insert(
         libc::SYS_ioctl,
         vec![
-            rule(vec![cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::TIOCSTI)?])?,
-            rule(vec![cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::TIOCLINUX)?])?,
+            rule(vec![cond(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                libc::TIOCSTI,
+            )?])?,
+            rule(vec![cond(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                libc::TIOCLINUX,
+            )?])?,
         ],
     );
     let eperm = compile(eperm_rules, SeccompAction::Errno(libc::EPERM as u32))?;
@@ -178,16 +200,27 @@ fn build(network_off: bool) -> Result<SeccompPlan, String> {
     if network_off {
         let mut socket_rules = BTreeMap::new();
         socket_rules.insert(libc::SYS_socket, Vec::new());
-        filters.push(compile(socket_rules, SeccompAction::Errno(libc::EAFNOSUPPORT as u32))?);
+        filters.push(compile(
+            socket_rules,
+            SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
+        )?);
     }
     let detail = format!(
         "{} filters; kill-process on {} calls (+ clone with namespace flags, foreign and x32 abi); \
          ENOSYS on io_uring_*, clone3; EPERM on TIOCSTI/TIOCLINUX ioctls, perf_event_open{}",
         filters.len(),
         kills.len(),
-        if network_off { "; EAFNOSUPPORT on socket" } else { "" }
+        if network_off {
+            "; EAFNOSUPPORT on socket"
+        } else {
+            ""
+        }
     );
-    Ok(SeccompPlan { filters, status: LayerStatus::Applied, detail })
+    Ok(SeccompPlan {
+        filters,
+        status: LayerStatus::Applied,
+        detail,
+    })
 }
 
 /// Inserts, right after `seccompiler`'s architecture check, a kill for x32 system calls
@@ -197,14 +230,30 @@ fn splice_x32_check(program: &mut BpfProgram) {
     #[cfg(target_arch = "x86_64")]
     {
         use seccompiler::sock_filter;
-        const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-        const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
+        // BPF_LD | BPF_W | BPF_ABS, BPF_JMP | BPF_JGE | BPF_K, BPF_RET | BPF_K.
+        const BPF_LD_W_ABS: u16 = 0x20;
+        const BPF_JMP_JGE_K: u16 = 0x35;
         const BPF_RET_K: u16 = 0x06;
         const X32_SYSCALL_BIT: u32 = 0x4000_0000;
         let check = [
-            sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 },
-            sock_filter { code: BPF_JMP_JGE_K, jt: 0, jf: 1, k: X32_SYSCALL_BIT },
-            sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_KILL_PROCESS },
+            sock_filter {
+                code: BPF_LD_W_ABS,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            sock_filter {
+                code: BPF_JMP_JGE_K,
+                jt: 0,
+                jf: 1,
+                k: X32_SYSCALL_BIT,
+            },
+            sock_filter {
+                code: BPF_RET_K,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_KILL_PROCESS,
+            },
         ];
         // seccompiler emits three instructions of arch validation first.
         let at = 3.min(program.len());

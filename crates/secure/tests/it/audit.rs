@@ -35,9 +35,13 @@ fn log_with(n: usize, options: AuditOptions) -> (tempfile::TempDir, std::path::P
     let policy = audited_policy(&log, &uploads.root());
     for i in 0..n {
         let request = if i % 2 == 0 {
-            Request::new("p").args(["-q", &(i + 1).to_string(), "in.txt"]).caller(format!("user{i}"))
+            Request::new("p")
+                .args(["-q", &(i + 1).to_string(), "in.txt"])
+                .caller(format!("user{i}"))
         } else {
-            Request::new("p").args(["../etc/passwd"]).caller(format!("user{i}"))
+            Request::new("p")
+                .args(["../etc/passwd"])
+                .caller(format!("user{i}"))
         };
         let _ = policy.validate(&request);
     }
@@ -47,13 +51,20 @@ fn log_with(n: usize, options: AuditOptions) -> (tempfile::TempDir, std::path::P
 }
 
 fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap().lines().map(String::from).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 #[test]
 fn decision_records_snapshot() {
     let (_dir, path, _) = log_with(2, AuditOptions::default());
-    let records: Vec<serde_json::Value> = lines(&path).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<serde_json::Value> = lines(&path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     insta::assert_json_snapshot!("decision_records", records, {
         "[].time_ms" => "[time]",
         "[].prev" => "[hash]",
@@ -94,7 +105,11 @@ fn hostile_arguments_cannot_forge_lines_or_escape_the_terminal() {
     let _ = policy.validate(&Request::new("p").arg(OsStr::from_bytes(&mega)));
 
     let text = std::fs::read(&path).unwrap();
-    assert!(text.iter().all(|&b| b.is_ascii() && (b >= 0x20 || b == b'\n') && b != 0x7f), "only printable ASCII");
+    assert!(
+        text.iter()
+            .all(|&b| b.is_ascii() && (b >= 0x20 || b == b'\n') && b != 0x7f),
+        "only printable ASCII"
+    );
     let all = lines(&path);
     assert_eq!(all.len(), hostile.len() + 1, "one line per decision");
     for (line, arg) in all.iter().zip(&hostile) {
@@ -127,7 +142,10 @@ fn concurrent_writers_never_interleave_and_keep_one_chain() {
     let path = dir.path().join("audit.jsonl");
     // Two independent handles (separate open file descriptions, as two processes would
     // have), each shared by two threads.
-    let handles = [AuditLog::open(&path).unwrap(), AuditLog::open(&path).unwrap()];
+    let handles = [
+        AuditLog::open(&path).unwrap(),
+        AuditLog::open(&path).unwrap(),
+    ];
     let per_thread = 40;
     std::thread::scope(|s| {
         for log in &handles {
@@ -157,30 +175,50 @@ fn a_log_with_a_torn_last_line_is_not_continued() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.truncate(bytes.len() - 10);
     std::fs::write(&path, &bytes).unwrap();
-    assert!(matches!(AuditLog::open(&path), Err(forkyard_secure::AuditError::BadTail { .. })));
+    assert!(matches!(
+        AuditLog::open(&path),
+        Err(forkyard_secure::AuditError::BadTail { .. })
+    ));
 }
 
 /// Recomputes a record's plain SHA-256 seal, as an attacker without a key would.
 fn reseal(line: &str) -> String {
     let split = line.len() - r#","hash":""}"#.len() - 64;
     let body = format!("{}}}", &line[..split]);
-    let hash: String = Sha256::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = Sha256::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("{},\"hash\":\"{hash}\"}}", &line[..split])
 }
 
 #[derive(Debug, Clone)]
 enum Tampering {
     /// Change one character inside line k.
-    EditChar { k: usize, at: usize },
+    EditChar {
+        k: usize,
+        at: usize,
+    },
     /// Change `decision` in line k and recompute its seal.
-    EditAndReseal { k: usize },
-    Delete { k: usize },
+    EditAndReseal {
+        k: usize,
+    },
+    Delete {
+        k: usize,
+    },
     /// Swap lines k and k+1.
-    Swap { k: usize },
+    Swap {
+        k: usize,
+    },
     /// Insert a copy of line j before line k.
-    Replay { k: usize, j: usize },
+    Replay {
+        k: usize,
+        j: usize,
+    },
     /// Insert a made-up line before line k.
-    Garbage { k: usize },
+    Garbage {
+        k: usize,
+    },
 }
 
 fn tampering(n: usize) -> impl Strategy<Value = Tampering> {
@@ -199,7 +237,9 @@ fn apply(lines: &[String], t: &Tampering) -> Vec<String> {
     match *t {
         Tampering::EditChar { k, at } => {
             let bytes = out[k].as_bytes();
-            let positions: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i].is_ascii_alphanumeric()).collect();
+            let positions: Vec<usize> = (0..bytes.len())
+                .filter(|&i| bytes[i].is_ascii_alphanumeric())
+                .collect();
             let i = positions[at % positions.len()];
             let mut b = bytes.to_vec();
             b[i] = if b[i] == b'1' { b'2' } else { b'1' };
@@ -221,7 +261,10 @@ fn apply(lines: &[String], t: &Tampering) -> Vec<String> {
             let copy = out[j].clone();
             out.insert(k, copy);
         }
-        Tampering::Garbage { k } => out.insert(k, r#"{"seq":2,"kind":"decision","decision":"allowed"}"#.into()),
+        Tampering::Garbage { k } => out.insert(
+            k,
+            r#"{"seq":2,"kind":"decision","decision":"allowed"}"#.into(),
+        ),
     }
     out
 }

@@ -6,7 +6,11 @@ use forkyard_secure::{EnvRule, Error, Policy, PolicyError, ProgramRule, Request,
 use crate::support::probe;
 
 fn policy(env: EnvRule) -> Result<Policy, Error> {
-    Policy::builder().program("p", ProgramRule::path(probe())).env(env).sandbox(Sandbox::minimal()).build()
+    Policy::builder()
+        .program("p", ProgramRule::path(probe()))
+        .env(env)
+        .sandbox(Sandbox::minimal())
+        .build()
 }
 
 fn refusal(policy: &Policy, name: &str, value: &str) -> Option<&'static str> {
@@ -43,13 +47,26 @@ fn hook_variables_are_refused_under_every_spelling() {
         ("TERMINFO", "/tmp"),
     ];
     for (name, value) in table {
-        assert_eq!(refusal(&policy, name, value), Some("env.dangerous"), "{name}");
+        assert_eq!(
+            refusal(&policy, name, value),
+            Some("env.dangerous"),
+            "{name}"
+        );
     }
     // A function definition is refused under any name, allowlisted or not.
-    assert_eq!(refusal(&policy, "LANG", "() { :; }; id"), Some("env.dangerous"));
-    assert_eq!(refusal(&policy, "QUALITY", " () { :; }"), Some("env.dangerous"));
+    assert_eq!(
+        refusal(&policy, "LANG", "() { :; }; id"),
+        Some("env.dangerous")
+    );
+    assert_eq!(
+        refusal(&policy, "QUALITY", " () { :; }"),
+        Some("env.dangerous")
+    );
     assert_eq!(refusal(&policy, "HOME", "/root"), Some("env.not-allowed"));
-    assert_eq!(refusal(&policy, "PATH", "/tmp:/usr/bin"), Some("env.not-allowed"));
+    assert_eq!(
+        refusal(&policy, "PATH", "/tmp:/usr/bin"),
+        Some("env.not-allowed")
+    );
 }
 
 #[test]
@@ -73,19 +90,36 @@ fn allowlisted_values_are_validated() {
         ("NOTE", "esc\u{1b}[2J"),
     ];
     for (name, value) in bad {
-        assert_eq!(refusal(&policy, name, value), Some("env.invalid-value"), "{name}={value:?}");
+        assert_eq!(
+            refusal(&policy, name, value),
+            Some("env.invalid-value"),
+            "{name}={value:?}"
+        );
     }
     let v = policy
         .validate(
-            &Request::new("p").env("LANG", "de_DE.UTF-8").env("TZ", "Europe/Berlin").env("QUALITY", "85").env("NOTE", "a b c"),
+            &Request::new("p")
+                .env("LANG", "de_DE.UTF-8")
+                .env("TZ", "Europe/Berlin")
+                .env("QUALITY", "85")
+                .env("NOTE", "a b c"),
         )
         .unwrap();
-    let env: Vec<(String, String)> =
-        v.env().iter().map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into())).collect();
+    let env: Vec<(String, String)> = v
+        .env()
+        .iter()
+        .map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into()))
+        .collect();
     assert_eq!(
         env,
-        [("LANG", "de_DE.UTF-8"), ("NOTE", "a b c"), ("PATH", "/usr/bin:/bin"), ("QUALITY", "85"), ("TZ", "Europe/Berlin")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+        [
+            ("LANG", "de_DE.UTF-8"),
+            ("NOTE", "a b c"),
+            ("PATH", "/usr/bin:/bin"),
+            ("QUALITY", "85"),
+            ("TZ", "Europe/Berlin")
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
     );
 }
 
@@ -94,7 +128,11 @@ fn the_environment_starts_empty_and_inherits_only_allowlisted_names() {
     // This test process has HOME, PATH and CARGO_* set; none of them may leak.
     let policy = policy(EnvRule::allow(["CARGO_PKG_NAME"])).unwrap();
     let v = policy.validate(&Request::new("p")).unwrap();
-    let names: Vec<String> = v.env().iter().map(|(k, _)| k.to_string_lossy().into()).collect();
+    let names: Vec<String> = v
+        .env()
+        .iter()
+        .map(|(k, _)| k.to_string_lossy().into())
+        .collect();
     let expected: Vec<String> = if std::env::var_os("CARGO_PKG_NAME").is_some() {
         vec!["CARGO_PKG_NAME".into(), "PATH".into()]
     } else {
@@ -105,21 +143,45 @@ fn the_environment_starts_empty_and_inherits_only_allowlisted_names() {
 
 #[test]
 fn dangerous_names_and_bad_constants_fail_the_policy_build() {
-    for name in ["LD_PRELOAD", "BASH_ENV", "BASH_FUNC_ls%%", "IFS", "NODE_OPTIONS"] {
+    for name in [
+        "LD_PRELOAD",
+        "BASH_ENV",
+        "BASH_FUNC_ls%%",
+        "IFS",
+        "NODE_OPTIONS",
+    ] {
         assert!(
-            matches!(policy(EnvRule::allow([name])), Err(Error::Policy(PolicyError::DangerousEnv { .. }))),
+            matches!(
+                policy(EnvRule::allow([name])),
+                Err(Error::Policy(PolicyError::DangerousEnv { .. }))
+            ),
             "allow {name}"
         );
         assert!(
-            matches!(policy(EnvRule::none().set(name, "x")), Err(Error::Policy(PolicyError::DangerousEnv { .. }))),
+            matches!(
+                policy(EnvRule::none().set(name, "x")),
+                Err(Error::Policy(PolicyError::DangerousEnv { .. }))
+            ),
             "set {name}"
         );
     }
-    for path in ["/tmp:.", "/usr/bin::/bin", "bin:/usr/bin", "/usr/../tmp", ""] {
+    for path in [
+        "/tmp:.",
+        "/usr/bin::/bin",
+        "bin:/usr/bin",
+        "/usr/../tmp",
+        "",
+    ] {
         assert!(
-            matches!(policy(EnvRule::none().set("PATH", path)), Err(Error::Policy(PolicyError::BadEnvConstant { .. }))),
+            matches!(
+                policy(EnvRule::none().set("PATH", path)),
+                Err(Error::Policy(PolicyError::BadEnvConstant { .. }))
+            ),
             "PATH={path:?}"
         );
     }
-    assert!(matches!(policy(EnvRule::allow(["A=B"])), Err(Error::Policy(PolicyError::BadEnvConstant { .. }))));
+    assert!(matches!(
+        policy(EnvRule::allow(["A=B"])),
+        Err(Error::Policy(PolicyError::BadEnvConstant { .. }))
+    ));
 }

@@ -3,5 +3,7 @@
 mod audit;
 mod env;
 mod paths;
+mod run;
+mod sandbox;
 mod support;
 mod validate;

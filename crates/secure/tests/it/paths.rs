@@ -20,7 +20,10 @@ fn race(flips: &AtomicU64, mut validate_once: impl FnMut()) {
     let start = flips.load(Ordering::Relaxed);
     let mut rounds = 0;
     while rounds < ROUNDS || flips.load(Ordering::Relaxed) - start < MIN_FLIPS {
-        assert!(Instant::now() < deadline, "the racing thread made too few swaps");
+        assert!(
+            Instant::now() < deadline,
+            "the racing thread made too few swaps"
+        );
         validate_once();
         rounds += 1;
     }
@@ -56,24 +59,26 @@ fn symlink_swapped_in_by_a_racing_thread_never_escapes() {
         })
     };
     let (mut accepted, mut refused) = (0, 0);
-    race(&flips, || match policy.validate(&Request::new("p").arg("race")) {
-        Ok(v) => {
-            accepted += 1;
-            // The canonical path is read back from the descriptor itself: it names the
-            // file the program will get.
-            let path = v.opened_paths().next().unwrap().to_owned();
-            assert!(path.starts_with(&root), "escaped to {}", path.display());
-            assert_eq!(v.passed_fds().collect::<Vec<_>>(), vec![3]);
+    race(&flips, || {
+        match policy.validate(&Request::new("p").arg("race")) {
+            Ok(v) => {
+                accepted += 1;
+                // The canonical path is read back from the descriptor itself: it names the
+                // file the program will get.
+                let path = v.opened_paths().next().unwrap().to_owned();
+                assert!(path.starts_with(&root), "escaped to {}", path.display());
+                assert_eq!(v.passed_fds().collect::<Vec<_>>(), vec![3]);
+            }
+            Err(Error::Denied { denial, .. }) => {
+                refused += 1;
+                assert!(
+                    matches!(denial.rule(), "path.escapes-root" | "path.not-found"),
+                    "unexpected refusal {}",
+                    denial.rule()
+                );
+            }
+            Err(other) => panic!("{other:?}"),
         }
-        Err(Error::Denied { denial, .. }) => {
-            refused += 1;
-            assert!(
-                matches!(denial.rule(), "path.escapes-root" | "path.not-found"),
-                "unexpected refusal {}",
-                denial.rule()
-            );
-        }
-        Err(other) => panic!("{other:?}"),
     });
     stop.store(true, Ordering::Relaxed);
     flipper.join().unwrap();
@@ -89,7 +94,9 @@ fn directory_renamed_to_a_symlink_mid_walk_never_escapes() {
     std::fs::create_dir(root.join("d.real")).unwrap();
     std::fs::write(root.join("d.real/passwd"), "inside").unwrap();
     std::fs::rename(root.join("d.real"), root.join("d")).unwrap();
-    let policy = policy(|p| ProgramRule::path(p).operand(Operand::path_beneath(&root).pass_as(PassAs::Path)));
+    let policy = policy(|p| {
+        ProgramRule::path(p).operand(Operand::path_beneath(&root).pass_as(PassAs::Path))
+    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let flips = Arc::new(AtomicU64::new(0));
@@ -110,18 +117,27 @@ fn directory_renamed_to_a_symlink_mid_walk_never_escapes() {
             }
         })
     };
-    race(&flips, || match policy.validate(&Request::new("p").arg("d/passwd")) {
-        Ok(v) => {
-            // The argument is the path read back from the descriptor the kernel returned:
-            // the file that was opened, not what the name points at now.
-            let arg = v.args()[1].to_string_lossy().into_owned();
-            assert!(arg.starts_with(root.to_str().unwrap()), "escaped to {arg}");
-            assert!(arg.ends_with("/d/passwd") || arg.ends_with("/d.parked/passwd"), "{arg}");
+    race(&flips, || {
+        match policy.validate(&Request::new("p").arg("d/passwd")) {
+            Ok(v) => {
+                // The argument is the path read back from the descriptor the kernel returned:
+                // the file that was opened, not what the name points at now.
+                let arg = v.args()[1].to_string_lossy().into_owned();
+                assert!(arg.starts_with(root.to_str().unwrap()), "escaped to {arg}");
+                assert!(
+                    arg.ends_with("/d/passwd") || arg.ends_with("/d.parked/passwd"),
+                    "{arg}"
+                );
+            }
+            Err(Error::Denied { denial, .. }) => {
+                assert!(
+                    matches!(denial.rule(), "path.escapes-root" | "path.not-found"),
+                    "{}",
+                    denial.rule()
+                );
+            }
+            Err(other) => panic!("{other:?}"),
         }
-        Err(Error::Denied { denial, .. }) => {
-            assert!(matches!(denial.rule(), "path.escapes-root" | "path.not-found"), "{}", denial.rule());
-        }
-        Err(other) => panic!("{other:?}"),
     });
     stop.store(true, Ordering::Relaxed);
     swapper.join().unwrap();
@@ -145,7 +161,10 @@ fn the_checked_descriptor_survives_a_swap_after_validation() {
         let target = std::fs::read_link(entry.path()).unwrap_or_default();
         if target.starts_with(&root) && target.to_string_lossy().ends_with("in.txt (deleted)") {
             let mut s = String::new();
-            std::fs::File::open(entry.path()).unwrap().read_to_string(&mut s).unwrap();
+            std::fs::File::open(entry.path())
+                .unwrap()
+                .read_to_string(&mut s)
+                .unwrap();
             assert_eq!(s, "inside");
             found = true;
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use forkyard_secure::{Error, Limits, Policy, ProgramRule, Request, Sandbox};
 
 /// The probe binary built with this crate.
-pub fn probe() -> PathBuf {
+pub(crate) fn probe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_forkyard-secure-probe"))
 }
 
@@ -22,12 +22,12 @@ pub fn probe() -> PathBuf {
 /// root/fifo              a FIFO
 /// outside/secret.txt     "secret"        (a sibling of root)
 /// ```
-pub struct Uploads {
-    pub dir: tempfile::TempDir,
+pub(crate) struct Uploads {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Uploads {
-    pub fn new() -> Uploads {
+    pub(crate) fn new() -> Uploads {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("sub")).unwrap();
@@ -38,22 +38,27 @@ impl Uploads {
         std::os::unix::fs::symlink("/etc", root.join("link-etc")).unwrap();
         std::os::unix::fs::symlink("../", root.join("up")).unwrap();
         std::os::unix::fs::symlink("in.txt", root.join("inner")).unwrap();
-        rustix::fs::mkfifoat(rustix::fs::CWD, root.join("fifo"), rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            root.join("fifo"),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
         Uploads { dir }
     }
 
-    pub fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.path().join("root").canonicalize().unwrap()
     }
 
-    pub fn outside(&self) -> PathBuf {
+    pub(crate) fn outside(&self) -> PathBuf {
         self.dir.path().join("outside").canonicalize().unwrap()
     }
 }
 
 /// A policy with one program `p` (the probe) under `rule_for(probe path)`, minimal sandbox,
 /// no audit.
-pub fn policy(rule: impl FnOnce(&Path) -> ProgramRule) -> Policy {
+pub(crate) fn policy(rule: impl FnOnce(&Path) -> ProgramRule) -> Policy {
     Policy::builder()
         .program("p", rule(&probe()))
         .limits(Limits::none())
@@ -63,10 +68,17 @@ pub fn policy(rule: impl FnOnce(&Path) -> ProgramRule) -> Policy {
 }
 
 /// Validates `args` for program `p`; the validated argv as strings, or the refusing rule.
-pub fn check(policy: &Policy, args: &[&[u8]]) -> Result<Vec<String>, &'static str> {
-    let request = Request::new("p").args(args.iter().map(|a| OsString::from(std::ffi::OsStr::from_bytes(a))));
+pub(crate) fn check(policy: &Policy, args: &[&[u8]]) -> Result<Vec<String>, &'static str> {
+    let request = Request::new("p").args(
+        args.iter()
+            .map(|a| OsString::from(std::ffi::OsStr::from_bytes(a))),
+    );
     match policy.validate(&request) {
-        Ok(v) => Ok(v.args().iter().map(|a| a.to_string_lossy().into_owned()).collect()),
+        Ok(v) => Ok(v
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()),
         Err(Error::Denied { denial, .. }) => Err(denial.rule()),
         Err(other) => panic!("unexpected error: {other:?}"),
     }

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use forkyard_secure::{
-    Error, Layout, Limits, Operand, PassAs, Policy, PolicyError, ProgramRule, Request, Sandbox, Value,
+    Error, Layout, Limits, Operand, PassAs, Policy, PolicyError, ProgramRule, Request, Sandbox,
+    Value,
 };
 use proptest::prelude::*;
 
@@ -32,7 +33,11 @@ fn shell_metacharacters_arrive_as_one_literal_argument() {
     ];
     for input in table {
         let argv = check(&policy, &[input.as_bytes()]);
-        assert_eq!(argv, Ok(vec!["--".to_string(), (*input).to_string()]), "input {input:?}");
+        assert_eq!(
+            argv,
+            Ok(vec!["--".to_string(), (*input).to_string()]),
+            "input {input:?}"
+        );
     }
 }
 
@@ -51,10 +56,16 @@ fn argument_injection_is_refused_by_the_grammar() {
     let table: &[(&[&str], &str)] = &[
         // Attached short values are not a spelling the grammar knows: `-o` is declared,
         // `-oProxyCommand=...` is not.
-        (&["-oProxyCommand=touch /tmp/p", "host"], "argv.unknown-flag"),
+        (
+            &["-oProxyCommand=touch /tmp/p", "host"],
+            "argv.unknown-flag",
+        ),
         (&["--upload-pack=touch /tmp/x", "repo"], "argv.unknown-flag"),
         (&["-u$({touch,/tmp/foo})"], "argv.unknown-flag"),
-        (&["--checkpoint=1", "--checkpoint-action=exec=sh x.sh"], "argv.unknown-flag"),
+        (
+            &["--checkpoint=1", "--checkpoint-action=exec=sh x.sh"],
+            "argv.unknown-flag",
+        ),
         (&["--help"], "argv.unknown-flag"),
         (&["-h"], "argv.unknown-flag"),
         (&["-vv"], "argv.unknown-flag"),
@@ -117,7 +128,10 @@ fn counts_lengths_and_nul_bytes_are_bounded() {
     }
     assert_eq!(
         check(&policy, &[b"-n", b"42", b"-g", b"50%", b"a"]),
-        Ok(vec!["-n", "42", "-g", "50%", "--", "a"].into_iter().map(String::from).collect())
+        Ok(vec!["-n", "42", "-g", "50%", "--", "a"]
+            .into_iter()
+            .map(String::from)
+            .collect())
     );
 }
 
@@ -127,7 +141,9 @@ fn counts_lengths_and_nul_bytes_are_bounded() {
 fn path_traversal_in_every_encoding_stays_beneath_the_root() {
     let uploads = Uploads::new();
     let root = uploads.root();
-    let policy = policy(|p| ProgramRule::path(p).operand(Operand::path_beneath(&root).pass_as(PassAs::Path)));
+    let policy = policy(|p| {
+        ProgramRule::path(p).operand(Operand::path_beneath(&root).pass_as(PassAs::Path))
+    });
     let table: &[(&[u8], &str)] = &[
         (b"../../etc/passwd", "path.escapes-root"),
         (b"../outside/secret.txt", "path.escapes-root"),
@@ -149,20 +165,40 @@ fn path_traversal_in_every_encoding_stays_beneath_the_root() {
         (b"-h", "argv.unknown-flag"),
     ];
     for (input, rule) in table {
-        assert_eq!(check(&policy, &[input]), Err(*rule), "input {:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            check(&policy, &[input]),
+            Err(*rule),
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
     }
     let inside = root.join("in.txt").to_string_lossy().into_owned();
-    for ok in [&b"in.txt"[..], b"./in.txt", b"sub/../in.txt", b"inner", b"sub//../in.txt"] {
-        assert_eq!(check(&policy, &[ok]), Ok(vec!["--".into(), inside.clone()]), "input {ok:?}");
+    for ok in [
+        &b"in.txt"[..],
+        b"./in.txt",
+        b"sub/../in.txt",
+        b"inner",
+        b"sub//../in.txt",
+    ] {
+        assert_eq!(
+            check(&policy, &[ok]),
+            Ok(vec!["--".into(), inside.clone()]),
+            "input {ok:?}"
+        );
     }
 }
 
 #[test]
 fn no_symlinks_refuses_even_symlinks_that_stay_inside() {
     let uploads = Uploads::new();
-    let policy = policy(|p| ProgramRule::path(p).operand(Operand::path_beneath(uploads.root()).no_symlinks()));
+    let policy = policy(|p| {
+        ProgramRule::path(p).operand(Operand::path_beneath(uploads.root()).no_symlinks())
+    });
     assert_eq!(check(&policy, &[b"inner"]), Err("path.symlink"));
-    assert_eq!(check(&policy, &[b"in.txt"]), Ok(vec!["--".into(), "/proc/self/fd/3".into()]));
+    assert_eq!(
+        check(&policy, &[b"in.txt"]),
+        Ok(vec!["--".into(), "/proc/self/fd/3".into()])
+    );
 }
 
 #[test]
@@ -176,16 +212,33 @@ fn output_operands_create_files_and_refused_requests_remove_them() {
             .operand(Operand::path_beneath(&root))
     });
     // The third operand escapes: the request is refused and both outputs are gone again.
-    assert_eq!(check(&policy, &[b"out1", b"out2", b"../outside/secret.txt"]), Err("path.escapes-root"));
+    assert_eq!(
+        check(&policy, &[b"out1", b"out2", b"../outside/secret.txt"]),
+        Err("path.escapes-root")
+    );
     assert!(!root.join("out1").exists() && !root.join("out2").exists());
     // Outputs are opened after inputs, so a missing input creates nothing.
-    assert_eq!(check(&policy, &[b"out1", b"out2", b"missing.txt"]), Err("path.not-found"));
+    assert_eq!(
+        check(&policy, &[b"out1", b"out2", b"missing.txt"]),
+        Err("path.not-found")
+    );
     assert!(!root.join("out1").exists());
     // A create-new output that exists is refused.
-    assert_eq!(check(&policy, &[b"in.txt", b"out2", b"in.txt"]), Err("path.exists"));
+    assert_eq!(
+        check(&policy, &[b"in.txt", b"out2", b"in.txt"]),
+        Err("path.exists")
+    );
     // Accepted: fds 3.. in argument order of opening (inputs first).
     let argv = check(&policy, &[b"out1", b"out2", b"in.txt"]).unwrap();
-    assert_eq!(argv, vec!["--", "/proc/self/fd/4", "/proc/self/fd/5", "/proc/self/fd/3"]);
+    assert_eq!(
+        argv,
+        vec![
+            "--",
+            "/proc/self/fd/4",
+            "/proc/self/fd/5",
+            "/proc/self/fd/3"
+        ]
+    );
     assert!(root.join("out1").exists() && root.join("out2").exists());
 }
 
@@ -205,9 +258,34 @@ fn layouts_place_operands_as_declared() {
     let inside = root.join("in.txt").to_string_lossy().into_owned();
     let input: &[&[u8]] = &[b"in.txt", b"-resize", b"50%", b"sub/doc.txt"];
     let doc = root.join("sub/doc.txt").to_string_lossy().into_owned();
-    assert_eq!(check(&policy(rule(Layout::AsGiven)), input), Ok(vec![inside.clone(), "-resize".into(), "50%".into(), doc.clone()]));
-    assert_eq!(check(&policy(rule(Layout::OptionsFirst)), input), Ok(vec!["-resize".into(), "50%".into(), inside.clone(), doc.clone()]));
-    assert_eq!(check(&policy(rule(Layout::DoubleDash)), input), Ok(vec!["-resize".into(), "50%".into(), "--".into(), inside, doc]));
+    assert_eq!(
+        check(&policy(rule(Layout::AsGiven)), input),
+        Ok(vec![
+            inside.clone(),
+            "-resize".into(),
+            "50%".into(),
+            doc.clone()
+        ])
+    );
+    assert_eq!(
+        check(&policy(rule(Layout::OptionsFirst)), input),
+        Ok(vec![
+            "-resize".into(),
+            "50%".into(),
+            inside.clone(),
+            doc.clone()
+        ])
+    );
+    assert_eq!(
+        check(&policy(rule(Layout::DoubleDash)), input),
+        Ok(vec![
+            "-resize".into(),
+            "50%".into(),
+            "--".into(),
+            inside,
+            doc
+        ])
+    );
 }
 
 /// Allowlist bypasses: the request names programs by key, exactly; rules name programs by
@@ -217,37 +295,79 @@ fn allowlist_bypasses_are_refused() {
     let policy = policy(|p| ProgramRule::path(p));
     for name in ["./p", "p ", " p", "P", "/p", "p\0", "../p", "p;id", "sh"] {
         match policy.validate(&Request::new(name)) {
-            Err(Error::Denied { denial, .. }) => assert_eq!(denial.rule(), "program.unknown", "name {name:?}"),
+            Err(Error::Denied { denial, .. }) => {
+                assert_eq!(denial.rule(), "program.unknown", "name {name:?}")
+            }
             other => panic!("name {name:?}: {other:?}"),
         }
     }
-    let build = |path: &str| Policy::builder().program("x", ProgramRule::path(path)).sandbox(Sandbox::minimal()).build();
-    for path in ["/usr/bin/../../tmp/ls", "usr/bin/iconv", "/usr/bin//iconv", "/usr/bin/./iconv", "/usr/bin/iconv/"] {
+    let build = |path: &str| {
+        Policy::builder()
+            .program("x", ProgramRule::path(path))
+            .sandbox(Sandbox::minimal())
+            .build()
+    };
+    for path in [
+        "/usr/bin/../../tmp/ls",
+        "usr/bin/iconv",
+        "/usr/bin//iconv",
+        "/usr/bin/./iconv",
+        "/usr/bin/iconv/",
+    ] {
         assert!(
-            matches!(build(path), Err(Error::Policy(PolicyError::ProgramPathNotCanonical { .. }))),
+            matches!(
+                build(path),
+                Err(Error::Policy(PolicyError::ProgramPathNotCanonical { .. }))
+            ),
             "path {path}"
         );
     }
-    for shell in ["/bin/sh", "/bin/bash", "/usr/bin/env", "/usr/bin/xargs", "/usr/bin/find", "/usr/bin/awk", "/usr/bin/sed", "/usr/bin/perl", "/usr/bin/python3"] {
+    for shell in [
+        "/bin/sh",
+        "/bin/bash",
+        "/usr/bin/env",
+        "/usr/bin/xargs",
+        "/usr/bin/find",
+        "/usr/bin/awk",
+        "/usr/bin/sed",
+        "/usr/bin/perl",
+        "/usr/bin/python3",
+    ] {
         if !Path::new(shell).exists() {
             continue;
         }
         assert!(
-            matches!(build(shell), Err(Error::Policy(PolicyError::InterpreterNotAllowed { .. }))),
+            matches!(
+                build(shell),
+                Err(Error::Policy(PolicyError::InterpreterNotAllowed { .. }))
+            ),
             "interpreter {shell}: {:?}",
             build(shell).map(|_| ())
         );
     }
     // Named explicitly, a shell is allowed, but its grammar still has no `-c`.
     let sh = Policy::builder()
-        .program("sh", ProgramRule::path("/bin/sh").allow_interpreter().operand(Value::one_of(["/srv/script.sh"])))
+        .program(
+            "sh",
+            ProgramRule::path("/bin/sh")
+                .allow_interpreter()
+                .operand(Value::one_of(["/srv/script.sh"])),
+        )
         .sandbox(Sandbox::minimal())
         .build()
         .unwrap();
-    let denied = sh.validate(&Request::new("sh").args(["-c", "id"])).unwrap_err();
+    let denied = sh
+        .validate(&Request::new("sh").args(["-c", "id"]))
+        .unwrap_err();
     assert!(matches!(denied, Error::Denied { denial, .. } if denial.rule() == "argv.unknown-flag"));
-    assert!(matches!(build("/nonexistent/tool"), Err(Error::Policy(PolicyError::ProgramMissing { .. }))));
-    assert!(matches!(build("/etc/passwd"), Err(Error::Policy(PolicyError::ProgramNotExecutable { .. }))));
+    assert!(matches!(
+        build("/nonexistent/tool"),
+        Err(Error::Policy(PolicyError::ProgramMissing { .. }))
+    ));
+    assert!(matches!(
+        build("/etc/passwd"),
+        Err(Error::Policy(PolicyError::ProgramNotExecutable { .. }))
+    ));
 }
 
 #[test]
@@ -264,8 +384,14 @@ fn sha256_pins_are_checked_and_the_hashed_descriptor_is_executed() {
         .limits(Limits::none())
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::Policy(PolicyError::Sha256Mismatch { .. })));
-    let err = Policy::builder().program("p", ProgramRule::path(probe()).sha256("xyz")).build().unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Policy(PolicyError::Sha256Mismatch { .. })
+    ));
+    let err = Policy::builder()
+        .program("p", ProgramRule::path(probe()).sha256("xyz"))
+        .build()
+        .unwrap_err();
     assert!(matches!(err, Error::Policy(PolicyError::BadSha256 { .. })));
 }
 
@@ -295,22 +421,58 @@ fn a_swapped_pinned_executable_is_refused() {
 #[test]
 fn bad_policies_are_refused_at_build_time() {
     let base = || Policy::builder().sandbox(Sandbox::minimal());
-    assert!(matches!(base().build(), Err(Error::Policy(PolicyError::Empty))));
-    let bad_flag = base().program("p", ProgramRule::path(probe()).flags(["x"])).build();
-    assert!(matches!(bad_flag, Err(Error::Policy(PolicyError::BadFlag { .. }))));
-    let dup_flag = base().program("p", ProgramRule::path(probe()).flags(["-x", "-x"])).build();
-    assert!(matches!(dup_flag, Err(Error::Policy(PolicyError::BadFlag { .. }))));
-    let dup = base().program("p", ProgramRule::path(probe())).program("p", ProgramRule::path(probe())).build();
-    assert!(matches!(dup, Err(Error::Policy(PolicyError::DuplicateProgram { .. }))));
+    assert!(matches!(
+        base().build(),
+        Err(Error::Policy(PolicyError::Empty))
+    ));
+    let bad_flag = base()
+        .program("p", ProgramRule::path(probe()).flags(["x"]))
+        .build();
+    assert!(matches!(
+        bad_flag,
+        Err(Error::Policy(PolicyError::BadFlag { .. }))
+    ));
+    let dup_flag = base()
+        .program("p", ProgramRule::path(probe()).flags(["-x", "-x"]))
+        .build();
+    assert!(matches!(
+        dup_flag,
+        Err(Error::Policy(PolicyError::BadFlag { .. }))
+    ));
+    let dup = base()
+        .program("p", ProgramRule::path(probe()))
+        .program("p", ProgramRule::path(probe()))
+        .build();
+    assert!(matches!(
+        dup,
+        Err(Error::Policy(PolicyError::DuplicateProgram { .. }))
+    ));
     let bad_name = base().program("-p", ProgramRule::path(probe())).build();
-    assert!(matches!(bad_name, Err(Error::Policy(PolicyError::BadProgramName { .. }))));
-    let bad_root = base().program("p", ProgramRule::path(probe()).operand(Operand::path_beneath("/nonexistent/root"))).build();
-    assert!(matches!(bad_root, Err(Error::Policy(PolicyError::BadRoot { .. }))));
+    assert!(matches!(
+        bad_name,
+        Err(Error::Policy(PolicyError::BadProgramName { .. }))
+    ));
+    let bad_root = base()
+        .program(
+            "p",
+            ProgramRule::path(probe()).operand(Operand::path_beneath("/nonexistent/root")),
+        )
+        .build();
+    assert!(matches!(
+        bad_root,
+        Err(Error::Policy(PolicyError::BadRoot { .. }))
+    ));
     let zero_wall = base()
         .program("p", ProgramRule::path(probe()))
-        .limits(Limits { wall: Some(std::time::Duration::ZERO), ..Limits::default() })
+        .limits(Limits {
+            wall: Some(std::time::Duration::ZERO),
+            ..Limits::default()
+        })
         .build();
-    assert!(matches!(zero_wall, Err(Error::Policy(PolicyError::BadLimit { name: "wall", .. }))));
+    assert!(matches!(
+        zero_wall,
+        Err(Error::Policy(PolicyError::BadLimit { name: "wall", .. }))
+    ));
 }
 
 proptest! {

@@ -1,0 +1,482 @@
+//! Preparing one spawn: the pre-exec hooks, the run's cgroups, and the layer report.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use rustix::process::{Resource, Rlimit};
+
+use crate::error::Error;
+use crate::limits::Limits;
+use crate::policy::{Inner, ProgramEntry};
+use crate::sandbox::cgroup::{self, Controller, RunCgroup};
+use crate::sandbox::exec::{Attestation, Hooks, UserNsMaps};
+use crate::sandbox::probe::{NamespaceMode, Probe};
+use crate::sandbox::{Enforcement, Layer, LayerReport, LayerStatus, Network};
+
+/// Everything prepared in the parent for one spawn.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) hooks: Hooks,
+    pub(crate) cgroups: Vec<RunCgroup>,
+    /// Read end of the attestation pipe.
+    pub(crate) attest: Option<OwnedFd>,
+    /// The layers, as planned (confirmed after spawn).
+    pub(crate) reports: Vec<LayerReport>,
+    pub(crate) pid_namespace: bool,
+    pub(crate) seccomp: bool,
+}
+
+fn report(layer: Layer, status: LayerStatus, detail: impl Into<String>) -> LayerReport {
+    LayerReport {
+        layer,
+        status,
+        detail: detail.into(),
+    }
+}
+
+/// An unavailable layer: an error if required, a report line if best effort.
+fn unavailable(
+    layer: Layer,
+    enforcement: Enforcement,
+    reason: String,
+) -> Result<LayerReport, Error> {
+    match enforcement {
+        Enforcement::Required => Err(Error::LayerUnavailable { layer, reason }),
+        Enforcement::BestEffort => {
+            tracing::warn!(%layer, %reason, "sandbox layer unavailable; running without it (best effort)");
+            Ok(report(layer, LayerStatus::Unavailable, reason))
+        }
+    }
+}
+
+pub(crate) fn prepare(
+    policy: &Inner,
+    entry: &ProgramEntry,
+    n_passed_fds: usize,
+) -> Result<Prepared, Error> {
+    let sandbox = &policy.sandbox;
+    let limits = &policy.limits;
+    let probe = Probe::get();
+    let mut hooks = Hooks::default();
+    let mut reports = Vec::new();
+
+    // 1. Session.
+    if sandbox.session {
+        hooks.session = true;
+        reports.push(report(
+            Layer::Session,
+            LayerStatus::Applied,
+            "no controlling terminal (setsid, or TIOCNOTTY when the child already leads its process group)",
+        ));
+    } else {
+        reports.push(report(Layer::Session, LayerStatus::Off, ""));
+    }
+
+    // 2. Parent-death signal.
+    if sandbox.parent_death_signal {
+        hooks.parent_death = Some(rustix::process::getpid());
+        reports.push(report(
+            Layer::ParentDeathSignal,
+            LayerStatus::Applied,
+            "SIGKILL when the spawning thread exits (forkyard-child's watchdog covers the owner process)",
+        ));
+    } else {
+        reports.push(report(Layer::ParentDeathSignal, LayerStatus::Off, ""));
+    }
+
+    // 3. Cgroups (before rlimits: the memory fallback depends on them).
+    let mut cgroups = Vec::new();
+    let mut cgroup_notes = Vec::new();
+    let mut memory_in_cgroup = false;
+    match sandbox.cgroup {
+        None => reports.push(report(Layer::Cgroup, LayerStatus::Off, "")),
+        Some(enforcement) => {
+            let support = cgroup::Support::get();
+            let mut missing = Vec::new();
+            let wanted = [
+                (
+                    Controller::Pids,
+                    Some(limits.processes.unwrap_or(u64::MAX)),
+                    &support.pids,
+                ),
+                (Controller::Memory, limits.memory, &support.memory),
+            ];
+            for (controller, limit, base) in wanted {
+                let Some(limit) = limit else { continue };
+                match base {
+                    Ok(base) => match cgroup::join_or_create(&mut cgroups, base, controller, limit)
+                    {
+                        Ok(()) => {
+                            if controller == Controller::Memory {
+                                memory_in_cgroup = true;
+                            }
+                            cgroup_notes.push(format!(
+                                "{} ({})",
+                                controller_note(controller, limit),
+                                base.describe()
+                            ));
+                        }
+                        Err(e) => missing.push(format!("{}: {e}", controller_name(controller))),
+                    },
+                    Err(reason) => missing.push(reason.clone()),
+                }
+            }
+            if missing.is_empty() {
+                reports.push(report(
+                    Layer::Cgroup,
+                    LayerStatus::Applied,
+                    cgroup_notes.join("; "),
+                ));
+            } else if cgroup_notes.is_empty() {
+                reports.push(unavailable(Layer::Cgroup, enforcement, missing.join("; "))?);
+            } else {
+                let detail = format!(
+                    "{}; missing: {}",
+                    cgroup_notes.join("; "),
+                    missing.join("; ")
+                );
+                match enforcement {
+                    Enforcement::Required => {
+                        return Err(Error::LayerUnavailable {
+                            layer: Layer::Cgroup,
+                            reason: detail,
+                        });
+                    }
+                    Enforcement::BestEffort => {
+                        reports.push(report(Layer::Cgroup, LayerStatus::Partial, detail))
+                    }
+                }
+            }
+            hooks.cgroup_procs = cgroups
+                .iter_mut()
+                .filter_map(RunCgroup::take_procs)
+                .collect();
+        }
+    }
+
+    // 4. Rlimits (always: core dumps are always off).
+    let (rlimits, detail) = rlimits(limits, memory_in_cgroup, n_passed_fds);
+    hooks.rlimits = rlimits;
+    reports.push(report(Layer::Rlimits, LayerStatus::Applied, detail));
+
+    // 5. Namespaces.
+    let mut userns = false;
+    let want_net = sandbox.network == Network::Off && sandbox.network_namespace.is_some();
+    if let (true, Some(enforcement)) = (want_net, sandbox.network_namespace) {
+        match probe.namespace_mode(probe.net_ns) {
+            Ok(mode) => {
+                hooks.unshare_net = true;
+                userns |= mode == NamespaceMode::InUserNamespace;
+                reports.push(report(
+                    Layer::NetworkNamespace,
+                    LayerStatus::Applied,
+                    namespace_detail(
+                        "empty network namespace: no interfaces but a down loopback",
+                        mode,
+                    ),
+                ));
+            }
+            Err(reason) => reports.push(unavailable(Layer::NetworkNamespace, enforcement, reason)?),
+        }
+    } else {
+        reports.push(report(Layer::NetworkNamespace, LayerStatus::Off, ""));
+    }
+    let mut pid_namespace = false;
+    if let Some(enforcement) = sandbox.pid_namespace {
+        match probe.namespace_mode(probe.pid_ns) {
+            Ok(mode) => {
+                hooks.unshare_pid = true;
+                pid_namespace = true;
+                userns |= mode == NamespaceMode::InUserNamespace;
+                reports.push(report(
+                    Layer::PidNamespace,
+                    LayerStatus::Applied,
+                    namespace_detail(
+                        "the program is pid 1 of a new pid namespace; everything it starts dies with it",
+                        mode,
+                    ),
+                ));
+            }
+            Err(reason) => reports.push(unavailable(Layer::PidNamespace, enforcement, reason)?),
+        }
+    } else {
+        reports.push(report(Layer::PidNamespace, LayerStatus::Off, ""));
+    }
+    if userns {
+        hooks.userns = Some(UserNsMaps::identity());
+    }
+
+    // 6. no_new_privs.
+    if sandbox.no_new_privs {
+        hooks.no_new_privs = true;
+        reports.push(report(
+            Layer::NoNewPrivs,
+            LayerStatus::Applied,
+            "set-uid bits and file capabilities ignored",
+        ));
+    } else {
+        reports.push(report(
+            Layer::NoNewPrivs,
+            LayerStatus::Off,
+            "(Landlock and seccomp still set it)",
+        ));
+    }
+
+    // 7. Landlock.
+    match (&entry.landlock, sandbox.landlock) {
+        (None, _) | (_, None) => reports.push(report(Layer::Landlock, LayerStatus::Off, "")),
+        (Some(Err(reason)), Some(enforcement)) => {
+            reports.push(unavailable(Layer::Landlock, enforcement, reason.clone())?)
+        }
+        (Some(Ok(plan)), Some(_)) => {
+            hooks.landlock = Some(plan.for_spawn().map_err(|source| Error::Prepare {
+                layer: Layer::Landlock,
+                source,
+            })?);
+            reports.push(report(Layer::Landlock, plan.status, plan.detail.clone()));
+        }
+    }
+
+    // 8. Seccomp.
+    let mut seccomp = false;
+    match (&policy.seccomp, sandbox.seccomp) {
+        (None, _) | (_, None) => reports.push(report(Layer::Seccomp, LayerStatus::Off, "")),
+        (Some(Err(reason)), Some(enforcement)) => {
+            reports.push(unavailable(Layer::Seccomp, enforcement, reason.clone())?)
+        }
+        (Some(Ok(plan)), Some(_)) => {
+            hooks.seccomp = Some(plan.clone());
+            seccomp = true;
+            reports.push(report(Layer::Seccomp, plan.status, plan.detail.clone()));
+        }
+    }
+
+    // 9. Attestation pipe.
+    let (rx, tx) = rustix::pipe::pipe_with(
+        rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+    )
+    .map_err(|e| Error::Prepare {
+        layer: Layer::Session,
+        source: e.into(),
+    })?;
+    hooks.attest = Some(tx);
+    reports.sort_by_key(|r| r.layer);
+    Ok(Prepared {
+        hooks,
+        cgroups,
+        attest: Some(rx),
+        reports,
+        pid_namespace,
+        seccomp,
+    })
+}
+
+fn controller_name(c: Controller) -> &'static str {
+    match c {
+        Controller::Pids => "pids",
+        Controller::Memory => "memory",
+    }
+}
+
+fn controller_note(c: Controller, limit: u64) -> String {
+    match (c, limit) {
+        (Controller::Pids, u64::MAX) => "pids: no limit, contains every descendant".into(),
+        (Controller::Pids, n) => format!("pids.max {n}"),
+        (Controller::Memory, n) => format!("memory limit {} MiB", n >> 20),
+    }
+}
+
+fn namespace_detail(what: &str, mode: NamespaceMode) -> String {
+    match mode {
+        NamespaceMode::Privileged => what.to_owned(),
+        NamespaceMode::InUserNamespace => {
+            format!("{what} (inside a user namespace mapping our own uid/gid)")
+        }
+    }
+}
+
+/// The rlimits for a run, and a one-line description.
+fn rlimits(
+    limits: &Limits,
+    memory_in_cgroup: bool,
+    n_passed_fds: usize,
+) -> (Vec<(Resource, Rlimit)>, String) {
+    let lim = |n: u64| Rlimit {
+        current: Some(n),
+        maximum: Some(n),
+    };
+    let mut out = vec![(Resource::Core, lim(0))];
+    let mut notes = vec!["core 0".to_string()];
+    if let Some(cpu) = limits.cpu {
+        let secs = cpu.as_secs().max(1);
+        // SIGXCPU at the soft limit, SIGKILL one second later if it is ignored.
+        out.push((
+            Resource::Cpu,
+            Rlimit {
+                current: Some(secs),
+                maximum: Some(secs + 1),
+            },
+        ));
+        notes.push(format!("cpu {secs}s"));
+    }
+    let address_space = match (limits.address_space, limits.memory) {
+        (Some(a), _) => Some(a),
+        (None, Some(m)) if !memory_in_cgroup => {
+            notes.push("memory as address space (no memory cgroup)".into());
+            Some(m)
+        }
+        _ => None,
+    };
+    if let Some(a) = address_space {
+        out.push((Resource::As, lim(a)));
+        notes.push(format!("as {} MiB", a >> 20));
+    }
+    if let Some(f) = limits.file_size {
+        out.push((Resource::Fsize, lim(f)));
+        notes.push(format!("fsize {} MiB", f >> 20));
+    }
+    if let Some(n) = limits.open_files {
+        // forkyard-child parks passed descriptors above their targets before moving them
+        // into place, after our limits apply: leave room for that.
+        let needed = 2 * (3 + n_passed_fds as u64) + 2;
+        let n = n.max(needed);
+        out.push((Resource::Nofile, lim(n)));
+        notes.push(format!("nofile {n}"));
+    }
+    if let Some(p) = limits.processes {
+        out.push((Resource::Nproc, lim(p)));
+        let root = rustix::process::geteuid().is_root();
+        notes.push(if root {
+            format!("nproc {p} (ignored for root)")
+        } else {
+            format!("nproc {p} (per user)")
+        });
+    }
+    (out, notes.join(", "))
+}
+
+/// Turns the planned reports into the confirmed ones, given what the child attested.
+pub(crate) fn confirm(
+    mut reports: Vec<LayerReport>,
+    attestation: Option<Attestation>,
+) -> Vec<LayerReport> {
+    let Some(a) = attestation else {
+        for r in &mut reports {
+            if matches!(r.status, LayerStatus::Applied | LayerStatus::Partial) {
+                r.status = LayerStatus::Unavailable;
+                r.detail = format!("not confirmed by the child: {}", r.detail);
+            }
+        }
+        return reports;
+    };
+    for r in &mut reports {
+        if !matches!(r.status, LayerStatus::Applied | LayerStatus::Partial) {
+            continue;
+        }
+        let confirmed = match r.layer {
+            Layer::Session => a.session != 0,
+            Layer::ParentDeathSignal => a.parent_death,
+            Layer::Rlimits => a.rlimits > 0,
+            Layer::Cgroup => true,
+            Layer::NetworkNamespace => a.network_namespace,
+            Layer::PidNamespace => a.pid_namespace,
+            Layer::NoNewPrivs => a.no_new_privs,
+            Layer::Landlock => a.landlock >= 2,
+            Layer::Seccomp => a.seccomp_filters > 0,
+        };
+        if r.layer == Layer::Session && a.session == 2 {
+            r.detail = "no controlling terminal (TIOCNOTTY: forkyard-child makes the child a process-group leader, so setsid is refused)".into();
+        } else if r.layer == Layer::Session && a.session == 1 {
+            r.detail = "new session (setsid): no controlling terminal".into();
+        }
+        if r.layer == Layer::Landlock && a.landlock == 2 {
+            r.status = LayerStatus::Partial;
+        }
+        if !confirmed {
+            r.status = LayerStatus::Unavailable;
+            r.detail = format!("not confirmed by the child: {}", r.detail);
+        }
+    }
+    reports
+}
+
+/// A `Command` for the validated program: exact argv, empty environment plus the validated
+/// one, `/` as working directory.
+pub(crate) fn command(
+    exe: &std::path::Path,
+    exe_fd: Option<i32>,
+    argv: &[OsString],
+    env: &[(OsString, OsString)],
+) -> std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    let program: PathBuf = match exe_fd {
+        Some(n) => PathBuf::from(format!("/proc/self/fd/{n}")),
+        None => exe.to_owned(),
+    };
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg0(exe);
+    cmd.args(argv);
+    cmd.env_clear();
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.current_dir("/");
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_layer_is_an_error_only_when_required() {
+        let err =
+            unavailable(Layer::Landlock, Enforcement::Required, "no landlock".into()).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::LayerUnavailable {
+                layer: Layer::Landlock,
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "required sandbox layer `landlock` is unavailable: no landlock"
+        );
+        let line = unavailable(
+            Layer::Landlock,
+            Enforcement::BestEffort,
+            "no landlock".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            (line.status, line.detail.as_str()),
+            (LayerStatus::Unavailable, "no landlock")
+        );
+    }
+
+    #[test]
+    fn layers_the_child_did_not_confirm_are_reported_unavailable() {
+        let planned = vec![
+            report(Layer::Seccomp, LayerStatus::Applied, "filters"),
+            report(Layer::Landlock, LayerStatus::Applied, "rules"),
+            report(Layer::PidNamespace, LayerStatus::Off, ""),
+        ];
+        let none = confirm(planned.clone(), None);
+        assert!(
+            none[..2]
+                .iter()
+                .all(|r| r.status == LayerStatus::Unavailable
+                    && r.detail.starts_with("not confirmed"))
+        );
+        assert_eq!(none[2].status, LayerStatus::Off);
+        // Landlock only partially enforced, seccomp confirmed.
+        let partial = Attestation {
+            landlock: 2,
+            seccomp_filters: 3,
+            ..Attestation::default()
+        };
+        let got = confirm(planned, Some(partial));
+        assert_eq!(got[0].status, LayerStatus::Applied);
+        assert_eq!(got[1].status, LayerStatus::Partial);
+    }
+}

@@ -1,0 +1,342 @@
+//! Inside the strict sandbox: what the probe can no longer do, and how it ends when it
+//! tries the forbidden.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use forkyard_secure::audit::{self, AuditLog};
+use forkyard_secure::{
+    EndCause, Enforcement, Layer, LayerStatus, Layout, Limits, Network, Operand, Policy,
+    ProgramRule, Request, Sandbox, Value,
+};
+use proptest::prelude::*;
+
+use crate::run::{assert_nothing_left, probe_policy};
+use crate::support::{Uploads, probe};
+
+fn limits() -> Limits {
+    Limits {
+        wall: Some(Duration::from_secs(30)),
+        ..Limits::default()
+    }
+}
+
+/// Runs the probe in `sandbox`; returns its one-line report and the end cause.
+async fn probe_in(sandbox: Sandbox, args: &[&str]) -> (String, EndCause) {
+    let uploads = Uploads::new();
+    let policy = probe_policy(limits(), sandbox, &uploads.root());
+    let out = policy.run("probe", args).await.unwrap();
+    (out.stdout.text().trim().to_string(), out.cause)
+}
+
+#[tokio::test]
+async fn every_layer_applies_on_this_kernel_and_the_child_confirms_it() {
+    let uploads = Uploads::new();
+    let policy = probe_policy(limits(), Sandbox::strict(), &uploads.root());
+    let out = policy.run("probe", ["status"]).await.unwrap();
+    assert_eq!(out.stdout.text().trim(), "no_new_privs 1 seccomp 2");
+    for report in &out.layers {
+        println!("{report}");
+    }
+    for layer in [
+        Layer::Session,
+        Layer::ParentDeathSignal,
+        Layer::Rlimits,
+        Layer::NoNewPrivs,
+        Layer::Landlock,
+        Layer::Seccomp,
+    ] {
+        let r = out.layers.iter().find(|r| r.layer == layer).unwrap();
+        assert_eq!(r.status, LayerStatus::Applied, "{r}");
+    }
+    // Best-effort layers are either applied or say why not; never silently missing.
+    for layer in [Layer::Cgroup, Layer::NetworkNamespace] {
+        let r = out.layers.iter().find(|r| r.layer == layer).unwrap();
+        assert!(
+            matches!(
+                r.status,
+                LayerStatus::Applied | LayerStatus::Partial | LayerStatus::Unavailable
+            ),
+            "{r}"
+        );
+        assert!(!r.detail.is_empty(), "{r}");
+    }
+    assert_eq!(
+        out.layers
+            .iter()
+            .find(|r| r.layer == Layer::PidNamespace)
+            .unwrap()
+            .status,
+        LayerStatus::Off
+    );
+    assert_nothing_left();
+}
+
+#[tokio::test]
+async fn files_outside_the_allowed_paths_cannot_be_read() {
+    let uploads = Uploads::new();
+    let secret = uploads.outside().join("secret.txt");
+    let policy = probe_policy(limits(), Sandbox::strict(), &uploads.root());
+    let cases = [
+        ("/etc/shadow", "err EACCES"),
+        (secret.to_str().unwrap(), "err EACCES"),
+        ("/proc/self/status", "err EACCES"),
+        ("/tmp", "err EACCES"),
+        ("/etc/passwd", "ok"),
+    ];
+    for (path, want) in cases {
+        let out = policy.run("probe", ["read", path]).await.unwrap();
+        assert!(
+            out.stdout.text().starts_with(want),
+            "read {path}: {}",
+            out.stdout.text()
+        );
+    }
+    // The parent's environment is another process's file: off limits too.
+    let environ = format!("/proc/{}/environ", std::process::id());
+    let out = policy.run("probe", ["read", &environ]).await.unwrap();
+    assert!(
+        out.stdout.text().starts_with("err"),
+        "{}",
+        out.stdout.text()
+    );
+    // Without Landlock the same probe reads the secret: the layer is what stops it.
+    let open = probe_policy(limits(), Sandbox::minimal(), &uploads.root());
+    let out = open
+        .run("probe", ["read", secret.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(out.stdout.text().trim(), "ok 6");
+    assert_nothing_left();
+}
+
+#[tokio::test]
+async fn the_output_operand_is_writable_through_its_descriptor() {
+    let uploads = Uploads::new();
+    let policy = probe_policy(limits(), Sandbox::strict(), &uploads.root());
+    let out = policy
+        .run("probe", ["write", "--out", "result.txt", "converted"])
+        .await
+        .unwrap();
+    assert_eq!(out.stdout.text().trim(), "ok");
+    assert_eq!(
+        std::fs::read_to_string(uploads.root().join("result.txt")).unwrap(),
+        "converted"
+    );
+    assert_nothing_left();
+}
+
+#[tokio::test]
+async fn no_socket_can_be_opened_when_the_network_is_off() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    for family in ["inet", "inet6", "unix"] {
+        let (line, cause) = probe_in(Sandbox::strict(), &["socket", family]).await;
+        assert_eq!(
+            (line.as_str(), cause),
+            ("err EAFNOSUPPORT", EndCause::Exited { code: 0 }),
+            "{family}"
+        );
+    }
+    let (line, _) = probe_in(Sandbox::strict(), &["connect", &addr]).await;
+    assert_eq!(line, "err EAFNOSUPPORT");
+    // The network namespace alone (no seccomp): sockets open, but the loopback we listen
+    // on is not there.
+    let netns_only = Sandbox::minimal()
+        .network(Network::Off)
+        .network_namespace(Some(Enforcement::Required));
+    let (line, _) = probe_in(netns_only, &["connect", &addr]).await;
+    assert_eq!(line, "err ENETUNREACH");
+    // And with the host network the listener is reachable: the layers are what stop it.
+    let (line, _) = probe_in(Sandbox::minimal(), &["connect", &addr]).await;
+    assert_eq!(line, "ok");
+    assert_nothing_left();
+}
+
+#[tokio::test]
+async fn denied_system_calls_kill_with_sigsys_or_fail_as_designed() {
+    let kills = [
+        "ptrace",
+        "bpf",
+        "unshare",
+        "mount",
+        "keyctl",
+        "userfaultfd",
+        "x32",
+    ];
+    for call in kills {
+        let (line, cause) = probe_in(Sandbox::strict(), &["syscall", call]).await;
+        assert_eq!(cause, EndCause::SeccompKill, "{call}: {line}");
+        assert_eq!(line, "", "{call} never returned");
+    }
+    for (call, want) in [
+        ("io-uring", "err ENOSYS"),
+        ("clone3", "err ENOSYS"),
+        ("tiocsti", "err EPERM"),
+    ] {
+        let (line, cause) = probe_in(Sandbox::strict(), &["syscall", call]).await;
+        assert_eq!(
+            (line.as_str(), cause),
+            (want, EndCause::Exited { code: 0 }),
+            "{call}"
+        );
+    }
+    // Without seccomp, ptrace(TRACEME) simply works: the filter is what kills.
+    let (line, cause) = probe_in(Sandbox::minimal(), &["syscall", "ptrace"]).await;
+    assert_eq!(
+        (line.as_str(), cause),
+        ("ok 0", EndCause::Exited { code: 0 })
+    );
+    assert_nothing_left();
+}
+
+#[tokio::test]
+async fn the_sandboxed_program_cannot_signal_its_parent() {
+    let (line, _) = probe_in(Sandbox::strict(), &["signal-parent"]).await;
+    assert_eq!(line, "err EPERM");
+    let (line, _) = probe_in(Sandbox::minimal(), &["signal-parent"]).await;
+    assert_eq!(line, "ok");
+    assert_nothing_left();
+}
+
+#[tokio::test]
+async fn in_a_pid_namespace_the_program_is_pid_one_and_takes_everything_with_it() {
+    let sandbox = Sandbox::strict().pid_namespace(Some(Enforcement::Required));
+    let (line, cause) = probe_in(sandbox.clone(), &["pid"]).await;
+    assert_eq!(
+        (line.as_str(), cause),
+        ("pid 1", EndCause::Exited { code: 0 })
+    );
+    // The relay reports the program's exit exactly, signals included.
+    let (_, cause) = probe_in(sandbox.clone(), &["syscall", "bpf"]).await;
+    assert_eq!(cause, EndCause::SeccompKill);
+    let policy = crate::run::fixture_policy(
+        Limits {
+            wall: Some(Duration::from_millis(800)),
+            ..Limits::default()
+        },
+        sandbox,
+    );
+    let out = policy
+        .run("fixture", ["grandchild", "--setsid", "--children", "2"])
+        .await
+        .unwrap();
+    assert_eq!(out.cause, EndCause::Timeout);
+    assert_nothing_left();
+}
+
+#[tokio::test]
+async fn the_environment_is_exactly_the_validated_one() {
+    let uploads = Uploads::new();
+    let policy = Policy::builder()
+        .program(
+            "probe",
+            ProgramRule::path(probe())
+                .operands(Value::text())
+                .layout(Layout::AsGiven),
+        )
+        .env(forkyard_secure::EnvRule::allow(["LANG"]).inherit(false))
+        .limits(limits())
+        .build()
+        .unwrap();
+    let out = policy
+        .run_request(Request::new("probe").arg("env").env("LANG", "C.UTF-8"))
+        .await
+        .unwrap();
+    let env: Vec<String> = out
+        .stdout
+        .text()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            format!("{}={}", unhex(k), unhex(v))
+        })
+        .collect();
+    assert_eq!(env, ["LANG=C.UTF-8", "PATH=/usr/bin:/bin"]);
+    drop(uploads);
+    assert_nothing_left();
+}
+
+fn unhex(s: &str) -> String {
+    let bytes: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn exit_records_snapshot() {
+    let uploads = Uploads::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    let policy = Policy::builder()
+        .program(
+            "probe",
+            ProgramRule::path(probe())
+                .operands(Value::text())
+                .flag_value("--out", Operand::path_beneath(uploads.root()).write())
+                .layout(Layout::AsGiven),
+        )
+        .limits(limits())
+        .audit(log.clone())
+        .build()
+        .unwrap();
+    policy
+        .run_request(Request::new("probe").args(["status"]).caller("alice"))
+        .await
+        .unwrap();
+    policy
+        .run_request(
+            Request::new("probe")
+                .args(["syscall", "ptrace"])
+                .caller("mallory"),
+        )
+        .await
+        .unwrap();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    insta::assert_json_snapshot!("exit_records", records, {
+        "[].time_ms" => "[time]",
+        "[].prev" => "[hash]",
+        "[].hash" => "[hash]",
+        "[].policy" => "[policy]",
+        "[].exe" => "[exe]",
+        "[].env_sha256" => "[digest]",
+        "[].pid" => "[pid]",
+        "[].wall_ms" => "[ms]",
+        "[].rusage" => "[rusage]",
+        "[].layers[].detail" => "[detail]",
+    });
+    let v = audit::verify(&path).unwrap();
+    assert!(v.is_intact(), "{:?}", v.findings);
+    assert_eq!(v.head, log.head());
+    assert_nothing_left();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// End to end: whatever validated argv we build, the program receives exactly it,
+    /// element for element, byte for byte; no shell ever re-splits or expands it.
+    #[test]
+    fn the_program_receives_exactly_the_validated_argv(
+        args in proptest::collection::vec("[a-z;|&$`()*?~'\" \t\\\\<>{}\\[\\]!#%^=+,.:@]{1,12}", 0..6)
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let policy = Policy::builder()
+            .program("probe", ProgramRule::path(probe()).operands(Value::text()).layout(Layout::AsGiven))
+            .limits(limits())
+            .build()
+            .unwrap();
+        let mut request = vec!["argv".to_string()];
+        request.extend(args.iter().cloned());
+        let out = runtime.block_on(policy.run("probe", &request)).unwrap();
+        let received: Vec<String> = out.stdout.text().lines().map(unhex).collect();
+        prop_assert_eq!(received, args);
+    }
+}
