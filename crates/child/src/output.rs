@@ -325,9 +325,12 @@ mod tests {
         lines.into_iter().map(|l| (l.bytes, l.truncated)).collect()
     }
 
+    /// (chunks as read, maximum line length, lines expected with their truncated flag)
+    type Case = (&'static [&'static [u8]], usize, &'static [(&'static [u8], bool)]);
+
     #[test]
     fn lines_table() {
-        let cases: &[(&[&[u8]], usize, &[(&[u8], bool)])] = &[
+        let cases: &[Case] = &[
             (&[b"a\nb\n"], 10, &[(b"a", false), (b"b", false)]),
             (&[b"ab", b"c\nd"], 10, &[(b"abc", false), (b"d", false)]),
             (&[b"\n\n"], 10, &[(b"", false), (b"", false)]),

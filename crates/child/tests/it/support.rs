@@ -7,9 +7,9 @@ use forkyard_child::{Child, Input, Output};
 use forkyard_testkit as tk;
 
 /// How long a condition may take on a loaded CI machine before a test fails.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
-pub fn fixture(sub: &str, args: &[&str]) -> Command {
+pub(crate) fn fixture(sub: &str, args: &[&str]) -> Command {
     let mut cmd = tk::fixture(sub);
     cmd.args(args);
     cmd
@@ -17,7 +17,7 @@ pub fn fixture(sub: &str, args: &[&str]) -> Command {
 
 /// Spawns a fixture with stdout streamed as lines, and waits for its `ready` line.
 /// Returns the child and the lines before `ready`.
-pub async fn spawn_ready(cmd: &mut Command) -> (Child, Vec<String>) {
+pub(crate) async fn spawn_ready(cmd: &mut Command) -> (Child, Vec<String>) {
     let mut child = Child::builder(cmd)
         .stdin(Input::Null)
         .stdout(Output::lines())
@@ -27,7 +27,7 @@ pub async fn spawn_ready(cmd: &mut Command) -> (Child, Vec<String>) {
     (child, lines)
 }
 
-pub async fn read_until_ready(child: &mut Child) -> Vec<String> {
+pub(crate) async fn read_until_ready(child: &mut Child) -> Vec<String> {
     let mut before = Vec::new();
     let wait = async {
         while let Some(line) = child.next_line().await {
@@ -46,14 +46,14 @@ pub async fn read_until_ready(child: &mut Child) -> Vec<String> {
 }
 
 /// The state of this test process before it started spawning: fds and children.
-pub struct Baseline {
+pub(crate) struct Baseline {
     fds: usize,
 }
 
 impl Baseline {
     /// Takes the baseline after one warm-up spawn, so the watchdog socket, the
     /// runtime's fds and the reaper thread are already counted.
-    pub async fn take() -> Baseline {
+    pub(crate) async fn take() -> Baseline {
         let mut warm = Command::new("/bin/true");
         Child::spawn(&mut warm)
             .expect("warm-up spawn")
@@ -70,7 +70,7 @@ impl Baseline {
     ///
     /// Async, so that tasks still winding down on a current-thread runtime
     /// (output readers reaching end-of-file) get to run while we wait.
-    pub async fn assert_clean(&self) {
+    pub(crate) async fn assert_clean(&self) {
         let me = std::process::id();
         let watchdog = forkyard_child::watchdog_pid();
         wait_for(
@@ -103,7 +103,7 @@ impl Baseline {
 
 /// Polls `done` (1 ms doubling to 50 ms, yielding to the runtime) until it holds
 /// or [`DEADLINE`] passes; then panics with `what` and `detail()`.
-pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool, detail: impl Fn() -> String) {
+pub(crate) async fn wait_for(what: &str, mut done: impl FnMut() -> bool, detail: impl Fn() -> String) {
     let start = std::time::Instant::now();
     let mut interval = Duration::from_millis(1);
     while !done() {
@@ -135,7 +135,7 @@ fn fd_list(pid: u32) -> Vec<(i32, Option<String>)> {
 
 /// A writable cgroup v2 directory for tests, created under the first writable
 /// cgroup2 mount. `None` when the machine has none we may write.
-pub fn cgroup_parent() -> Option<std::path::PathBuf> {
+pub(crate) fn cgroup_parent() -> Option<std::path::PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     for line in mounts.lines() {
         let mut f = line.split_whitespace();
