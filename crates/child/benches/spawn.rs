@@ -9,7 +9,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use forkyard_child::Child;
 
 fn spawn(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("spawn_wait_true");
     group.bench_function("std::process::Command", |b| {
         b.iter(|| {
@@ -31,20 +34,33 @@ fn spawn(c: &mut Criterion) {
     });
     group.bench_function("tokio::process::Command", |b| {
         b.to_async(&rt).iter(|| async {
-            let status = tokio::process::Command::new("/bin/true").status().await.unwrap();
+            let status = tokio::process::Command::new("/bin/true")
+                .status()
+                .await
+                .unwrap();
             assert!(status.success());
         })
     });
     group.bench_function("forkyard_child::Child", |b| {
         b.to_async(&rt).iter(|| async {
-            let exit = Child::spawn(&mut Command::new("/bin/true")).unwrap().wait().await.unwrap();
+            let exit = Child::spawn(&mut Command::new("/bin/true"))
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
             assert!(exit.success());
         })
     });
     group.bench_function("forkyard_child::Child (no watchdog)", |b| {
         b.to_async(&rt).iter(|| async {
             let mut cmd = Command::new("/bin/true");
-            let exit = Child::builder(&mut cmd).kill_on_owner_death(false).spawn().unwrap().wait().await.unwrap();
+            let exit = Child::builder(&mut cmd)
+                .kill_on_owner_death(false)
+                .spawn()
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
             assert!(exit.success());
         })
     });

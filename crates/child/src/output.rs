@@ -326,7 +326,11 @@ mod tests {
     }
 
     /// (chunks as read, maximum line length, lines expected with their truncated flag)
-    type Case = (&'static [&'static [u8]], usize, &'static [(&'static [u8], bool)]);
+    type Case = (
+        &'static [&'static [u8]],
+        usize,
+        &'static [(&'static [u8], bool)],
+    );
 
     #[test]
     fn lines_table() {

@@ -103,7 +103,11 @@ impl Baseline {
 
 /// Polls `done` (1 ms doubling to 50 ms, yielding to the runtime) until it holds
 /// or [`DEADLINE`] passes; then panics with `what` and `detail()`.
-pub(crate) async fn wait_for(what: &str, mut done: impl FnMut() -> bool, detail: impl Fn() -> String) {
+pub(crate) async fn wait_for(
+    what: &str,
+    mut done: impl FnMut() -> bool,
+    detail: impl Fn() -> String,
+) {
     let start = std::time::Instant::now();
     let mut interval = Duration::from_millis(1);
     while !done() {
