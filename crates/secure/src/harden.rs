@@ -9,7 +9,7 @@ use rustix::process::{Resource, Rlimit};
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::policy::{Inner, ProgramEntry};
-use crate::sandbox::cgroup::{self, Controller, RunCgroup};
+use crate::sandbox::cgroup::{self, CgroupSet, Controller, RunCgroup};
 use crate::sandbox::exec::{Attestation, Hooks, UserNsMaps};
 use crate::sandbox::probe::{NamespaceMode, Probe};
 use crate::sandbox::{Enforcement, Layer, LayerReport, LayerStatus, Network};
@@ -18,7 +18,7 @@ use crate::sandbox::{Enforcement, Layer, LayerReport, LayerStatus, Network};
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) hooks: Hooks,
-    pub(crate) cgroups: Vec<RunCgroup>,
+    pub(crate) cgroups: CgroupSet,
     /// Read end of the attestation pipe.
     pub(crate) attest: Option<OwnedFd>,
     /// The layers, as planned (confirmed after spawn).
@@ -85,75 +85,30 @@ pub(crate) fn prepare(
         reports.push(report(Layer::ParentDeathSignal, LayerStatus::Off, ""));
     }
 
-    // 3. Cgroups (before rlimits: the memory fallback depends on them).
-    let mut cgroups = Vec::new();
-    let mut cgroup_notes = Vec::new();
-    let mut memory_in_cgroup = false;
+    // 3. Cgroups (before rlimits: the memory fallback depends on them). A set left over by
+    // an earlier run of this policy is reused when it is empty (see `sandbox::cgroup`).
+    let mut cgroups = CgroupSet::default();
     match sandbox.cgroup {
         None => reports.push(report(Layer::Cgroup, LayerStatus::Off, "")),
         Some(enforcement) => {
-            let support = cgroup::Support::get();
-            let mut missing = Vec::new();
-            let wanted = [
-                (
-                    Controller::Pids,
-                    Some(limits.processes.unwrap_or(u64::MAX)),
-                    &support.pids,
-                ),
-                (Controller::Memory, limits.memory, &support.memory),
-            ];
-            for (controller, limit, base) in wanted {
-                let Some(limit) = limit else { continue };
-                match base {
-                    Ok(base) => match cgroup::join_or_create(&mut cgroups, base, controller, limit)
-                    {
-                        Ok(()) => {
-                            if controller == Controller::Memory {
-                                memory_in_cgroup = true;
-                            }
-                            cgroup_notes.push(format!(
-                                "{} ({})",
-                                controller_note(controller, limit),
-                                base.describe()
-                            ));
-                        }
-                        Err(e) => missing.push(format!("{}: {e}", controller_name(controller))),
-                    },
-                    Err(reason) => missing.push(reason.clone()),
-                }
-            }
-            if missing.is_empty() {
-                reports.push(report(
-                    Layer::Cgroup,
-                    LayerStatus::Applied,
-                    cgroup_notes.join("; "),
-                ));
-            } else if cgroup_notes.is_empty() {
-                reports.push(unavailable(Layer::Cgroup, enforcement, missing.join("; "))?);
-            } else {
-                let detail = format!(
-                    "{}; missing: {}",
-                    cgroup_notes.join("; "),
-                    missing.join("; ")
-                );
-                match enforcement {
-                    Enforcement::Required => {
-                        return Err(Error::LayerUnavailable {
-                            layer: Layer::Cgroup,
-                            reason: detail,
-                        });
-                    }
-                    Enforcement::BestEffort => {
-                        reports.push(report(Layer::Cgroup, LayerStatus::Partial, detail))
-                    }
-                }
-            }
+            cgroups = match policy.take_pooled_cgroups() {
+                Some(set) => set,
+                None => create_cgroups(limits, enforcement)?,
+            };
+            cgroups.arm();
+            reports.push(cgroups.report.clone());
             hooks.cgroup_procs = cgroups
-                .iter_mut()
-                .filter_map(RunCgroup::take_procs)
-                .collect();
+                .cgroups
+                .iter()
+                .filter_map(RunCgroup::procs_dup)
+                .collect::<Result<_, _>>()
+                .map_err(|source| Error::Prepare {
+                    layer: Layer::Cgroup,
+                    source,
+                })?;
         }
     }
+    let memory_in_cgroup = cgroups.memory;
 
     // 4. Rlimits (always: core dumps are always off).
     let (rlimits, detail) = rlimits(limits, memory_in_cgroup, n_passed_fds);
@@ -164,7 +119,23 @@ pub(crate) fn prepare(
     let mut userns = false;
     let want_net = sandbox.network == Network::Off && sandbox.network_namespace.is_some();
     if let (true, Some(enforcement)) = (want_net, sandbox.network_namespace) {
+        // With seccomp denying socket(2), runs cannot reach each other through a shared
+        // namespace, so a privileged parent lets them all join one (see `sandbox::netns`).
+        let sockets_denied = matches!(policy.seccomp, Some(Ok(_))) && sandbox.seccomp.is_some();
+        let shared = match probe.namespace_mode(probe.net_ns) {
+            Ok(NamespaceMode::Privileged) if sockets_denied => crate::sandbox::netns::shared().ok(),
+            _ => None,
+        };
         match probe.namespace_mode(probe.net_ns) {
+            Ok(_) if shared.is_some() => {
+                hooks.join_net = shared;
+                reports.push(report(
+                    Layer::NetworkNamespace,
+                    LayerStatus::Applied,
+                    "shared empty network namespace: no interfaces but a down loopback \
+                     (sockets are denied by seccomp, so runs cannot meet there)",
+                ));
+            }
             Ok(mode) => {
                 hooks.unshare_net = true;
                 userns |= mode == NamespaceMode::InUserNamespace;
@@ -172,7 +143,7 @@ pub(crate) fn prepare(
                     Layer::NetworkNamespace,
                     LayerStatus::Applied,
                     namespace_detail(
-                        "empty network namespace: no interfaces but a down loopback",
+                        "own empty network namespace: no interfaces but a down loopback",
                         mode,
                     ),
                 ));
@@ -270,6 +241,57 @@ pub(crate) fn prepare(
         pid_namespace,
         seccomp,
     })
+}
+
+/// Creates the cgroups a run of this policy needs (pids always, for containment; memory when
+/// limited), or reports why it cannot.
+fn create_cgroups(limits: &Limits, enforcement: Enforcement) -> Result<CgroupSet, Error> {
+    let support = cgroup::Support::get();
+    let mut set = CgroupSet::default();
+    let mut notes = Vec::new();
+    let mut missing = Vec::new();
+    let wanted = [
+        (
+            Controller::Pids,
+            Some(limits.processes.unwrap_or(u64::MAX)),
+            &support.pids,
+        ),
+        (Controller::Memory, limits.memory, &support.memory),
+    ];
+    for (controller, limit, base) in wanted {
+        let Some(limit) = limit else { continue };
+        match base {
+            Ok(base) => match cgroup::join_or_create(&mut set.cgroups, base, controller, limit) {
+                Ok(()) => {
+                    set.memory |= controller == Controller::Memory;
+                    notes.push(format!(
+                        "{} ({})",
+                        controller_note(controller, limit),
+                        base.describe()
+                    ));
+                }
+                Err(e) => missing.push(format!("{}: {e}", controller_name(controller))),
+            },
+            Err(reason) => missing.push(reason.clone()),
+        }
+    }
+    set.report = if missing.is_empty() {
+        report(Layer::Cgroup, LayerStatus::Applied, notes.join("; "))
+    } else if notes.is_empty() {
+        unavailable(Layer::Cgroup, enforcement, missing.join("; "))?
+    } else {
+        let detail = format!("{}; missing: {}", notes.join("; "), missing.join("; "));
+        match enforcement {
+            Enforcement::Required => {
+                return Err(Error::LayerUnavailable {
+                    layer: Layer::Cgroup,
+                    reason: detail,
+                });
+            }
+            Enforcement::BestEffort => report(Layer::Cgroup, LayerStatus::Partial, detail),
+        }
+    };
+    Ok(set)
 }
 
 fn controller_name(c: Controller) -> &'static str {

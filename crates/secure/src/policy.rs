@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
@@ -17,6 +17,7 @@ use crate::limits::Limits;
 use crate::paths::{PathAccess, Root};
 use crate::program::{CompiledProgram, ProgramRule, display_name, to_hex, valid_name};
 use crate::record::{Decision, Event, LimitsRecord, PathRecord, env_digest, env_names};
+use crate::sandbox::cgroup::CgroupSet;
 use crate::sandbox::{Enforcement, Layer, Sandbox, landlock, seccomp};
 
 /// Builds a [`Policy`]; see [`Policy::builder`].
@@ -159,6 +160,7 @@ impl PolicyBuilder {
                 sandbox,
                 audit: self.audit,
                 seccomp,
+                cgroup_pool: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -180,6 +182,31 @@ pub(crate) struct Inner {
     pub(crate) sandbox: Sandbox,
     pub(crate) audit: Option<AuditLog>,
     pub(crate) seccomp: Option<seccomp::Prepared>,
+    /// Empty cgroup sets of finished runs, reused by the next ones (creating and removing
+    /// cgroup directories is a good part of a hardened spawn's cost).
+    pub(crate) cgroup_pool: Mutex<Vec<CgroupSet>>,
+}
+
+/// How many idle cgroup sets a policy keeps.
+const CGROUP_POOL: usize = 8;
+
+impl Inner {
+    pub(crate) fn take_pooled_cgroups(&self) -> Option<CgroupSet> {
+        self.cgroup_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+    }
+
+    /// Keeps `set` for a later run if it is empty and there is room; otherwise it is removed.
+    pub(crate) fn return_cgroups(&self, set: CgroupSet) {
+        if set.reusable() {
+            let mut pool = self.cgroup_pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < CGROUP_POOL {
+                pool.push(set);
+            }
+        }
+    }
 }
 
 /// What may run, how, and under which limits. Cheap to clone; share it between tasks.

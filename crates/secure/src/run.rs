@@ -16,7 +16,7 @@ use crate::harden::{self, Prepared};
 use crate::policy::{Inner, Policy, ProgramEntry, Request, ValidatedCommand};
 use crate::record::{Event, ExitRecord, RusageRecord};
 use crate::sandbox::LayerReport;
-use crate::sandbox::cgroup::{Controller, RunCgroup};
+use crate::sandbox::cgroup::CgroupSet;
 use crate::sandbox::exec::{ATTEST_LEN, Attestation};
 
 /// Why a run ended.
@@ -126,7 +126,7 @@ struct RunState {
     policy: Arc<Inner>,
     entry: Arc<ProgramEntry>,
     decision: Option<u64>,
-    cgroups: Vec<RunCgroup>,
+    cgroups: CgroupSet,
     attest: Option<OwnedFd>,
     reports: Vec<LayerReport>,
     confirmed: bool,
@@ -190,7 +190,7 @@ impl Policy {
             policy: Arc::clone(&self.inner),
             entry: Arc::clone(&entry),
             decision,
-            cgroups: Vec::new(),
+            cgroups: CgroupSet::default(),
             attest: None,
             reports: Vec::new(),
             confirmed: false,
@@ -426,9 +426,7 @@ impl RunState {
 
     /// Kills what is left in the run's cgroups; returns how many processes that was.
     fn sweep(&mut self) -> usize {
-        for cgroup in &self.cgroups {
-            cgroup.kill_all(Duration::from_secs(2), &mut self.killed);
-        }
+        self.cgroups.sweep(&mut self.killed);
         self.killed.len()
     }
 
@@ -440,11 +438,7 @@ impl RunState {
                 _ => EndCause::Killed,
             };
         }
-        if self
-            .cgroups
-            .iter()
-            .any(|c| c.has(Controller::Memory) && c.oom_kills() > 0)
-        {
+        if self.cgroups.oom_killed() {
             return EndCause::Memory;
         }
         let limits = &self.policy.limits;
@@ -532,6 +526,10 @@ impl Drop for RunState {
         if !self.recorded {
             self.record(self.pid, None);
         }
-        // The cgroups' own drop kills what is left in them and removes them.
+        // What is left in the cgroups is killed; an empty set serves the next run, any other
+        // is removed (`RunCgroup`'s drop).
+        self.cgroups.sweep(&mut self.killed);
+        self.policy
+            .return_cgroups(std::mem::take(&mut self.cgroups));
     }
 }

@@ -174,6 +174,64 @@ pub(crate) struct RunCgroup {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// The cgroups of one run, with their layer report.
+#[derive(Debug)]
+pub(crate) struct CgroupSet {
+    pub(crate) cgroups: Vec<RunCgroup>,
+    pub(crate) report: crate::sandbox::LayerReport,
+    /// Whether memory is limited by a cgroup (rather than by `RLIMIT_AS`).
+    pub(crate) memory: bool,
+    /// OOM kills counted before this run (a reused cgroup keeps its counter).
+    oom_base: u64,
+}
+
+impl Default for CgroupSet {
+    fn default() -> Self {
+        CgroupSet {
+            cgroups: Vec::new(),
+            report: crate::sandbox::LayerReport {
+                layer: crate::sandbox::Layer::Cgroup,
+                status: crate::sandbox::LayerStatus::Off,
+                detail: String::new(),
+            },
+            memory: false,
+            oom_base: 0,
+        }
+    }
+}
+
+impl CgroupSet {
+    /// Records the counters a run is measured against.
+    pub(crate) fn arm(&mut self) {
+        self.oom_base = self.oom_total();
+    }
+
+    fn oom_total(&self) -> u64 {
+        self.cgroups
+            .iter()
+            .filter(|c| c.has(Controller::Memory))
+            .map(RunCgroup::oom_kills)
+            .sum()
+    }
+
+    /// Whether the kernel's OOM killer fired in this run.
+    pub(crate) fn oom_killed(&self) -> bool {
+        self.oom_total() > self.oom_base
+    }
+
+    /// Kills what is left in the cgroups, adding the pids to `killed`.
+    pub(crate) fn sweep(&self, killed: &mut BTreeSet<i32>) {
+        for cgroup in &self.cgroups {
+            cgroup.kill_all(Duration::from_secs(2), killed);
+        }
+    }
+
+    /// Whether the set can serve another run.
+    pub(crate) fn reusable(&self) -> bool {
+        !self.cgroups.is_empty() && self.cgroups.iter().all(RunCgroup::reusable)
+    }
+}
+
 /// Puts `controller` with `limit` into the run's cgroups: on v2 into the run's existing
 /// directory in that hierarchy if there is one, otherwise into a new directory.
 pub(crate) fn join_or_create(
@@ -247,9 +305,18 @@ impl RunCgroup {
         }
     }
 
-    /// The `cgroup.procs` descriptor, moved into the child's hooks.
-    pub(crate) fn take_procs(&mut self) -> Option<OwnedFd> {
-        self.procs.take()
+    /// A duplicate of the `cgroup.procs` descriptor, for one child's hooks.
+    pub(crate) fn procs_dup(&self) -> Option<io::Result<OwnedFd>> {
+        self.procs.as_ref().map(OwnedFd::try_clone)
+    }
+
+    /// Whether the cgroup is empty and holds no charge a next run would inherit. (A pids
+    /// cgroup keeps counting a killed orphan until its zombie is reaped, which some init
+    /// processes never do; such a cgroup is not reused.)
+    fn reusable(&self) -> bool {
+        let charged = self.has(Controller::Pids)
+            && fs::read_to_string(self.dir.join("pids.current")).map_or(true, |s| s.trim() != "0");
+        !charged && self.tasks().is_empty()
     }
 
     pub(crate) fn has(&self, controller: Controller) -> bool {

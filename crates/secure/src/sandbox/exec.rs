@@ -20,7 +20,7 @@
 //! 3. `setrlimit` for each limit, `RLIMIT_CORE` 0;
 //! 4. join the run's cgroups (write `0` to their `cgroup.procs`) before anything can fork;
 //! 5. `unshare` the network and pid (and user) namespaces, writing our own uid/gid maps when
-//!    a user namespace was needed;
+//!    a user namespace was needed, or join the shared empty network namespace (`netns`);
 //! 6. with a pid namespace: `fork` once more (see below);
 //! 7. `PR_SET_NO_NEW_PRIVS`;
 //! 8. Landlock `restrict_self`;
@@ -49,7 +49,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use landlock::{RulesetCreated, RulesetStatus};
@@ -100,6 +100,8 @@ pub(crate) struct Hooks {
     pub(crate) rlimits: Vec<(Resource, Rlimit)>,
     pub(crate) cgroup_procs: Vec<OwnedFd>,
     pub(crate) unshare_net: bool,
+    /// A network namespace to join instead of creating one.
+    pub(crate) join_net: Option<BorrowedFd<'static>>,
     pub(crate) unshare_pid: bool,
     pub(crate) userns: Option<UserNsMaps>,
     pub(crate) no_new_privs: bool,
@@ -202,6 +204,13 @@ impl Hooks {
                 }
             }
             report[5] = u8::from(self.unshare_net);
+        }
+        if let Some(ns) = self.join_net {
+            rustix::thread::move_into_link_name_space(
+                ns,
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            report[5] = 1;
         }
         if self.unshare_pid {
             relay_through_pid_one()?;

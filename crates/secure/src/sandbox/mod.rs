@@ -8,6 +8,7 @@
 pub(crate) mod cgroup;
 pub(crate) mod exec;
 pub(crate) mod landlock;
+pub(crate) mod netns;
 pub(crate) mod probe;
 pub(crate) mod seccomp;
 

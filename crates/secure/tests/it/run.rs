@@ -287,3 +287,56 @@ async fn repeated_runs_leak_no_descriptor() {
     assert_eq!(forkyard_testkit::fd_count(std::process::id()), before);
     assert_nothing_left();
 }
+
+/// A policy reuses the cgroups of finished runs; a reused cgroup must not carry anything
+/// over: not the OOM counter, not the pids charged by a previous fork bomb's orphans.
+#[tokio::test]
+async fn reused_cgroups_start_clean() {
+    let uploads = Uploads::new();
+    let policy = probe_policy(
+        Limits {
+            processes: Some(16),
+            memory: Some(64 << 20),
+            ..limits()
+        },
+        Sandbox::strict(),
+        &uploads.root(),
+    );
+    for _ in 0..2 {
+        let out = policy.run("probe", ["fork-bomb"]).await.unwrap();
+        let text = out.stdout.text();
+        let result = text
+            .lines()
+            .find(|l| l.starts_with("forks "))
+            .unwrap()
+            .to_string();
+        assert!(result.ends_with("err EAGAIN"), "{result}");
+        let forks: u64 = result.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(
+            (10..16).contains(&forks),
+            "a fresh pids budget each time: {forks}"
+        );
+    }
+    let balloon = fixture_policy(
+        Limits {
+            memory: Some(64 << 20),
+            ..limits()
+        },
+        Sandbox::strict(),
+    );
+    let memory_cgroup = {
+        let out = balloon
+            .run("fixture", ["alloc-until-killed", "4"])
+            .await
+            .unwrap();
+        status(&out, Layer::Cgroup) == LayerStatus::Applied && out.cause == EndCause::Memory
+    };
+    // The next run of the same policy, in the same (reused) cgroup, ends on its own.
+    let out = balloon.run("fixture", ["exit-with", "0"]).await.unwrap();
+    assert_eq!(
+        out.cause,
+        EndCause::Exited { code: 0 },
+        "memory cgroup in use: {memory_cgroup}"
+    );
+    assert_nothing_left();
+}
