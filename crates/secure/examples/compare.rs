@@ -22,13 +22,33 @@ use forkyard_secure::{
     Enforcement, Layout, Limits, Operand, Policy, ProgramRule, Request, Sandbox, Value,
 };
 
-fn probe() -> PathBuf {
-    let mut exe = std::env::current_exe().expect("current exe");
-    exe.pop();
-    if exe.ends_with("examples") {
-        exe.pop();
+/// This crate's probe binary, next to the example (built if `cargo run --example` did not).
+fn probe() -> Result<PathBuf> {
+    let mut dir = std::env::current_exe()?;
+    dir.pop();
+    if dir.ends_with("examples") {
+        dir.pop();
     }
-    exe.join("forkyard-secure-probe")
+    let path = dir.join("forkyard-secure-probe");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "forkyard-secure",
+        "--bin",
+        "forkyard-secure-probe",
+    ]);
+    if dir.ends_with("release") {
+        build.arg("--release");
+    }
+    anyhow::ensure!(
+        build.status()?.success() && path.exists(),
+        "could not build {}",
+        path.display()
+    );
+    Ok(path)
 }
 
 fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {
@@ -45,11 +65,7 @@ async fn main() -> Result<()> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(300);
-    let probe = probe();
-    anyhow::ensure!(
-        probe.exists(),
-        "build the probe first: cargo build --release -p forkyard-secure"
-    );
+    let probe = probe()?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("in.txt"), "input")?;
     let rule = || {

@@ -239,8 +239,13 @@ impl EnvRule {
         let mut out: Vec<(OsString, OsString)> = Vec::new();
         for (name, value) in request {
             let bytes = name.as_bytes();
-            if is_dangerous(bytes) || value_is_function(value.as_bytes()) {
+            if is_dangerous(bytes) {
                 return Err(Denial::DangerousEnv {
+                    name: display(name),
+                });
+            }
+            if value_is_function(value.as_bytes()) {
+                return Err(Denial::EnvFunction {
                     name: display(name),
                 });
             }
@@ -292,7 +297,7 @@ impl EnvRule {
         };
         let bytes = value.as_bytes();
         if value_is_function(bytes) {
-            return Err(Denial::DangerousEnv {
+            return Err(Denial::EnvFunction {
                 name: display(name),
             });
         }

@@ -217,6 +217,13 @@ pub enum Denial {
         /// The variable name (escaped).
         name: String,
     },
+    /// A value that bash would import as a function definition (`() { ...; }`, Shellshock),
+    /// refused under every name.
+    #[error("environment variable {name} holds a shell function definition")]
+    EnvFunction {
+        /// The variable name (escaped).
+        name: String,
+    },
     /// An environment variable not in the allowlist.
     #[error("environment variable {name} is not in the allowlist")]
     EnvNotAllowed {
@@ -257,6 +264,7 @@ impl Denial {
             Denial::PathNotRegular { .. } => "path.not-regular",
             Denial::PathOpen { .. } => "path.open",
             Denial::DangerousEnv { .. } => "env.dangerous",
+            Denial::EnvFunction { .. } => "env.shell-function",
             Denial::EnvNotAllowed { .. } => "env.not-allowed",
             Denial::EnvInvalid { .. } => "env.invalid-value",
         }

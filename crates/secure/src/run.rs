@@ -70,7 +70,7 @@ impl EndCause {
 impl std::fmt::Display for EndCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EndCause::Exited { code } => write!(f, "exited with code {code}"),
+            EndCause::Exited { code } => write!(f, "exit code {code}"),
             EndCause::Signaled { signal } => write!(f, "died of signal {signal}"),
             other => f.write_str(other.name()),
         }

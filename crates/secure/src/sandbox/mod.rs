@@ -198,7 +198,8 @@ impl Sandbox {
 
     /// Runs the program as pid 1 of a new pid namespace: it cannot see or signal any process
     /// outside, and when it exits the kernel kills everything it started, even descendants
-    /// that left its process group. Costs one extra fork per spawn (see [`exec`]).
+    /// that left its process group. Costs one extra fork per spawn: the spawned process stays
+    /// outside as a relay that waits for pid 1 and exits the same way.
     pub fn pid_namespace(mut self, enforcement: Option<Enforcement>) -> Sandbox {
         self.pid_namespace = enforcement;
         self

@@ -56,11 +56,11 @@ fn hook_variables_are_refused_under_every_spelling() {
     // A function definition is refused under any name, allowlisted or not.
     assert_eq!(
         refusal(&policy, "LANG", "() { :; }; id"),
-        Some("env.dangerous")
+        Some("env.shell-function")
     );
     assert_eq!(
         refusal(&policy, "QUALITY", " () { :; }"),
-        Some("env.dangerous")
+        Some("env.shell-function")
     );
     assert_eq!(refusal(&policy, "HOME", "/root"), Some("env.not-allowed"));
     assert_eq!(
