@@ -1,0 +1,2 @@
+//! A pool of worker processes (being written).
+#![forbid(unsafe_code)]
