@@ -213,7 +213,7 @@ fn unit_interval(bits: u64) -> f64 {
 /// use forkyard_supervise::{Backoff, BackoffState};
 ///
 /// let ms = Duration::from_millis;
-/// let policy = Backoff::exponential(ms(100), ms(1_000)).jitter(0.0).stable_after(ms(5_000));
+/// let policy = Backoff::exponential(ms(100), ms(800)).jitter(0.0).stable_after(ms(5_000));
 /// let mut state = BackoffState::new(policy, 0);
 /// let t0 = Instant::now();
 ///

@@ -378,7 +378,11 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
         }
     } else {
         let secs = d.as_secs();
-        format!("{}m{:02}s", secs / 60, secs % 60)
+        if secs % 60 == 0 {
+            format!("{}m", secs / 60)
+        } else {
+            format!("{}m{:02}s", secs / 60, secs % 60)
+        }
     }
 }
 
@@ -396,6 +400,7 @@ mod tests {
             (Duration::from_millis(1_549), "1.5s"),
             (Duration::from_millis(59_990), "60s"),
             (Duration::from_secs(125), "2m05s"),
+            (Duration::from_secs(3_600), "60m"),
         ];
         for (d, want) in cases {
             assert_eq!(fmt_duration(d), want);

@@ -628,8 +628,7 @@ impl Runtime {
         }
         self.check_waiters();
         if !self.told_parent
-            && self.core.is_started()
-            && !self.core.is_done()
+            && self.core.is_running()
             && let Some(parent) = &self.parent
         {
             self.told_parent = true;
@@ -908,13 +907,12 @@ impl Runtime {
         for waiter in waiters {
             match waiter {
                 Waiter::Started(tx) if self.core.is_started() => {
-                    let result = match &self.outcome {
+                    let result = match self.core.outcome() {
                         Some(Outcome::GaveUp(reason)) => Err(Error::GaveUp {
                             supervisor: self.path.clone(),
                             reason: reason.clone(),
                         }),
                         Some(Outcome::Shutdown) => Err(Error::Ended(self.path.clone())),
-                        None if self.core.is_done() => Err(Error::Ended(self.path.clone())),
                         None => Ok(()),
                     };
                     let _ = tx.send(result);

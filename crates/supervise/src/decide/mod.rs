@@ -335,6 +335,7 @@ pub(crate) struct Core {
     degraded: Vec<(String, String)>,
     out: Vec<Action>,
     now: Instant,
+    outcome: Option<Outcome>,
 }
 
 impl Core {
@@ -370,6 +371,7 @@ impl Core {
             degraded: Vec::new(),
             out: Vec::new(),
             now: epoch,
+            outcome: None,
         }
     }
 
@@ -393,6 +395,16 @@ impl Core {
     /// Has the initial start completed (or the supervisor ended)?
     pub(crate) fn is_started(&self) -> bool {
         !matches!(self.mode, Mode::Idle | Mode::Starting)
+    }
+
+    /// Is the group up and not stopping?
+    pub(crate) fn is_running(&self) -> bool {
+        self.mode == Mode::Running
+    }
+
+    /// How the supervisor ends, once it has begun stopping everything.
+    pub(crate) fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
     }
 
     /// Is the child down (not running and nothing scheduled to run it)?
@@ -1299,6 +1311,7 @@ impl Core {
             Outcome::Shutdown => StopReason::Shutdown,
             Outcome::GaveUp(_) => StopReason::GiveUp,
         };
+        self.outcome = Some(outcome.clone());
         self.mode = Mode::Stopping(outcome);
         for step in std::mem::take(&mut self.queue) {
             if let Step::Wait { token: Some(t), .. } = step {
