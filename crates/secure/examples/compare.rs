@@ -43,11 +43,15 @@ fn probe() -> Result<PathBuf> {
     if dir.ends_with("release") {
         build.arg("--release");
     }
-    anyhow::ensure!(
-        build.status()?.success() && path.exists(),
-        "could not build {}",
-        path.display()
-    );
+    // A failed build (the shared workspace mid-edit, say) is fine if a binary is there.
+    let built = build.status().is_ok_and(|s| s.success());
+    if !built && path.exists() {
+        eprintln!(
+            "(could not rebuild {}; using the existing binary)",
+            path.display()
+        );
+    }
+    anyhow::ensure!(path.exists(), "could not build {}", path.display());
     Ok(path)
 }
 

@@ -116,6 +116,36 @@ fn kill_list() -> Vec<(&'static str, i64)> {
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn build(network_off: bool) -> Result<SeccompPlan, String> {
+    let mut filters = separate_programs(network_off)?;
+    let n_kills = kill_list().len();
+    // One merged program instead of four: the kernel precomputes, per filter, which
+    // system calls are always allowed (emulating the filter for every system call number),
+    // so each extra filter costs at spawn time; merged, the cost is paid once.
+    let separate = filters.len();
+    if let Some(merged) = merge(&filters) {
+        filters = vec![merged];
+    }
+    let detail = format!(
+        "{} filter{} ({separate} rule groups); kill-process on {n_kills} calls (+ clone with namespace flags, \
+         foreign and x32 abi); ENOSYS on io_uring_*, clone3; EPERM on TIOCSTI/TIOCLINUX ioctls, perf_event_open{}",
+        filters.len(),
+        if filters.len() == 1 { "" } else { "s" },
+        if network_off {
+            "; EAFNOSUPPORT on socket"
+        } else {
+            ""
+        }
+    );
+    Ok(SeccompPlan {
+        filters,
+        status: LayerStatus::Applied,
+        detail,
+    })
+}
+
+/// The rule groups, one `seccompiler` program per action.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn separate_programs(network_off: bool) -> Result<Vec<BpfProgram>, String> {
     let compile = |rules: BTreeMap<i64, Vec<SeccompRule>>,
                    action: SeccompAction|
      -> Result<BpfProgram, String> {
@@ -205,22 +235,7 @@ fn build(network_off: bool) -> Result<SeccompPlan, String> {
             SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
         )?);
     }
-    let detail = format!(
-        "{} filters; kill-process on {} calls (+ clone with namespace flags, foreign and x32 abi); \
-         ENOSYS on io_uring_*, clone3; EPERM on TIOCSTI/TIOCLINUX ioctls, perf_event_open{}",
-        filters.len(),
-        kills.len(),
-        if network_off {
-            "; EAFNOSUPPORT on socket"
-        } else {
-            ""
-        }
-    );
-    Ok(SeccompPlan {
-        filters,
-        status: LayerStatus::Applied,
-        detail,
-    })
+    Ok(filters)
 }
 
 /// Inserts, right after `seccompiler`'s architecture check, a kill for x32 system calls
@@ -263,6 +278,46 @@ fn splice_x32_check(program: &mut BpfProgram) {
     let _ = program;
 }
 
+const RET_ALLOW: u32 = 0x7fff_0000;
+const LD_NR: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS, offset 0 (seccomp_data.nr)
+const ARCH_CHECK_LEN: usize = 3;
+
+/// Concatenates `seccompiler` programs into one.
+///
+/// Each program is `[arch check (3)] [ld nr] [one chain per system call] [ret ALLOW]`, and
+/// every jump is relative and forward. Dropping a program's final `ret ALLOW` makes its
+/// "no system call matched" path fall through into the next program's `ld nr` (its arch
+/// check is dropped too: the first program's covers all). This is sound because the groups
+/// name disjoint system calls: a call that matches a chain returns from it, and one that
+/// matches none reaches the next group. Returns `None` (keep the separate filters) if a
+/// program does not have the shape this relies on.
+fn merge(programs: &[BpfProgram]) -> Option<BpfProgram> {
+    let first = programs.first()?;
+    let arch = &first[..ARCH_CHECK_LEN];
+    let mut merged: BpfProgram = Vec::new();
+    for (i, program) in programs.iter().enumerate() {
+        let last = program.last()?;
+        let shaped = program.len() > ARCH_CHECK_LEN + 1
+            && &program[..ARCH_CHECK_LEN] == arch
+            && last.code == 0x06
+            && last.k == RET_ALLOW;
+        if !shaped {
+            return None;
+        }
+        let body = if i == 0 {
+            &program[..program.len() - 1]
+        } else {
+            &program[ARCH_CHECK_LEN..program.len() - 1]
+        };
+        if i > 0 && !(body[0].code == LD_NR && body[0].k == 0) {
+            return None;
+        }
+        merged.extend_from_slice(body);
+    }
+    merged.push(programs.last()?.last()?.clone());
+    (merged.len() < 4096).then_some(merged)
+}
+
 /// Installs the filters on the calling thread. Called in the child after `fork`: no
 /// allocation, only `prctl` and `seccomp` system calls.
 pub(crate) fn apply(filters: &[BpfProgram]) -> std::io::Result<usize> {
@@ -273,4 +328,140 @@ pub(crate) fn apply(filters: &[BpfProgram]) -> std::io::Result<usize> {
         })?;
     }
     Ok(filters.len())
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// A seccomp BPF interpreter for the instructions `seccompiler` (and our x32 check)
+    /// emit, run on a `seccomp_data`.
+    fn run(program: &BpfProgram, data: &[u32; 16]) -> u32 {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = &program[pc];
+            pc += 1;
+            match ins.code {
+                0x20 => acc = data[ins.k as usize / 4],
+                0x54 => acc &= ins.k,
+                0x05 => pc += ins.k as usize,
+                0x15 | 0x25 | 0x35 | 0x45 => {
+                    let taken = match ins.code {
+                        0x15 => acc == ins.k,
+                        0x25 => acc > ins.k,
+                        0x35 => acc >= ins.k,
+                        _ => acc & ins.k != 0,
+                    };
+                    pc += if taken { ins.jt } else { ins.jf } as usize;
+                }
+                0x06 => return ins.k,
+                other => panic!("unexpected instruction {other:#x}"),
+            }
+        }
+    }
+
+    /// The kernel's rule for several filters: the most severe action wins.
+    fn severity(action: u32) -> u32 {
+        match action & 0xffff_0000 {
+            0x8000_0000 => 7, // kill process
+            0x0000_0000 => 6, // kill thread
+            0x0003_0000 => 5, // trap
+            0x0005_0000 => 4, // errno
+            0x7fc0_0000 => 3, // user notif
+            0x7ff0_0000 => 2, // trace
+            0x7ffc_0000 => 1, // log
+            _ => 0,           // allow
+        }
+    }
+
+    fn data(arch: u32, nr: u32, args: [u64; 6]) -> [u32; 16] {
+        let mut d = [0u32; 16];
+        d[0] = nr;
+        d[1] = arch;
+        for (i, a) in args.iter().enumerate() {
+            d[4 + 2 * i] = *a as u32;
+            d[5 + 2 * i] = (*a >> 32) as u32;
+        }
+        d
+    }
+
+    /// For every system call number (native and x32), a foreign arch, and the argument
+    /// values the rules look at, the merged program decides exactly what the separate
+    /// filters decide together.
+    #[test]
+    fn the_merged_filter_decides_like_the_separate_ones() {
+        let plan = build(true).unwrap();
+        assert_eq!(
+            plan.filters.len(),
+            1,
+            "merging applies to seccompiler's current output"
+        );
+        let merged = &plan.filters[0];
+        // Rebuild the separate programs the same way `build` does, without merging.
+        let separate = separate_programs(true).unwrap();
+        let x86_64 = 0xc000_003e;
+        let args = [
+            [0u64; 6],
+            [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
+            [(libc::CLONE_VM | libc::CLONE_THREAD) as u64, 0, 0, 0, 0, 0],
+            [0, libc::TIOCSTI, 0, 0, 0, 0],
+            [0, libc::TIOCLINUX, 0, 0, 0, 0],
+            [0, libc::TIOCGWINSZ, 0, 0, 0, 0],
+            [libc::AF_INET as u64, 1, 0, 0, 0, 0],
+        ];
+        let mut checked = 0;
+        for arch in [x86_64, 0x4000_0003 /* i386 */] {
+            for nr in (0..470u32).chain((0..470).map(|n| n | 0x4000_0000)) {
+                for a in args {
+                    let d = data(arch, nr, a);
+                    let expected = separate
+                        .iter()
+                        .map(|p| run(p, &d))
+                        .max_by_key(|&r| severity(r))
+                        .unwrap();
+                    assert_eq!(
+                        run(merged, &d),
+                        expected,
+                        "arch {arch:#x} nr {nr} args {a:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000);
+        // Spot checks of the intended behaviour.
+        let verdict = |nr: i64, a: [u64; 6]| run(merged, &data(x86_64, nr as u32, a));
+        assert_eq!(
+            verdict(libc::SYS_ptrace, [0; 6]),
+            libc::SECCOMP_RET_KILL_PROCESS
+        );
+        assert_eq!(
+            verdict(libc::SYS_io_uring_setup, [0; 6]),
+            0x0005_0000 | libc::ENOSYS as u32
+        );
+        assert_eq!(
+            verdict(libc::SYS_socket, [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]),
+            0x0005_0000 | libc::EAFNOSUPPORT as u32
+        );
+        assert_eq!(
+            verdict(libc::SYS_ioctl, [0, libc::TIOCSTI, 0, 0, 0, 0]),
+            0x0005_0000 | libc::EPERM as u32
+        );
+        assert_eq!(
+            verdict(libc::SYS_clone, [libc::CLONE_NEWNET as u64, 0, 0, 0, 0, 0]),
+            libc::SECCOMP_RET_KILL_PROCESS
+        );
+        assert_eq!(
+            verdict(libc::SYS_clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(verdict(libc::SYS_read, [0; 6]), RET_ALLOW);
+        assert_eq!(
+            run(
+                merged,
+                &data(x86_64, libc::SYS_getpid as u32 | 0x4000_0000, [0; 6])
+            ),
+            libc::SECCOMP_RET_KILL_PROCESS
+        );
+    }
 }

@@ -340,3 +340,82 @@ proptest! {
         prop_assert_eq!(received, args);
     }
 }
+
+/// The path for pools and supervisors: a `SecureCommand` spawned through its own builder
+/// (here with line streaming instead of capture), finished by hand; and one dropped while
+/// running, which kills the run and is still recorded.
+#[tokio::test]
+async fn a_secure_command_runs_through_a_custom_builder_and_is_always_recorded() {
+    let uploads = Uploads::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path().join("audit.jsonl")).unwrap();
+    let policy = Policy::builder()
+        .program(
+            "probe",
+            ProgramRule::path(probe())
+                .operands(Value::text())
+                .layout(Layout::AsGiven),
+        )
+        .limits(limits())
+        .audit(log.clone())
+        .build()
+        .unwrap();
+
+    let mut cmd = policy.command("probe", ["argv", "a b", "c"]).unwrap();
+    let mut child = cmd
+        .builder()
+        .stdout(forkyard_child::Output::lines())
+        .spawn()
+        .unwrap();
+    cmd.spawned(&child);
+    let seccomp = cmd
+        .layers()
+        .iter()
+        .find(|r| r.layer == Layer::Seccomp)
+        .unwrap()
+        .status;
+    assert_eq!(seccomp, LayerStatus::Applied);
+    let mut lines = Vec::new();
+    while let Some(line) = child.next_line().await {
+        lines.push(unhex(&line.text()));
+    }
+    let exit = child.wait().await.unwrap();
+    let (cause, stragglers) = cmd.finish(&exit, 0, 0).unwrap();
+    assert_eq!((cause, stragglers), (EndCause::Exited { code: 0 }, 0));
+    assert_eq!(lines, ["a b", "c"]);
+
+    // Spawned, then dropped unwaited: the paused fork-bomb children die with it.
+    let running = policy
+        .command("probe", ["fork-bomb"])
+        .unwrap()
+        .spawn()
+        .unwrap();
+    drop(running);
+    assert_nothing_left();
+
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(log.path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap(),
+                r["cause"].as_str().or(r["decision"].as_str()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("decision", "allowed"),
+            ("exit", "exit"),
+            ("decision", "allowed"),
+            ("exit", "abandoned")
+        ]
+    );
+    assert!(audit::verify(log.path()).unwrap().is_intact());
+    drop(uploads);
+}
