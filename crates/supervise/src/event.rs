@@ -80,7 +80,7 @@ pub enum EventKind {
     /// A process (or nested supervisor) was started; not ready yet unless it has no readiness
     /// probe, in which case `Ready` follows at once.
     Spawned {
-        /// Its pid (0 for a nested supervisor).
+        /// Its pid (0 for a nested supervisor, here and in the other events).
         pid: u32,
     },
     /// Starting it failed before it ran (no such program, permission denied ...).
@@ -237,7 +237,7 @@ pub struct ChildStatus {
     pub name: String,
     /// Where it stands.
     pub state: ChildState,
-    /// The running instance's pid.
+    /// The running instance's pid (`None` for a nested supervisor).
     pub pid: Option<u32>,
     /// How long the running instance has been up (since spawn).
     pub uptime: Option<Duration>,
@@ -270,10 +270,10 @@ impl fmt::Display for EventKind {
     /// One line in words: `exited pid 41: exit code 1 after 310ms`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EventKind::Spawned { pid } => write!(f, "spawned pid {pid}"),
+            EventKind::Spawned { pid } => write!(f, "spawned{}", Pid(*pid)),
             EventKind::SpawnFailed { error } => write!(f, "spawn failed: {error}"),
             EventKind::Ready { pid, after } => {
-                write!(f, "ready pid {pid} after {}", fmt_duration(*after))
+                write!(f, "ready{} after {}", Pid(*pid), fmt_duration(*after))
             }
             EventKind::ProbeFailed {
                 role,
@@ -286,10 +286,11 @@ impl fmt::Display for EventKind {
                 detail,
             } => write!(
                 f,
-                "unhealthy pid {pid}: liveness failed {failures} times in a row ({detail})"
+                "unhealthy{}: liveness failed {failures} times in a row ({detail})",
+                Pid(*pid)
             ),
-            EventKind::NotReady { pid, detail } => write!(f, "not ready pid {pid}: {detail}"),
-            EventKind::Stopping { pid, reason } => write!(f, "stopping pid {pid}: {reason}"),
+            EventKind::NotReady { pid, detail } => write!(f, "not ready{}: {detail}", Pid(*pid)),
+            EventKind::Stopping { pid, reason } => write!(f, "stopping{}: {reason}", Pid(*pid)),
             EventKind::Exited {
                 pid,
                 exit,
@@ -298,7 +299,8 @@ impl fmt::Display for EventKind {
             } => {
                 write!(
                     f,
-                    "exited pid {pid}: {exit} after {}",
+                    "exited{}: {exit} after {}",
+                    Pid(*pid),
                     fmt_duration(*uptime)
                 )?;
                 if *expected {
@@ -340,6 +342,38 @@ impl fmt::Display for EventKind {
             EventKind::GaveUp { reason } => write!(f, "gave up: {reason}"),
             EventKind::Stopped => f.write_str("stopped"),
             EventKind::Lagged { missed } => write!(f, "missed {missed} events (reader too slow)"),
+        }
+    }
+}
+
+/// " pid 41", or nothing for a nested supervisor (pid 0).
+struct Pid(u32);
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            pid => write!(f, " pid {pid}"),
+        }
+    }
+}
+
+impl fmt::Display for ChildState {
+    /// `running`, `backing off (restart in 400ms)`, ...
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChildState::NotStarted => f.write_str("not started"),
+            ChildState::Starting => f.write_str("starting"),
+            ChildState::Running => f.write_str("running"),
+            ChildState::Stopping => f.write_str("stopping"),
+            ChildState::BackingOff { restart_in } => {
+                write!(f, "backing off (restart in {})", fmt_duration(*restart_in))
+            }
+            ChildState::BreakerOpen { retry_in } => {
+                write!(f, "breaker open (trial in {})", fmt_duration(*retry_in))
+            }
+            ChildState::Stopped => f.write_str("stopped"),
+            ChildState::Exited => f.write_str("exited, not restarted"),
         }
     }
 }

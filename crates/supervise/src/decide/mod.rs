@@ -458,7 +458,7 @@ impl Core {
                         };
                         (
                             state,
-                            inst.pid,
+                            inst.pid.filter(|&pid| pid != 0),
                             Some(now.saturating_duration_since(inst.spawned_at)),
                         )
                     }
@@ -496,23 +496,9 @@ impl Core {
     pub(crate) fn explain(&self, child: usize, now: Instant) -> Explanation {
         let c = &self.children[child];
         let status = &self.status(now)[child];
-        let state = match status.state {
-            ChildState::NotStarted => "not started".to_string(),
-            ChildState::Starting => "starting".to_string(),
-            ChildState::Running => "running".to_string(),
-            ChildState::Stopping => "stopping".to_string(),
-            ChildState::BackingOff { restart_in } => {
-                format!("backing off (restart in {})", fmt_duration(restart_in))
-            }
-            ChildState::BreakerOpen { retry_in } => {
-                format!("breaker open (trial in {})", fmt_duration(retry_in))
-            }
-            ChildState::Stopped => "stopped".to_string(),
-            ChildState::Exited => "exited, not restarted".to_string(),
-        };
         Explanation {
             child: c.policy.name.clone(),
-            state: format!("{state}, {} restarts", status.restarts),
+            state: format!("{}, {} restarts", status.state, status.restarts),
             decisions: c.journal.entries(),
         }
     }
