@@ -138,7 +138,7 @@ mod watchdog;
 pub use error::Error;
 pub use exit::{Exit, Reason, Rusage, Termination};
 pub use output::{Captured, ChildOutput, DEFAULT_MAX_LINE, Input, Line, Output, Stream};
-pub use process::{Child, ChildPipe, ChildStdin};
+pub use process::{Child, ChildPipe, ChildStdin, Lines};
 pub use sample::{GroupSample, Sample};
 pub use signal::Signal;
 pub use spawn::{Builder, DEFAULT_GRACE};

@@ -25,6 +25,20 @@ pub type ChildStdin = pipe::Sender;
 /// The read end of a child's stdout or stderr pipe.
 pub type ChildPipe = pipe::Receiver;
 
+/// A child's line stream, taken with [`Child::take_lines`].
+#[derive(Debug)]
+pub struct Lines {
+    rx: mpsc::Receiver<Line>,
+}
+
+impl Lines {
+    /// The next line, in the order read; `None` once every streamed output has
+    /// reached end-of-file.
+    pub async fn next_line(&mut self) -> Option<Line> {
+        self.rx.recv().await
+    }
+}
+
 /// State shared by the `Child` and its output reader tasks.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -491,6 +505,14 @@ impl Child {
     /// once both streams reached end-of-file (or none streams lines).
     pub async fn next_line(&mut self) -> Option<Line> {
         self.lines.as_mut()?.recv().await
+    }
+
+    /// Takes the line stream out of the `Child`, so another task can read it
+    /// while this one waits for the exit (`wait` and
+    /// [`next_line`](Child::next_line) both need `&mut self`). `None` if the
+    /// child streams no lines or the stream was taken already.
+    pub fn take_lines(&mut self) -> Option<Lines> {
+        self.lines.take().map(|rx| Lines { rx })
     }
 
     /// Waits for the child (honouring the timeout) and for the end of its

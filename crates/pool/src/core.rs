@@ -1,0 +1,1054 @@
+//! The pool's decisions, as a pure state machine.
+//!
+//! Everything the pool decides (which worker gets which task, what happens to
+//! the tasks of a worker that died, when to spawn, recycle, drain or kill) is
+//! made here, with no I/O and no clock of its own: the async shell in
+//! `pool.rs` feeds events in (a task submitted, a reply, a worker ready or
+//! exited, time passing) with the current time, and carries out the
+//! [`Action`]s that come out. That is what lets the property test in this
+//! file run thousands of random schedules of submissions, cancellations,
+//! crashes, hangs and recycles in milliseconds and check the one law that
+//! matters: every task gets exactly one outcome, and the counts add up.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use forkyard_supervise::{Backoff, BackoffState, BreakerConfig, BreakerState, CircuitBreaker};
+
+use crate::stats::{Counters, FailureKind, Histograms};
+
+pub(crate) type TaskId = u64;
+pub(crate) type WorkerId = u64;
+
+/// The rules the core applies; built by the pool's builder.
+#[derive(Debug, Clone)]
+pub(crate) struct Rules {
+    pub(crate) workers: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) recycle_after_tasks: Option<u64>,
+    pub(crate) recycle_above_rss: Option<u64>,
+    pub(crate) recycle_after_age: Option<Duration>,
+    pub(crate) start_timeout: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) breaker: BreakerConfig,
+}
+
+/// Why the core wants a worker gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KillReason {
+    /// A task on it ran past its deadline.
+    Timeout,
+    /// It never said it was ready.
+    StartTimeout,
+    /// It broke the protocol (garbage, unknown task id).
+    Protocol,
+    /// Shutdown's grace period ran out.
+    Shutdown,
+    /// It was draining for longer than the grace period.
+    DrainTimeout,
+}
+
+/// Why a worker is being retired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecycleReason {
+    /// It completed its quota of tasks.
+    Tasks,
+    /// Its resident memory went above the limit.
+    Memory,
+    /// It reached its maximum age.
+    Age,
+}
+
+impl std::fmt::Display for RecycleReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RecycleReason::Tasks => "task quota",
+            RecycleReason::Memory => "memory limit",
+            RecycleReason::Age => "maximum age",
+        })
+    }
+}
+
+/// How a task failed, before the shell adds what it knows (the worker's exit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Its worker died with it; the shell attaches the exit.
+    Crashed { worker: WorkerId },
+    TimedOut,
+    Cancelled,
+    ShuttingDown,
+    Task(String),
+    Protocol(String),
+    Unavailable(String),
+}
+
+/// What the shell must do.
+#[derive(Debug)]
+pub(crate) enum Action<Req, Resp> {
+    /// Start a worker process with this id.
+    Spawn { worker: WorkerId },
+    /// Send a task to a ready worker.
+    Dispatch { worker: WorkerId, task: TaskId, req: Req },
+    /// Ask a worker to finish what it has and exit.
+    Drain { worker: WorkerId, reason: Option<RecycleReason> },
+    /// End a worker now (SIGKILL to its group).
+    Kill { worker: WorkerId, reason: KillReason },
+    /// End a worker politely: stop signal, grace, SIGKILL (shutdown).
+    Stop { worker: WorkerId },
+    /// Deliver a task's one and only outcome.
+    Complete { task: TaskId, outcome: Result<Resp, Failure> },
+}
+
+/// How to shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Stop intake, run the queued tasks too, wait up to `grace` for all of them.
+    Drain {
+        /// How long queued and running tasks get before workers are stopped.
+        grace: Duration,
+    },
+    /// Stop intake, fail the queued tasks with `ShuttingDown`, wait up to
+    /// `grace` for the running ones.
+    Cancel {
+        /// How long running tasks get before workers are stopped.
+        grace: Duration,
+    },
+}
+
+impl ShutdownMode {
+    fn grace(self) -> Duration {
+        match self {
+            ShutdownMode::Drain { grace } | ShutdownMode::Cancel { grace } => grace,
+        }
+    }
+}
+
+/// Why a submission was refused outright.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    QueueFull,
+    ShuttingDown,
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Spawned; waiting for its `Ready`.
+    Starting { since: Instant },
+    /// Taking tasks.
+    Ready,
+    /// Due for recycling: still taking tasks until a replacement is ready.
+    Retiring(RecycleReason),
+    /// Told to drain: no new tasks; exits when its in-flight tasks are done.
+    Draining { since: Instant },
+    /// Being killed or stopped; waiting for its exit.
+    Ending { reason: Option<KillReason> },
+}
+
+#[derive(Debug)]
+struct Worker {
+    phase: Phase,
+    in_flight: BTreeSet<TaskId>,
+    completed: u64,
+    ready_at: Option<Instant>,
+    /// Tasks that were in flight when we killed it for someone else's sake:
+    /// re-queued at its exit without charging an attempt.
+    collateral: BTreeSet<TaskId>,
+}
+
+#[derive(Debug)]
+struct Task<Req> {
+    req: Req,
+    /// How many times it was dispatched.
+    attempts: u32,
+    enqueued_at: Instant,
+    running: Option<Running>,
+    /// The caller stopped waiting; the outcome is counted as cancelled.
+    abandoned: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    worker: WorkerId,
+    dispatched_at: Instant,
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Shutdown {
+    deadline: Instant,
+    stopping: bool,
+}
+
+/// A worker's figures for the statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkerView {
+    pub(crate) id: WorkerId,
+    pub(crate) state: &'static str,
+    pub(crate) in_flight: usize,
+    pub(crate) completed: u64,
+}
+
+/// The pool's state. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Core<Req, Resp> {
+    rules: Rules,
+    queue: VecDeque<TaskId>,
+    tasks: HashMap<TaskId, Task<Req>>,
+    workers: BTreeMap<WorkerId, Worker>,
+    next_worker: WorkerId,
+    backoff: BackoffState,
+    breaker: CircuitBreaker,
+    /// No spawn for a replacement before this (backoff after a failure).
+    spawn_after: Option<Instant>,
+    degraded: Option<String>,
+    shutdown: Option<Shutdown>,
+    pub(crate) counters: Counters,
+    pub(crate) histograms: Histograms,
+    actions: Vec<Action<Req, Resp>>,
+}
+
+impl<Req: Clone, Resp> Core<Req, Resp> {
+    pub(crate) fn new(rules: Rules, seed: u64, now: Instant) -> Self {
+        let mut core = Core {
+            backoff: BackoffState::new(rules.backoff.clone(), seed),
+            breaker: CircuitBreaker::new(rules.breaker.clone()),
+            rules,
+            queue: VecDeque::new(),
+            tasks: HashMap::new(),
+            workers: BTreeMap::new(),
+            next_worker: 1,
+            spawn_after: None,
+            degraded: None,
+            shutdown: None,
+            counters: Counters::default(),
+            histograms: Histograms::default(),
+            actions: Vec::new(),
+        };
+        core.settle(now);
+        core
+    }
+
+    /// The actions decided since the last call, in order.
+    pub(crate) fn take_actions(&mut self) -> Vec<Action<Req, Resp>> {
+        std::mem::take(&mut self.actions)
+    }
+
+    pub(crate) fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub(crate) fn running_len(&self) -> usize {
+        self.tasks.len() - self.queue.len()
+    }
+
+    pub(crate) fn degraded(&self) -> Option<&str> {
+        self.degraded.as_deref()
+    }
+
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
+    /// Shut down and nothing left: no task, no worker.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.shutdown.is_some() && self.tasks.is_empty() && self.workers.is_empty()
+    }
+
+    pub(crate) fn workers(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .map(|(&id, w)| WorkerView {
+                id,
+                state: match w.phase {
+                    Phase::Starting { .. } => "starting",
+                    Phase::Ready if w.in_flight.is_empty() => "idle",
+                    Phase::Ready => "busy",
+                    Phase::Retiring(_) => "retiring",
+                    Phase::Draining { .. } => "draining",
+                    Phase::Ending { .. } => "ending",
+                },
+                in_flight: w.in_flight.len(),
+                completed: w.completed,
+            })
+            .collect()
+    }
+
+    /// The earliest time at which [`tick`](Core::tick) has something to do.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for task in self.tasks.values() {
+            if let Some(Running { deadline: Some(d), .. }) = task.running {
+                consider(d);
+            }
+        }
+        for w in self.workers.values() {
+            match w.phase {
+                Phase::Starting { since } => consider(since + self.rules.start_timeout),
+                Phase::Ready => {
+                    if let (Some(age), Some(ready)) = (self.rules.recycle_after_age, w.ready_at) {
+                        consider(ready + age);
+                    }
+                }
+                Phase::Draining { since } => consider(since + self.drain_grace()),
+                _ => {}
+            }
+        }
+        if self.deficit() > 0 {
+            if let Some(t) = self.spawn_after {
+                consider(t);
+            }
+            if let BreakerState::Open { until } = self.breaker.state() {
+                consider(until);
+            }
+        }
+        if let Some(s) = &self.shutdown
+            && !s.stopping
+        {
+            consider(s.deadline);
+        }
+        next
+    }
+
+    /// How long a draining worker may take before it is killed.
+    fn drain_grace(&self) -> Duration {
+        self.rules.task_timeout.unwrap_or(Duration::from_secs(60)).max(self.rules.start_timeout)
+    }
+
+    // ---- events ---------------------------------------------------------
+
+    /// A new task with a fresh id chosen by the caller. `Ok(id)`, or refused at once.
+    pub(crate) fn submit(&mut self, id: TaskId, req: Req, now: Instant) -> Result<TaskId, Refused> {
+        if self.shutdown.is_some() {
+            return Err(Refused::ShuttingDown);
+        }
+        if self.queue.len() >= self.rules.queue_capacity {
+            return Err(Refused::QueueFull);
+        }
+        if let Some(reason) = self.unavailable() {
+            return Err(Refused::Unavailable(reason));
+        }
+        debug_assert!(!self.tasks.contains_key(&id), "task id {id} reused");
+        self.tasks.insert(id, Task { req, attempts: 0, enqueued_at: now, running: None, abandoned: false });
+        self.queue.push_back(id);
+        self.counters.submitted += 1;
+        self.settle(now);
+        Ok(id)
+    }
+
+    /// The caller stopped waiting for `task`.
+    pub(crate) fn cancel(&mut self, task: TaskId, now: Instant) {
+        let Some(t) = self.tasks.get_mut(&task) else { return };
+        if t.running.is_some() {
+            // It runs to completion on its worker; its result will be dropped.
+            t.abandoned = true;
+        } else {
+            self.queue.retain(|&q| q != task);
+            self.finish(task, Err(Failure::Cancelled));
+        }
+        self.settle(now);
+    }
+
+    /// A worker could not be started at all.
+    pub(crate) fn spawn_failed(&mut self, worker: WorkerId, reason: String, now: Instant) {
+        if self.workers.remove(&worker).is_some() {
+            self.start_failure(reason, now);
+        }
+        self.settle(now);
+    }
+
+    /// A worker said it is ready.
+    pub(crate) fn ready(&mut self, worker: WorkerId, now: Instant) {
+        let Some(w) = self.workers.get_mut(&worker) else { return };
+        if !matches!(w.phase, Phase::Starting { .. }) {
+            return;
+        }
+        w.phase = Phase::Ready;
+        w.ready_at = Some(now);
+        self.breaker.record_success(now);
+        self.backoff.up(now);
+        self.degraded = None;
+        // A worker due for recycling gives way to this one.
+        let retiring = self.workers.iter().find(|(_, w)| matches!(w.phase, Phase::Retiring(_))).map(|(&id, _)| id);
+        if let Some(old) = retiring {
+            self.drain(old, now);
+        }
+        self.settle(now);
+    }
+
+    /// A worker answered a task.
+    pub(crate) fn reply(&mut self, worker: WorkerId, task: TaskId, result: Result<Resp, String>, now: Instant) {
+        let known = self.workers.get(&worker).is_some_and(|w| w.in_flight.contains(&task));
+        if !known {
+            self.protocol_error(worker, format!("reply for task {task}, which it was not running"), now);
+            return;
+        }
+        let w = self.workers.get_mut(&worker).expect("checked above");
+        w.in_flight.remove(&task);
+        w.completed += 1;
+        let quota_reached = self.rules.recycle_after_tasks.is_some_and(|n| w.completed >= n);
+        if let Some(running) = self.tasks.get(&task).and_then(|t| t.running) {
+            self.histograms.service.record(now.saturating_duration_since(running.dispatched_at));
+        }
+        self.finish(task, result.map_err(Failure::Task));
+        if quota_reached {
+            self.retire(worker, RecycleReason::Tasks);
+        }
+        self.settle(now);
+    }
+
+    /// A worker sent something it must not (garbage, wrong version, unknown task).
+    pub(crate) fn protocol_error(&mut self, worker: WorkerId, message: String, now: Instant) {
+        let Some(w) = self.workers.get_mut(&worker) else { return };
+        if matches!(w.phase, Phase::Ending { .. }) {
+            return;
+        }
+        let affected: Vec<TaskId> = std::mem::take(&mut w.in_flight).into_iter().collect();
+        w.phase = Phase::Ending { reason: Some(KillReason::Protocol) };
+        self.counters.protocol_errors += 1;
+        self.actions.push(Action::Kill { worker, reason: KillReason::Protocol });
+        for task in affected {
+            self.finish(task, Err(Failure::Protocol(message.clone())));
+        }
+        self.settle(now);
+    }
+
+    /// A worker's process has exited (and been reaped).
+    pub(crate) fn exited(&mut self, worker: WorkerId, now: Instant) {
+        let Some(w) = self.workers.remove(&worker) else { return };
+        let in_flight: Vec<TaskId> = w.in_flight.iter().copied().collect();
+        let collateral = w.collateral;
+        match w.phase {
+            Phase::Starting { .. } => {
+                self.start_failure(format!("worker {worker} exited before it was ready"), now);
+            }
+            Phase::Ending { reason: Some(KillReason::StartTimeout) } => {
+                self.start_failure(format!("worker {worker} was not ready within {:?}", self.rules.start_timeout), now);
+            }
+            // Killed for a reason that is not a crash, or retired: no backoff.
+            Phase::Ending { .. } => {}
+            Phase::Draining { .. } if in_flight.is_empty() => {}
+            Phase::Ready | Phase::Retiring(_) | Phase::Draining { .. } => {
+                // An unexpected death: back off before the replacement.
+                self.counters.crashes += 1;
+                let delay = self.backoff.failed(now);
+                self.spawn_after = Some(now + delay);
+            }
+        }
+        for task in in_flight {
+            let Some(t) = self.tasks.get_mut(&task) else { continue };
+            t.running = None;
+            let shutting_down = self.shutdown.as_ref().is_some_and(|s| s.stopping);
+            if shutting_down {
+                self.finish(task, Err(Failure::ShuttingDown));
+            } else if collateral.contains(&task) || (t.attempts <= self.rules.retries && !t.abandoned) {
+                if !collateral.contains(&task) {
+                    self.counters.retried += 1;
+                } else {
+                    // Not its fault: this attempt does not count.
+                    t.attempts -= 1;
+                }
+                t.enqueued_at = now;
+                self.queue.push_front(task);
+            } else {
+                self.finish(task, Err(Failure::Crashed { worker }));
+            }
+        }
+        self.settle(now);
+    }
+
+    /// A sample of a worker's resident memory.
+    pub(crate) fn rss(&mut self, worker: WorkerId, bytes: u64, now: Instant) {
+        if self.rules.recycle_above_rss.is_some_and(|limit| bytes > limit)
+            && self.workers.get(&worker).is_some_and(|w| w.phase == Phase::Ready)
+        {
+            self.retire(worker, RecycleReason::Memory);
+            self.settle(now);
+        }
+    }
+
+    /// Time passed: deadlines, start timeouts, age limits, scheduled spawns.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        // Tasks past their deadline: fail them, kill their workers.
+        let overdue: Vec<(TaskId, WorkerId)> = self
+            .tasks
+            .iter()
+            .filter_map(|(&id, t)| match t.running {
+                Some(Running { worker, deadline: Some(d), .. }) if d <= now => Some((id, worker)),
+                _ => None,
+            })
+            .collect();
+        for (task, worker) in overdue {
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.in_flight.remove(&task);
+            }
+            self.finish(task, Err(Failure::TimedOut));
+            self.kill(worker, KillReason::Timeout);
+        }
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for id in ids {
+            let w = &self.workers[&id];
+            match w.phase {
+                Phase::Starting { since } if since + self.rules.start_timeout <= now => {
+                    self.kill(id, KillReason::StartTimeout);
+                }
+                Phase::Ready
+                    if self
+                        .rules
+                        .recycle_after_age
+                        .zip(w.ready_at)
+                        .is_some_and(|(age, ready)| ready + age <= now) =>
+                {
+                    self.retire(id, RecycleReason::Age);
+                }
+                Phase::Draining { since } if since + self.drain_grace() <= now => {
+                    self.kill(id, KillReason::DrainTimeout);
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = &self.shutdown
+            && !s.stopping
+            && s.deadline <= now
+        {
+            self.stop_everything();
+        }
+        self.settle(now);
+    }
+
+    /// Stop intake and wind down; see [`ShutdownMode`].
+    pub(crate) fn shutdown(&mut self, mode: ShutdownMode, now: Instant) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        self.shutdown = Some(Shutdown { deadline: now + mode.grace(), stopping: false });
+        if matches!(mode, ShutdownMode::Cancel { .. }) {
+            for task in std::mem::take(&mut self.queue) {
+                self.finish(task, Err(Failure::ShuttingDown));
+            }
+        }
+        self.settle(now);
+    }
+
+    // ---- internals ------------------------------------------------------
+
+    /// Delivers a task's outcome (exactly once) and updates the counters.
+    fn finish(&mut self, task: TaskId, outcome: Result<Resp, Failure>) {
+        let Some(t) = self.tasks.remove(&task) else {
+            debug_assert!(false, "task {task} finished twice");
+            return;
+        };
+        let kind = match (&outcome, t.abandoned) {
+            (_, true) | (Err(Failure::Cancelled), _) => None,
+            (Ok(_), false) => {
+                self.counters.completed += 1;
+                None
+            }
+            (Err(f), false) => Some(FailureKind::of(f)),
+        };
+        match kind {
+            Some(kind) => *self.counters.failed.entry(kind).or_default() += 1,
+            None if outcome.is_err() || t.abandoned => self.counters.cancelled += 1,
+            None => {}
+        }
+        self.actions.push(Action::Complete { task, outcome });
+    }
+
+    fn start_failure(&mut self, reason: String, now: Instant) {
+        self.counters.start_failures += 1;
+        self.breaker.record_failure(now);
+        let delay = self.backoff.failed(now);
+        self.spawn_after = Some(now + delay);
+        if let BreakerState::Open { .. } = self.breaker.state() {
+            self.degraded = Some(format!("workers cannot start: {reason}"));
+        }
+    }
+
+    /// Live workers that count towards the pool's size.
+    fn serving(&self) -> usize {
+        self.workers.values().filter(|w| matches!(w.phase, Phase::Starting { .. } | Phase::Ready)).count()
+    }
+
+    /// Workers missing from the pool's size. During a shutdown only while
+    /// there are still tasks for them (a draining shutdown runs the queue too).
+    fn deficit(&self) -> usize {
+        match &self.shutdown {
+            Some(s) if s.stopping || self.tasks.is_empty() => 0,
+            _ => self.rules.workers.saturating_sub(self.serving()),
+        }
+    }
+
+    /// Why nothing can run right now, if so: no worker is up or starting and
+    /// the breaker refuses to start one.
+    fn unavailable(&self) -> Option<String> {
+        let anyone = self.workers.values().any(|w| !matches!(w.phase, Phase::Ending { .. }));
+        match (&self.degraded, anyone, self.breaker.state()) {
+            (Some(reason), false, BreakerState::Open { .. }) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    fn retire(&mut self, worker: WorkerId, reason: RecycleReason) {
+        if let Some(w) = self.workers.get_mut(&worker)
+            && w.phase == Phase::Ready
+        {
+            w.phase = Phase::Retiring(reason);
+            self.counters.recycled += 1;
+        }
+    }
+
+    fn drain(&mut self, worker: WorkerId, now: Instant) {
+        let Some(w) = self.workers.get_mut(&worker) else { return };
+        let reason = match w.phase {
+            Phase::Retiring(r) => Some(r),
+            _ => None,
+        };
+        w.phase = Phase::Draining { since: now };
+        self.actions.push(Action::Drain { worker, reason });
+    }
+
+    fn kill(&mut self, worker: WorkerId, reason: KillReason) {
+        let Some(w) = self.workers.get_mut(&worker) else { return };
+        if matches!(w.phase, Phase::Ending { .. }) {
+            return;
+        }
+        w.phase = Phase::Ending { reason: Some(reason) };
+        // Whatever else it was running is not at fault: re-run at its exit.
+        w.collateral = w.in_flight.clone();
+        self.actions.push(Action::Kill { worker, reason });
+    }
+
+    fn stop_everything(&mut self) {
+        if let Some(s) = self.shutdown.as_mut() {
+            s.stopping = true;
+        }
+        for task in std::mem::take(&mut self.queue) {
+            self.finish(task, Err(Failure::ShuttingDown));
+        }
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for id in ids {
+            let w = self.workers.get_mut(&id).expect("listed");
+            if !matches!(w.phase, Phase::Ending { .. }) {
+                w.phase = Phase::Ending { reason: Some(KillReason::Shutdown) };
+                self.actions.push(Action::Stop { worker: id });
+            }
+        }
+    }
+
+    /// After every event: spawn what is missing, dispatch what can run, and
+    /// during shutdown drain workers once there is nothing left for them.
+    fn settle(&mut self, now: Instant) {
+        // Spawns: replacements for the missing, gated by backoff and breaker.
+        while self.deficit() > 0
+            && self.spawn_after.is_none_or(|t| t <= now)
+            && self.breaker.admit(now)
+        {
+            let id = self.next_worker;
+            self.next_worker += 1;
+            self.workers.insert(
+                id,
+                Worker {
+                    phase: Phase::Starting { since: now },
+                    in_flight: BTreeSet::new(),
+                    completed: 0,
+                    ready_at: None,
+                    collateral: BTreeSet::new(),
+                },
+            );
+            if id > self.rules.workers as u64 {
+                self.counters.restarts += 1;
+            }
+            self.actions.push(Action::Spawn { worker: id });
+        }
+        // Nobody can run anything and nobody will be started: fail the queue
+        // rather than let it wait forever.
+        if let Some(reason) = self.unavailable() {
+            for task in std::mem::take(&mut self.queue) {
+                self.finish(task, Err(Failure::Unavailable(reason.clone())));
+            }
+        }
+        self.dispatch(now);
+        if let Some(s) = &self.shutdown
+            && !s.stopping
+            && self.tasks.is_empty()
+        {
+            let idle: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| matches!(w.phase, Phase::Ready | Phase::Retiring(_) | Phase::Starting { .. }))
+                .map(|(&id, _)| id)
+                .collect();
+            for id in idle {
+                if matches!(self.workers[&id].phase, Phase::Starting { .. }) {
+                    self.kill(id, KillReason::Shutdown);
+                } else {
+                    self.drain(id, now);
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant) {
+        while let Some(&task) = self.queue.front() {
+            let least_loaded = self
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    matches!(w.phase, Phase::Ready | Phase::Retiring(_)) && w.in_flight.len() < self.rules.max_in_flight
+                })
+                .min_by_key(|&(&id, w)| (w.in_flight.len(), id))
+                .map(|(&id, _)| id);
+            let Some(worker) = least_loaded else { return };
+            self.queue.pop_front();
+            let t = self.tasks.get_mut(&task).expect("queued tasks exist");
+            t.attempts += 1;
+            t.running = Some(Running {
+                worker,
+                dispatched_at: now,
+                deadline: self.rules.task_timeout.map(|d| now + d),
+            });
+            self.histograms.queue_wait.record(now.saturating_duration_since(t.enqueued_at));
+            let req = t.req.clone();
+            self.workers.get_mut(&worker).expect("chosen").in_flight.insert(task);
+            self.actions.push(Action::Dispatch { worker, task, req });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rules() -> Rules {
+        Rules {
+            workers: 2,
+            max_in_flight: 2,
+            queue_capacity: 8,
+            task_timeout: Some(Duration::from_secs(5)),
+            retries: 1,
+            recycle_after_tasks: Some(3),
+            recycle_above_rss: Some(1000),
+            recycle_after_age: None,
+            start_timeout: Duration::from_secs(2),
+            backoff: Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1)).jitter(0.0),
+            breaker: BreakerConfig::new(3, Duration::from_secs(10)).open_for(Duration::from_secs(3)).trials(1),
+        }
+    }
+
+    /// A test harness: a core plus a model of the processes behind it.
+    struct Sim {
+        core: Core<u32, u32>,
+        now: Instant,
+        outcomes: HashMap<TaskId, Result<u32, Failure>>,
+        spawned: Vec<WorkerId>,
+        /// Tasks each worker process has been sent and not answered.
+        sent: HashMap<WorkerId, Vec<TaskId>>,
+        drained: BTreeSet<WorkerId>,
+        ended: BTreeSet<WorkerId>,
+    }
+
+    impl Sim {
+        fn new(rules: Rules) -> Sim {
+            let now = Instant::now();
+            let mut sim = Sim {
+                core: Core::new(rules, 7, now),
+                now,
+                outcomes: HashMap::new(),
+                spawned: Vec::new(),
+                sent: HashMap::new(),
+                drained: BTreeSet::new(),
+                ended: BTreeSet::new(),
+            };
+            sim.pump();
+            sim
+        }
+
+        fn pump(&mut self) {
+            for action in self.core.take_actions() {
+                match action {
+                    Action::Spawn { worker } => {
+                        self.spawned.push(worker);
+                        self.sent.insert(worker, Vec::new());
+                    }
+                    Action::Dispatch { worker, task, .. } => {
+                        assert!(!self.ended.contains(&worker) && !self.drained.contains(&worker), "dispatch to a worker on its way out");
+                        self.sent.get_mut(&worker).unwrap().push(task);
+                    }
+                    Action::Drain { worker, .. } => {
+                        self.drained.insert(worker);
+                    }
+                    Action::Kill { worker, .. } | Action::Stop { worker } => {
+                        self.ended.insert(worker);
+                    }
+                    Action::Complete { task, outcome } => {
+                        assert!(self.outcomes.insert(task, outcome).is_none(), "task {task} got two outcomes");
+                    }
+                }
+            }
+        }
+
+        fn live(&self) -> Vec<WorkerId> {
+            self.core.workers.keys().copied().collect()
+        }
+
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+            self.core.tick(self.now);
+            self.pump();
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Submit,
+        Cancel(usize),
+        Ready(usize),
+        Reply(usize),
+        Crash(usize),
+        Garbage(usize),
+        Rss(usize),
+        Advance(u64),
+        ProcessExitsAfterKillOrDrain(usize),
+        Shutdown(bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => Just(Op::Submit),
+            1 => any::<usize>().prop_map(Op::Cancel),
+            3 => any::<usize>().prop_map(Op::Ready),
+            4 => any::<usize>().prop_map(Op::Reply),
+            1 => any::<usize>().prop_map(Op::Crash),
+            1 => any::<usize>().prop_map(Op::Garbage),
+            1 => any::<usize>().prop_map(Op::Rss),
+            2 => (0u64..4000).prop_map(Op::Advance),
+            2 => any::<usize>().prop_map(Op::ProcessExitsAfterKillOrDrain),
+            1 => any::<bool>().prop_map(Op::Shutdown),
+        ]
+    }
+
+    fn pick<T: Copy>(items: &[T], n: usize) -> Option<T> {
+        (!items.is_empty()).then(|| items[n % items.len()])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        /// Any schedule: every submitted task gets exactly one outcome once the
+        /// pool has shut down, no task goes to a worker on its way out, and the
+        /// counters add up.
+        #[test]
+        fn every_task_gets_exactly_one_outcome(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut sim = Sim::new(rules());
+            let mut submitted = Vec::new();
+            let mut next_id: TaskId = 1;
+            for op in ops {
+                let now = sim.now;
+                match op {
+                    Op::Submit => {
+                        let id = next_id; next_id += 1; if let Ok(id) = sim.core.submit(id, id as u32, now) { submitted.push(id); }
+                    }
+                    Op::Cancel(n) => if let Some(t) = pick(&submitted, n) { sim.core.cancel(t, now) },
+                    Op::Ready(n) => if let Some(w) = pick(&sim.live(), n) { sim.core.ready(w, now) },
+                    Op::Reply(n) => {
+                        let busy: Vec<WorkerId> = sim.sent.iter().filter(|(w, t)| !t.is_empty() && !sim.ended.contains(w)).map(|(&w, _)| w).collect();
+                        if let Some(w) = pick(&busy, n) {
+                            let task = sim.sent.get_mut(&w).unwrap().remove(0);
+                            sim.core.reply(w, task, if task % 5 == 0 { Err("bad input".into()) } else { Ok(task as u32) }, now);
+                        }
+                    }
+                    Op::Crash(n) => if let Some(w) = pick(&sim.live(), n) { sim.ended.insert(w); sim.core.exited(w, now) },
+                    Op::Garbage(n) => if let Some(w) = pick(&sim.live(), n) { sim.core.protocol_error(w, "garbage".into(), now) },
+                    Op::Rss(n) => if let Some(w) = pick(&sim.live(), n) { sim.core.rss(w, 5000, now) },
+                    Op::Advance(ms) => sim.advance(Duration::from_millis(ms)),
+                    Op::ProcessExitsAfterKillOrDrain(n) => {
+                        // A drained worker exits once it has answered everything.
+                        let leaving: Vec<WorkerId> = sim.live().into_iter()
+                            .filter(|w| sim.ended.contains(w) || (sim.drained.contains(w) && sim.sent[w].is_empty()))
+                            .collect();
+                        if let Some(w) = pick(&leaving, n) { sim.core.exited(w, now) }
+                    }
+                    Op::Shutdown(drain) => {
+                        let grace = Duration::from_secs(3);
+                        sim.core.shutdown(if drain { ShutdownMode::Drain { grace } } else { ShutdownMode::Cancel { grace } }, now);
+                    }
+                }
+                sim.pump();
+                // Invariant at every step: each live task is either queued or on exactly one worker.
+                for (&id, t) in &sim.core.tasks {
+                    let holders = sim.core.workers.values().filter(|w| w.in_flight.contains(&id)).count();
+                    prop_assert_eq!(holders, usize::from(t.running.is_some()), "task {} placement", id);
+                }
+            }
+            // Wind down: shut down, let every worker answer or die, advance past every deadline.
+            sim.core.shutdown(ShutdownMode::Cancel { grace: Duration::from_secs(1) }, sim.now);
+            sim.pump();
+            for _ in 0..50 {
+                let live = sim.live();
+                if live.is_empty() { break; }
+                for w in live {
+                    let now = sim.now;
+                    if sim.ended.contains(&w) || sim.drained.contains(&w) { sim.core.exited(w, now); } else { sim.core.ready(w, now); }
+                    sim.pump();
+                }
+                sim.advance(Duration::from_secs(2));
+            }
+            prop_assert!(sim.core.is_finished(), "pool did not finish: {:?}", sim.core.workers());
+            for t in &submitted {
+                prop_assert!(sim.outcomes.contains_key(t), "task {} has no outcome", t);
+            }
+            let c = &sim.core.counters;
+            let failed: u64 = c.failed.values().sum();
+            prop_assert_eq!(c.submitted, submitted.len() as u64);
+            prop_assert_eq!(c.completed + failed + c.cancelled, c.submitted, "{:?}", c);
+        }
+    }
+
+    /// Table-style checks of single rules.
+    fn run(rules: Rules, script: impl FnOnce(&mut Sim)) -> Sim {
+        let mut sim = Sim::new(rules);
+        script(&mut sim);
+        sim
+    }
+
+    #[test]
+    fn a_crash_retries_on_another_worker_then_fails_with_the_crash() {
+        let sim = run(Rules { retries: 1, workers: 1, recycle_after_tasks: None, ..rules() }, |sim| {
+            let now = sim.now;
+            sim.core.ready(1, now);
+            let t = sim.core.submit(110, 10, now).unwrap();
+            sim.pump();
+            sim.core.exited(1, now); // first crash: retried
+            sim.pump();
+            assert!(!sim.outcomes.contains_key(&t));
+            sim.advance(Duration::from_millis(100)); // backoff over: worker 2 spawns
+            let now = sim.now;
+            sim.core.ready(2, now);
+            sim.pump();
+            assert_eq!(sim.sent[&2], vec![t], "retried on the replacement");
+            sim.core.exited(2, now); // second crash: out of attempts
+            sim.pump();
+            assert_eq!(sim.outcomes[&t], Err(Failure::Crashed { worker: 2 }));
+        });
+        assert_eq!(sim.core.counters.retried, 1);
+        assert_eq!(sim.core.counters.crashes, 2);
+    }
+
+    #[test]
+    fn a_timeout_fails_the_task_kills_the_worker_and_reruns_its_neighbours() {
+        run(Rules { workers: 1, recycle_after_tasks: None, ..rules() }, |sim| {
+            let now = sim.now;
+            sim.core.ready(1, now);
+            let slow = sim.core.submit(101, 1, now).unwrap();
+            sim.advance(Duration::from_secs(1));
+            let neighbour = sim.core.submit(102, 2, sim.now).unwrap();
+            sim.pump();
+            sim.advance(Duration::from_secs(4)); // slow's deadline
+            assert_eq!(sim.outcomes[&slow], Err(Failure::TimedOut));
+            assert!(sim.ended.contains(&1));
+            let now = sim.now;
+            sim.core.exited(1, now);
+            sim.pump();
+            let now = sim.now;
+            sim.core.ready(2, now);
+            sim.pump();
+            assert_eq!(sim.sent[&2], vec![neighbour], "the neighbour re-runs");
+            sim.core.reply(2, neighbour, Ok(2), now);
+            sim.pump();
+            assert_eq!(sim.outcomes[&neighbour], Ok(2));
+            assert_eq!(sim.core.counters.retried, 0, "collateral re-runs are not retries");
+        });
+    }
+
+    #[test]
+    fn recycling_readies_the_replacement_before_draining_the_old_worker() {
+        run(Rules { workers: 1, recycle_after_tasks: Some(1), ..rules() }, |sim| {
+            let now = sim.now;
+            sim.core.ready(1, now);
+            let a = sim.core.submit(101, 1, now).unwrap();
+            sim.pump();
+            sim.core.reply(1, a, Ok(1), now);
+            sim.pump();
+            assert_eq!(sim.spawned, vec![1, 2], "a replacement spawns at once");
+            assert!(!sim.drained.contains(&1), "the old worker serves until then");
+            let b = sim.core.submit(102, 2, now).unwrap();
+            sim.pump();
+            assert_eq!(sim.sent[&1], vec![b], "and keeps taking tasks meanwhile");
+            sim.core.ready(2, now);
+            sim.pump();
+            assert!(sim.drained.contains(&1), "drained once the replacement is ready");
+            sim.core.reply(1, b, Ok(2), now);
+            sim.core.exited(1, now);
+            sim.pump();
+            assert_eq!(sim.outcomes[&b], Ok(2), "the reply from a draining worker is kept");
+            assert_eq!(sim.core.counters.crashes, 0);
+        });
+    }
+
+    #[test]
+    fn a_worker_that_cannot_start_opens_the_breaker_and_fails_fast() {
+        run(Rules { workers: 1, ..rules() }, |sim| {
+            for _ in 0..3 {
+                let w = *sim.spawned.last().unwrap();
+                let now = sim.now;
+                sim.core.spawn_failed(w, "program not found".into(), now);
+                sim.pump();
+                sim.advance(Duration::from_secs(1));
+            }
+            assert!(matches!(sim.core.breaker_state(), BreakerState::Open { .. }));
+            assert!(sim.core.degraded().unwrap().contains("program not found"));
+            let spawned = sim.spawned.len();
+            sim.advance(Duration::from_millis(500));
+            assert_eq!(sim.spawned.len(), spawned, "no spinning while open");
+            assert!(matches!(sim.core.submit(101, 1, sim.now), Err(Refused::Unavailable(_))));
+        });
+    }
+
+    #[test]
+    fn a_reply_for_an_unknown_task_is_a_protocol_error() {
+        run(rules(), |sim| {
+            let now = sim.now;
+            sim.core.ready(1, now);
+            let t = sim.core.submit(101, 1, now).unwrap();
+            sim.pump();
+            let w = sim.sent.iter().find(|(_, ts)| ts.contains(&t)).map(|(&w, _)| w).unwrap();
+            sim.core.reply(w, 999, Ok(0), now);
+            sim.pump();
+            assert!(matches!(&sim.outcomes[&t], Err(Failure::Protocol(m)) if m.contains("999")));
+            assert!(sim.ended.contains(&w));
+        });
+    }
+
+    #[test]
+    fn a_cancelled_queued_task_never_starts() {
+        run(Rules { workers: 1, ..rules() }, |sim| {
+            let now = sim.now;
+            let t = sim.core.submit(101, 1, now).unwrap();
+            sim.core.cancel(t, now);
+            sim.core.ready(1, now);
+            sim.pump();
+            assert!(sim.sent[&1].is_empty());
+            assert_eq!(sim.outcomes[&t], Err(Failure::Cancelled));
+            assert_eq!(sim.core.counters.cancelled, 1);
+        });
+    }
+
+    #[test]
+    fn queue_capacity_is_enforced() {
+        run(Rules { queue_capacity: 2, ..rules() }, |sim| {
+            let now = sim.now;
+            assert!(sim.core.submit(101, 1, now).is_ok());
+            assert!(sim.core.submit(102, 2, now).is_ok());
+            assert_eq!(sim.core.submit(103, 3, now), Err(Refused::QueueFull));
+        });
+    }
+}
