@@ -111,8 +111,11 @@ pub(crate) fn prepare(
     let memory_in_cgroup = cgroups.memory;
 
     // 4. Rlimits (always: core dumps are always off).
-    let (rlimits, detail) = rlimits(limits, memory_in_cgroup, n_passed_fds);
+    let (rlimits, detail) = rlimits(limits, memory_in_cgroup);
     hooks.rlimits = rlimits;
+    hooks.nofile = limits
+        .open_files
+        .map(|n| (n, 2 * (n_passed_fds as u64 + 3) + 4));
     reports.push(report(Layer::Rlimits, LayerStatus::Applied, detail));
 
     // 5. Namespaces.
@@ -319,11 +322,7 @@ fn namespace_detail(what: &str, mode: NamespaceMode) -> String {
 }
 
 /// The rlimits for a run, and a one-line description.
-fn rlimits(
-    limits: &Limits,
-    memory_in_cgroup: bool,
-    n_passed_fds: usize,
-) -> (Vec<(Resource, Rlimit)>, String) {
+fn rlimits(limits: &Limits, memory_in_cgroup: bool) -> (Vec<(Resource, Rlimit)>, String) {
     let lim = |n: u64| Rlimit {
         current: Some(n),
         maximum: Some(n),
@@ -359,11 +358,8 @@ fn rlimits(
         notes.push(format!("fsize {} MiB", f >> 20));
     }
     if let Some(n) = limits.open_files {
-        // forkyard-child parks passed descriptors above their targets before moving them
-        // into place, after our limits apply: leave room for that.
-        let needed = 2 * (3 + n_passed_fds as u64) + 2;
-        let n = n.max(needed);
-        out.push((Resource::Nofile, lim(n)));
+        // Applied separately (see `Hooks::nofile`): forkyard-child parks each passed
+        // descriptor above its target and opens a pidfd after our hook has run.
         notes.push(format!("nofile {n}"));
     }
     if let Some(p) = limits.processes {

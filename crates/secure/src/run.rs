@@ -420,6 +420,19 @@ impl RunState {
                 Ok(n) => Attestation::decode(&buf[..n]),
                 Err(_) => None,
             });
+        if let (Some(a), Some(wanted), Some(pid)) =
+            (attestation, self.policy.limits.open_files, self.pid)
+            && a.nofile > wanted
+        {
+            let note = tighten_nofile(pid, wanted, self.pid_namespace, a.nofile);
+            if let Some(r) = self
+                .reports
+                .iter_mut()
+                .find(|r| r.layer == crate::sandbox::Layer::Rlimits)
+            {
+                r.detail.push_str(&note);
+            }
+        }
         self.reports = harden::confirm(std::mem::take(&mut self.reports), attestation);
         self.confirmed = true;
     }
@@ -519,6 +532,42 @@ impl RunState {
             tracing::error!(error = %e, "could not write an exit record");
         }
     }
+}
+
+/// Lowers `RLIMIT_NOFILE` of the spawned process (and, behind a pid-namespace relay, of the
+/// program itself) to `wanted`, after the child had to raise it to `raised` to get through
+/// forkyard-child's hook in a parent with many descriptors open (see `sandbox::exec`).
+fn tighten_nofile(pid: u32, wanted: u64, pid_namespace: bool, raised: u64) -> String {
+    let limit = rustix::process::Rlimit {
+        current: Some(wanted),
+        maximum: Some(wanted),
+    };
+    let mut targets = vec![pid];
+    if pid_namespace {
+        // The relay's only child is the program (pid 1 inside, this number outside).
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        targets.extend(
+            children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    let mut lowered = 0;
+    for target in targets {
+        let Some(p) = rustix::process::Pid::from_raw(target as i32) else {
+            continue;
+        };
+        match rustix::process::prlimit(Some(p), rustix::process::Resource::Nofile, limit) {
+            Ok(_) => lowered += 1,
+            Err(e) => {
+                tracing::warn!(pid = target, error = %e, "could not lower the open-files limit")
+            }
+        }
+    }
+    format!(
+        " (the busy parent's descriptors forced {raised} until exec; lowered to {wanted} in {lowered} process(es) right after)"
+    )
 }
 
 impl Drop for RunState {

@@ -30,6 +30,7 @@ forkyard-secure-probe <subcommand> [args]
   write-big --out PATH BYTES
                            write BYTES bytes to PATH in 1 MiB steps (SIGXFSZ ends it early)
   pid                      print getpid()
+  nofile                   wait for a line (or EOF) on stdin, then print `nofile SOFT HARD`
 ";
 
 fn main() -> ExitCode {
@@ -163,6 +164,17 @@ fn main() -> ExitCode {
             }
         }
         "pid" => format!("pid {}", std::process::id()),
+        "nofile" => {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            let mut rl = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into the struct we own.
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+            format!("nofile {} {}", rl.rlim_cur, rl.rlim_max)
+        }
         _ => {
             eprint!("{HELP}");
             return ExitCode::from(2);

@@ -59,7 +59,7 @@ use rustix::process::{Pid, Resource, Rlimit, Signal};
 use crate::sandbox::seccomp::SeccompPlan;
 
 /// Attestation bytes written by the child.
-pub(crate) const ATTEST_LEN: usize = 10;
+pub(crate) const ATTEST_LEN: usize = 18;
 const MAGIC: u8 = 0xF5;
 
 /// The contents of `/proc/self/{setgroups,uid_map,gid_map}` for an unprivileged user
@@ -98,6 +98,8 @@ pub(crate) struct Hooks {
     pub(crate) session: bool,
     pub(crate) parent_death: Option<Pid>,
     pub(crate) rlimits: Vec<(Resource, Rlimit)>,
+    /// `RLIMIT_NOFILE` wanted, and how many descriptors forkyard-child's hook may still need.
+    pub(crate) nofile: Option<(u64, u64)>,
     pub(crate) cgroup_procs: Vec<OwnedFd>,
     pub(crate) unshare_net: bool,
     /// A network namespace to join instead of creating one.
@@ -120,6 +122,8 @@ pub(crate) struct Attestation {
     pub(crate) cgroups: u8,
     pub(crate) network_namespace: bool,
     pub(crate) pid_namespace: bool,
+    /// The open-files limit the child set (0: none).
+    pub(crate) nofile: u64,
     pub(crate) no_new_privs: bool,
     /// 0 not applied, 1 not enforced, 2 partially enforced, 3 fully enforced.
     pub(crate) landlock: u8,
@@ -141,6 +145,7 @@ impl Attestation {
             landlock: buf[7],
             seccomp_filters: buf[8],
             pid_namespace: buf[9] == 1,
+            nofile: u64::from_le_bytes(buf[10..18].try_into().ok()?),
         })
     }
 }
@@ -173,6 +178,21 @@ impl Hooks {
         for (resource, limit) in &self.rlimits {
             rustix::process::setrlimit(*resource, *limit)?;
             report[3] += 1;
+        }
+        if let Some((wanted, reserve)) = self.nofile {
+            // This process is a copy of a busy parent and still holds all its descriptors
+            // (they close at exec). forkyard-child's hook, which runs after this one, must
+            // still allocate a few; with a limit below the highest inherited number it
+            // would fail with EMFILE. So the limit is raised as far as needed here, and the
+            // parent lowers it to `wanted` right after exec (see `run`).
+            let effective = wanted.max(highest_open_fd()? + 1 + reserve);
+            let limit = Rlimit {
+                current: Some(effective),
+                maximum: Some(effective),
+            };
+            rustix::process::setrlimit(Resource::Nofile, limit)?;
+            report[3] += 1;
+            report[10..18].copy_from_slice(&effective.to_le_bytes());
         }
         for procs in &self.cgroup_procs {
             rustix::io::write(procs, b"0")?;
@@ -321,4 +341,29 @@ fn relay_through_pid_one() -> io::Result<()> {
         libc::kill(libc::getpid(), sig);
         libc::_exit(128 + sig);
     }
+}
+
+/// The highest descriptor number open in this process, read from `/proc/self/fd` into a
+/// buffer on the stack (no allocation).
+fn highest_open_fd() -> io::Result<u64> {
+    use std::mem::MaybeUninit;
+    let dir = rustix::fs::open(
+        c"/proc/self/fd",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+    let mut entries = rustix::fs::RawDir::new(&dir, &mut buf);
+    let mut highest = 0u64;
+    while let Some(entry) = entries.next() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if !name.is_empty() && name.iter().all(u8::is_ascii_digit) {
+            let n = name.iter().fold(0u64, |n, d| {
+                n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+            });
+            highest = highest.max(n);
+        }
+    }
+    Ok(highest)
 }

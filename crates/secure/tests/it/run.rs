@@ -340,3 +340,52 @@ async fn reused_cgroups_start_clean() {
     );
     assert_nothing_left();
 }
+
+/// Policies are shared between tasks, and runs are spawned onto multi-threaded runtimes.
+#[test]
+fn policies_and_runs_can_cross_threads() {
+    fn shared<T: Send + Sync + Clone>(_: &T) {}
+    fn sendable<F: Send>(_: &F) {}
+    let uploads = Uploads::new();
+    let policy = probe_policy(limits(), Sandbox::strict(), &uploads.root());
+    shared(&policy);
+    let run = policy.run("probe", ["status"]);
+    sendable(&run);
+    let command = policy.command("probe", ["status"]).unwrap();
+    sendable(&command);
+}
+
+/// Concurrent runs of one policy on a multi-threaded runtime: each gets its own cgroups,
+/// all succeed, the log stays one intact chain, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_share_a_policy_safely() {
+    let uploads = Uploads::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = forkyard_secure::audit::AuditLog::open(dir.path().join("audit.jsonl")).unwrap();
+    let policy = Policy::builder()
+        .program(
+            "probe",
+            ProgramRule::path(probe())
+                .operands(Value::text())
+                .layout(Layout::AsGiven),
+        )
+        .limits(limits())
+        .audit(log.clone())
+        .build()
+        .unwrap();
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let policy = policy.clone();
+            tokio::spawn(async move { policy.run("probe", ["status"]).await })
+        })
+        .collect();
+    for run in runs {
+        let out = run.await.unwrap().unwrap();
+        assert_eq!(out.stdout.text().trim(), "no_new_privs 1 seccomp 2");
+    }
+    let verification = forkyard_secure::audit::verify(log.path()).unwrap();
+    assert!(verification.is_intact(), "{:?}", verification.findings);
+    assert_eq!(verification.lines, 16);
+    drop(uploads);
+    assert_nothing_left();
+}

@@ -419,3 +419,51 @@ async fn a_secure_command_runs_through_a_custom_builder_and_is_always_recorded()
     assert!(audit::verify(log.path()).unwrap().is_intact());
     drop(uploads);
 }
+
+/// A parent with many descriptors open: the child has to raise the open-files limit to get
+/// through forkyard-child's hook, and the parent lowers it right after exec, before the
+/// program (waiting on stdin here) gets to look.
+#[tokio::test]
+async fn the_open_files_limit_holds_even_in_a_parent_with_many_descriptors() {
+    use tokio::io::AsyncWriteExt;
+    let uploads = Uploads::new();
+    let hoard: Vec<std::fs::File> = (0..150)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    for sandbox in [
+        Sandbox::strict(),
+        Sandbox::strict().pid_namespace(Some(Enforcement::Required)),
+    ] {
+        let policy = probe_policy(
+            Limits {
+                open_files: Some(16),
+                ..limits()
+            },
+            sandbox,
+            &uploads.root(),
+        );
+        let mut cmd = policy.command("probe", ["nofile"]).unwrap();
+        let mut child = cmd
+            .builder()
+            .stdin(forkyard_child::Input::Piped)
+            .spawn()
+            .unwrap();
+        cmd.spawned(&child);
+        let rlimits = cmd
+            .layers()
+            .iter()
+            .find(|r| r.layer == Layer::Rlimits)
+            .unwrap()
+            .detail
+            .clone();
+        assert!(rlimits.contains("lowered to 16"), "{rlimits}");
+        let mut stdin = child.take_stdin().unwrap();
+        stdin.write_all(b"go\n").await.unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        assert_eq!(out.stdout.text().trim(), "nofile 16 16");
+        cmd.finish(&out.exit, out.stdout.total, 0).unwrap();
+    }
+    drop(hoard);
+    assert_nothing_left();
+}
