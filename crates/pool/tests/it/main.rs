@@ -1,0 +1,11 @@
+//! forkyard-pool against real worker processes (testkit's `pool-worker` fixture).
+
+mod support;
+
+mod backpressure;
+mod faults;
+mod lifecycle;
+mod protocol;
+mod python;
+mod schedule;
+mod shutdown;

@@ -1,0 +1,98 @@
+//! Helpers: a pool of fixture workers, and the leak check every test ends with.
+
+use std::time::Duration;
+
+use forkyard_pool::{Builder, Pool};
+use forkyard_testkit as tk;
+use forkyard_testkit::pool_job::Job;
+
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+
+pub(crate) type TestPool = Pool<Job, u64>;
+
+/// A builder for a pool of `pool-worker` fixtures started with `args`.
+pub(crate) fn builder(args: &'static [&'static str]) -> Builder<Job, u64> {
+    let path = tk::fixture_path().to_path_buf();
+    Pool::<Job, u64>::builder()
+        .command(move || {
+            let mut cmd = std::process::Command::new(&path);
+            cmd.arg("pool-worker").args(args);
+            cmd
+        })
+        .sample_every(Duration::from_millis(50))
+}
+
+/// This process's fds before the test (after the runtime is up).
+pub(crate) struct Baseline {
+    fds: usize,
+}
+
+impl Baseline {
+    pub(crate) fn take() -> Baseline {
+        Baseline { fds: tk::fd_count(std::process::id()) }
+    }
+
+    /// Waits until no worker, zombie or extra fd of ours is left.
+    pub(crate) async fn assert_clean(&self) {
+        let me = std::process::id();
+        let watchdog = forkyard_child::watchdog_pid();
+        wait_for("no live descendants but the watchdog", || {
+            let left: Vec<u32> = tk::live_descendants(me).into_iter().filter(|&p| Some(p) != watchdog).collect();
+            left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+        })
+        .await;
+        wait_for("no zombie children", || {
+            let z = tk::zombie_children(me);
+            z.is_empty().then_some(()).ok_or(format!("{z:?}"))
+        })
+        .await;
+        // The watchdog socket may have been opened during the test.
+        let allowance = usize::from(watchdog.is_some());
+        wait_for("fd count back to baseline", || {
+            let n = tk::fd_count(me);
+            (n <= self.fds + allowance).then_some(()).ok_or(format!("{n} fds, baseline {}", self.fds))
+        })
+        .await;
+    }
+}
+
+/// Polls `probe` (1 ms doubling to 50 ms, yielding to the runtime) until it
+/// says `Ok`, or panics after [`DEADLINE`] with its last `Err`.
+pub(crate) async fn wait_for(what: &str, mut probe: impl FnMut() -> Result<(), String>) {
+    let start = std::time::Instant::now();
+    let mut interval = Duration::from_millis(1);
+    loop {
+        match probe() {
+            Ok(()) => return,
+            Err(detail) if start.elapsed() > DEADLINE => panic!("timed out waiting for {what}: {detail}"),
+            Err(_) => {}
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the pool has `n` ready workers (idle or busy) and nothing else.
+pub(crate) async fn wait_full(pool: &TestPool, n: usize) {
+    let start = std::time::Instant::now();
+    loop {
+        let stats = pool.stats().await;
+        let ready = stats.workers.iter().filter(|w| w.state == "idle" || w.state == "busy").count();
+        if ready == n && stats.workers.len() == n {
+            return;
+        }
+        assert!(start.elapsed() < DEADLINE, "pool never returned to {n} workers: {:?}", stats.workers);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The pids of the pool's workers.
+pub(crate) async fn worker_pids(pool: &TestPool) -> Vec<u32> {
+    pool.stats().await.workers.iter().filter_map(|w| w.pid).collect()
+}
+
+/// Kills `pid` (a worker we started) with SIGKILL.
+pub(crate) fn sigkill(pid: u32) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL)
+        .unwrap();
+}
