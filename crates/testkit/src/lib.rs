@@ -324,48 +324,6 @@ pub fn wait_all_dead(pids: &[u32], timeout: Duration) -> Result<(), TimedOut> {
     })
 }
 
-/// The task type of the `pool-worker` fixture, shared by the fixture and the
-/// pool's tests (the ipc handshake checks both sides agree on its structure).
-pub mod pool_job {
-    use serde::{Deserialize, Serialize};
-
-    /// What a `pool-worker` fixture task does. Every job answers with a `u64`.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    pub enum Job {
-        /// Answers `n`.
-        Echo(u64),
-        /// Sleeps `ms` milliseconds, then answers `value`.
-        Sleep {
-            /// How long to sleep.
-            ms: u64,
-            /// What to answer.
-            value: u64,
-        },
-        /// The handler returns this error message.
-        Fail(String),
-        /// The handler panics.
-        Panic,
-        /// The worker process aborts (SIGABRT) mid-task.
-        Crash,
-        /// The worker process calls `exit(0)` mid-task.
-        Exit0,
-        /// The handler never returns.
-        Hang,
-        /// Allocates and leaks this many MiB (touched), then answers its RSS in bytes.
-        Alloc {
-            /// How much to leak.
-            mib: u64,
-        },
-        /// Writes this many bytes to stderr, then answers the count.
-        Stderr {
-            /// How much to write.
-            bytes: u64,
-        },
-        /// Answers the worker's pid.
-        Pid,
-    }
-}
-
 /// Parses `pid N` lines (as printed by the `grandchild` fixture) out of `output`.
 pub fn parse_pids(output: &str) -> Vec<u32> {
     output

@@ -36,9 +36,6 @@ forkyard-fixture <subcommand> [args]
                                 an owner: spawns N `grandchild` trees through forkyard-child
                                 (optionally each in a cgroup under DIR), prints `pid P` for every
                                 descendant, `ready`, then hangs; kill it to test owner death
-  pool-worker [--no-ready | --exit-at-start N | --wrong-types | --unknown-id | --garbage]
-                                a forkyard-pool worker serving `forkyard_testkit::pool_job::Job`s,
-                                or one that misbehaves at the protocol level as flagged
   spawn-and-hang PROGRAM [ARGS..]
                                 run PROGRAM as a child (not waited), print `child P`, `ready`, hang
 ";
@@ -123,7 +120,6 @@ fn run(cmd: &str, rest: &[String]) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         "own-tree" => own_tree(rest),
-        "pool-worker" => pool_worker(rest),
         "spawn-and-hang" => {
             let (program, args) = rest.split_first().ok_or("missing PROGRAM")?;
             let child = Command::new(program)
@@ -463,79 +459,4 @@ fn own_tree(rest: &[String]) -> Result<ExitCode, String> {
         Ok::<(), String>(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// A pool worker for forkyard-pool's tests, well-behaved or not.
-fn pool_worker(rest: &[String]) -> Result<ExitCode, String> {
-    use forkyard_pool::protocol::{FromWorker, ToWorker};
-    use forkyard_testkit::pool_job::Job;
-    match rest.first().map(String::as_str) {
-        None => forkyard_pool::worker::serve(run_job),
-        Some("--exit-at-start") => Ok(ExitCode::from(arg::<u8>(rest, 1, "N")?)),
-        Some("--wrong-types") => forkyard_pool::worker::serve(|job: Job| async move { Ok::<String, String>(format!("{job:?}")) }),
-        Some("--garbage") => {
-            // Write bytes that are no frame at all where the channel should be.
-            let fd: i32 = std::env::var("FORKYARD_IPC_FD").map_err(|e| e.to_string())?.parse().map_err(|e| format!("{e}"))?;
-            // SAFETY: the parent passed us this fd for exactly this socket; we own it.
-            let mut sock = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            sock.write_all(&[0xff; 64]).map_err(|e| e.to_string())?;
-            hang()
-        }
-        Some(mode @ ("--no-ready" | "--unknown-id")) => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            let unknown = mode == "--unknown-id";
-            rt.block_on(async move {
-                let mut chan = forkyard_ipc::Channel::<FromWorker<u64>, ToWorker<Job>>::from_parent().map_err(|e| e.to_string())?;
-                if !unknown {
-                    // Connected, but never ready.
-                    std::future::pending::<()>().await;
-                }
-                chan.send(&FromWorker::Ready).await.map_err(|e| e.to_string())?;
-                while let Some(msg) = chan.recv().await.map_err(|e| e.to_string())? {
-                    if let ToWorker::Task { id, .. } = msg {
-                        chan.send(&FromWorker::Done { id: id + 1_000_000, result: Ok(0) }).await.map_err(|e| e.to_string())?;
-                    }
-                }
-                Ok::<(), String>(())
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(other) => Err(format!("unknown pool-worker flag `{other}`")),
-    }
-}
-
-async fn run_job(job: forkyard_testkit::pool_job::Job) -> Result<u64, String> {
-    use forkyard_testkit::pool_job::Job;
-    match job {
-        Job::Echo(n) => Ok(n),
-        Job::Sleep { ms, value } => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(value)
-        }
-        Job::Fail(message) => Err(message),
-        Job::Panic => panic!("the job asked for a panic"),
-        Job::Crash => std::process::abort(),
-        Job::Exit0 => std::process::exit(0),
-        Job::Hang => std::future::pending().await,
-        Job::Alloc { mib } => {
-            let mut block = vec![0u8; (mib as usize) << 20];
-            for i in (0..block.len()).step_by(4096) {
-                block[i] = 1;
-            }
-            block.leak();
-            Ok(forkyard_testkit::rss_bytes(std::process::id()).unwrap_or(0))
-        }
-        Job::Stderr { bytes } => {
-            let chunk = vec![b'e'; 64 * 1024];
-            let mut left = bytes;
-            let mut err = io::stderr().lock();
-            while left > 0 {
-                let n = left.min(chunk.len() as u64) as usize;
-                err.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
-                left -= n as u64;
-            }
-            Ok(bytes)
-        }
-        Job::Pid => Ok(u64::from(std::process::id())),
-    }
 }
