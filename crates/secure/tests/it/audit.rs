@@ -354,4 +354,23 @@ proptest! {
         // And a log written with a key does not verify without it.
         prop_assert!(!verify_lines(&original, &VerifyOptions::default()).is_intact());
     }
+
+    /// The verifier reads whatever it is given without panicking, and never calls garbage
+    /// intact.
+    #[test]
+    fn the_verifier_survives_garbage(
+        lines in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..8)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.jsonl");
+        let mut bytes = Vec::new();
+        for l in &lines {
+            bytes.extend(l.iter().filter(|&&b| b != b'\n'));
+            bytes.push(b'\n');
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let v = audit::verify(&path).unwrap();
+        prop_assert!(!v.is_intact());
+        prop_assert_eq!(v.findings[0].line, 1);
+    }
 }
