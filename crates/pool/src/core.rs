@@ -77,7 +77,9 @@ impl std::fmt::Display for RecycleReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
     /// Its worker died with it; the shell attaches the exit.
-    Crashed { worker: WorkerId },
+    Crashed {
+        worker: WorkerId,
+    },
     TimedOut,
     Cancelled,
     ShuttingDown,
@@ -92,15 +94,28 @@ pub(crate) enum Action<Req, Resp> {
     /// Start a worker process with this id.
     Spawn { worker: WorkerId },
     /// Send a task to a ready worker.
-    Dispatch { worker: WorkerId, task: TaskId, req: Req },
+    Dispatch {
+        worker: WorkerId,
+        task: TaskId,
+        req: Req,
+    },
     /// Ask a worker to finish what it has and exit.
-    Drain { worker: WorkerId, reason: Option<RecycleReason> },
+    Drain {
+        worker: WorkerId,
+        reason: Option<RecycleReason>,
+    },
     /// End a worker now (SIGKILL to its group).
-    Kill { worker: WorkerId, reason: KillReason },
+    Kill {
+        worker: WorkerId,
+        reason: KillReason,
+    },
     /// End a worker politely: stop signal, grace, SIGKILL (shutdown).
     Stop { worker: WorkerId },
     /// Deliver a task's one and only outcome.
-    Complete { task: TaskId, outcome: Result<Resp, Failure> },
+    Complete {
+        task: TaskId,
+        outcome: Result<Resp, Failure>,
+    },
 }
 
 /// How to shut down.
@@ -287,7 +302,10 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for task in self.tasks.values() {
-            if let Some(Running { deadline: Some(d), .. }) = task.running {
+            if let Some(Running {
+                deadline: Some(d), ..
+            }) = task.running
+            {
                 consider(d);
             }
         }
@@ -321,7 +339,10 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 
     /// How long a draining worker may take before it is killed.
     fn drain_grace(&self) -> Duration {
-        self.rules.task_timeout.unwrap_or(Duration::from_secs(60)).max(self.rules.start_timeout)
+        self.rules
+            .task_timeout
+            .unwrap_or(Duration::from_secs(60))
+            .max(self.rules.start_timeout)
     }
 
     // ---- events ---------------------------------------------------------
@@ -338,7 +359,16 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             return Err(Refused::Unavailable(reason));
         }
         debug_assert!(!self.tasks.contains_key(&id), "task id {id} reused");
-        self.tasks.insert(id, Task { req, attempts: 0, enqueued_at: now, running: None, abandoned: false });
+        self.tasks.insert(
+            id,
+            Task {
+                req,
+                attempts: 0,
+                enqueued_at: now,
+                running: None,
+                abandoned: false,
+            },
+        );
         self.queue.push_back(id);
         self.counters.submitted += 1;
         self.settle(now);
@@ -347,7 +377,9 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 
     /// The caller stopped waiting for `task`.
     pub(crate) fn cancel(&mut self, task: TaskId, now: Instant) {
-        let Some(t) = self.tasks.get_mut(&task) else { return };
+        let Some(t) = self.tasks.get_mut(&task) else {
+            return;
+        };
         if t.running.is_some() {
             // It runs to completion on its worker; its result will be dropped.
             t.abandoned = true;
@@ -368,7 +400,9 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 
     /// A worker said it is ready.
     pub(crate) fn ready(&mut self, worker: WorkerId, now: Instant) {
-        let Some(w) = self.workers.get_mut(&worker) else { return };
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
         if !matches!(w.phase, Phase::Starting { .. }) {
             return;
         }
@@ -378,7 +412,11 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         self.backoff.up(now);
         self.degraded = None;
         // A worker due for recycling gives way to this one.
-        let retiring = self.workers.iter().find(|(_, w)| matches!(w.phase, Phase::Retiring(_))).map(|(&id, _)| id);
+        let retiring = self
+            .workers
+            .iter()
+            .find(|(_, w)| matches!(w.phase, Phase::Retiring(_)))
+            .map(|(&id, _)| id);
         if let Some(old) = retiring {
             self.drain(old, now);
         }
@@ -386,18 +424,36 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     }
 
     /// A worker answered a task.
-    pub(crate) fn reply(&mut self, worker: WorkerId, task: TaskId, result: Result<Resp, String>, now: Instant) {
-        let known = self.workers.get(&worker).is_some_and(|w| w.in_flight.contains(&task));
+    pub(crate) fn reply(
+        &mut self,
+        worker: WorkerId,
+        task: TaskId,
+        result: Result<Resp, String>,
+        now: Instant,
+    ) {
+        let known = self
+            .workers
+            .get(&worker)
+            .is_some_and(|w| w.in_flight.contains(&task));
         if !known {
-            self.protocol_error(worker, format!("reply for task {task}, which it was not running"), now);
+            self.protocol_error(
+                worker,
+                format!("reply for task {task}, which it was not running"),
+                now,
+            );
             return;
         }
         let w = self.workers.get_mut(&worker).expect("checked above");
         w.in_flight.remove(&task);
         w.completed += 1;
-        let quota_reached = self.rules.recycle_after_tasks.is_some_and(|n| w.completed >= n);
+        let quota_reached = self
+            .rules
+            .recycle_after_tasks
+            .is_some_and(|n| w.completed >= n);
         if let Some(running) = self.tasks.get(&task).and_then(|t| t.running) {
-            self.histograms.service.record(now.saturating_duration_since(running.dispatched_at));
+            self.histograms
+                .service
+                .record(now.saturating_duration_since(running.dispatched_at));
         }
         self.finish(task, result.map_err(Failure::Task));
         if quota_reached {
@@ -408,14 +464,21 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 
     /// A worker sent something it must not (garbage, wrong version, unknown task).
     pub(crate) fn protocol_error(&mut self, worker: WorkerId, message: String, now: Instant) {
-        let Some(w) = self.workers.get_mut(&worker) else { return };
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
         if matches!(w.phase, Phase::Ending { .. }) {
             return;
         }
         let affected: Vec<TaskId> = std::mem::take(&mut w.in_flight).into_iter().collect();
-        w.phase = Phase::Ending { reason: Some(KillReason::Protocol) };
+        w.phase = Phase::Ending {
+            reason: Some(KillReason::Protocol),
+        };
         self.counters.protocol_errors += 1;
-        self.actions.push(Action::Kill { worker, reason: KillReason::Protocol });
+        self.actions.push(Action::Kill {
+            worker,
+            reason: KillReason::Protocol,
+        });
         for task in affected {
             self.finish(task, Err(Failure::Protocol(message.clone())));
         }
@@ -424,15 +487,25 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 
     /// A worker's process has exited (and been reaped).
     pub(crate) fn exited(&mut self, worker: WorkerId, now: Instant) {
-        let Some(w) = self.workers.remove(&worker) else { return };
+        let Some(w) = self.workers.remove(&worker) else {
+            return;
+        };
         let in_flight: Vec<TaskId> = w.in_flight.iter().copied().collect();
         let collateral = w.collateral;
         match w.phase {
             Phase::Starting { .. } => {
                 self.start_failure(format!("worker {worker} exited before it was ready"), now);
             }
-            Phase::Ending { reason: Some(KillReason::StartTimeout) } => {
-                self.start_failure(format!("worker {worker} was not ready within {:?}", self.rules.start_timeout), now);
+            Phase::Ending {
+                reason: Some(KillReason::StartTimeout),
+            } => {
+                self.start_failure(
+                    format!(
+                        "worker {worker} was not ready within {:?}",
+                        self.rules.start_timeout
+                    ),
+                    now,
+                );
             }
             // Killed for a reason that is not a crash, or retired: no backoff.
             Phase::Ending { .. } => {}
@@ -445,12 +518,16 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             }
         }
         for task in in_flight {
-            let Some(t) = self.tasks.get_mut(&task) else { continue };
+            let Some(t) = self.tasks.get_mut(&task) else {
+                continue;
+            };
             t.running = None;
             let shutting_down = self.shutdown.as_ref().is_some_and(|s| s.stopping);
             if shutting_down {
                 self.finish(task, Err(Failure::ShuttingDown));
-            } else if collateral.contains(&task) || (t.attempts <= self.rules.retries && !t.abandoned) {
+            } else if collateral.contains(&task)
+                || (t.attempts <= self.rules.retries && !t.abandoned)
+            {
                 if !collateral.contains(&task) {
                     self.counters.retried += 1;
                 } else {
@@ -468,8 +545,14 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 
     /// A sample of a worker's resident memory.
     pub(crate) fn rss(&mut self, worker: WorkerId, bytes: u64, now: Instant) {
-        if self.rules.recycle_above_rss.is_some_and(|limit| bytes > limit)
-            && self.workers.get(&worker).is_some_and(|w| w.phase == Phase::Ready)
+        if self
+            .rules
+            .recycle_above_rss
+            .is_some_and(|limit| bytes > limit)
+            && self
+                .workers
+                .get(&worker)
+                .is_some_and(|w| w.phase == Phase::Ready)
         {
             self.retire(worker, RecycleReason::Memory);
             self.settle(now);
@@ -483,7 +566,11 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             .tasks
             .iter()
             .filter_map(|(&id, t)| match t.running {
-                Some(Running { worker, deadline: Some(d), .. }) if d <= now => Some((id, worker)),
+                Some(Running {
+                    worker,
+                    deadline: Some(d),
+                    ..
+                }) if d <= now => Some((id, worker)),
                 _ => None,
             })
             .collect();
@@ -530,7 +617,10 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         if self.shutdown.is_some() {
             return;
         }
-        self.shutdown = Some(Shutdown { deadline: now + mode.grace(), stopping: false });
+        self.shutdown = Some(Shutdown {
+            deadline: now + mode.grace(),
+            stopping: false,
+        });
         if matches!(mode, ShutdownMode::Cancel { .. }) {
             for task in std::mem::take(&mut self.queue) {
                 self.finish(task, Err(Failure::ShuttingDown));
@@ -575,7 +665,10 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 
     /// Live workers that count towards the pool's size.
     fn serving(&self) -> usize {
-        self.workers.values().filter(|w| matches!(w.phase, Phase::Starting { .. } | Phase::Ready)).count()
+        self.workers
+            .values()
+            .filter(|w| matches!(w.phase, Phase::Starting { .. } | Phase::Ready))
+            .count()
     }
 
     /// Workers missing from the pool's size. During a shutdown only while
@@ -590,7 +683,10 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     /// Why nothing can run right now, if so: no worker is up or starting and
     /// the breaker refuses to start one.
     fn unavailable(&self) -> Option<String> {
-        let anyone = self.workers.values().any(|w| !matches!(w.phase, Phase::Ending { .. }));
+        let anyone = self
+            .workers
+            .values()
+            .any(|w| !matches!(w.phase, Phase::Ending { .. }));
         match (&self.degraded, anyone, self.breaker.state()) {
             (Some(reason), false, BreakerState::Open { .. }) => Some(reason.clone()),
             _ => None,
@@ -607,7 +703,9 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     }
 
     fn drain(&mut self, worker: WorkerId, now: Instant) {
-        let Some(w) = self.workers.get_mut(&worker) else { return };
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
         let reason = match w.phase {
             Phase::Retiring(r) => Some(r),
             _ => None,
@@ -617,11 +715,15 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     }
 
     fn kill(&mut self, worker: WorkerId, reason: KillReason) {
-        let Some(w) = self.workers.get_mut(&worker) else { return };
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
         if matches!(w.phase, Phase::Ending { .. }) {
             return;
         }
-        w.phase = Phase::Ending { reason: Some(reason) };
+        w.phase = Phase::Ending {
+            reason: Some(reason),
+        };
         // Whatever else it was running is not at fault: re-run at its exit.
         w.collateral = w.in_flight.clone();
         self.actions.push(Action::Kill { worker, reason });
@@ -638,7 +740,9 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         for id in ids {
             let w = self.workers.get_mut(&id).expect("listed");
             if !matches!(w.phase, Phase::Ending { .. }) {
-                w.phase = Phase::Ending { reason: Some(KillReason::Shutdown) };
+                w.phase = Phase::Ending {
+                    reason: Some(KillReason::Shutdown),
+                };
                 self.actions.push(Action::Stop { worker: id });
             }
         }
@@ -684,7 +788,12 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             let idle: Vec<WorkerId> = self
                 .workers
                 .iter()
-                .filter(|(_, w)| matches!(w.phase, Phase::Ready | Phase::Retiring(_) | Phase::Starting { .. }))
+                .filter(|(_, w)| {
+                    matches!(
+                        w.phase,
+                        Phase::Ready | Phase::Retiring(_) | Phase::Starting { .. }
+                    )
+                })
                 .map(|(&id, _)| id)
                 .collect();
             for id in idle {
@@ -703,7 +812,8 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 .workers
                 .iter()
                 .filter(|(_, w)| {
-                    matches!(w.phase, Phase::Ready | Phase::Retiring(_)) && w.in_flight.len() < self.rules.max_in_flight
+                    matches!(w.phase, Phase::Ready | Phase::Retiring(_))
+                        && w.in_flight.len() < self.rules.max_in_flight
                 })
                 .min_by_key(|&(&id, w)| (w.in_flight.len(), id))
                 .map(|(&id, _)| id);
@@ -716,9 +826,15 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 dispatched_at: now,
                 deadline: self.rules.task_timeout.map(|d| now + d),
             });
-            self.histograms.queue_wait.record(now.saturating_duration_since(t.enqueued_at));
+            self.histograms
+                .queue_wait
+                .record(now.saturating_duration_since(t.enqueued_at));
             let req = t.req.clone();
-            self.workers.get_mut(&worker).expect("chosen").in_flight.insert(task);
+            self.workers
+                .get_mut(&worker)
+                .expect("chosen")
+                .in_flight
+                .insert(task);
             self.actions.push(Action::Dispatch { worker, task, req });
         }
     }
@@ -740,8 +856,11 @@ mod tests {
             recycle_above_rss: Some(1000),
             recycle_after_age: None,
             start_timeout: Duration::from_secs(2),
-            backoff: Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1)).jitter(0.0),
-            breaker: BreakerConfig::new(3, Duration::from_secs(10)).open_for(Duration::from_secs(3)).trials(1),
+            backoff: Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1))
+                .jitter(0.0),
+            breaker: BreakerConfig::new(3, Duration::from_secs(10))
+                .open_for(Duration::from_secs(3))
+                .trials(1),
         }
     }
 
@@ -781,7 +900,10 @@ mod tests {
                         self.sent.insert(worker, Vec::new());
                     }
                     Action::Dispatch { worker, task, .. } => {
-                        assert!(!self.ended.contains(&worker) && !self.drained.contains(&worker), "dispatch to a worker on its way out");
+                        assert!(
+                            !self.ended.contains(&worker) && !self.drained.contains(&worker),
+                            "dispatch to a worker on its way out"
+                        );
                         self.sent.get_mut(&worker).unwrap().push(task);
                     }
                     Action::Drain { worker, .. } => {
@@ -791,7 +913,10 @@ mod tests {
                         self.ended.insert(worker);
                     }
                     Action::Complete { task, outcome } => {
-                        assert!(self.outcomes.insert(task, outcome).is_none(), "task {task} got two outcomes");
+                        assert!(
+                            self.outcomes.insert(task, outcome).is_none(),
+                            "task {task} got two outcomes"
+                        );
                     }
                 }
             }
@@ -922,95 +1047,142 @@ mod tests {
 
     #[test]
     fn a_crash_retries_on_another_worker_then_fails_with_the_crash() {
-        let sim = run(Rules { retries: 1, workers: 1, recycle_after_tasks: None, ..rules() }, |sim| {
-            let now = sim.now;
-            sim.core.ready(1, now);
-            let t = sim.core.submit(110, 10, now).unwrap();
-            sim.pump();
-            sim.core.exited(1, now); // first crash: retried
-            sim.pump();
-            assert!(!sim.outcomes.contains_key(&t));
-            sim.advance(Duration::from_millis(100)); // backoff over: worker 2 spawns
-            let now = sim.now;
-            sim.core.ready(2, now);
-            sim.pump();
-            assert_eq!(sim.sent[&2], vec![t], "retried on the replacement");
-            sim.core.exited(2, now); // second crash: out of attempts
-            sim.pump();
-            assert_eq!(sim.outcomes[&t], Err(Failure::Crashed { worker: 2 }));
-        });
+        let sim = run(
+            Rules {
+                retries: 1,
+                workers: 1,
+                recycle_after_tasks: None,
+                ..rules()
+            },
+            |sim| {
+                let now = sim.now;
+                sim.core.ready(1, now);
+                let t = sim.core.submit(110, 10, now).unwrap();
+                sim.pump();
+                sim.core.exited(1, now); // first crash: retried
+                sim.pump();
+                assert!(!sim.outcomes.contains_key(&t));
+                sim.advance(Duration::from_millis(100)); // backoff over: worker 2 spawns
+                let now = sim.now;
+                sim.core.ready(2, now);
+                sim.pump();
+                assert_eq!(sim.sent[&2], vec![t], "retried on the replacement");
+                sim.core.exited(2, now); // second crash: out of attempts
+                sim.pump();
+                assert_eq!(sim.outcomes[&t], Err(Failure::Crashed { worker: 2 }));
+            },
+        );
         assert_eq!(sim.core.counters.retried, 1);
         assert_eq!(sim.core.counters.crashes, 2);
     }
 
     #[test]
     fn a_timeout_fails_the_task_kills_the_worker_and_reruns_its_neighbours() {
-        run(Rules { workers: 1, recycle_after_tasks: None, ..rules() }, |sim| {
-            let now = sim.now;
-            sim.core.ready(1, now);
-            let slow = sim.core.submit(101, 1, now).unwrap();
-            sim.advance(Duration::from_secs(1));
-            let neighbour = sim.core.submit(102, 2, sim.now).unwrap();
-            sim.pump();
-            sim.advance(Duration::from_secs(4)); // slow's deadline
-            assert_eq!(sim.outcomes[&slow], Err(Failure::TimedOut));
-            assert!(sim.ended.contains(&1));
-            let now = sim.now;
-            sim.core.exited(1, now);
-            sim.pump();
-            let now = sim.now;
-            sim.core.ready(2, now);
-            sim.pump();
-            assert_eq!(sim.sent[&2], vec![neighbour], "the neighbour re-runs");
-            sim.core.reply(2, neighbour, Ok(2), now);
-            sim.pump();
-            assert_eq!(sim.outcomes[&neighbour], Ok(2));
-            assert_eq!(sim.core.counters.retried, 0, "collateral re-runs are not retries");
-        });
+        run(
+            Rules {
+                workers: 1,
+                recycle_after_tasks: None,
+                ..rules()
+            },
+            |sim| {
+                let now = sim.now;
+                sim.core.ready(1, now);
+                let slow = sim.core.submit(101, 1, now).unwrap();
+                sim.advance(Duration::from_secs(1));
+                let neighbour = sim.core.submit(102, 2, sim.now).unwrap();
+                sim.pump();
+                sim.advance(Duration::from_secs(4)); // slow's deadline
+                assert_eq!(sim.outcomes[&slow], Err(Failure::TimedOut));
+                assert!(sim.ended.contains(&1));
+                let now = sim.now;
+                sim.core.exited(1, now);
+                sim.pump();
+                let now = sim.now;
+                sim.core.ready(2, now);
+                sim.pump();
+                assert_eq!(sim.sent[&2], vec![neighbour], "the neighbour re-runs");
+                sim.core.reply(2, neighbour, Ok(2), now);
+                sim.pump();
+                assert_eq!(sim.outcomes[&neighbour], Ok(2));
+                assert_eq!(
+                    sim.core.counters.retried, 0,
+                    "collateral re-runs are not retries"
+                );
+            },
+        );
     }
 
     #[test]
     fn recycling_readies_the_replacement_before_draining_the_old_worker() {
-        run(Rules { workers: 1, recycle_after_tasks: Some(1), ..rules() }, |sim| {
-            let now = sim.now;
-            sim.core.ready(1, now);
-            let a = sim.core.submit(101, 1, now).unwrap();
-            sim.pump();
-            sim.core.reply(1, a, Ok(1), now);
-            sim.pump();
-            assert_eq!(sim.spawned, vec![1, 2], "a replacement spawns at once");
-            assert!(!sim.drained.contains(&1), "the old worker serves until then");
-            let b = sim.core.submit(102, 2, now).unwrap();
-            sim.pump();
-            assert_eq!(sim.sent[&1], vec![b], "and keeps taking tasks meanwhile");
-            sim.core.ready(2, now);
-            sim.pump();
-            assert!(sim.drained.contains(&1), "drained once the replacement is ready");
-            sim.core.reply(1, b, Ok(2), now);
-            sim.core.exited(1, now);
-            sim.pump();
-            assert_eq!(sim.outcomes[&b], Ok(2), "the reply from a draining worker is kept");
-            assert_eq!(sim.core.counters.crashes, 0);
-        });
+        run(
+            Rules {
+                workers: 1,
+                recycle_after_tasks: Some(1),
+                ..rules()
+            },
+            |sim| {
+                let now = sim.now;
+                sim.core.ready(1, now);
+                let a = sim.core.submit(101, 1, now).unwrap();
+                sim.pump();
+                sim.core.reply(1, a, Ok(1), now);
+                sim.pump();
+                assert_eq!(sim.spawned, vec![1, 2], "a replacement spawns at once");
+                assert!(
+                    !sim.drained.contains(&1),
+                    "the old worker serves until then"
+                );
+                let b = sim.core.submit(102, 2, now).unwrap();
+                sim.pump();
+                assert_eq!(sim.sent[&1], vec![b], "and keeps taking tasks meanwhile");
+                sim.core.ready(2, now);
+                sim.pump();
+                assert!(
+                    sim.drained.contains(&1),
+                    "drained once the replacement is ready"
+                );
+                sim.core.reply(1, b, Ok(2), now);
+                sim.core.exited(1, now);
+                sim.pump();
+                assert_eq!(
+                    sim.outcomes[&b],
+                    Ok(2),
+                    "the reply from a draining worker is kept"
+                );
+                assert_eq!(sim.core.counters.crashes, 0);
+            },
+        );
     }
 
     #[test]
     fn a_worker_that_cannot_start_opens_the_breaker_and_fails_fast() {
-        run(Rules { workers: 1, ..rules() }, |sim| {
-            for _ in 0..3 {
-                let w = *sim.spawned.last().unwrap();
-                let now = sim.now;
-                sim.core.spawn_failed(w, "program not found".into(), now);
-                sim.pump();
-                sim.advance(Duration::from_secs(1));
-            }
-            assert!(matches!(sim.core.breaker_state(), BreakerState::Open { .. }));
-            assert!(sim.core.degraded().unwrap().contains("program not found"));
-            let spawned = sim.spawned.len();
-            sim.advance(Duration::from_millis(500));
-            assert_eq!(sim.spawned.len(), spawned, "no spinning while open");
-            assert!(matches!(sim.core.submit(101, 1, sim.now), Err(Refused::Unavailable(_))));
-        });
+        run(
+            Rules {
+                workers: 1,
+                ..rules()
+            },
+            |sim| {
+                for _ in 0..3 {
+                    let w = *sim.spawned.last().unwrap();
+                    let now = sim.now;
+                    sim.core.spawn_failed(w, "program not found".into(), now);
+                    sim.pump();
+                    sim.advance(Duration::from_secs(1));
+                }
+                assert!(matches!(
+                    sim.core.breaker_state(),
+                    BreakerState::Open { .. }
+                ));
+                assert!(sim.core.degraded().unwrap().contains("program not found"));
+                let spawned = sim.spawned.len();
+                sim.advance(Duration::from_millis(500));
+                assert_eq!(sim.spawned.len(), spawned, "no spinning while open");
+                assert!(matches!(
+                    sim.core.submit(101, 1, sim.now),
+                    Err(Refused::Unavailable(_))
+                ));
+            },
+        );
     }
 
     #[test]
@@ -1020,7 +1192,12 @@ mod tests {
             sim.core.ready(1, now);
             let t = sim.core.submit(101, 1, now).unwrap();
             sim.pump();
-            let w = sim.sent.iter().find(|(_, ts)| ts.contains(&t)).map(|(&w, _)| w).unwrap();
+            let w = sim
+                .sent
+                .iter()
+                .find(|(_, ts)| ts.contains(&t))
+                .map(|(&w, _)| w)
+                .unwrap();
             sim.core.reply(w, 999, Ok(0), now);
             sim.pump();
             assert!(matches!(&sim.outcomes[&t], Err(Failure::Protocol(m)) if m.contains("999")));
@@ -1030,25 +1207,37 @@ mod tests {
 
     #[test]
     fn a_cancelled_queued_task_never_starts() {
-        run(Rules { workers: 1, ..rules() }, |sim| {
-            let now = sim.now;
-            let t = sim.core.submit(101, 1, now).unwrap();
-            sim.core.cancel(t, now);
-            sim.core.ready(1, now);
-            sim.pump();
-            assert!(sim.sent[&1].is_empty());
-            assert_eq!(sim.outcomes[&t], Err(Failure::Cancelled));
-            assert_eq!(sim.core.counters.cancelled, 1);
-        });
+        run(
+            Rules {
+                workers: 1,
+                ..rules()
+            },
+            |sim| {
+                let now = sim.now;
+                let t = sim.core.submit(101, 1, now).unwrap();
+                sim.core.cancel(t, now);
+                sim.core.ready(1, now);
+                sim.pump();
+                assert!(sim.sent[&1].is_empty());
+                assert_eq!(sim.outcomes[&t], Err(Failure::Cancelled));
+                assert_eq!(sim.core.counters.cancelled, 1);
+            },
+        );
     }
 
     #[test]
     fn queue_capacity_is_enforced() {
-        run(Rules { queue_capacity: 2, ..rules() }, |sim| {
-            let now = sim.now;
-            assert!(sim.core.submit(101, 1, now).is_ok());
-            assert!(sim.core.submit(102, 2, now).is_ok());
-            assert_eq!(sim.core.submit(103, 3, now), Err(Refused::QueueFull));
-        });
+        run(
+            Rules {
+                queue_capacity: 2,
+                ..rules()
+            },
+            |sim| {
+                let now = sim.now;
+                assert!(sim.core.submit(101, 1, now).is_ok());
+                assert!(sim.core.submit(102, 2, now).is_ok());
+                assert_eq!(sim.core.submit(103, 3, now), Err(Refused::QueueFull));
+            },
+        );
     }
 }

@@ -53,7 +53,10 @@ pub struct Builder<Req, Resp> {
 
 impl<Req, Resp> fmt::Debug for Builder<Req, Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder").field("rules", &self.rules).field("codec", &self.codec).finish_non_exhaustive()
+        f.debug_struct("Builder")
+            .field("rules", &self.rules)
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +75,9 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
                 recycle_after_age: None,
                 start_timeout: Duration::from_secs(10),
                 backoff: Backoff::exponential(Duration::from_millis(50), Duration::from_secs(10)),
-                breaker: BreakerConfig::new(5, Duration::from_secs(30)).open_for(Duration::from_secs(5)).trials(1),
+                breaker: BreakerConfig::new(5, Duration::from_secs(30))
+                    .open_for(Duration::from_secs(5))
+                    .trials(1),
             },
             codec: Codec::Postcard,
             stop_grace: Duration::from_secs(5),
@@ -213,7 +218,9 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
             return Err(BuildError::Invalid("workers must be at least 1"));
         }
         if rules.max_in_flight == 0 {
-            return Err(BuildError::Invalid("max_in_flight_per_worker must be at least 1"));
+            return Err(BuildError::Invalid(
+                "max_in_flight_per_worker must be at least 1",
+            ));
         }
         if rules.queue_capacity == 0 {
             return Err(BuildError::Invalid("queue_capacity must be at least 1"));
@@ -244,10 +251,20 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
         match started_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(BuildError::NoWorkers(reason)),
-            Err(_) => return Err(BuildError::NoWorkers("the pool's manager task ended".into())),
+            Err(_) => {
+                return Err(BuildError::NoWorkers(
+                    "the pool's manager task ended".into(),
+                ));
+            }
         }
         Ok(Pool {
-            inner: Arc::new(Inner { cmd_tx, permits, next_task: AtomicU64::new(1), timeout, _types: PhantomData }),
+            inner: Arc::new(Inner {
+                cmd_tx,
+                permits,
+                next_task: AtomicU64::new(1),
+                timeout,
+                _types: PhantomData,
+            }),
         })
     }
 }
@@ -267,7 +284,9 @@ pub struct Pool<Req, Resp> {
 
 impl<Req, Resp> Clone for Pool<Req, Resp> {
     fn clone(&self) -> Self {
-        Pool { inner: self.inner.clone() }
+        Pool {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -288,7 +307,12 @@ struct Inner<Req, Resp> {
 type Reply<Resp> = oneshot::Sender<Result<Resp, PoolError>>;
 
 enum Cmd<Req, Resp> {
-    Submit { id: TaskId, req: Req, reply: Reply<Resp>, permit: OwnedSemaphorePermit },
+    Submit {
+        id: TaskId,
+        req: Req,
+        reply: Reply<Resp>,
+        permit: OwnedSemaphorePermit,
+    },
     Cancel(TaskId),
     Stats(oneshot::Sender<Stats>),
     Shutdown(ShutdownMode, oneshot::Sender<ShutdownReport>),
@@ -304,26 +328,49 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
     /// queue first. Dropping the future cancels the task: if it has not been
     /// dispatched it never runs; if it is running, its result is discarded.
     pub async fn call(&self, req: Req) -> Result<Resp, PoolError> {
-        let permit = self.inner.permits.clone().acquire_owned().await.map_err(|_| PoolError::ShuttingDown)?;
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PoolError::ShuttingDown)?;
         self.submit(req, permit).await
     }
 
     /// Like [`call`](Pool::call), but fails at once with
     /// [`PoolError::QueueFull`] instead of waiting for room.
     pub async fn try_call(&self, req: Req) -> Result<Resp, PoolError> {
-        let permit = self.inner.permits.clone().try_acquire_owned().map_err(|e| match e {
-            tokio::sync::TryAcquireError::NoPermits => PoolError::QueueFull,
-            tokio::sync::TryAcquireError::Closed => PoolError::ShuttingDown,
-        })?;
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|e| match e {
+                tokio::sync::TryAcquireError::NoPermits => PoolError::QueueFull,
+                tokio::sync::TryAcquireError::Closed => PoolError::ShuttingDown,
+            })?;
         self.submit(req, permit).await
     }
 
     async fn submit(&self, req: Req, permit: OwnedSemaphorePermit) -> Result<Resp, PoolError> {
         let id = self.inner.next_task.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
-        self.inner.cmd_tx.send(Cmd::Submit { id, req, reply, permit }).map_err(|_| PoolError::ShuttingDown)?;
+        self.inner
+            .cmd_tx
+            .send(Cmd::Submit {
+                id,
+                req,
+                reply,
+                permit,
+            })
+            .map_err(|_| PoolError::ShuttingDown)?;
         // If this future is dropped before the outcome arrives, tell the manager.
-        let guard = CancelGuard { id, tx: &self.inner.cmd_tx, armed: true };
+        let guard = CancelGuard {
+            id,
+            tx: &self.inner.cmd_tx,
+            armed: true,
+        };
         let outcome = rx.await.unwrap_or(Err(PoolError::ShuttingDown));
         guard.disarm();
         outcome
@@ -421,13 +468,36 @@ pub struct WorkerEnd {
 // ---- the manager ----------------------------------------------------------
 
 enum Event<Resp> {
-    Spawned { worker: WorkerId, pid: u32 },
-    SpawnFailed { worker: WorkerId, reason: String },
-    Ready { worker: WorkerId },
-    Done { worker: WorkerId, task: TaskId, result: Result<Resp, String> },
-    Protocol { worker: WorkerId, message: String },
-    Sample { worker: WorkerId, rss: u64, cpu: Duration },
-    Exited { worker: WorkerId, exit: Exit, stderr_tail: Vec<String> },
+    Spawned {
+        worker: WorkerId,
+        pid: u32,
+    },
+    SpawnFailed {
+        worker: WorkerId,
+        reason: String,
+    },
+    Ready {
+        worker: WorkerId,
+    },
+    Done {
+        worker: WorkerId,
+        task: TaskId,
+        result: Result<Resp, String>,
+    },
+    Protocol {
+        worker: WorkerId,
+        message: String,
+    },
+    Sample {
+        worker: WorkerId,
+        rss: u64,
+        cpu: Duration,
+    },
+    Exited {
+        worker: WorkerId,
+        exit: Exit,
+        stderr_tail: Vec<String>,
+    },
 }
 
 enum DriverCmd<Req> {
@@ -518,7 +588,12 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
     fn command_in(&mut self, cmd: Cmd<Req, Resp>) {
         let now = Instant::now().into_std();
         match cmd {
-            Cmd::Submit { id, req, reply, permit } => match self.core.submit(id, req, now) {
+            Cmd::Submit {
+                id,
+                req,
+                reply,
+                permit,
+            } => match self.core.submit(id, req, now) {
                 Ok(id) => {
                     self.callers.insert(id, (reply, Some(permit)));
                 }
@@ -529,7 +604,10 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
                         Refused::Unavailable(reason) => PoolError::Unavailable(reason),
                     }));
                     if let Some(report) = &mut self.report {
-                        report.tasks.push(TaskOutcome { task: id, outcome: "shutting_down".into() });
+                        report.tasks.push(TaskOutcome {
+                            task: id,
+                            outcome: "shutting_down".into(),
+                        });
                     }
                 }
             },
@@ -540,8 +618,16 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
             Cmd::Shutdown(mode, reply) => {
                 self.shutdown_waiters.push(reply);
                 if self.report.is_none() {
-                    info!(?mode, queued = self.core.queue_len(), running = self.core.running_len(), "pool shutting down");
-                    self.report = Some(ShutdownState { tasks: Vec::new(), workers: Vec::new() });
+                    info!(
+                        ?mode,
+                        queued = self.core.queue_len(),
+                        running = self.core.running_len(),
+                        "pool shutting down"
+                    );
+                    self.report = Some(ShutdownState {
+                        tasks: Vec::new(),
+                        workers: Vec::new(),
+                    });
                     // Tasks queued or running now are reported as they finish.
                     self.core.shutdown(mode, now);
                 }
@@ -571,7 +657,11 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
                     let _ = started.send(Ok(()));
                 }
             }
-            Event::Done { worker, task, result } => self.core.reply(worker, task, result, now),
+            Event::Done {
+                worker,
+                task,
+                result,
+            } => self.core.reply(worker, task, result, now),
             Event::Protocol { worker, message } => {
                 warn!(worker, %message, "worker broke the protocol; killing it");
                 self.core.protocol_error(worker, message, now);
@@ -583,7 +673,11 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
                 }
                 self.core.rss(worker, rss, now);
             }
-            Event::Exited { worker, exit, stderr_tail } => {
+            Event::Exited {
+                worker,
+                exit,
+                stderr_tail,
+            } => {
                 let pid = exit.pid();
                 match exit.ended_by() {
                     Some(t) => debug!(worker, pid, %exit, reason = %t.reason, "worker ended"),
@@ -592,7 +686,10 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
                 }
                 self.drivers.remove(&worker);
                 if let Some(report) = &mut self.report {
-                    report.workers.push(WorkerEnd { worker, exit: exit.clone() });
+                    report.workers.push(WorkerEnd {
+                        worker,
+                        exit: exit.clone(),
+                    });
                 }
                 self.last_exit.insert(worker, (exit, stderr_tail));
                 self.core.exited(worker, now);
@@ -661,15 +758,29 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
             Err(f) => crate::stats::FailureKind::of(f).as_str().to_owned(),
         };
         if let Some(report) = &mut self.report {
-            report.tasks.push(TaskOutcome { task, outcome: label });
+            report.tasks.push(TaskOutcome {
+                task,
+                outcome: label,
+            });
         }
-        let Some((reply, _permit)) = self.callers.remove(&task) else { return };
+        let Some((reply, _permit)) = self.callers.remove(&task) else {
+            return;
+        };
         let outcome = outcome.map_err(|f| match f {
             Failure::Crashed { worker } => {
-                let (exit, stderr_tail) = self.last_exit.get(&worker).cloned().expect("crash outcomes follow an exit");
-                PoolError::WorkerCrashed { exit: Box::new(exit), stderr_tail }
+                let (exit, stderr_tail) = self
+                    .last_exit
+                    .get(&worker)
+                    .cloned()
+                    .expect("crash outcomes follow an exit");
+                PoolError::WorkerCrashed {
+                    exit: Box::new(exit),
+                    stderr_tail,
+                }
             }
-            Failure::TimedOut => PoolError::TimedOut { after: self.rules.task_timeout.unwrap_or_default() },
+            Failure::TimedOut => PoolError::TimedOut {
+                after: self.rules.task_timeout.unwrap_or_default(),
+            },
             Failure::Cancelled => PoolError::Cancelled,
             Failure::ShuttingDown => PoolError::ShuttingDown,
             Failure::Task(m) => PoolError::Task(m),
@@ -681,13 +792,24 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
 
     fn spawn(&mut self, worker: WorkerId) {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.drivers.insert(worker, DriverHandle { tx, pid: None, rss: None, cpu: None });
+        self.drivers.insert(
+            worker,
+            DriverHandle {
+                tx,
+                pid: None,
+                rss: None,
+                cpu: None,
+            },
+        );
         let ev_tx = self.ev_tx.clone();
         let mut cmd = (self.command)();
         let codec = self.codec;
         match start_worker::<Req, Resp>(&mut cmd, codec) {
             Ok((child, channel)) => {
-                let _ = ev_tx.send(Event::Spawned { worker, pid: child.id() });
+                let _ = ev_tx.send(Event::Spawned {
+                    worker,
+                    pid: child.id(),
+                });
                 tokio::spawn(drive(worker, child, channel, rx, ev_tx));
             }
             Err(reason) => {
@@ -738,13 +860,23 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
         if self.shutdown_waiters.is_empty() {
             return;
         }
-        let state = self.report.take().unwrap_or(ShutdownState { tasks: Vec::new(), workers: Vec::new() });
-        let report = ShutdownReport { tasks: state.tasks, workers: state.workers, stats: Some(self.stats()) };
+        let state = self.report.take().unwrap_or(ShutdownState {
+            tasks: Vec::new(),
+            workers: Vec::new(),
+        });
+        let report = ShutdownReport {
+            tasks: state.tasks,
+            workers: state.workers,
+            stats: Some(self.stats()),
+        };
         info!(tasks = report.tasks.len(), "pool shut down");
         for waiter in self.shutdown_waiters.drain(..) {
             let _ = waiter.send(report.clone());
         }
-        self.report = Some(ShutdownState { tasks: Vec::new(), workers: Vec::new() });
+        self.report = Some(ShutdownState {
+            tasks: Vec::new(),
+            workers: Vec::new(),
+        });
     }
 }
 
@@ -788,8 +920,11 @@ fn start_worker<Req: Message, Resp: Message>(
         .stdin(Input::Null)
         .stderr(Output::lines().max_line(4096))
         .grace(Duration::from_secs(5));
-    forkyard_ipc::spawn_with::<ToWorker<Req>, FromWorker<Resp>>(builder, forkyard_ipc::Config::new().codec(codec))
-        .map_err(|e| error_chain(&e))
+    forkyard_ipc::spawn_with::<ToWorker<Req>, FromWorker<Resp>>(
+        builder,
+        forkyard_ipc::Config::new().codec(codec),
+    )
+    .map_err(|e| error_chain(&e))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -870,11 +1005,23 @@ async fn drive<Req: Message + Sync, Resp: Message>(
     };
     // Let the reader deliver every answer the worker sent before it exited, so
     // the exit never overtakes a reply (a draining worker's last answers).
-    if tokio::time::timeout(Duration::from_secs(2), reader).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), reader)
+        .await
+        .is_err()
+    {
         debug!(worker, "reader still open 2 s after the worker exited");
     }
-    let stderr_tail = stderr_tail.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
-    let _ = events.send(Event::Exited { worker, exit, stderr_tail });
+    let stderr_tail = stderr_tail
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    let _ = events.send(Event::Exited {
+        worker,
+        exit,
+        stderr_tail,
+    });
 }
 
 async fn handle_other<Req: Message + Sync, Resp: Message>(
@@ -908,7 +1055,11 @@ async fn handle_other<Req: Message + Sync, Resp: Message>(
         }
         DriverCmd::Sample => {
             if let Ok(s) = child.sample() {
-                let _ = events.send(Event::Sample { worker, rss: s.rss_bytes, cpu: s.user_cpu + s.system_cpu });
+                let _ = events.send(Event::Sample {
+                    worker,
+                    rss: s.rss_bytes,
+                    cpu: s.user_cpu + s.system_cpu,
+                });
             }
         }
     }
@@ -926,7 +1077,11 @@ async fn read<Resp: Message>(
                 let _ = events.send(Event::Ready { worker });
             }
             Ok(Some(FromWorker::Done { id, result })) => {
-                let _ = events.send(Event::Done { worker, task: id, result });
+                let _ = events.send(Event::Done {
+                    worker,
+                    task: id,
+                    result,
+                });
             }
             Ok(None) => return,
             Err(e) if e.is_fatal() => {
@@ -938,7 +1093,10 @@ async fn read<Resp: Message>(
                 return;
             }
             Err(e) => {
-                let _ = events.send(Event::Protocol { worker, message: error_chain(&e) });
+                let _ = events.send(Event::Protocol {
+                    worker,
+                    message: error_chain(&e),
+                });
                 return;
             }
         }
@@ -947,5 +1105,10 @@ async fn read<Resp: Message>(
 
 /// A worker that died mid-frame is a crash (its exit tells), not a protocol error.
 fn is_peer_gone(e: &forkyard_ipc::Error) -> bool {
-    matches!(e, forkyard_ipc::Error::PeerClosedMidFrame { .. } | forkyard_ipc::Error::Closed | forkyard_ipc::Error::Io { .. })
+    matches!(
+        e,
+        forkyard_ipc::Error::PeerClosedMidFrame { .. }
+            | forkyard_ipc::Error::Closed
+            | forkyard_ipc::Error::Io { .. }
+    )
 }

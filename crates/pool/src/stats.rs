@@ -75,7 +75,10 @@ pub(crate) struct Histograms {
 
 impl Default for Histograms {
     fn default() -> Self {
-        Histograms { queue_wait: Latency::new(), service: Latency::new() }
+        Histograms {
+            queue_wait: Latency::new(),
+            service: Latency::new(),
+        }
     }
 }
 
@@ -93,7 +96,13 @@ impl Latency {
     }
 
     pub(crate) fn summary(&self) -> Percentiles {
-        let at = |q: f64| Duration::from_micros(if self.0.is_empty() { 0 } else { self.0.value_at_quantile(q) });
+        let at = |q: f64| {
+            Duration::from_micros(if self.0.is_empty() {
+                0
+            } else {
+                self.0.value_at_quantile(q)
+            })
+        };
         Percentiles {
             count: self.0.len(),
             p50: at(0.5),

@@ -62,7 +62,10 @@ where
     F: Fn(Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, E>> + Send + 'static,
 {
-    let code = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let code = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => match rt.block_on(run(handler)) {
             Ok(()) => 0,
             Err(e) => {
@@ -111,7 +114,9 @@ where
                 tokio::spawn(async move {
                     // The handler runs in a task of its own so that a panic is
                     // caught by tokio and becomes an error answer.
-                    let outcome = tokio::spawn(async move { handler(req).await.map_err(|e| e.to_string()) }).await;
+                    let outcome =
+                        tokio::spawn(async move { handler(req).await.map_err(|e| e.to_string()) })
+                            .await;
                     let result = outcome.unwrap_or_else(|join| Err(panic_message(join)));
                     let _ = done.send(FromWorker::Done { id, result });
                 });
@@ -125,7 +130,9 @@ where
     match writer.await {
         Ok(written) => written,
         // The writer task only ends abnormally if it panicked: report, exit 1.
-        Err(join) => Err(forkyard_ipc::Error::Broken(format!("the answer writer failed: {join}"))),
+        Err(join) => Err(forkyard_ipc::Error::Broken(format!(
+            "the answer writer failed: {join}"
+        ))),
     }
 }
 

@@ -8,7 +8,9 @@ use forkyard_testkit::pool_job::Job;
 
 use crate::support::{Baseline, builder, sigkill, wait_for, wait_full, worker_pids};
 
-const GRACE: ShutdownMode = ShutdownMode::Drain { grace: Duration::from_secs(10) };
+const GRACE: ShutdownMode = ShutdownMode::Drain {
+    grace: Duration::from_secs(10),
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_sigkilled_mid_task_fails_only_its_task_and_is_replaced() {
@@ -16,7 +18,13 @@ async fn a_worker_sigkilled_mid_task_fails_only_its_task_and_is_replaced() {
     let pool = builder(&[]).workers(2).retries(0).build().await.unwrap();
     let victim_call = tokio::spawn({
         let pool = pool.clone();
-        async move { pool.call(Job::Sleep { ms: 60_000, value: 1 }).await }
+        async move {
+            pool.call(Job::Sleep {
+                ms: 60_000,
+                value: 1,
+            })
+            .await
+        }
     });
     // The worker running it is the only busy one.
     let victim = loop {
@@ -42,7 +50,11 @@ async fn a_worker_sigkilled_mid_task_fails_only_its_task_and_is_replaced() {
         other => panic!("expected WorkerCrashed, got {other:?}"),
     }
     for (i, call) in queued.into_iter().enumerate() {
-        assert_eq!(call.await.unwrap().unwrap(), i as u64, "queued task {i} unaffected");
+        assert_eq!(
+            call.await.unwrap().unwrap(),
+            i as u64,
+            "queued task {i} unaffected"
+        );
     }
     wait_full(&pool, 2).await;
     assert!(!worker_pids(&pool).await.contains(&victim));
@@ -65,7 +77,11 @@ async fn a_crashed_task_is_retried_on_another_worker_up_to_its_limit() {
     }
     let stats = pool.stats().await;
     assert_eq!((stats.retried, stats.crashes), (2, 3), "{stats:?}");
-    assert_eq!(pool.call(Job::Echo(5)).await.unwrap(), 5, "the pool still serves");
+    assert_eq!(
+        pool.call(Job::Echo(5)).await.unwrap(),
+        5,
+        "the pool still serves"
+    );
     pool.shutdown(GRACE).await;
     base.assert_clean().await;
 }
@@ -87,7 +103,12 @@ async fn a_worker_calling_exit_0_mid_task_is_a_crash_not_a_silent_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_task_times_out_and_its_worker_group_is_killed() {
     let base = Baseline::take();
-    let pool = builder(&[]).workers(1).task_timeout(Duration::from_millis(300)).build().await.unwrap();
+    let pool = builder(&[])
+        .workers(1)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
     let pid = worker_pids(&pool).await[0];
     match pool.call(Job::Hang).await {
         Err(PoolError::TimedOut { after }) => assert_eq!(after, Duration::from_millis(300)),
@@ -110,8 +131,18 @@ async fn a_handler_panic_is_a_task_error_and_the_worker_keeps_serving() {
         Err(PoolError::Task(message)) => assert!(message.contains("panicked"), "{message}"),
         other => panic!("expected a task error, got {other:?}"),
     }
-    assert_eq!(pool.call(Job::Fail("bad input".into())).await.unwrap_err().to_string(), "the task failed: bad input");
-    assert_eq!(pool.call(Job::Pid).await.unwrap(), pid, "same worker process");
+    assert_eq!(
+        pool.call(Job::Fail("bad input".into()))
+            .await
+            .unwrap_err()
+            .to_string(),
+        "the task failed: bad input"
+    );
+    assert_eq!(
+        pool.call(Job::Pid).await.unwrap(),
+        pid,
+        "same worker process"
+    );
     pool.shutdown(GRACE).await;
     base.assert_clean().await;
 }
@@ -121,10 +152,17 @@ async fn a_worker_flooding_stderr_does_not_block_and_its_tail_is_kept_for_crashe
     let base = Baseline::take();
     let pool = builder(&[]).workers(1).build().await.unwrap();
     // 32 MiB through stderr: the pool drains it; the task completes.
-    assert_eq!(pool.call(Job::Stderr { bytes: 32 << 20 }).await.unwrap(), 32 << 20);
+    assert_eq!(
+        pool.call(Job::Stderr { bytes: 32 << 20 }).await.unwrap(),
+        32 << 20
+    );
     match pool.call(Job::Crash).await {
         Err(PoolError::WorkerCrashed { stderr_tail, .. }) => {
-            assert!(!stderr_tail.is_empty() && stderr_tail.len() <= 20, "{} lines", stderr_tail.len());
+            assert!(
+                !stderr_tail.is_empty() && stderr_tail.len() <= 20,
+                "{} lines",
+                stderr_tail.len()
+            );
         }
         other => panic!("expected WorkerCrashed, got {other:?}"),
     }
@@ -135,13 +173,20 @@ async fn a_worker_flooding_stderr_does_not_block_and_its_tail_is_kept_for_crashe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaking_worker_is_recycled_by_rss_without_losing_a_task() {
     let base = Baseline::take();
-    let pool = builder(&[]).workers(1).recycle_above_rss(64 << 20).build().await.unwrap();
+    let pool = builder(&[])
+        .workers(1)
+        .recycle_above_rss(64 << 20)
+        .build()
+        .await
+        .unwrap();
     let first = pool.call(Job::Pid).await.unwrap();
     let rss = pool.call(Job::Alloc { mib: 96 }).await.unwrap();
     assert!(rss > 64 << 20, "the leak is resident: {rss}");
     // The sampler notices, a replacement starts, the leaker drains and exits.
     wait_for("the leaking worker retired", || {
-        (!forkyard_testkit::is_alive(first as u32)).then_some(()).ok_or("still alive".into())
+        (!forkyard_testkit::is_alive(first as u32))
+            .then_some(())
+            .ok_or("still alive".into())
     })
     .await;
     let second = pool.call(Job::Pid).await.unwrap();

@@ -7,12 +7,20 @@ use forkyard_testkit::pool_job::Job;
 
 use crate::support::{Baseline, builder, wait_full, worker_pids};
 
-const GRACE: ShutdownMode = ShutdownMode::Drain { grace: Duration::from_secs(10) };
+const GRACE: ShutdownMode = ShutdownMode::Drain {
+    grace: Duration::from_secs(10),
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_worker_retiring_at_once_with_tasks_queued_loses_nothing() {
     let base = Baseline::take();
-    let pool = builder(&[]).workers(3).recycle_after_tasks(1).queue_capacity(100).build().await.unwrap();
+    let pool = builder(&[])
+        .workers(3)
+        .recycle_after_tasks(1)
+        .queue_capacity(100)
+        .build()
+        .await
+        .unwrap();
     let calls: Vec<_> = (0..30)
         .map(|i| {
             let pool = pool.clone();
@@ -25,7 +33,11 @@ async fn every_worker_retiring_at_once_with_tasks_queued_loses_nothing() {
     let stats = pool.stats().await;
     assert_eq!(stats.completed, 30);
     assert_eq!(stats.failed_total(), 0);
-    assert!(stats.recycled >= 3, "every worker was recycled at least once: {}", stats.recycled);
+    assert!(
+        stats.recycled >= 3,
+        "every worker was recycled at least once: {}",
+        stats.recycled
+    );
     assert_eq!(stats.crashes, 0);
     wait_full(&pool, 3).await;
     pool.shutdown(GRACE).await;
@@ -36,8 +48,13 @@ async fn every_worker_retiring_at_once_with_tasks_queued_loses_nothing() {
 async fn recycled_workers_never_run_a_task_twice() {
     let base = Baseline::take();
     // Tasks slow enough to be in flight while their worker hits its quota.
-    let pool =
-        builder(&[]).workers(2).max_in_flight_per_worker(4).recycle_after_tasks(3).build().await.unwrap();
+    let pool = builder(&[])
+        .workers(2)
+        .max_in_flight_per_worker(4)
+        .recycle_after_tasks(3)
+        .build()
+        .await
+        .unwrap();
     let calls: Vec<_> = (0..40)
         .map(|i| {
             let pool = pool.clone();
@@ -49,7 +66,10 @@ async fn recycled_workers_never_run_a_task_twice() {
     }
     let stats = pool.stats().await;
     // Each task answered exactly once: completed equals submitted, nothing retried.
-    assert_eq!((stats.submitted, stats.completed, stats.retried), (40, 40, 0));
+    assert_eq!(
+        (stats.submitted, stats.completed, stats.retried),
+        (40, 40, 0)
+    );
     pool.shutdown(GRACE).await;
     base.assert_clean().await;
 }
@@ -57,7 +77,12 @@ async fn recycled_workers_never_run_a_task_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recycling_by_age_replaces_workers_on_the_fly() {
     let base = Baseline::take();
-    let pool = builder(&[]).workers(1).recycle_after_age(Duration::from_millis(200)).build().await.unwrap();
+    let pool = builder(&[])
+        .workers(1)
+        .recycle_after_age(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
     let first = pool.call(Job::Pid).await.unwrap();
     let mut seen = vec![first];
     // Keep calling; within a few seconds a younger worker answers.
@@ -80,23 +105,36 @@ async fn a_worker_that_cannot_start_fails_the_build_instead_of_spinning() {
     let base = Baseline::take();
     let err = builder(&["--exit-at-start", "3"])
         .workers(2)
-        .backoff(forkyard_supervise::Backoff::fixed(Duration::from_millis(10)))
-        .breaker(forkyard_supervise::BreakerConfig::new(3, Duration::from_secs(10)).open_for(Duration::from_secs(60)))
+        .backoff(forkyard_supervise::Backoff::fixed(Duration::from_millis(
+            10,
+        )))
+        .breaker(
+            forkyard_supervise::BreakerConfig::new(3, Duration::from_secs(10))
+                .open_for(Duration::from_secs(60)),
+        )
         .build()
         .await
         .unwrap_err();
     match &err {
-        BuildError::NoWorkers(reason) => assert!(reason.contains("exited before it was ready"), "{reason}"),
+        BuildError::NoWorkers(reason) => {
+            assert!(reason.contains("exited before it was ready"), "{reason}")
+        }
         other => panic!("expected NoWorkers, got {other:?}"),
     }
     let missing = Pool::<Job, u64>::builder()
         .command(|| std::process::Command::new("/nonexistent/forkyard-worker"))
         .workers(1)
-        .breaker(forkyard_supervise::BreakerConfig::new(1, Duration::from_secs(10)).open_for(Duration::from_secs(60)))
+        .breaker(
+            forkyard_supervise::BreakerConfig::new(1, Duration::from_secs(10))
+                .open_for(Duration::from_secs(60)),
+        )
         .build()
         .await
         .unwrap_err();
-    assert!(missing.to_string().contains("program not found"), "{missing}");
+    assert!(
+        missing.to_string().contains("program not found"),
+        "{missing}"
+    );
     base.assert_clean().await;
 }
 
@@ -106,8 +144,13 @@ async fn a_worker_that_never_says_ready_is_killed_at_the_start_timeout() {
     let err = builder(&["--no-ready"])
         .workers(1)
         .start_timeout(Duration::from_millis(200))
-        .backoff(forkyard_supervise::Backoff::fixed(Duration::from_millis(10)))
-        .breaker(forkyard_supervise::BreakerConfig::new(2, Duration::from_secs(10)).open_for(Duration::from_secs(60)))
+        .backoff(forkyard_supervise::Backoff::fixed(Duration::from_millis(
+            10,
+        )))
+        .breaker(
+            forkyard_supervise::BreakerConfig::new(2, Duration::from_secs(10))
+                .open_for(Duration::from_secs(60)),
+        )
         .build()
         .await
         .unwrap_err();
@@ -158,7 +201,11 @@ async fn a_cancelled_queued_task_never_starts() {
     assert_eq!(blocker.await.unwrap().unwrap(), 1);
     assert_eq!(pool.call(Job::Echo(2)).await.unwrap(), 2);
     let stats = pool.stats().await;
-    assert_eq!((stats.cancelled, stats.crashes), (1, 0), "the crash task never ran");
+    assert_eq!(
+        (stats.cancelled, stats.crashes),
+        (1, 0),
+        "the crash task never ran"
+    );
     let err = pool.shutdown(GRACE).await;
     assert_eq!(err.stats.unwrap().crashes, 0);
     base.assert_clean().await;

@@ -6,6 +6,5 @@ mod backpressure;
 mod faults;
 mod lifecycle;
 mod protocol;
-mod python;
 mod schedule;
 mod shutdown;

@@ -29,7 +29,9 @@ pub(crate) struct Baseline {
 
 impl Baseline {
     pub(crate) fn take() -> Baseline {
-        Baseline { fds: tk::fd_count(std::process::id()) }
+        Baseline {
+            fds: tk::fd_count(std::process::id()),
+        }
     }
 
     /// Waits until no worker, zombie or extra fd of ours is left.
@@ -37,7 +39,10 @@ impl Baseline {
         let me = std::process::id();
         let watchdog = forkyard_child::watchdog_pid();
         wait_for("no live descendants but the watchdog", || {
-            let left: Vec<u32> = tk::live_descendants(me).into_iter().filter(|&p| Some(p) != watchdog).collect();
+            let left: Vec<u32> = tk::live_descendants(me)
+                .into_iter()
+                .filter(|&p| Some(p) != watchdog)
+                .collect();
             left.is_empty().then_some(()).ok_or(format!("{left:?}"))
         })
         .await;
@@ -50,7 +55,9 @@ impl Baseline {
         let allowance = usize::from(watchdog.is_some());
         wait_for("fd count back to baseline", || {
             let n = tk::fd_count(me);
-            (n <= self.fds + allowance).then_some(()).ok_or(format!("{n} fds, baseline {}", self.fds))
+            (n <= self.fds + allowance)
+                .then_some(())
+                .ok_or(format!("{n} fds, baseline {}", self.fds))
         })
         .await;
     }
@@ -64,7 +71,9 @@ pub(crate) async fn wait_for(what: &str, mut probe: impl FnMut() -> Result<(), S
     loop {
         match probe() {
             Ok(()) => return,
-            Err(detail) if start.elapsed() > DEADLINE => panic!("timed out waiting for {what}: {detail}"),
+            Err(detail) if start.elapsed() > DEADLINE => {
+                panic!("timed out waiting for {what}: {detail}")
+            }
             Err(_) => {}
         }
         tokio::time::sleep(interval).await;
@@ -77,22 +86,38 @@ pub(crate) async fn wait_full(pool: &TestPool, n: usize) {
     let start = std::time::Instant::now();
     loop {
         let stats = pool.stats().await;
-        let ready = stats.workers.iter().filter(|w| w.state == "idle" || w.state == "busy").count();
+        let ready = stats
+            .workers
+            .iter()
+            .filter(|w| w.state == "idle" || w.state == "busy")
+            .count();
         if ready == n && stats.workers.len() == n {
             return;
         }
-        assert!(start.elapsed() < DEADLINE, "pool never returned to {n} workers: {:?}", stats.workers);
+        assert!(
+            start.elapsed() < DEADLINE,
+            "pool never returned to {n} workers: {:?}",
+            stats.workers
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 /// The pids of the pool's workers.
 pub(crate) async fn worker_pids(pool: &TestPool) -> Vec<u32> {
-    pool.stats().await.workers.iter().filter_map(|w| w.pid).collect()
+    pool.stats()
+        .await
+        .workers
+        .iter()
+        .filter_map(|w| w.pid)
+        .collect()
 }
 
 /// Kills `pid` (a worker we started) with SIGKILL.
 pub(crate) fn sigkill(pid: u32) {
-    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL)
-        .unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
 }
