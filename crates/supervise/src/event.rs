@@ -405,14 +405,14 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
         format!("{ms}ms")
     } else if ms < 60_000 {
         let tenths = (ms + 50) / 100;
-        if tenths % 10 == 0 {
+        if tenths.is_multiple_of(10) {
             format!("{}s", tenths / 10)
         } else {
             format!("{}.{}s", tenths / 10, tenths % 10)
         }
     } else {
         let secs = d.as_secs();
-        if secs % 60 == 0 {
+        if secs.is_multiple_of(60) {
             format!("{}m", secs / 60)
         } else {
             format!("{}m{:02}s", secs / 60, secs % 60)

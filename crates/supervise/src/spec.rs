@@ -44,8 +44,11 @@ pub struct Launch {
     pub(crate) stdout: Option<Output>,
     pub(crate) stderr: Option<Output>,
     pub(crate) fds: Vec<(OwnedFd, RawFd)>,
-    pub(crate) on_spawn: Option<Box<dyn FnOnce(&mut Child) + Send>>,
+    pub(crate) on_spawn: Option<SpawnHook>,
 }
+
+/// Called once with a freshly spawned child.
+pub(crate) type SpawnHook = Box<dyn FnOnce(&mut Child) + Send>;
 
 impl fmt::Debug for Launch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -259,8 +259,17 @@ struct Handle {
     path: String,
     api: mpsc::Sender<Api>,
     stop: watch::Sender<bool>,
-    done: watch::Receiver<Option<Result<(), Error>>>,
+    done: watch::Receiver<Option<Arc<Final>>>,
     events: broadcast::Receiver<Event>,
+}
+
+/// What is left of a supervisor once it has ended: how, and its last status and decisions, so
+/// that `status` and `explain` still answer (why did it give up?).
+#[derive(Debug)]
+struct Final {
+    result: Result<(), Error>,
+    status: Vec<ChildStatus>,
+    explanations: Vec<Explanation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,9 +279,12 @@ enum ChildOp {
     Restart,
 }
 
+/// This level's status, and handles of the nested supervisors that are running.
+type StatusReply = (Vec<ChildStatus>, Vec<(String, Supervisor)>);
+
 #[derive(Debug)]
 enum Api {
-    Status(oneshot::Sender<(Vec<ChildStatus>, Vec<(String, Supervisor)>)>),
+    Status(oneshot::Sender<StatusReply>),
     Health(oneshot::Sender<Health>),
     Explain(String, oneshot::Sender<Result<Explanation, Error>>),
     Child(String, ChildOp, oneshot::Sender<Result<(), Error>>),
@@ -310,10 +322,18 @@ impl Supervisor {
     }
 
     fn ended(&self) -> Error {
-        match self.inner.done.borrow().clone() {
-            Some(Err(e)) => e,
-            _ => Error::Ended(self.inner.path.clone()),
+        match self.final_state() {
+            Some(f) => f
+                .result
+                .clone()
+                .err()
+                .unwrap_or(Error::Ended(self.inner.path.clone())),
+            None => Error::Ended(self.inner.path.clone()),
         }
+    }
+
+    fn final_state(&self) -> Option<Arc<Final>> {
+        self.inner.done.borrow().clone()
     }
 
     /// Waits until the initial start is complete: every child started in order.
@@ -322,9 +342,13 @@ impl Supervisor {
     }
 
     /// A snapshot of every child, nested supervisors' children included (named
-    /// `sub/child`, right after their supervisor).
+    /// `sub/child`, right after their supervisor). After the supervisor has ended: its last
+    /// snapshot (its own children only).
     pub async fn status(&self) -> Result<Vec<ChildStatus>, Error> {
-        let (statuses, nested) = self.ask(Api::Status).await?;
+        let (statuses, nested) = match self.ask(Api::Status).await {
+            Ok(answer) => answer,
+            Err(e) => return self.final_state().map(|f| f.status.clone()).ok_or(e),
+        };
         let mut out = Vec::with_capacity(statuses.len());
         for status in statuses {
             let name = status.name.clone();
@@ -370,8 +394,19 @@ impl Supervisor {
     }
 
     /// Why a child (`name`, or `sub/child` in a nested supervisor) was restarted, left down,
-    /// or given up on: its recent decisions with the rule behind each.
+    /// or given up on: its recent decisions with the rule behind each. Still answers for this
+    /// supervisor's own children after it has ended.
     pub async fn explain(&self, name: &str) -> Result<Explanation, Error> {
+        if let Some(f) = self.final_state()
+            && !name.contains('/')
+        {
+            return f
+                .explanations
+                .iter()
+                .find(|e| e.child == name)
+                .cloned()
+                .ok_or_else(|| Error::NoSuchChild(format!("{}/{name}", self.inner.path)));
+        }
         let (sup, leaf) = self.route(name).await?;
         sup.ask(|tx| Api::Explain(leaf, tx)).await?
     }
@@ -416,7 +451,7 @@ impl Supervisor {
         let mut done = self.inner.done.clone();
         let result = done.wait_for(Option::is_some).await.map(|r| r.clone());
         match result {
-            Ok(Some(result)) => result,
+            Ok(Some(last)) => last.result.clone(),
             _ => Err(Error::Ended(self.inner.path.clone())),
         }
     }
@@ -523,7 +558,7 @@ struct Runtime {
     stop_seen: bool,
     events: broadcast::Sender<Event>,
     waiters: Vec<Waiter>,
-    done: watch::Sender<Option<Result<(), Error>>>,
+    done: watch::Sender<Option<Arc<Final>>>,
     parent: Option<ParentLink>,
     told_parent: bool,
     outcome: Option<Outcome>,
@@ -587,7 +622,16 @@ impl Runtime {
         while let Ok(api) = self.api.try_recv() {
             self.on_api(api);
         }
-        self.done.send_replace(Some(result));
+        let now = now();
+        let status = self.core.status(now);
+        let explanations = (0..status.len())
+            .map(|i| self.core.explain(i, now))
+            .collect();
+        self.done.send_replace(Some(Arc::new(Final {
+            result,
+            status,
+            explanations,
+        })));
     }
 
     /// Drop the bookkeeping of an instance that has exited.

@@ -1428,19 +1428,13 @@ impl Core {
                         self.mode = Mode::Running;
                         self.emit_group(EventKind::Running);
                     }
-                    Mode::Stopping(outcome) => {
-                        if self
-                            .children
-                            .iter()
-                            .all(|c| !matches!(c.run, Run::Up(_)) && c.successor.is_none())
-                        {
-                            self.mode = Mode::Done;
-                            for t in std::mem::take(&mut self.timers).into_keys() {
-                                self.out.push(Action::CancelTimer { token: t });
-                            }
-                            self.emit_group(EventKind::Stopped);
-                            self.out.push(Action::Done(outcome));
+                    Mode::Stopping(outcome) if self.all_down() => {
+                        self.mode = Mode::Done;
+                        for t in std::mem::take(&mut self.timers).into_keys() {
+                            self.out.push(Action::CancelTimer { token: t });
                         }
+                        self.emit_group(EventKind::Stopped);
+                        self.out.push(Action::Done(outcome));
                     }
                     _ => {}
                 }
@@ -1548,6 +1542,13 @@ impl Core {
     }
 
     // ---- helpers --------------------------------------------------------------------------
+
+    /// No instance left, current or replacement.
+    fn all_down(&self) -> bool {
+        self.children
+            .iter()
+            .all(|c| !matches!(c.run, Run::Up(_)) && c.successor.is_none())
+    }
 
     fn may_spawn(&self) -> bool {
         matches!(self.mode, Mode::Starting | Mode::Running)

@@ -225,10 +225,7 @@ impl Sim {
     /// Move the virtual clock forward, firing due timers in order.
     fn advance(&mut self, d: Duration) -> &mut Self {
         let end = self.now + d;
-        loop {
-            let Some((&(at, token), _)) = self.timers.iter().next() else {
-                break;
-            };
+        while let Some((&(at, token), _)) = self.timers.iter().next() {
             if at > end {
                 break;
             }

@@ -185,10 +185,10 @@ impl StdoutWatch {
                         if line.starts_with("ready") {
                             n += 1;
                             watch.beats.send_replace(Heartbeat::new(n));
-                        } else if let Some(pid) = line.strip_prefix("pid ") {
-                            if let Ok(pid) = pid.trim().parse() {
-                                watch.pids.lock().unwrap().push(pid);
-                            }
+                        } else if let Some(pid) = line.strip_prefix("pid ")
+                            && let Ok(pid) = pid.trim().parse()
+                        {
+                            watch.pids.lock().unwrap().push(pid);
                         }
                     }
                 });

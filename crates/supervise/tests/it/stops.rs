@@ -176,7 +176,13 @@ async fn shutdown_during_start_up_never_hangs() {
     let started = tokio::spawn(async move { crate::bounded(waiter.started()).await });
     crate::bounded(sup.shutdown()).await.expect("shutdown");
     assert!(matches!(started.await.unwrap(), Err(Error::Ended(_))));
-    assert!(matches!(sup.status().await, Err(Error::Ended(_))));
+    // The last snapshot is still there: stopped.
+    let last = sup.status().await.expect("final status");
+    assert_eq!(last[0].state, ChildState::Stopped);
+    assert!(matches!(
+        sup.stop_child("starting").await,
+        Err(Error::Ended(path)) if path == "root"
+    ));
     watch.stopped().await;
     assert_all_dead(&watch.pids());
 }

@@ -119,7 +119,17 @@ async fn escalation_travels_up_the_tree() {
             "stop root/web"
         ]
     );
-    assert!(matches!(sup.status().await, Err(Error::GaveUp { .. })));
+    // After the end, the last snapshot and the decisions are still there.
+    assert!(sup.status().await.unwrap().iter().all(|s| s.pid.is_none()));
+    let why = sup.explain("db").await.unwrap().to_string();
+    assert!(
+        why.contains("give up and escalate: restart intensity exceeded"),
+        "{why}"
+    );
+    assert!(matches!(
+        sup.start_child("web").await,
+        Err(Error::GaveUp { .. })
+    ));
     assert_all_dead(&watch.pids());
 }
 
