@@ -547,6 +547,23 @@ impl Child {
                 collected?;
                 exit?
             }
+            Some(deadline) if self.exit.is_some() => {
+                // Already reaped by an earlier `wait`: only the output is left,
+                // and the deadline still bounds it (a descendant may hold a pipe).
+                tokio::pin!(collect);
+                let finished = tokio::select! {
+                    r = &mut collect => Some(r),
+                    () = tokio::time::sleep_until(deadline) => None,
+                };
+                match finished {
+                    Some(collected) => collected?,
+                    None => {
+                        self.shared.signal_group(Signal::KILL, true)?;
+                        collect.await?;
+                    }
+                }
+                self.exit.clone().expect("checked")
+            }
             Some(deadline) => {
                 // Racing the deadline against both exit and end-of-output: a
                 // descendant holding the pipe open must not outlive the timeout.

@@ -52,6 +52,7 @@ pub struct Builder<'a> {
     watchdog: bool,
     cgroup: Option<PathBuf>,
     line_buffer: usize,
+    new_session: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -68,6 +69,7 @@ impl<'a> Builder<'a> {
             watchdog: true,
             cgroup: None,
             line_buffer: 1024,
+            new_session: false,
         }
     }
 
@@ -140,6 +142,14 @@ impl<'a> Builder<'a> {
         self
     }
 
+    /// Starts the child in a new session (`setsid`) rather than only a new
+    /// process group: it then has no controlling terminal, and its session id,
+    /// process group id and pid are all the same. Group signals work as before.
+    pub fn new_session(mut self, enabled: bool) -> Self {
+        self.new_session = enabled;
+        self
+    }
+
     /// How many lines may wait in the line channel before the readers pause
     /// (default 1024).
     pub fn line_buffer(mut self, lines: usize) -> Self {
@@ -164,12 +174,17 @@ impl<'a> Builder<'a> {
             watchdog,
             cgroup,
             line_buffer,
+            new_session,
         } = self;
         let program = cmd.get_program().to_string_lossy().into_owned();
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime { program });
         }
-        cmd.process_group(0);
+        if !new_session {
+            // With a new session, `setsid` in our pre_exec makes the group instead
+            // (it fails for a process that already leads a group).
+            cmd.process_group(0);
+        }
         if let Some(input) = stdin {
             cmd.stdin(match input {
                 Input::Inherit => Stdio::inherit(),
@@ -233,7 +248,12 @@ impl<'a> Builder<'a> {
                 }
                 None => None,
             };
-            let plan = Arc::new(PreExec::new(registration.as_ref(), cg.as_ref(), &fds));
+            let plan = Arc::new(PreExec::new(
+                registration.as_ref(),
+                cg.as_ref(),
+                &fds,
+                new_session,
+            ));
             let in_child = plan.clone();
             // SAFETY: the closure runs between fork and exec; `PreExec::run` makes
             // only async-signal-safe syscalls and touches only memory allocated
@@ -305,6 +325,8 @@ impl<'a> Builder<'a> {
 #[derive(Debug)]
 struct PreExec {
     armed: AtomicBool,
+    /// Call `setsid` first (instead of std's `setpgid`).
+    new_session: bool,
     /// Watchdog socket and registration token.
     watchdog: Option<(RawFd, u64)>,
     /// `cgroup.procs` and `cgroup.kill` of the child's cgroup.
@@ -323,6 +345,7 @@ impl PreExec {
         registration: Option<&watchdog::Registration>,
         cg: Option<&Cgroup>,
         fds: &[(OwnedFd, RawFd)],
+        new_session: bool,
     ) -> PreExec {
         let fds: Vec<(RawFd, RawFd)> = fds
             .iter()
@@ -331,6 +354,7 @@ impl PreExec {
         let park_above = fds.iter().map(|&(_, target)| target + 1).max().unwrap_or(3);
         PreExec {
             armed: AtomicBool::new(true),
+            new_session,
             watchdog: registration.map(|r| (r.socket(), r.token())),
             cgroup: cg.map(|cg| (cg.procs_fd(), cg.kill_fd())),
             parked: fds.iter().map(|_| AtomicI32::new(-1)).collect(),
@@ -355,6 +379,10 @@ impl PreExec {
         // SAFETY: for the whole block: raw syscalls on fds that were open at fork time and
         // stack buffers; no allocation, no locks (see the design note above).
         unsafe {
+            // 0. A new session (and with it a new process group led by us).
+            if self.new_session {
+                check(libc::setsid())?;
+            }
             // 1. Join the cgroup first, so that everything after, exec included,
             //    happens inside it.
             if let Some((procs, _)) = self.cgroup

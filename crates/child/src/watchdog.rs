@@ -402,19 +402,32 @@ unsafe fn kill_entry(e: Entry) {
         if e.cgroup_kill >= 0 {
             libc::write(e.cgroup_kill, b"1".as_ptr() as *const libc::c_void, 1);
         }
-        let sent = e.pidfd >= 0
-            && libc::syscall(
+        // Without a pidfd (we were at our fd limit when it came) there is nothing
+        // safe to signal: a bare pgid number may have been recycled by now.
+        if e.pidfd < 0 {
+            return;
+        }
+        let pidfd_signal = |flags: libc::c_uint, sig: libc::c_int| {
+            libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 e.pidfd,
-                libc::SIGKILL,
+                sig,
                 std::ptr::null::<libc::siginfo_t>(),
-                1u32 << 2, // PIDFD_SIGNAL_PROCESS_GROUP
-            ) == 0;
-        // Without a pidfd (we were at our fd limit) or on kernels before 6.9, the pgid
-        // number is all we have.
-        if !sent && e.pgid > 0 {
+                flags,
+            )
+        };
+        // PIDFD_SIGNAL_PROCESS_GROUP: the group the pidfd's process leads, even
+        // after that process is gone. ESRCH means the group is empty: done.
+        if pidfd_signal(1 << 2, libc::SIGKILL) == 0 || *libc::__errno_location() != libc::EINVAL {
+            return;
+        }
+        // Kernels before 6.9 lack the flag. The pgid number is safe to use only
+        // while the leader exists (it pins the number), and only if it is a real
+        // group id as seen from here (a child in a pid namespace reports 1).
+        if e.pgid > 1 && pidfd_signal(0, 0) == 0 {
             libc::kill(-e.pgid, libc::SIGKILL);
         }
+        pidfd_signal(0, libc::SIGKILL);
     }
 }
 

@@ -57,6 +57,7 @@ async fn exit_matrix() {
         "SIGKILL from outside".into(),
         summary(&child.wait().await.unwrap()),
     ));
+    drop(child);
 
     // Stopped by us after a timeout; it honours SIGTERM.
     let mut cmd = fixture("hang", &[]);
@@ -67,15 +68,18 @@ async fn exit_matrix() {
         .unwrap();
     let exit = child.wait().await.unwrap();
     rows.push(("hang, timeout".into(), summary(&exit)));
+    drop(child);
 
     // Ignores SIGTERM: killed at the grace deadline.
     let (mut child, _) = spawn_ready(&mut fixture("ignore-sigterm", &[])).await;
     let exit = child.stop(Duration::from_millis(300)).await.unwrap();
     rows.push(("ignore-sigterm, stop".into(), summary(&exit)));
+    drop(child);
 
     // kill() at once.
     let (mut child, _) = spawn_ready(&mut fixture("ignore-sigterm", &[])).await;
     rows.push(("kill".into(), summary(&child.kill().await.unwrap())));
+    drop(child);
 
     // A custom stop signal.
     let mut cmd = fixture("hang", &[]);
@@ -87,6 +91,7 @@ async fn exit_matrix() {
         "hang, stop with SIGINT".into(),
         summary(&child.stop(Duration::from_secs(10)).await.unwrap()),
     ));
+    drop(child);
 
     // stop_because records the caller's reason.
     let (mut child, _) = spawn_ready(&mut fixture("hang", &[])).await;
@@ -95,6 +100,7 @@ async fn exit_matrix() {
         .await
         .unwrap();
     rows.push(("hang, stop for recycle".into(), summary(&exit)));
+    drop(child);
 
     insta::assert_json_snapshot!(rows);
     base.assert_clean().await;
@@ -174,5 +180,43 @@ async fn timeout_applies_to_wait_with_output() {
         (Reason::Timeout, Signal::KILL, true)
     );
     assert_eq!(out.stdout.text(), "ready\n");
+    base.assert_clean().await;
+}
+
+/// Regression: `wait` then `wait_with_output` on a child with a timeout reaped
+/// the child a second time and failed with ECHILD.
+#[tokio::test]
+async fn wait_then_wait_with_output_with_a_timeout() {
+    let base = Baseline::take().await;
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "echo done"]);
+    let mut child = Child::builder(&mut cmd)
+        .stdout(forkyard_child::Output::capture(64))
+        .timeout(Duration::from_secs(30))
+        .spawn()
+        .unwrap();
+    let exit = child.wait().await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.exit, exit);
+    assert_eq!(out.stdout.text(), "done\n");
+    base.assert_clean().await;
+}
+
+#[tokio::test]
+async fn new_session_makes_pid_pgid_and_sid_equal() {
+    let base = Baseline::take().await;
+    let mut cmd = fixture("hang", &[]);
+    let mut child = Child::builder(&mut cmd)
+        .new_session(true)
+        .stdin(forkyard_child::Input::Null)
+        .stdout(forkyard_child::Output::lines())
+        .spawn()
+        .unwrap();
+    crate::support::read_until_ready(&mut child).await;
+    let stat = forkyard_testkit::stat(child.id()).unwrap();
+    assert_eq!((stat.pgrp, stat.session), (child.id(), child.id()));
+    let exit = child.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(exit.signal(), Some(Signal::TERM));
+    drop(child);
     base.assert_clean().await;
 }
