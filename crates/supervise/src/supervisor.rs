@@ -760,6 +760,10 @@ impl Runtime {
                         };
                     }
                 };
+                // Runners first: a heartbeat runner ignores beats from before its creation,
+                // and a fast child may announce itself before `spawn_process` returns.
+                self.add_runners(child, instance);
+                let spec = &self.specs[child];
                 match spawn_process(launch, spec) {
                     Ok(mut process) => {
                         let pid = process.id();
@@ -781,18 +785,22 @@ impl Runtime {
                                 _task: task,
                             },
                         );
-                        self.add_runners(child, instance);
                         Input::Spawned {
                             child,
                             instance,
                             pid,
                         }
                     }
-                    Err(error) => Input::SpawnFailed {
-                        child,
-                        instance,
-                        error,
-                    },
+                    Err(error) => {
+                        for role in [ProbeRole::Readiness, ProbeRole::Liveness] {
+                            self.runners.remove(&(child, instance, role));
+                        }
+                        Input::SpawnFailed {
+                            child,
+                            instance,
+                            error,
+                        }
+                    }
                 }
             }
             Start::Supervisor(builder) => {

@@ -8,7 +8,7 @@
 //!   after N ms; N = 0 means it never crashes.
 //! - `cache --exit-code C`: exits at once with C (a cache that cannot start); C = 0 means it
 //!   starts and runs.
-//! - `listen --port P`: binds the port and waits (the benchmark's "server").
+//! - `listen --port P`: binds the port, prints `ready`, and waits (the benchmark's server).
 
 #![allow(dead_code)]
 
@@ -49,6 +49,7 @@ pub(crate) fn role_command(role: &str, args: &[String]) -> std::process::Command
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--role").arg(role).args(args);
     cmd.stdin(std::process::Stdio::null());
+    cmd.stdout(std::process::Stdio::null());
     cmd
 }
 
@@ -141,7 +142,10 @@ fn listen(port: u16) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    // Accept and drop: readiness probes only need the connect to succeed.
+    // Announce readiness (for the stdout-notification variant), then accept and drop:
+    // readiness probes only need the connect to succeed.
+    println!("ready");
+    let _ = std::io::stdout().flush();
     for conn in listener.incoming() {
         drop(conn);
     }

@@ -355,3 +355,30 @@ async fn a_child_that_never_becomes_ready_is_a_failed_start() {
     );
     assert_all_dead(&watch.pids());
 }
+
+/// Regression: a heartbeat sent while the child is being spawned (here by the `on_spawn` hook,
+/// the earliest moment possible) counts for that child. Probe runners used to be created after
+/// the spawn, so such a beat was taken for a stale one and the child never became ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_sent_during_spawn_counts() {
+    let (tx, rx) = watch::channel(Heartbeat::default());
+    let tx = Arc::new(tx);
+    let builder = Supervisor::builder()
+        .intensity(0, Duration::from_secs(10))
+        .child(
+            ChildSpec::new("fast", move || {
+                let tx = tx.clone();
+                Launch::new(fixture(&["hang"]))
+                    .on_spawn(move |_child| drop(tx.send_replace(Heartbeat::new(1))))
+            })
+            .readiness(Probe::heartbeat(rx).timeout(ms(200)))
+            .start_timeout(ms(500)),
+        );
+    let mut watch = Watch::new(builder.subscribe());
+    let sup = crate::bounded(builder.start())
+        .await
+        .expect("ready from the first beat");
+    crate::bounded(sup.shutdown()).await.unwrap();
+    watch.stopped().await;
+    assert_all_dead(&watch.pids());
+}
