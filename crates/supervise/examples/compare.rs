@@ -111,8 +111,8 @@ async fn compare(rounds: usize) -> anyhow::Result<ExitCode> {
         .find(|r| r.name.starts_with("node"))
         .map(|r| percentile(&r.samples, 50));
     println!(
-        "  {:<48} {:>9} {:>9} {:>9}  {}",
-        "", "median", "p90", "max", "vs node (median)"
+        "  {:<48} {:>9} {:>9} {:>9}  vs node (median)",
+        "", "median", "p90", "max"
     );
     for row in &rows {
         let median = percentile(&row.samples, 50);

@@ -368,8 +368,9 @@ async fn heartbeat_sent_during_spawn_counts() {
         .child(
             ChildSpec::new("fast", move || {
                 let tx = tx.clone();
-                Launch::new(fixture(&["hang"]))
-                    .on_spawn(move |_child| drop(tx.send_replace(Heartbeat::new(1))))
+                Launch::new(fixture(&["hang"])).on_spawn(move |_child| {
+                    tx.send_replace(Heartbeat::new(1));
+                })
             })
             .readiness(Probe::heartbeat(rx).timeout(ms(200)))
             .start_timeout(ms(500)),
