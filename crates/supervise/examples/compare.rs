@@ -5,8 +5,10 @@
 //! Each round SIGKILLs the serving process and measures the time until its replacement is
 //! ready to serve, with no backoff:
 //!
-//! - forkyard-supervise, three ways of knowing "ready": none (spawned), a TCP probe every 1 ms,
-//!   and a `ready` line on stdout read by a heartbeat probe;
+//! - forkyard-supervise restarting a native server, three ways of knowing "ready": none
+//!   (spawned), a TCP probe every 1 ms, and a `ready` line on stdout read by a heartbeat probe;
+//! - forkyard-supervise restarting the very Node HTTP server a cluster worker runs (ready line),
+//!   which separates the supervisor's cost from Node's start-up cost;
 //! - Node's `cluster` (when `node` is on the PATH): the primary's `exit` handler calls
 //!   `cluster.fork()`, and the round ends at the new worker's `listening` event, which is what
 //!   PM2's cluster mode does on a crash.
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use forkyard_child::{Child, Output};
-use restart::{Readiness, Rig};
+use restart::{Readiness, Rig, Server};
 
 const NODE_SCRIPT: &str = r#"
 const cluster = require('cluster');
@@ -97,6 +99,21 @@ async fn compare(rounds: usize) -> anyhow::Result<ExitCode> {
             samples,
         });
     }
+    if node_found() {
+        let rig = Rig::start_server(Server::Node, Readiness::Notify).await;
+        for _ in 0..WARMUP {
+            rig.restart_once().await;
+        }
+        let mut samples = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            samples.push(rig.restart_once().await);
+        }
+        rig.stop().await;
+        rows.push(Row {
+            name: "forkyard-supervise, the node server, ready line".into(),
+            samples,
+        });
+    }
     match node(rounds).await {
         Ok(Some(samples)) => rows.push(Row {
             name: "node cluster re-fork (listening)".into(),
@@ -111,7 +128,7 @@ async fn compare(rounds: usize) -> anyhow::Result<ExitCode> {
         .find(|r| r.name.starts_with("node"))
         .map(|r| percentile(&r.samples, 50));
     println!(
-        "  {:<48} {:>9} {:>9} {:>9}  vs node (median)",
+        "  {:<50} {:>9} {:>9} {:>9}  vs node cluster (median)",
         "", "median", "p90", "max"
     );
     for row in &rows {
@@ -120,7 +137,7 @@ async fn compare(rounds: usize) -> anyhow::Result<ExitCode> {
             format!("{:.2}x", median.as_secs_f64() / n.as_secs_f64())
         });
         println!(
-            "  {:<48} {:>9} {:>9} {:>9}  {ratio}",
+            "  {:<50} {:>9} {:>9} {:>9}  {ratio}",
             row.name,
             ms(median),
             ms(percentile(&row.samples, 90)),
@@ -144,15 +161,18 @@ fn percentile(samples: &[Duration], p: usize) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// Runs the Node cluster script; `None` when there is no `node`.
-async fn node(rounds: usize) -> anyhow::Result<Option<Vec<Duration>>> {
-    let found = Command::new("node")
+fn node_found() -> bool {
+    Command::new("node")
         .arg("--version")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    if !found {
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs the Node cluster script; `None` when there is no `node`.
+async fn node(rounds: usize) -> anyhow::Result<Option<Vec<Duration>>> {
+    if !node_found() {
         return Ok(None);
     }
     let dir = std::env::temp_dir().join(format!("forkyard-compare-{}", std::process::id()));

@@ -261,7 +261,9 @@ impl ChildSpec {
 
     /// The group can serve without it: its restarts do not spend the group's restart budget,
     /// and when its breaker opens (default: 5 failures within a minute, open 30 s) it stays
-    /// down while the group reports itself degraded, instead of escalating.
+    /// down while the group reports itself degraded, instead of escalating. Its own failures
+    /// restart it alone whatever the group's strategy (a critical sibling's one_for_all or
+    /// rest_for_one restart still includes it).
     pub fn optional(mut self) -> Self {
         self.optional = true;
         self

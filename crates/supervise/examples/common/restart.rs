@@ -2,6 +2,9 @@
 //! supervised server process; each round kills it with SIGKILL and measures the time until the
 //! replacement is ready.
 
+// Each includer uses a different part of this module.
+#![allow(dead_code)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,24 +39,55 @@ impl Readiness {
     }
 }
 
+/// Which server process is supervised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Server {
+    /// This binary in its `listen` role (a native program).
+    Native,
+    /// `node` running a one-line HTTP server that prints `ready` once listening (the same
+    /// program a Node cluster worker runs, for a like-for-like comparison).
+    Node,
+}
+
+/// The Node server: listens on PORT, then prints `ready`.
+const NODE_SERVER: &str = "require('http').createServer((q, s) => s.end('ok'))\
+    .listen(Number(process.env.PORT), '127.0.0.1', () => console.log('ready'))";
+
+fn server_command(server: Server, port: u16) -> std::process::Command {
+    match server {
+        Server::Native => roles::role_command("listen", &["--port".into(), port.to_string()]),
+        Server::Node => {
+            let mut cmd = std::process::Command::new("node");
+            cmd.args(["-e", NODE_SERVER])
+                .env("PORT", port.to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null());
+            cmd
+        }
+    }
+}
+
 pub(crate) struct Rig {
     sup: Supervisor,
 }
 
 impl Rig {
     pub(crate) async fn start(readiness: Readiness) -> Rig {
+        Rig::start_server(Server::Native, readiness).await
+    }
+
+    pub(crate) async fn start_server(server: Server, readiness: Readiness) -> Rig {
         let port = roles::free_port();
-        let args = vec!["--port".to_string(), port.to_string()];
         let mut spec = match readiness {
             Readiness::Spawned | Readiness::TcpProbe => {
-                ChildSpec::new("server", move || roles::role_command("listen", &args))
+                ChildSpec::new("server", move || server_command(server, port))
             }
             Readiness::Notify => {
                 let (tx, rx) = watch::channel(Heartbeat::default());
                 let tx = Arc::new(tx);
                 let spec = ChildSpec::new("server", move || {
                     let tx = tx.clone();
-                    Launch::new(roles::role_command("listen", &args))
+                    Launch::new(server_command(server, port))
                         .stdout(Output::piped())
                         .on_spawn(move |child| {
                             let pipe = child.take_stdout().expect("piped stdout");
