@@ -428,13 +428,16 @@ impl Supervisor {
     /// Rolling restart of one child: a new instance is started and must be ready before the
     /// old one is stopped (so two instances run side by side for a moment: the child must be
     /// able to share its port, with `SO_REUSEPORT` or an inherited listening socket). If the
-    /// new instance fails to start, the old one keeps running and this returns an error.
+    /// new instance fails to start, the old one keeps running and this returns
+    /// [`Error::NotStarted`]. A child that is not running (stopped, or waiting out a backoff) is
+    /// simply started, as [`start_child`](Self::start_child) does.
     pub async fn restart_child(&self, name: &str) -> Result<(), Error> {
         let (sup, leaf) = self.route(name).await?;
         sup.ask(|tx| Api::Child(leaf, ChildOp::Restart, tx)).await?
     }
 
-    /// Rolling restart of every child, one at a time in start order.
+    /// Rolling restart of every running child, one at a time in start order; an error names
+    /// the first child whose replacement failed (the others were still replaced).
     pub async fn restart_all(&self) -> Result<(), Error> {
         self.ask(Api::RestartAll).await?
     }
@@ -940,8 +943,15 @@ impl Runtime {
                         self.wait_for(Waiter::Up(child, tx));
                     }
                     ChildOp::Restart => {
-                        self.feed(Input::Roll(Some(child)));
-                        self.wait_for(Waiter::Rolled(Some(child), tx));
+                        let state = self.core.status(now())[child].state;
+                        if matches!(state, ChildState::Running | ChildState::Starting) {
+                            self.feed(Input::Roll(Some(child)));
+                            self.wait_for(Waiter::Rolled(Some(child), tx));
+                        } else {
+                            // Not running: a restart is a start (as `systemctl restart`).
+                            self.feed(Input::StartChild(child));
+                            self.wait_for(Waiter::Up(child, tx));
+                        }
                     }
                 }
             }
@@ -999,7 +1009,17 @@ impl Runtime {
                     }
                 }
                 Waiter::Rolled(child, tx) if !self.core.is_rolling(child) => {
-                    let _ = tx.send(Ok(()));
+                    let children = match child {
+                        Some(c) => vec![c],
+                        None => (0..self.specs.len()).collect(),
+                    };
+                    let failed = children.into_iter().find_map(|c| {
+                        self.core.roll_failure(c).map(|why| Error::NotStarted {
+                            child: self.specs[c].name.clone(),
+                            state: format!("replacement failed, old instance kept: {why}"),
+                        })
+                    });
+                    let _ = tx.send(failed.map_or(Ok(()), Err));
                 }
                 other => self.waiters.push(other),
             }

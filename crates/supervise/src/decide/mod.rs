@@ -250,6 +250,8 @@ struct Child {
     last_exit: Option<ExitReport>,
     /// Why it is down, for `Degraded` (set when its breaker opens).
     trouble: Option<String>,
+    /// Why the last rolling restart failed to bring up a replacement (cleared when one starts).
+    roll_failure: Option<String>,
     journal: Journal,
 }
 
@@ -354,6 +356,7 @@ impl Core {
                 spawns: 0,
                 last_exit: None,
                 trouble: None,
+                roll_failure: None,
                 journal: Journal::default(),
             })
             .collect();
@@ -427,6 +430,11 @@ impl Core {
             Step::Roll { child: c, .. } => child.is_none_or(|want| want == *c),
             _ => false,
         })
+    }
+
+    /// Why the child's last rolling restart failed, if it did.
+    pub(crate) fn roll_failure(&self, child: usize) -> Option<&str> {
+        self.children[child].roll_failure.as_deref()
     }
 
     /// The group's health.
@@ -1355,6 +1363,7 @@ impl Core {
     }
 
     fn replace_failed(&mut self, child: usize, detail: String) {
+        self.children[child].roll_failure = Some(detail.clone());
         self.note(
             child,
             format!("rolling restart failed: {detail}"),
@@ -1505,6 +1514,7 @@ impl Core {
                     let c = &mut self.children[child];
                     c.successor = Some(Instance::new(id, now));
                     c.spawns += 1;
+                    c.roll_failure = None;
                     self.note(
                         child,
                         "rolling restart".into(),

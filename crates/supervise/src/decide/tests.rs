@@ -1148,6 +1148,10 @@ fn failed_replacement_keeps_the_old_instance() {
             .iter()
             .any(|k| k.starts_with("a: replacement failed"))
     );
+    assert_eq!(
+        sim.core.roll_failure(0),
+        Some("replacement ended: signal SIGTERM")
+    );
     assert!(sim.core.is_ready(0));
     assert_eq!(sim.core.status(sim.now)[0].pid, Some(100));
     assert!(!sim.core.is_rolling(Some(0)));

@@ -274,3 +274,48 @@ async fn rolling_restart_has_the_new_instance_ready_before_the_old_stops() {
     watch.stopped().await;
     assert_all_dead(&watch.pids());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_replacement_keeps_the_old_instance_and_says_so() {
+    use forkyard_supervise::{Heartbeat, Launch};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // Only the first instance announces itself ready; a replacement never does.
+    let (tx, rx) = tokio::sync::watch::channel(Heartbeat::default());
+    let tx = std::sync::Arc::new(tx);
+    let starts = AtomicUsize::new(0);
+    let builder = Supervisor::builder().child(
+        ChildSpec::new("web", move || {
+            let first = starts.fetch_add(1, Ordering::SeqCst) == 0;
+            let tx = tx.clone();
+            Launch::new(fixture(&["hang"])).on_spawn(move |_| {
+                if first {
+                    tx.send_replace(Heartbeat::new(1));
+                }
+            })
+        })
+        .readiness(Probe::heartbeat(rx).timeout(ms(100)))
+        .start_timeout(ms(300)),
+    );
+    let mut watch = Watch::new(builder.subscribe());
+    let sup = crate::bounded(builder.start()).await.unwrap();
+    let old = sup.status().await.unwrap()[0].pid.unwrap();
+    let err = crate::bounded(sup.restart_child("web")).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotStarted { child, state }
+            if child == "web" && state.starts_with("replacement failed")),
+        "{err}"
+    );
+    let status = sup.status().await.unwrap();
+    assert_eq!(
+        (status[0].state, status[0].pid),
+        (ChildState::Running, Some(old))
+    );
+    // A stopped child is started by a restart (and here, never gets ready).
+    crate::bounded(sup.stop_child("web")).await.unwrap();
+    let err = crate::bounded(sup.restart_child("web")).await.unwrap_err();
+    assert!(matches!(err, Error::NotStarted { .. }), "{err}");
+    crate::bounded(sup.shutdown()).await.unwrap();
+    watch.stopped().await;
+    assert_all_dead(&watch.pids());
+}
