@@ -92,6 +92,12 @@ impl<'a> Builder<'a> {
         self
     }
 
+    /// Sets an environment variable for the child (as `Command::env` does).
+    pub fn env(self, key: impl AsRef<std::ffi::OsStr>, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
     /// Hands `fd` to the child as fd number `target` (3 or more; 0 to 2 are stdio).
     ///
     /// Every other fd of the parent is closed in the child, whatever its

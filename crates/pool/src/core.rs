@@ -265,12 +265,9 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         self.degraded.as_deref()
     }
 
+    #[cfg(test)]
     pub(crate) fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
-    }
-
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutdown.is_some()
     }
 
     /// Shut down and nothing left: no task, no worker.
@@ -471,10 +468,18 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             return;
         }
         let affected: Vec<TaskId> = std::mem::take(&mut w.in_flight).into_iter().collect();
+        let starting = matches!(w.phase, Phase::Starting { .. });
         w.phase = Phase::Ending {
             reason: Some(KillReason::Protocol),
         };
         self.counters.protocol_errors += 1;
+        if starting {
+            // A worker that cannot even say hello counts as one that cannot start.
+            self.start_failure(
+                format!("worker {worker} broke the protocol at start: {message}"),
+                now,
+            );
+        }
         self.actions.push(Action::Kill {
             worker,
             reason: KillReason::Protocol,
@@ -1018,16 +1023,15 @@ mod tests {
             sim.core.shutdown(ShutdownMode::Cancel { grace: Duration::from_secs(1) }, sim.now);
             sim.pump();
             for _ in 0..50 {
-                let live = sim.live();
-                if live.is_empty() { break; }
-                for w in live {
+                if sim.core.is_finished() { break; }
+                for w in sim.live() {
                     let now = sim.now;
                     if sim.ended.contains(&w) || sim.drained.contains(&w) { sim.core.exited(w, now); } else { sim.core.ready(w, now); }
                     sim.pump();
                 }
                 sim.advance(Duration::from_secs(2));
             }
-            prop_assert!(sim.core.is_finished(), "pool did not finish: {:?}", sim.core.workers());
+            prop_assert!(sim.core.is_finished(), "pool did not finish: workers {:?} tasks {:?} queue {:?} shutdown {:?} spawn_after {:?} breaker {:?} deg {:?}", sim.core.workers(), sim.core.tasks.keys().collect::<Vec<_>>(), sim.core.queue, sim.core.shutdown, sim.core.spawn_after, sim.core.breaker.state(), sim.core.degraded);
             for t in &submitted {
                 prop_assert!(sim.outcomes.contains_key(t), "task {} has no outcome", t);
             }
@@ -1134,7 +1138,7 @@ mod tests {
                 );
                 let b = sim.core.submit(102, 2, now).unwrap();
                 sim.pump();
-                assert_eq!(sim.sent[&1], vec![b], "and keeps taking tasks meanwhile");
+                assert_eq!(sim.sent[&1], vec![a, b], "and keeps taking tasks meanwhile");
                 sim.core.ready(2, now);
                 sim.pump();
                 assert!(

@@ -78,7 +78,7 @@
 //! ```
 //!
 //! Workers in other languages speak the same protocol over the JSON-lines
-//! codec ([`Builder::codec`] with `forkyard_ipc::Codec::Json`); the crate ships
+//! codec ([`Builder::codec`] with `forkyard_ipc::Codec::JsonLines`); the crate ships
 //! a Python worker (`python/pool_worker.py`). The messages are in [`protocol`].
 //!
 //! # Caveats

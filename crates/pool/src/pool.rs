@@ -183,7 +183,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
         self
     }
 
-    /// The wire codec (default postcard; [`Codec::Json`] for workers in other languages).
+    /// The wire codec (default postcard; [`Codec::JsonLines`] for workers in other languages).
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
         self
@@ -1110,5 +1110,8 @@ fn is_peer_gone(e: &forkyard_ipc::Error) -> bool {
         forkyard_ipc::Error::PeerClosedMidFrame { .. }
             | forkyard_ipc::Error::Closed
             | forkyard_ipc::Error::Io { .. }
+            | forkyard_ipc::Error::Handshake(
+                forkyard_ipc::HandshakeError::PeerClosed | forkyard_ipc::HandshakeError::Io(_)
+            )
     )
 }

@@ -57,7 +57,7 @@ pub fn is_worker() -> bool {
 pub fn serve<Req, Resp, E, F, Fut>(handler: F) -> !
 where
     Req: Message,
-    Resp: Message,
+    Resp: Message + Sync,
     E: Display,
     F: Fn(Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, E>> + Send + 'static,
@@ -84,7 +84,7 @@ where
 async fn run<Req, Resp, E, F, Fut>(handler: F) -> Result<(), forkyard_ipc::Error>
 where
     Req: Message,
-    Resp: Message,
+    Resp: Message + Sync,
     E: Display,
     F: Fn(Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, E>> + Send + 'static,

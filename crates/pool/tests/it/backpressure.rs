@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
+use crate::job::Job;
 use forkyard_pool::{PoolError, ShutdownMode};
-use forkyard_testkit::pool_job::Job;
 
 use crate::support::{Baseline, builder};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_call_says_queue_full_and_call_waits_for_room() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&[])
         .workers(1)
         .queue_capacity(2)
@@ -19,9 +19,9 @@ async fn try_call_says_queue_full_and_call_waits_for_room() {
     // One running, two queued: the queue is full.
     let mut calls = Vec::new();
     for value in 0..3 {
-        let pool = pool.clone();
+        let caller = pool.clone();
         calls.push(tokio::spawn(async move {
-            pool.call(Job::Sleep { ms: 200, value }).await
+            caller.call(Job::Sleep { ms: 200, value }).await
         }));
         loop {
             let s = pool.stats().await;
@@ -54,7 +54,7 @@ async fn try_call_says_queue_full_and_call_waits_for_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelining_sends_several_tasks_to_a_worker_and_picks_the_least_loaded() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&[])
         .workers(2)
         .max_in_flight_per_worker(4)

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::job::Job;
 use forkyard_child::Signal;
 use forkyard_pool::{PoolError, ShutdownMode};
-use forkyard_testkit::pool_job::Job;
 
 use crate::support::{Baseline, builder, sigkill, wait_for, wait_full, worker_pids};
 
@@ -14,7 +14,7 @@ const GRACE: ShutdownMode = ShutdownMode::Drain {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_sigkilled_mid_task_fails_only_its_task_and_is_replaced() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&[]).workers(2).retries(0).build().await.unwrap();
     let victim_call = tokio::spawn({
         let pool = pool.clone();
@@ -68,7 +68,7 @@ async fn a_worker_sigkilled_mid_task_fails_only_its_task_and_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_task_is_retried_on_another_worker_up_to_its_limit() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&[]).workers(2).retries(2).build().await.unwrap();
     // Crash kills whichever worker runs it, every time: 1 run + 2 retries, then the crash.
     match pool.call(Job::Crash).await {
@@ -88,7 +88,7 @@ async fn a_crashed_task_is_retried_on_another_worker_up_to_its_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_calling_exit_0_mid_task_is_a_crash_not_a_silent_loss() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&[]).workers(2).build().await.unwrap();
     match pool.call(Job::Exit0).await {
         Err(PoolError::WorkerCrashed { exit, .. }) => assert_eq!(exit.code(), Some(0)),
@@ -102,7 +102,7 @@ async fn a_worker_calling_exit_0_mid_task_is_a_crash_not_a_silent_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_task_times_out_and_its_worker_group_is_killed() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&[])
         .workers(1)
         .task_timeout(Duration::from_millis(300))
@@ -124,7 +124,7 @@ async fn a_hanging_task_times_out_and_its_worker_group_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_panic_is_a_task_error_and_the_worker_keeps_serving() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&[]).workers(1).build().await.unwrap();
     let pid = pool.call(Job::Pid).await.unwrap();
     match pool.call(Job::Panic).await {
@@ -149,7 +149,7 @@ async fn a_handler_panic_is_a_task_error_and_the_worker_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_flooding_stderr_does_not_block_and_its_tail_is_kept_for_crashes() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&[]).workers(1).build().await.unwrap();
     // 32 MiB through stderr: the pool drains it; the task completes.
     assert_eq!(
@@ -172,7 +172,7 @@ async fn a_worker_flooding_stderr_does_not_block_and_its_tail_is_kept_for_crashe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaking_worker_is_recycled_by_rss_without_losing_a_task() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&[])
         .workers(1)
         .recycle_above_rss(64 << 20)

@@ -1,5 +1,6 @@
 //! forkyard-pool against real worker processes (testkit's `pool-worker` fixture).
 
+mod job;
 mod support;
 
 mod backpressure;

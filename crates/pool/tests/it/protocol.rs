@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::job::Job;
 use forkyard_pool::{BuildError, PoolError, ShutdownMode};
-use forkyard_testkit::pool_job::Job;
 
 use crate::support::{Baseline, builder};
 
@@ -14,7 +14,7 @@ fn breaker() -> forkyard_supervise::BreakerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_for_an_unknown_task_is_a_protocol_error() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&["--unknown-id"]).workers(1).build().await.unwrap();
     match pool.call(Job::Echo(1)).await {
         Err(PoolError::Protocol(message)) => {
@@ -36,7 +36,7 @@ async fn a_reply_for_an_unknown_task_is_a_protocol_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_mismatched_types_never_make_a_pool() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     for args in [&["--garbage"][..], &["--wrong-types"][..]] {
         let err = builder(args)
             .workers(1)

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::job::Job;
 use forkyard_pool::{FailureKind, ShutdownMode};
-use forkyard_testkit::pool_job::Job;
 use proptest::prelude::*;
 
 use crate::support::{Baseline, DEADLINE, builder, sigkill, worker_pids};
@@ -45,7 +45,7 @@ proptest! {
     fn every_call_ends_and_the_counts_add_up(steps in proptest::collection::vec(step(), 1..40), recycle in 1u64..6) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
-            let base = Baseline::take();
+            let base = Baseline::take().await;
             let pool = builder(&[])
                 .workers(2)
                 .max_in_flight_per_worker(2)

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::job::Job;
 use forkyard_pool::{PoolError, ShutdownMode};
-use forkyard_testkit::pool_job::Job;
 
 use crate::support::{Baseline, builder, worker_pids};
 
@@ -35,7 +35,7 @@ async fn loaded_pool() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_runs_queued_and_running_tasks_then_stops_workers() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let (pool, calls) = loaded_pool().await;
     let pids = worker_pids(&pool).await;
     let report = pool
@@ -62,7 +62,7 @@ async fn drain_runs_queued_and_running_tasks_then_stops_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_fails_the_queue_finishes_the_running() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let (pool, calls) = loaded_pool().await;
     let report = pool
         .shutdown(ShutdownMode::Cancel {
@@ -85,7 +85,7 @@ async fn cancel_fails_the_queue_finishes_the_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grace_period_that_runs_out_stops_workers_and_fails_their_tasks() {
-    let base = Baseline::take();
+    let base = Baseline::take().await;
     let pool = builder(&[])
         .workers(1)
         .stop_grace(Duration::from_millis(200))

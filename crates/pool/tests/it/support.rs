@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::job::Job;
 use forkyard_pool::{Builder, Pool};
 use forkyard_testkit as tk;
-use forkyard_testkit::pool_job::Job;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -12,11 +12,11 @@ pub(crate) type TestPool = Pool<Job, u64>;
 
 /// A builder for a pool of `pool-worker` fixtures started with `args`.
 pub(crate) fn builder(args: &'static [&'static str]) -> Builder<Job, u64> {
-    let path = tk::fixture_path().to_path_buf();
+    let path = std::path::PathBuf::from(env!("CARGO_BIN_EXE_forkyard-pool-fixture"));
     Pool::<Job, u64>::builder()
         .command(move || {
             let mut cmd = std::process::Command::new(&path);
-            cmd.arg("pool-worker").args(args);
+            cmd.args(args);
             cmd
         })
         .sample_every(Duration::from_millis(50))
@@ -28,7 +28,13 @@ pub(crate) struct Baseline {
 }
 
 impl Baseline {
-    pub(crate) fn take() -> Baseline {
+    /// Taken after one warm-up spawn, so the owner-death watchdog's fds (started
+    /// by the first spawn of the process) are part of the baseline.
+    pub(crate) async fn take() -> Baseline {
+        let mut warm = std::process::Command::new("/bin/true");
+        let mut child = forkyard_child::Child::spawn(&mut warm).expect("warm-up spawn");
+        child.wait().await.expect("warm-up wait");
+        drop(child);
         Baseline {
             fds: tk::fd_count(std::process::id()),
         }
@@ -51,13 +57,13 @@ impl Baseline {
             z.is_empty().then_some(()).ok_or(format!("{z:?}"))
         })
         .await;
-        // The watchdog socket may have been opened during the test.
-        let allowance = usize::from(watchdog.is_some());
         wait_for("fd count back to baseline", || {
             let n = tk::fd_count(me);
-            (n <= self.fds + allowance)
-                .then_some(())
-                .ok_or(format!("{n} fds, baseline {}", self.fds))
+            (n <= self.fds).then_some(()).ok_or(format!(
+                "{n} fds, baseline {}: {:?}",
+                self.fds,
+                tk::open_fds(me)
+            ))
         })
         .await;
     }
@@ -113,11 +119,14 @@ pub(crate) async fn worker_pids(pool: &TestPool) -> Vec<u32> {
         .collect()
 }
 
-/// Kills `pid` (a worker we started) with SIGKILL.
+/// Kills `pid` (a worker we started) with SIGKILL; a worker that is already
+/// gone is fine.
 pub(crate) fn sigkill(pid: u32) {
-    rustix::process::kill_process(
+    match rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).unwrap(),
         rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    ) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => panic!("kill {pid}: {e}"),
+    }
 }

@@ -1,0 +1,40 @@
+//! The task type of `forkyard-pool-fixture`, shared by the fixture binary and
+//! the tests (the ipc handshake checks that both sides agree on its structure).
+//! Included with `#[path]` by `src/bin/forkyard-pool-fixture.rs`.
+use serde::{Deserialize, Serialize};
+
+/// What a `pool-worker` fixture task does. Every job answers with a `u64`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Job {
+    /// Answers `n`.
+    Echo(u64),
+    /// Sleeps `ms` milliseconds, then answers `value`.
+    Sleep {
+        /// How long to sleep.
+        ms: u64,
+        /// What to answer.
+        value: u64,
+    },
+    /// The handler returns this error message.
+    Fail(String),
+    /// The handler panics.
+    Panic,
+    /// The worker process aborts (SIGABRT) mid-task.
+    Crash,
+    /// The worker process calls `exit(0)` mid-task.
+    Exit0,
+    /// The handler never returns.
+    Hang,
+    /// Allocates and leaks this many MiB (touched), then answers its RSS in bytes.
+    Alloc {
+        /// How much to leak.
+        mib: u64,
+    },
+    /// Writes this many bytes to stderr, then answers the count.
+    Stderr {
+        /// How much to write.
+        bytes: u64,
+    },
+    /// Answers the worker's pid.
+    Pid,
+}
