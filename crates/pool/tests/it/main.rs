@@ -7,5 +7,6 @@ mod backpressure;
 mod faults;
 mod lifecycle;
 mod protocol;
+mod python;
 mod schedule;
 mod shutdown;
