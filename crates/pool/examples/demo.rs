@@ -1,0 +1,219 @@
+//! A narrated run of forkyard-pool: `cargo xtask demo pool` (or
+//! `cargo run -p forkyard-pool --example demo -- [--quick]`).
+//!
+//! A pool of worker processes (this same binary, started again as workers)
+//! works through a batch while a chaos task SIGKILLs workers at random. The
+//! pool replaces them, retries their tasks, and answers every task exactly
+//! once; the live queue is printed as it goes, then a statistics table and the
+//! graceful-shutdown report.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use forkyard_pool::{Pool, PoolError, ShutdownMode, worker};
+use serde::{Deserialize, Serialize};
+
+/// A task: hash `rounds` times, starting from `seed` (a stand-in for real work).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Resize {
+    seed: u64,
+    rounds: u64,
+}
+
+fn work(task: &Resize) -> u64 {
+    let mut x = task.seed;
+    for _ in 0..task.rounds {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            .rotate_left(17);
+    }
+    x
+}
+
+fn main() -> Result<()> {
+    if worker::is_worker() {
+        worker::serve(|task: Resize| async move { Ok::<u64, String>(work(&task)) });
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(quick))
+}
+
+async fn run(quick: bool) -> Result<()> {
+    let (tasks, kills) = if quick { (1000, 4) } else { (6000, 12) };
+    println!(
+        "== A pool of 4 worker processes, {tasks} tasks, {kills} workers SIGKILLed along the way =="
+    );
+    let started = Instant::now();
+    let pool = Pool::<Resize, u64>::builder()
+        .self_exec(std::iter::empty::<&str>())?
+        .workers(4)
+        .max_in_flight_per_worker(4)
+        .queue_capacity(tasks)
+        .retries(2)
+        .task_timeout(Duration::from_secs(10))
+        .recycle_after_tasks(if quick { 60 } else { 400 })
+        .backoff(forkyard_supervise::Backoff::exponential(
+            Duration::from_millis(20),
+            Duration::from_millis(500),
+        ))
+        .build()
+        .await?;
+    let stats = pool.stats().await;
+    let pids: Vec<u32> = stats.workers.iter().filter_map(|w| w.pid).collect();
+    println!("ready in {:?}: workers {:?}", started.elapsed(), pids);
+
+    // The batch.
+    let calls: Vec<_> = (0..tasks as u64)
+        .map(|i| {
+            let pool = pool.clone();
+            let task = Resize {
+                seed: i,
+                rounds: 20_000 + (i % 7) * 5_000,
+            };
+            tokio::spawn(async move { (i, pool.call(task).await) })
+        })
+        .collect();
+
+    // Chaos: SIGKILL a busy worker every so often, and print the live queue.
+    let chaos = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut killed = 0;
+            let mut tick = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                tick += 1;
+                let s = pool.stats().await;
+                if tick % 8 == 0 {
+                    println!(
+                        "  t={:>5.2}s queued {:>4} running {:>2} done {:>4} | restarts {} retried {} recycled {}",
+                        started.elapsed().as_secs_f64(),
+                        s.queued,
+                        s.running,
+                        s.completed,
+                        s.restarts,
+                        s.retried,
+                        s.recycled
+                    );
+                }
+                if s.completed + s.failed_total() + s.cancelled >= tasks as u64 {
+                    return killed;
+                }
+                if killed < kills && tick % 2 == 0 {
+                    if let Some(w) = s
+                        .workers
+                        .iter()
+                        .filter(|w| w.in_flight > 0)
+                        .nth((tick as usize) % 3)
+                    {
+                        if let Some(pid) = w.pid {
+                            println!(
+                                "  kill -9 {pid} (worker {}, {} tasks in flight)",
+                                w.worker, w.in_flight
+                            );
+                            let _ = rustix::process::kill_process(
+                                rustix::process::Pid::from_raw(pid as i32).expect("pid"),
+                                rustix::process::Signal::KILL,
+                            );
+                            killed += 1;
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    let mut outcomes: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut wrong = 0;
+    for call in calls {
+        let (i, outcome) = call.await?;
+        let expected = work(&Resize {
+            seed: i,
+            rounds: 20_000 + (i % 7) * 5_000,
+        });
+        let label = match outcome {
+            Ok(v) if v == expected => "ok",
+            Ok(_) => {
+                wrong += 1;
+                "wrong answer"
+            }
+            Err(PoolError::WorkerCrashed { .. }) => "worker crashed (retries used up)",
+            Err(PoolError::TimedOut { .. }) => "timed out",
+            Err(e) => {
+                println!("  task {i}: {e}");
+                "other error"
+            }
+        };
+        *outcomes.entry(label).or_default() += 1;
+    }
+    let killed = chaos.await?;
+    let elapsed = started.elapsed();
+    if wrong > 0 {
+        bail!("{wrong} tasks got a wrong answer");
+    }
+
+    println!("\n== Every task has exactly one outcome ({killed} workers were killed) ==");
+    for (label, n) in &outcomes {
+        println!("  {label:<34} {n:>6}");
+    }
+    let s = pool.stats().await;
+    println!(
+        "\n== Statistics after {:.2?} ({:.0} tasks/s) ==",
+        elapsed,
+        tasks as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  submitted {}  completed {}  failed {}  retried {}",
+        s.submitted,
+        s.completed,
+        s.failed_total(),
+        s.retried
+    );
+    println!(
+        "  crashes {}  restarts {}  recycled {}  start failures {}",
+        s.crashes, s.restarts, s.recycled, s.start_failures
+    );
+    println!(
+        "  queue wait  p50 {:>9.2?}  p90 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}",
+        s.queue_wait.p50, s.queue_wait.p90, s.queue_wait.p99, s.queue_wait.max
+    );
+    println!(
+        "  service     p50 {:>9.2?}  p90 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}",
+        s.service_time.p50, s.service_time.p90, s.service_time.p99, s.service_time.max
+    );
+    println!(
+        "  {:<8} {:>7} {:>9} {:>10} {:>10}",
+        "worker", "pid", "state", "completed", "rss KiB"
+    );
+    for w in &s.workers {
+        println!(
+            "  {:<8} {:>7} {:>9} {:>10} {:>10}",
+            w.worker,
+            w.pid.map_or("-".into(), |p| p.to_string()),
+            w.state,
+            w.completed,
+            w.rss_bytes.map_or("-".into(), |r| (r / 1024).to_string())
+        );
+    }
+    if s.completed + s.failed_total() != tasks as u64 {
+        bail!("the counts do not add up: {s:?}");
+    }
+
+    println!("\n== Graceful shutdown (drain, 10 s grace) ==");
+    let report = pool
+        .shutdown(ShutdownMode::Drain {
+            grace: Duration::from_secs(10),
+        })
+        .await;
+    for w in &report.workers {
+        println!("  worker {:<3} {}", w.worker, w.exit);
+    }
+    println!("  tasks affected by the shutdown: {}", report.tasks.len());
+    Ok(())
+}
