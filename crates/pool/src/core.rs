@@ -180,6 +180,9 @@ struct Task<Req> {
     req: Req,
     /// How many times it was dispatched.
     attempts: u32,
+    /// Runs that were cut short through no fault of the task (its worker was
+    /// killed for another task's timeout): they do not count against retries.
+    forgiven: u32,
     enqueued_at: Instant,
     running: Option<Running>,
     /// The caller stopped waiting; the outcome is counted as cancelled.
@@ -220,6 +223,8 @@ pub(crate) struct Core<Req, Resp> {
     breaker: CircuitBreaker,
     /// No spawn for a replacement before this (backoff after a failure).
     spawn_after: Option<Instant>,
+    /// Queued tasks that were never dispatched (what the capacity limits).
+    fresh_queued: usize,
     degraded: Option<String>,
     shutdown: Option<Shutdown>,
     pub(crate) counters: Counters,
@@ -238,6 +243,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             workers: BTreeMap::new(),
             next_worker: 1,
             spawn_after: None,
+            fresh_queued: 0,
             degraded: None,
             shutdown: None,
             counters: Counters::default(),
@@ -349,7 +355,9 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         if self.shutdown.is_some() {
             return Err(Refused::ShuttingDown);
         }
-        if self.queue.len() >= self.rules.queue_capacity {
+        // Capacity counts fresh submissions only: a task re-queued for a retry
+        // already had its place and must not take a newcomer's.
+        if self.fresh_queued >= self.rules.queue_capacity {
             return Err(Refused::QueueFull);
         }
         if let Some(reason) = self.unavailable() {
@@ -361,12 +369,14 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             Task {
                 req,
                 attempts: 0,
+                forgiven: 0,
                 enqueued_at: now,
                 running: None,
                 abandoned: false,
             },
         );
         self.queue.push_back(id);
+        self.fresh_queued += 1;
         self.counters.submitted += 1;
         self.settle(now);
         Ok(id)
@@ -530,14 +540,15 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             let shutting_down = self.shutdown.as_ref().is_some_and(|s| s.stopping);
             if shutting_down {
                 self.finish(task, Err(Failure::ShuttingDown));
-            } else if collateral.contains(&task)
-                || (t.attempts <= self.rules.retries && !t.abandoned)
-            {
+            } else if t.abandoned {
+                // Nobody waits for it any more: do not run it again.
+                self.finish(task, Err(Failure::Cancelled));
+            } else if collateral.contains(&task) || t.attempts - t.forgiven <= self.rules.retries {
                 if !collateral.contains(&task) {
                     self.counters.retried += 1;
                 } else {
                     // Not its fault: this attempt does not count.
-                    t.attempts -= 1;
+                    t.forgiven += 1;
                 }
                 t.enqueued_at = now;
                 self.queue.push_front(task);
@@ -642,6 +653,10 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             debug_assert!(false, "task {task} finished twice");
             return;
         };
+        if t.running.is_none() && t.attempts == 0 {
+            // It leaves the queue without ever having run.
+            self.fresh_queued -= 1;
+        }
         let kind = match (&outcome, t.abandoned) {
             (_, true) | (Err(Failure::Cancelled), _) => None,
             (Ok(_), false) => {
@@ -825,6 +840,9 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             let Some(worker) = least_loaded else { return };
             self.queue.pop_front();
             let t = self.tasks.get_mut(&task).expect("queued tasks exist");
+            if t.attempts == 0 {
+                self.fresh_queued -= 1;
+            }
             t.attempts += 1;
             t.running = Some(Running {
                 worker,

@@ -188,6 +188,10 @@ async fn a_cancelled_queued_task_never_starts() {
         let pool = pool.clone();
         async move { pool.call(Job::Sleep { ms: 300, value: 1 }).await }
     });
+    // Spawned tasks run in any order: wait until the blocker holds the worker.
+    while pool.stats().await.running == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     // Queued behind the blocker: would crash the worker if it ever ran.
     let doomed = tokio::spawn({
         let pool = pool.clone();

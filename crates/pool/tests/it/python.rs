@@ -46,6 +46,9 @@ async fn a_python_worker_answers_fails_and_crashes_like_any_other() {
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u64);
     }
+    // The crashed worker's replacement must be up before the drain, or the
+    // shutdown kills it while it is still starting.
+    crate::support::wait_full(&pool, 2).await;
     let report = pool
         .shutdown(ShutdownMode::Drain {
             grace: Duration::from_secs(10),
