@@ -10,19 +10,21 @@
 //! ```
 //!
 //! The worker reads tasks from its parent over the inherited ipc channel, runs
-//! each one as its own tokio task (so a pool that pipelines several tasks to a
-//! worker gets them run concurrently when the handler awaits I/O), and answers
-//! each exactly once. A handler that panics answers with an error naming the
+//! them concurrently (so a pool that pipelines several tasks to a worker gets
+//! them overlapped when the handler awaits I/O; CPU-bound handlers run one at
+//! a time, as a worker process is one core's worth of work), and answers each
+//! exactly once. A handler that panics answers with an error naming the
 //! panic, and the worker keeps serving. On `Drain` (recycling, shutdown) it
 //! stops reading, finishes and answers what it has, and exits 0; when the
 //! parent goes away it exits too.
 
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 
 use forkyard_ipc::{Channel, Message};
-use tokio::sync::mpsc;
+use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::protocol::{FromWorker, ToWorker};
 
@@ -92,60 +94,54 @@ where
     let channel = Channel::<FromWorker<Resp>, ToWorker<Req>>::from_parent()?;
     let (mut tx, mut rx) = channel.split();
     tx.send(&FromWorker::Ready).await?;
-    // One writer task owns the sender; handlers hand it their answers.
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<FromWorker<Resp>>();
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = done_rx.recv().await {
-            tx.feed(&msg).await?;
-            // Batch whatever else is ready before paying for a write.
-            while let Ok(more) = done_rx.try_recv() {
-                tx.feed(&more).await?;
-            }
-            tx.flush().await?;
-        }
-        tx.close().await
-    });
-    let handler = Arc::new(handler);
+    // Running handlers are polled right here, not spawned: no task hop between
+    // reading a task, running it and writing its answer. A panic is caught
+    // around each handler's future and becomes an error answer.
+    let mut running = FuturesUnordered::new();
+    let mut draining = false;
     loop {
-        match rx.recv().await? {
-            Some(ToWorker::Task { id, req }) => {
-                let handler = handler.clone();
-                let done = done_tx.clone();
-                tokio::spawn(async move {
-                    // The handler runs in a task of its own so that a panic is
-                    // caught by tokio and becomes an error answer.
-                    let outcome =
-                        tokio::spawn(async move { handler(req).await.map_err(|e| e.to_string()) })
-                            .await;
-                    let result = outcome.unwrap_or_else(|join| Err(panic_message(join)));
-                    let _ = done.send(FromWorker::Done { id, result });
-                });
+        tokio::select! {
+            // Answers first: they free the parent's pipeline.
+            biased;
+            Some((id, result)) = running.next(), if !running.is_empty() => {
+                tx.feed(&FromWorker::Done { id, result }).await?;
+                // Batch every other answer already available before a write.
+                while let Some(Some((id, result))) = running.next().now_or_never() {
+                    tx.feed(&FromWorker::Done { id, result }).await?;
+                }
+                tx.flush().await?;
             }
-            Some(ToWorker::Drain) | None => break,
+            msg = rx.recv(), if !draining => match msg? {
+                Some(ToWorker::Task { id, req }) => {
+                    // Making the future can panic too (a closure's body before its `async`).
+                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| handler(req)));
+                    running.push(async move {
+                        let result = match made {
+                            Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                                Ok(result) => result.map_err(|e| e.to_string()),
+                                Err(payload) => Err(panic_message(payload)),
+                            },
+                            Err(payload) => Err(panic_message(payload)),
+                        };
+                        (id, result)
+                    });
+                }
+                Some(ToWorker::Drain) | None => draining = true,
+            },
+            else => break,
+        }
+        if draining && running.is_empty() {
+            break;
         }
     }
-    // Every in-flight handler holds a clone of `done_tx`; the writer ends when
-    // the last one has answered.
-    drop(done_tx);
-    match writer.await {
-        Ok(written) => written,
-        // The writer task only ends abnormally if it panicked: report, exit 1.
-        Err(join) => Err(forkyard_ipc::Error::Broken(format!(
-            "the answer writer failed: {join}"
-        ))),
-    }
+    tx.close().await
 }
 
-fn panic_message(join: tokio::task::JoinError) -> String {
-    match join.try_into_panic() {
-        Ok(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-string payload".into());
-            format!("the handler panicked: {what}")
-        }
-        Err(join) => format!("the handler was cancelled: {join}"),
-    }
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".into());
+    format!("the handler panicked: {what}")
 }
