@@ -225,6 +225,8 @@ pub(crate) struct Core<Req, Resp> {
     spawn_after: Option<Instant>,
     /// Queued tasks that were never dispatched (what the capacity limits).
     fresh_queued: usize,
+    /// Deadlines of running tasks, soonest first (an index over `tasks`).
+    deadlines: BTreeSet<(Instant, TaskId)>,
     degraded: Option<String>,
     shutdown: Option<Shutdown>,
     pub(crate) counters: Counters,
@@ -244,6 +246,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             next_worker: 1,
             spawn_after: None,
             fresh_queued: 0,
+            deadlines: BTreeSet::new(),
             degraded: None,
             shutdown: None,
             counters: Counters::default(),
@@ -304,13 +307,8 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        for task in self.tasks.values() {
-            if let Some(Running {
-                deadline: Some(d), ..
-            }) = task.running
-            {
-                consider(d);
-            }
+        if let Some(&(d, _)) = self.deadlines.first() {
+            consider(d);
         }
         for w in self.workers.values() {
             match w.phase {
@@ -536,7 +534,12 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             let Some(t) = self.tasks.get_mut(&task) else {
                 continue;
             };
-            t.running = None;
+            if let Some(Running {
+                deadline: Some(d), ..
+            }) = t.running.take()
+            {
+                self.deadlines.remove(&(d, task));
+            }
             let shutting_down = self.shutdown.as_ref().is_some_and(|s| s.stopping);
             if shutting_down {
                 self.finish(task, Err(Failure::ShuttingDown));
@@ -579,16 +582,10 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     pub(crate) fn tick(&mut self, now: Instant) {
         // Tasks past their deadline: fail them, kill their workers.
         let overdue: Vec<(TaskId, WorkerId)> = self
-            .tasks
+            .deadlines
             .iter()
-            .filter_map(|(&id, t)| match t.running {
-                Some(Running {
-                    worker,
-                    deadline: Some(d),
-                    ..
-                }) if d <= now => Some((id, worker)),
-                _ => None,
-            })
+            .take_while(|&&(d, _)| d <= now)
+            .filter_map(|&(_, id)| Some((id, self.tasks.get(&id)?.running?.worker)))
             .collect();
         for (task, worker) in overdue {
             if let Some(w) = self.workers.get_mut(&worker) {
@@ -656,6 +653,12 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         if t.running.is_none() && t.attempts == 0 {
             // It leaves the queue without ever having run.
             self.fresh_queued -= 1;
+        }
+        if let Some(Running {
+            deadline: Some(d), ..
+        }) = t.running
+        {
+            self.deadlines.remove(&(d, task));
         }
         let kind = match (&outcome, t.abandoned) {
             (_, true) | (Err(Failure::Cancelled), _) => None,
@@ -844,11 +847,15 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 self.fresh_queued -= 1;
             }
             t.attempts += 1;
+            let deadline = self.rules.task_timeout.map(|d| now + d);
             t.running = Some(Running {
                 worker,
                 dispatched_at: now,
-                deadline: self.rules.task_timeout.map(|d| now + d),
+                deadline,
             });
+            if let Some(d) = deadline {
+                self.deadlines.insert((d, task));
+            }
             self.histograms
                 .queue_wait
                 .record(now.saturating_duration_since(t.enqueued_at));
@@ -1031,6 +1038,10 @@ mod tests {
                     }
                 }
                 sim.pump();
+                // The deadline index holds exactly the running tasks' deadlines.
+                let expected: BTreeSet<(Instant, TaskId)> = sim.core.tasks.iter()
+                    .filter_map(|(&id, t)| Some((t.running?.deadline?, id))).collect();
+                prop_assert_eq!(&sim.core.deadlines, &expected);
                 // Invariant at every step: each live task is either queued or on exactly one worker.
                 for (&id, t) in &sim.core.tasks {
                     let holders = sim.core.workers.values().filter(|w| w.in_flight.contains(&id)).count();

@@ -1,30 +1,31 @@
-//! The async shell around the core: the `Pool` handle, its manager task, and
-//! one driver task per worker process.
+//! The async shell around the core: the `Pool` handle, the shared state, a
+//! timer task, and one driver and one reader task per worker process.
 //!
 //! ```text
-//!   callers ──Submit/Cancel/Stats/Shutdown──▶ manager ◀──Ready/Done/Exited/Sample── drivers
-//!                                             │  core.step → actions                 ▲
-//!                                             └──Dispatch/Drain/Kill/Stop/Sample─────┘
+//!   callers ─submit/cancel─┐                    ┌─Dispatch/Drain/Kill/Stop─▶ driver ──▶ worker
+//!   readers ─Ready/Done────┼─▶ lock(State) ─────┤                                         │
+//!   drivers ─Exited────────┤   core.event       └─Complete─▶ caller's oneshot             │
+//!   timer ───tick──────────┘   → actions                               reader ◀───────────┘
 //! ```
 //!
-//! The manager is the only owner of the [`Core`]; it turns messages into core
-//! events, and the core's actions into messages. A driver owns one worker's
-//! [`Child`] and the sending half of its channel; a reader task per worker owns
-//! the receiving half. Nothing else touches a worker.
+//! The [`Core`] decides; whoever brings news feeds it under the lock and
+//! carries out its actions, none of which blocks. A driver owns one worker's
+//! [`Child`] and the sending half of its channel; a reader owns the receiving
+//! half. Nothing else touches a worker.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use forkyard_child::{Child, Exit, Input, Output, Reason};
 use forkyard_ipc::{Channel, Codec, Message};
 use forkyard_supervise::{Backoff, BreakerConfig};
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -228,43 +229,46 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(BuildError::NoRuntime);
         }
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (started_tx, started_rx) = oneshot::channel();
-        let permits = Arc::new(Semaphore::new(rules.queue_capacity));
-        let timeout = rules.task_timeout;
-        let manager = Manager {
-            core: Core::new(rules.clone(), self.seed, Instant::now().into_std()),
-            rules,
-            command,
-            codec: self.codec,
-            stop_grace: self.stop_grace,
-            callers: HashMap::new(),
-            drivers: HashMap::new(),
-            last_exit: HashMap::new(),
-            ev_tx,
-            started: Some(started_tx),
-            shutdown_waiters: Vec::new(),
-            report: None,
-        };
-        tokio::spawn(manager.run(cmd_rx, ev_rx, self.sample_every));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                core: Core::new(rules.clone(), self.seed, Instant::now().into_std()),
+                rules: rules.clone(),
+                command,
+                codec: self.codec,
+                stop_grace: self.stop_grace,
+                callers: HashMap::new(),
+                drivers: HashMap::new(),
+                last_exit: HashMap::new(),
+                started: Some(started_tx),
+                shutdown_waiters: Vec::new(),
+                report: None,
+                armed: None,
+                handles_gone: false,
+            }),
+            ticker: Notify::new(),
+            permits: Arc::new(Semaphore::new(rules.queue_capacity)),
+            next_task: AtomicU64::new(1),
+            timeout: rules.task_timeout,
+        });
+        // The first workers were decided by the core when it was made.
+        shared.with(|_| ());
+        tokio::spawn(tick(shared.clone(), self.sample_every));
         match started_rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(BuildError::NoWorkers(reason)),
+            Ok(Err(reason)) => {
+                // Nothing may outlive a pool that failed to build.
+                drop(Inner { shared });
+                return Err(BuildError::NoWorkers(reason));
+            }
             Err(_) => {
                 return Err(BuildError::NoWorkers(
-                    "the pool's manager task ended".into(),
+                    "the pool stopped while starting".into(),
                 ));
             }
         }
         Ok(Pool {
-            inner: Arc::new(Inner {
-                cmd_tx,
-                permits,
-                next_task: AtomicU64::new(1),
-                timeout,
-                _types: PhantomData,
-            }),
+            inner: Arc::new(Inner { shared }),
         })
     }
 }
@@ -278,11 +282,11 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
 /// Dropping the last handle kills every worker (SIGKILL to their process
 /// groups) and fails nothing silently: tasks still waiting are answered with
 /// [`PoolError::ShuttingDown`]. Call [`shutdown`](Pool::shutdown) for a graceful end.
-pub struct Pool<Req, Resp> {
+pub struct Pool<Req: Message + Clone + Sync, Resp: Message> {
     inner: Arc<Inner<Req, Resp>>,
 }
 
-impl<Req, Resp> Clone for Pool<Req, Resp> {
+impl<Req: Message + Clone + Sync, Resp: Message> Clone for Pool<Req, Resp> {
     fn clone(&self) -> Self {
         Pool {
             inner: self.inner.clone(),
@@ -290,33 +294,37 @@ impl<Req, Resp> Clone for Pool<Req, Resp> {
     }
 }
 
-impl<Req, Resp> fmt::Debug for Pool<Req, Resp> {
+impl<Req: Message + Clone + Sync, Resp: Message> fmt::Debug for Pool<Req, Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool").finish_non_exhaustive()
     }
 }
 
-struct Inner<Req, Resp> {
-    cmd_tx: mpsc::UnboundedSender<Cmd<Req, Resp>>,
-    permits: Arc<Semaphore>,
-    next_task: AtomicU64,
-    timeout: Option<Duration>,
-    _types: PhantomData<fn(Req) -> Resp>,
+/// What the users' handles share; dropping the last one ends the pool.
+struct Inner<Req: Message + Clone + Sync, Resp: Message> {
+    shared: Arc<Shared<Req, Resp>>,
+}
+
+impl<Req: Message + Clone + Sync, Resp: Message> Drop for Inner<Req, Resp> {
+    fn drop(&mut self) {
+        self.shared.permits.close();
+        self.shared.with(|st| {
+            debug!("last pool handle dropped; killing workers");
+            st.handles_gone = true;
+            let now = Instant::now().into_std();
+            st.core.shutdown(
+                ShutdownMode::Cancel {
+                    grace: Duration::ZERO,
+                },
+                now,
+            );
+            st.core.tick(now);
+        });
+        self.shared.ticker.notify_one();
+    }
 }
 
 type Reply<Resp> = oneshot::Sender<Result<Resp, PoolError>>;
-
-enum Cmd<Req, Resp> {
-    Submit {
-        id: TaskId,
-        req: Req,
-        reply: Reply<Resp>,
-        permit: OwnedSemaphorePermit,
-    },
-    Cancel(TaskId),
-    Stats(oneshot::Sender<Stats>),
-    Shutdown(ShutdownMode, oneshot::Sender<ShutdownReport>),
-}
 
 impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
     /// Settings for a new pool.
@@ -330,6 +338,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
     pub async fn call(&self, req: Req) -> Result<Resp, PoolError> {
         let permit = self
             .inner
+            .shared
             .permits
             .clone()
             .acquire_owned()
@@ -343,6 +352,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
     pub async fn try_call(&self, req: Req) -> Result<Resp, PoolError> {
         let permit = self
             .inner
+            .shared
             .permits
             .clone()
             .try_acquire_owned()
@@ -354,21 +364,14 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
     }
 
     async fn submit(&self, req: Req, permit: OwnedSemaphorePermit) -> Result<Resp, PoolError> {
-        let id = self.inner.next_task.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.inner.shared;
+        let id = shared.next_task.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .cmd_tx
-            .send(Cmd::Submit {
-                id,
-                req,
-                reply,
-                permit,
-            })
-            .map_err(|_| PoolError::ShuttingDown)?;
-        // If this future is dropped before the outcome arrives, tell the manager.
+        shared.with(|st| st.submit(id, req, reply, permit));
+        // If this future is dropped before the outcome arrives, cancel the task.
         let guard = CancelGuard {
             id,
-            tx: &self.inner.cmd_tx,
+            shared,
             armed: true,
         };
         let outcome = rx.await.unwrap_or(Err(PoolError::ShuttingDown));
@@ -378,48 +381,58 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
 
     /// A snapshot of the statistics.
     pub async fn stats(&self) -> Stats {
-        let (tx, rx) = oneshot::channel();
-        if self.inner.cmd_tx.send(Cmd::Stats(tx)).is_err() {
-            return Stats::empty();
-        }
-        rx.await.unwrap_or_else(|_| Stats::empty())
+        self.inner.shared.with(|st| st.stats())
     }
 
     /// The task timeout this pool was built with.
     pub fn task_timeout(&self) -> Option<Duration> {
-        self.inner.timeout
+        self.inner.shared.timeout
     }
 
     /// Shuts the pool down (see [`ShutdownMode`]) and reports what happened to
     /// every task. Further calls fail with [`PoolError::ShuttingDown`]. Calling
     /// it again (or from another handle) waits for the same shutdown.
     pub async fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
+        let shared = &self.inner.shared;
+        // Refuse new callers at once.
+        shared.permits.close();
         let (tx, rx) = oneshot::channel();
-        // Refuse new callers at once, before the manager hears of it.
-        self.inner.permits.close();
-        if self.inner.cmd_tx.send(Cmd::Shutdown(mode, tx)).is_err() {
-            return ShutdownReport::default();
-        }
+        shared.with(|st| {
+            st.shutdown_waiters.push(tx);
+            if st.report.is_none() {
+                info!(
+                    ?mode,
+                    queued = st.core.queue_len(),
+                    running = st.core.running_len(),
+                    "pool shutting down"
+                );
+                st.report = Some(ShutdownState::default());
+                st.core.shutdown(mode, Instant::now().into_std());
+            }
+        });
+        shared.ticker.notify_one();
         rx.await.unwrap_or_default()
     }
 }
 
-struct CancelGuard<'a, Req, Resp> {
+struct CancelGuard<'a, Req: Message + Clone + Sync, Resp: Message> {
     id: TaskId,
-    tx: &'a mpsc::UnboundedSender<Cmd<Req, Resp>>,
+    shared: &'a Arc<Shared<Req, Resp>>,
     armed: bool,
 }
 
-impl<Req, Resp> CancelGuard<'_, Req, Resp> {
+impl<Req: Message + Clone + Sync, Resp: Message> CancelGuard<'_, Req, Resp> {
     fn disarm(mut self) {
         self.armed = false;
     }
 }
 
-impl<Req, Resp> Drop for CancelGuard<'_, Req, Resp> {
+impl<Req: Message + Clone + Sync, Resp: Message> Drop for CancelGuard<'_, Req, Resp> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.tx.send(Cmd::Cancel(self.id));
+            let id = self.id;
+            self.shared
+                .with(|st| st.core.cancel(id, Instant::now().into_std()));
         }
     }
 }
@@ -465,17 +478,50 @@ pub struct WorkerEnd {
     pub exit: Exit,
 }
 
-// ---- the manager ----------------------------------------------------------
+// ---- the shared state -----------------------------------------------------
 
+/// Everything the pool knows, behind one lock, plus what wakes its timer task.
+///
+/// There is no manager task: whoever has news (a caller submitting, a reader
+/// with a reply, a driver with an exit, the timer) takes the lock, feeds the
+/// core, and carries out the core's actions before letting go. None of those
+/// actions blocks: they send to a worker's driver, complete a caller's
+/// oneshot, or start a process. So a reply travels from the worker's socket
+/// to its caller in one task hop, not three.
+struct Shared<Req, Resp> {
+    state: Mutex<State<Req, Resp>>,
+    /// Wakes the timer task when an earlier deadline appears, or at shutdown.
+    ticker: Notify,
+    permits: Arc<Semaphore>,
+    next_task: AtomicU64,
+    timeout: Option<Duration>,
+}
+
+impl<Req: Message + Clone + Sync, Resp: Message> Shared<Req, Resp> {
+    /// Runs `f` on the state, then carries out whatever the core decided, and
+    /// wakes the timer if a deadline earlier than the one it sleeps to appeared.
+    fn with<T>(self: &Arc<Self>, f: impl FnOnce(&mut State<Req, Resp>) -> T) -> T {
+        let (out, wake) = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let out = f(&mut st);
+            st.perform(self);
+            let next = st.core.next_deadline();
+            let wake = match (next, st.armed) {
+                (Some(n), Some(armed)) => n < armed,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            (out, wake)
+        };
+        if wake {
+            self.ticker.notify_one();
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
 enum Event<Resp> {
-    Spawned {
-        worker: WorkerId,
-        pid: u32,
-    },
-    SpawnFailed {
-        worker: WorkerId,
-        reason: String,
-    },
     Ready {
         worker: WorkerId,
     },
@@ -515,12 +561,13 @@ struct DriverHandle<Req> {
     cpu: Option<Duration>,
 }
 
+#[derive(Default)]
 struct ShutdownState {
     tasks: Vec<TaskOutcome>,
     workers: Vec<WorkerEnd>,
 }
 
-struct Manager<Req, Resp> {
+struct State<Req, Resp> {
     core: Core<Req, Resp>,
     rules: Rules,
     command: CommandFactory,
@@ -529,131 +576,53 @@ struct Manager<Req, Resp> {
     callers: HashMap<TaskId, (Reply<Resp>, Option<OwnedSemaphorePermit>)>,
     drivers: HashMap<WorkerId, DriverHandle<Req>>,
     last_exit: HashMap<WorkerId, (Exit, Vec<String>)>,
-    ev_tx: mpsc::UnboundedSender<Event<Resp>>,
     started: Option<oneshot::Sender<Result<(), String>>>,
     shutdown_waiters: Vec<oneshot::Sender<ShutdownReport>>,
     report: Option<ShutdownState>,
+    /// The deadline the timer task sleeps to.
+    armed: Option<std::time::Instant>,
+    handles_gone: bool,
 }
 
-impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
-    async fn run(
-        mut self,
-        mut cmd_rx: mpsc::UnboundedReceiver<Cmd<Req, Resp>>,
-        mut ev_rx: mpsc::UnboundedReceiver<Event<Resp>>,
-        sample_every: Duration,
-    ) {
-        self.perform();
-        let mut sampler = tokio::time::interval(sample_every);
-        sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut handles_gone = false;
-        loop {
-            let deadline = self.core.next_deadline().map(Instant::from_std);
-            tokio::select! {
-                cmd = cmd_rx.recv(), if !handles_gone => match cmd {
-                    Some(cmd) => self.command_in(cmd),
-                    None => {
-                        // Every Pool handle is gone: kill the workers (drivers
-                        // drop their Child, which kills the group) and stop.
-                        handles_gone = true;
-                        debug!("last pool handle dropped; killing workers");
-                        let now = Instant::now().into_std();
-                        self.core.shutdown(ShutdownMode::Cancel { grace: Duration::ZERO }, now);
-                        self.core.tick(now);
-                    }
-                },
-                Some(ev) = ev_rx.recv() => self.event_in(ev),
-                () = sleep_until_opt(deadline) => self.core.tick(Instant::now().into_std()),
-                _ = sampler.tick() => {
-                    for d in self.drivers.values() {
-                        let _ = d.tx.send(DriverCmd::Sample);
-                    }
-                }
+impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
+    fn submit(&mut self, id: TaskId, req: Req, reply: Reply<Resp>, permit: OwnedSemaphorePermit) {
+        match self.core.submit(id, req, Instant::now().into_std()) {
+            Ok(id) => {
+                self.callers.insert(id, (reply, Some(permit)));
             }
-            self.perform();
-            if self.core.is_finished() && self.drivers.is_empty() {
-                self.finish_shutdown();
-                if handles_gone || cmd_rx.is_closed() {
-                    return;
-                }
-                // Keep answering stats and late calls until the handles are gone.
-                match cmd_rx.recv().await {
-                    Some(cmd) => self.command_in(cmd),
-                    None => return,
-                }
-                self.perform();
-            }
-        }
-    }
-
-    fn command_in(&mut self, cmd: Cmd<Req, Resp>) {
-        let now = Instant::now().into_std();
-        match cmd {
-            Cmd::Submit {
-                id,
-                req,
-                reply,
-                permit,
-            } => match self.core.submit(id, req, now) {
-                Ok(id) => {
-                    self.callers.insert(id, (reply, Some(permit)));
-                }
-                Err(refused) => {
-                    let _ = reply.send(Err(match refused {
-                        Refused::QueueFull => PoolError::QueueFull,
-                        Refused::ShuttingDown => PoolError::ShuttingDown,
-                        Refused::Unavailable(reason) => PoolError::Unavailable(reason),
-                    }));
-                    if let Some(report) = &mut self.report {
-                        report.tasks.push(TaskOutcome {
-                            task: id,
-                            outcome: "shutting_down".into(),
-                        });
-                    }
-                }
-            },
-            Cmd::Cancel(id) => self.core.cancel(id, now),
-            Cmd::Stats(reply) => {
-                let _ = reply.send(self.stats());
-            }
-            Cmd::Shutdown(mode, reply) => {
-                self.shutdown_waiters.push(reply);
-                if self.report.is_none() {
-                    info!(
-                        ?mode,
-                        queued = self.core.queue_len(),
-                        running = self.core.running_len(),
-                        "pool shutting down"
-                    );
-                    self.report = Some(ShutdownState {
-                        tasks: Vec::new(),
-                        workers: Vec::new(),
+            Err(refused) => {
+                let _ = reply.send(Err(match refused {
+                    Refused::QueueFull => PoolError::QueueFull,
+                    Refused::ShuttingDown => PoolError::ShuttingDown,
+                    Refused::Unavailable(reason) => PoolError::Unavailable(reason),
+                }));
+                if let Some(report) = &mut self.report {
+                    report.tasks.push(TaskOutcome {
+                        task: id,
+                        outcome: "shutting_down".into(),
                     });
-                    // Tasks queued or running now are reported as they finish.
-                    self.core.shutdown(mode, now);
                 }
             }
         }
     }
 
-    fn event_in(&mut self, ev: Event<Resp>) {
+    fn event(&mut self, ev: Event<Resp>) {
         let now = Instant::now().into_std();
         match ev {
-            Event::Spawned { worker, pid } => {
-                if let Some(d) = self.drivers.get_mut(&worker) {
-                    d.pid = Some(pid);
-                }
-                debug!(worker, pid, "worker spawned");
-            }
-            Event::SpawnFailed { worker, reason } => {
-                warn!(worker, %reason, "worker could not be started");
-                self.drivers.remove(&worker);
-                self.core.spawn_failed(worker, reason, now);
-            }
             Event::Ready { worker } => {
                 let pid = self.drivers.get(&worker).and_then(|d| d.pid);
                 info!(worker, pid, "worker ready");
                 self.core.ready(worker, now);
-                if let Some(started) = self.started.take() {
+                // `build` returns once the pool is at full size.
+                let ready = self
+                    .core
+                    .workers()
+                    .iter()
+                    .filter(|w| w.state == "idle" || w.state == "busy")
+                    .count();
+                if ready >= self.rules.workers
+                    && let Some(started) = self.started.take()
+                {
                     let _ = started.send(Ok(()));
                 }
             }
@@ -697,8 +666,8 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
         }
     }
 
-    /// Carries out the core's actions.
-    fn perform(&mut self) {
+    /// Carries out the core's actions (none of them blocks).
+    fn perform(&mut self, shared: &Arc<Shared<Req, Resp>>) {
         loop {
             let actions = self.core.take_actions();
             if actions.is_empty() {
@@ -706,7 +675,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
             }
             for action in actions {
                 match action {
-                    Action::Spawn { worker } => self.spawn(worker),
+                    Action::Spawn { worker } => self.spawn(worker, shared),
                     Action::Dispatch { worker, task, req } => {
                         debug!(worker, task, "task dispatched");
                         if let Some((_, permit)) = self.callers.get_mut(&task) {
@@ -749,6 +718,11 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
                 let _ = started.send(Err(reason));
             }
         }
+        if self.core.is_finished() && self.drivers.is_empty() {
+            self.finish_shutdown();
+        }
+        // An exit is needed only while the outcomes it causes are delivered.
+        self.last_exit.clear();
     }
 
     fn complete(&mut self, task: TaskId, outcome: Result<Resp, Failure>) {
@@ -790,30 +764,28 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
         let _ = reply.send(outcome);
     }
 
-    fn spawn(&mut self, worker: WorkerId) {
+    fn spawn(&mut self, worker: WorkerId, shared: &Arc<Shared<Req, Resp>>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.drivers.insert(
-            worker,
-            DriverHandle {
-                tx,
-                pid: None,
-                rss: None,
-                cpu: None,
-            },
-        );
-        let ev_tx = self.ev_tx.clone();
         let mut cmd = (self.command)();
-        let codec = self.codec;
-        match start_worker::<Req, Resp>(&mut cmd, codec) {
+        match start_worker::<Req, Resp>(&mut cmd, self.codec) {
             Ok((child, channel)) => {
-                let _ = ev_tx.send(Event::Spawned {
+                let pid = child.id();
+                debug!(worker, pid, "worker spawned");
+                self.drivers.insert(
                     worker,
-                    pid: child.id(),
-                });
-                tokio::spawn(drive(worker, child, channel, rx, ev_tx));
+                    DriverHandle {
+                        tx,
+                        pid: Some(pid),
+                        rss: None,
+                        cpu: None,
+                    },
+                );
+                tokio::spawn(drive(worker, child, channel, rx, shared.clone()));
             }
             Err(reason) => {
-                let _ = ev_tx.send(Event::SpawnFailed { worker, reason });
+                warn!(worker, %reason, "worker could not be started");
+                self.core
+                    .spawn_failed(worker, reason, Instant::now().into_std());
             }
         }
     }
@@ -860,10 +832,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
         if self.shutdown_waiters.is_empty() {
             return;
         }
-        let state = self.report.take().unwrap_or(ShutdownState {
-            tasks: Vec::new(),
-            workers: Vec::new(),
-        });
+        let state = self.report.take().unwrap_or_default();
         let report = ShutdownReport {
             tasks: state.tasks,
             workers: state.workers,
@@ -873,33 +842,45 @@ impl<Req: Message + Clone + Sync, Resp: Message> Manager<Req, Resp> {
         for waiter in self.shutdown_waiters.drain(..) {
             let _ = waiter.send(report.clone());
         }
-        self.report = Some(ShutdownState {
-            tasks: Vec::new(),
-            workers: Vec::new(),
-        });
+        self.report = Some(ShutdownState::default());
+    }
+
+    /// Whether the timer task can end: shut down, nothing left, nobody to tell.
+    fn done(&self) -> bool {
+        self.core.is_finished()
+            && self.drivers.is_empty()
+            && (self.handles_gone || self.shutdown_waiters.is_empty())
     }
 }
 
-impl Stats {
-    fn empty() -> Stats {
-        Stats {
-            submitted: 0,
-            completed: 0,
-            failed: Default::default(),
-            cancelled: 0,
-            retried: 0,
-            restarts: 0,
-            crashes: 0,
-            start_failures: 0,
-            recycled: 0,
-            queued: 0,
-            running: 0,
-            busy_workers: 0,
-            idle_workers: 0,
-            queue_wait: Default::default(),
-            service_time: Default::default(),
-            degraded: None,
-            workers: Vec::new(),
+/// The timer task: fires the core's deadlines and samples workers' memory.
+async fn tick<Req: Message + Clone + Sync, Resp: Message>(
+    shared: Arc<Shared<Req, Resp>>,
+    sample_every: Duration,
+) {
+    let mut sampler = tokio::time::interval(sample_every);
+    sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let deadline = {
+            let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.done() {
+                return;
+            }
+            st.armed = st.core.next_deadline();
+            st.armed
+        };
+        tokio::select! {
+            () = sleep_until_opt(deadline.map(Instant::from_std)) => {
+                shared.with(|st| st.core.tick(Instant::now().into_std()));
+            }
+            () = shared.ticker.notified() => {}
+            _ = sampler.tick() => {
+                shared.with(|st| {
+                    for d in st.drivers.values() {
+                        let _ = d.tx.send(DriverCmd::Sample);
+                    }
+                });
+            }
         }
     }
 }
@@ -939,18 +920,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// One worker's driver: owns its `Child` and the sending half of its channel.
-async fn drive<Req: Message + Sync, Resp: Message>(
+async fn drive<Req: Message + Clone + Sync, Resp: Message>(
     worker: WorkerId,
     mut child: Child,
     channel: Channel<ToWorker<Req>, FromWorker<Resp>>,
     mut cmds: mpsc::UnboundedReceiver<DriverCmd<Req>>,
-    events: mpsc::UnboundedSender<Event<Resp>>,
+    shared: Arc<Shared<Req, Resp>>,
 ) {
     let (mut tx, rx) = channel.split();
-    let reader = tokio::spawn(read(worker, rx, events.clone()));
+    let reader = tokio::spawn(read(worker, rx, shared.clone()));
     // The last lines of stderr, for crash reports; read by a task of its own
     // because `wait` needs the `Child` mutably.
-    let stderr_tail = Arc::new(std::sync::Mutex::new(VecDeque::<String>::new()));
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
     if let Some(mut lines) = child.take_lines() {
         let tail = stderr_tail.clone();
         tokio::spawn(async move {
@@ -973,10 +954,13 @@ async fn drive<Req: Message + Sync, Resp: Message>(
                 Some(DriverCmd::Dispatch { task, req }) => {
                     // Batch every dispatch already waiting into one write.
                     let mut result = tx.feed(&ToWorker::Task { id: task, req }).await;
+                    let mut deferred = Vec::new();
                     while result.is_ok() {
                         match cmds.try_recv() {
-                            Ok(DriverCmd::Dispatch { task, req }) => result = tx.feed(&ToWorker::Task { id: task, req }).await,
-                            Ok(other) => { handle_other(other, &mut child, &mut tx, worker, &events).await; }
+                            Ok(DriverCmd::Dispatch { task, req }) => {
+                                result = tx.feed(&ToWorker::Task { id: task, req }).await
+                            }
+                            Ok(other) => deferred.push(other),
                             Err(_) => break,
                         }
                     }
@@ -985,8 +969,11 @@ async fn drive<Req: Message + Sync, Resp: Message>(
                         debug!(worker, error = %e, "cannot send to worker");
                         let _ = child.start_kill(Reason::Kill);
                     }
+                    for other in deferred {
+                        handle_other(other, &mut child, &mut tx, worker, &shared).await;
+                    }
                 }
-                Some(other) => handle_other(other, &mut child, &mut tx, worker, &events).await,
+                Some(other) => handle_other(other, &mut child, &mut tx, worker, &shared).await,
                 None => {
                     commands_open = false;
                     let _ = child.start_kill(Reason::Shutdown);
@@ -997,9 +984,10 @@ async fn drive<Req: Message + Sync, Resp: Message>(
     let exit = match exit {
         Ok(exit) => exit,
         Err(e) => {
+            // Reaping failed (it should not): kill, and report a crash without
+            // an exit is impossible, so say what happened and stop tracking it.
             warn!(worker, error = %e, "waiting for worker failed");
             let _ = child.start_kill(Reason::Kill);
-            // Reaping failed; report what we can. (Drop reaps in the background.)
             return;
         }
     };
@@ -1017,22 +1005,28 @@ async fn drive<Req: Message + Sync, Resp: Message>(
         .iter()
         .cloned()
         .collect();
-    let _ = events.send(Event::Exited {
-        worker,
-        exit,
-        stderr_tail,
+    shared.with(|st| {
+        st.event(Event::Exited {
+            worker,
+            exit,
+            stderr_tail,
+        })
     });
 }
 
-async fn handle_other<Req: Message + Sync, Resp: Message>(
+async fn handle_other<Req: Message + Clone + Sync, Resp: Message>(
     cmd: DriverCmd<Req>,
     child: &mut Child,
     tx: &mut forkyard_ipc::Sender<ToWorker<Req>>,
     worker: WorkerId,
-    events: &mpsc::UnboundedSender<Event<Resp>>,
+    shared: &Arc<Shared<Req, Resp>>,
 ) {
     match cmd {
-        DriverCmd::Dispatch { .. } => unreachable!("dispatches are handled by the caller"),
+        DriverCmd::Dispatch { task, req } => {
+            if tx.send(&ToWorker::Task { id: task, req }).await.is_err() {
+                let _ = child.start_kill(Reason::Kill);
+            }
+        }
         DriverCmd::Drain => {
             if tx.send(&ToWorker::Drain).await.is_err() {
                 let _ = child.start_kill(Reason::Recycle);
@@ -1055,50 +1049,39 @@ async fn handle_other<Req: Message + Sync, Resp: Message>(
         }
         DriverCmd::Sample => {
             if let Ok(s) = child.sample() {
-                let _ = events.send(Event::Sample {
-                    worker,
-                    rss: s.rss_bytes,
-                    cpu: s.user_cpu + s.system_cpu,
-                });
+                let (rss, cpu) = (s.rss_bytes, s.user_cpu + s.system_cpu);
+                shared.with(|st| st.event(Event::Sample { worker, rss, cpu }));
             }
         }
     }
 }
 
-/// One worker's reader: turns its messages into events.
-async fn read<Resp: Message>(
+/// One worker's reader: feeds its messages to the core as they arrive.
+async fn read<Req: Message + Clone + Sync, Resp: Message>(
     worker: WorkerId,
     mut rx: forkyard_ipc::Receiver<FromWorker<Resp>>,
-    events: mpsc::UnboundedSender<Event<Resp>>,
+    shared: Arc<Shared<Req, Resp>>,
 ) {
     loop {
-        match rx.recv().await {
-            Ok(Some(FromWorker::Ready)) => {
-                let _ = events.send(Event::Ready { worker });
-            }
-            Ok(Some(FromWorker::Done { id, result })) => {
-                let _ = events.send(Event::Done {
-                    worker,
-                    task: id,
-                    result,
-                });
-            }
+        let event = match rx.recv().await {
+            Ok(Some(FromWorker::Ready)) => Event::Ready { worker },
+            Ok(Some(FromWorker::Done { id, result })) => Event::Done {
+                worker,
+                task: id,
+                result,
+            },
             Ok(None) => return,
-            Err(e) if e.is_fatal() => {
-                let message = error_chain(&e);
-                if is_peer_gone(&e) {
-                    return;
-                }
-                let _ = events.send(Event::Protocol { worker, message });
-                return;
-            }
-            Err(e) => {
-                let _ = events.send(Event::Protocol {
-                    worker,
-                    message: error_chain(&e),
-                });
-                return;
-            }
+            // A worker that died mid-frame is a crash: its exit tells.
+            Err(e) if is_peer_gone(&e) => return,
+            Err(e) => Event::Protocol {
+                worker,
+                message: error_chain(&e),
+            },
+        };
+        let last = matches!(event, Event::Protocol { .. });
+        shared.with(|st| st.event(event));
+        if last {
+            return;
         }
     }
 }
