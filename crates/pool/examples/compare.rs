@@ -28,6 +28,7 @@ fn main() -> Result<()> {
         return raw_echo();
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    // FY_CT=1: a current-thread runtime in the parent, to see the cost of cross-thread wakeups.
     let rt = if std::env::var_os("FY_CT").is_some() {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
