@@ -677,7 +677,12 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 match action {
                     Action::Spawn { worker } => self.spawn(worker, shared),
                     Action::Dispatch { worker, task, req } => {
-                        debug!(worker, task, "task dispatched");
+                        debug!(
+                            worker,
+                            pid = self.drivers.get(&worker).and_then(|d| d.pid),
+                            task,
+                            "task dispatched"
+                        );
                         if let Some((_, permit)) = self.callers.get_mut(&task) {
                             // It left the queue: a waiting caller may enter.
                             permit.take();
@@ -688,7 +693,8 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                     }
                     Action::Drain { worker, reason } => {
                         if let Some(reason) = reason {
-                            info!(worker, %reason, "recycling worker");
+                            let pid = self.drivers.get(&worker).and_then(|d| d.pid);
+                            info!(worker, pid, %reason, "recycling worker");
                         }
                         if let Some(d) = self.drivers.get(&worker) {
                             let _ = d.tx.send(DriverCmd::Drain);
@@ -770,7 +776,9 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
         match start_worker::<Req, Resp>(&mut cmd, self.codec) {
             Ok((child, channel)) => {
                 let pid = child.id();
-                debug!(worker, pid, "worker spawned");
+                // Ids beyond the pool's size are replacements.
+                let restart = worker > self.rules.workers as u64;
+                info!(worker, pid, restart, "worker spawned");
                 self.drivers.insert(
                     worker,
                     DriverHandle {

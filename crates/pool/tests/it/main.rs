@@ -6,6 +6,7 @@ mod support;
 mod backpressure;
 mod faults;
 mod lifecycle;
+mod observe;
 mod protocol;
 mod python;
 mod schedule;
