@@ -111,10 +111,13 @@ impl Shared {
         match rustix::net::send(&stream, &line, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
             Ok(n) => drop(line.drain(..n)),
             Err(rustix::io::Errno::AGAIN) => {}
-            Err(rustix::io::Errno::PIPE) => return Err(Error::Handshake(HandshakeError::PeerClosed)),
+            Err(rustix::io::Errno::PIPE) => {
+                return Err(Error::Handshake(HandshakeError::PeerClosed));
+            }
             Err(e) => return Err(Error::io("sending the hello", e.into())),
         }
-        let io = UnixStream::from_std(stream).map_err(|e| Error::io("registering the socket", e))?;
+        let io =
+            UnixStream::from_std(stream).map_err(|e| Error::io("registering the socket", e))?;
         Ok(Arc::new(Shared {
             io,
             config,
@@ -122,6 +125,19 @@ impl Shared {
             hello_out: Mutex::new(line),
             peer: tokio::sync::OnceCell::new(),
         }))
+    }
+
+    /// Writes what is left of our hello without waiting; true once it is all out.
+    fn hello_written(&self) -> bool {
+        let mut out = self.hello_out.lock().unwrap_or_else(|e| e.into_inner());
+        while !out.is_empty() {
+            match rustix::net::send(&self.io, &out, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+                Ok(n) => drop(out.drain(..n)),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// Waits for the peer's hello (once per channel) and returns the verdict.
@@ -149,14 +165,20 @@ impl Shared {
                     true
                 } else {
                     match self.io.try_io(Interest::WRITABLE, || {
-                        Ok(rustix::net::send(&self.io, &out, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)?)
+                        Ok(rustix::net::send(
+                            &self.io,
+                            &out,
+                            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+                        )?)
                     }) {
                         Ok(n) => {
                             out.drain(..n);
                             out.is_empty()
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(HandshakeError::PeerClosed),
+                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                            return Err(HandshakeError::PeerClosed);
+                        }
                         Err(e) => return Err(hs_io(e)),
                     }
                 }
@@ -172,7 +194,11 @@ impl Shared {
         let line_len = loop {
             self.io.readable().await.map_err(hs_io)?;
             let r = self.io.try_io(Interest::READABLE, || {
-                let (_, n) = rustix::net::recv(&self.io, &mut peeked[..], RecvFlags::PEEK | RecvFlags::DONTWAIT)?;
+                let (_, n) = rustix::net::recv(
+                    &self.io,
+                    &mut peeked[..],
+                    RecvFlags::PEEK | RecvFlags::DONTWAIT,
+                )?;
                 if n == 0 {
                     return Ok(None);
                 }
@@ -219,7 +245,12 @@ impl Shared {
             let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let mut iov = [io::IoSliceMut::new(&mut peeked[consumed..line_len])];
-            match rustix::net::recvmsg(&self.io, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT) {
+            match rustix::net::recvmsg(
+                &self.io,
+                &mut iov,
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+            ) {
                 Ok(m) if m.bytes == 0 => return Err(HandshakeError::PeerClosed),
                 Ok(m) => consumed += m.bytes,
                 Err(rustix::io::Errno::INTR) => {}
@@ -255,7 +286,9 @@ pub struct Channel<Tx, Rx> {
 
 impl<Tx, Rx> fmt::Debug for Channel<Tx, Rx> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Channel").field("shared", &self.tx.shared).finish_non_exhaustive()
+        f.debug_struct("Channel")
+            .field("shared", &self.tx.shared)
+            .finish_non_exhaustive()
     }
 }
 
@@ -323,9 +356,16 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
         (self.tx, self.rx)
     }
 
-    /// Puts the halves of one channel back together; `None` (and the halves
-    /// dropped) if they come from different channels.
-    pub fn reunite(tx: Sender<Tx>, rx: Receiver<Rx>) -> std::result::Result<Self, (Sender<Tx>, Receiver<Rx>)> {
+    /// Puts the halves of one channel back together; if they come from
+    /// different channels, hands both back unchanged as the `Err`.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the Err gives the caller back its own two halves; boxing them would only add an allocation"
+    )]
+    pub fn reunite(
+        tx: Sender<Tx>,
+        rx: Receiver<Rx>,
+    ) -> std::result::Result<Self, (Sender<Tx>, Receiver<Rx>)> {
         if Arc::ptr_eq(&tx.shared, &rx.shared) {
             Ok(Channel { tx, rx })
         } else {
@@ -401,9 +441,18 @@ impl<T: Message> Sender<T> {
             self.flush().await?;
         }
         let start = self.buf.len();
-        let fds = frame::encode(self.shared.config.codec, self.shared.config.max_frame_len, msg, &mut self.buf)?;
+        let fds = frame::encode(
+            self.shared.config.codec,
+            self.shared.config.max_frame_len,
+            msg,
+            &mut self.buf,
+        )?;
         if !fds.is_empty() {
-            self.fds.push_back(PendingFds { start, end: self.buf.len(), fds });
+            self.fds.push_back(PendingFds {
+                start,
+                end: self.buf.len(),
+                fds,
+            });
         }
         Ok(())
     }
@@ -419,7 +468,11 @@ impl<T: Message> Sender<T> {
             return Err(self.poison(e));
         }
         while self.written < self.buf.len() {
-            match self.shared.io.try_io(Interest::WRITABLE, || self.write_some()) {
+            match self
+                .shared
+                .io
+                .try_io(Interest::WRITABLE, || self.write_some())
+            {
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Err(e) = self.shared.io.writable().await {
@@ -444,35 +497,6 @@ impl<T: Message> Sender<T> {
             .map_err(|e| Error::io("shutting down the socket", e.into()))
     }
 
-    /// One `send`/`sendmsg` of the buffered bytes, respecting the fd rule in
-    /// [`crate::frame`]: an fd-carrying frame starts its own call and ends it.
-    fn write_some(&self) -> io::Result<usize> {
-        let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
-        match self.fds.front() {
-            Some(p) if p.start == self.written => {
-                let borrowed: Vec<_> = p.fds.iter().map(AsFd::as_fd).collect();
-                let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(borrowed.len()))];
-                let mut control = SendAncillaryBuffer::new(&mut space);
-                let pushed = control.push(SendAncillaryMessage::ScmRights(&borrowed));
-                debug_assert!(pushed, "space was sized for these fds");
-                let iov = [io::IoSlice::new(&self.buf[p.start..p.end])];
-                Ok(rustix::net::sendmsg(&self.shared.io, &iov, &mut control, flags)?)
-            }
-            next => {
-                let limit = next.map_or(self.buf.len(), |p| p.start);
-                Ok(rustix::net::send(&self.shared.io, &self.buf[self.written..limit], flags)?)
-            }
-        }
-    }
-
-    fn advance(&mut self, n: usize) {
-        if self.fds.front().is_some_and(|p| p.start == self.written) && n > 0 {
-            // The kernel holds its own references now; close our duplicates.
-            self.fds.pop_front();
-        }
-        self.written += n;
-    }
-
     fn check_broken(&self) -> Result<()> {
         match &self.broken {
             Some(why) => Err(Error::Broken(why.clone())),
@@ -488,17 +512,63 @@ impl<T: Message> Sender<T> {
     }
 }
 
+impl<T> Sender<T> {
+    /// One `send`/`sendmsg` of the buffered bytes, respecting the fd rule in
+    /// [`crate::frame`]: an fd-carrying frame starts its own call and ends it.
+    fn write_some(&self) -> io::Result<usize> {
+        let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+        match self.fds.front() {
+            Some(p) if p.start == self.written => {
+                let borrowed: Vec<_> = p.fds.iter().map(AsFd::as_fd).collect();
+                let mut space =
+                    vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(borrowed.len()))];
+                let mut control = SendAncillaryBuffer::new(&mut space);
+                let pushed = control.push(SendAncillaryMessage::ScmRights(&borrowed));
+                debug_assert!(pushed, "space was sized for these fds");
+                let iov = [io::IoSlice::new(&self.buf[p.start..p.end])];
+                Ok(rustix::net::sendmsg(
+                    &self.shared.io,
+                    &iov,
+                    &mut control,
+                    flags,
+                )?)
+            }
+            next => {
+                let limit = next.map_or(self.buf.len(), |p| p.start);
+                Ok(rustix::net::send(
+                    &self.shared.io,
+                    &self.buf[self.written..limit],
+                    flags,
+                )?)
+            }
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        if self.fds.front().is_some_and(|p| p.start == self.written) && n > 0 {
+            // The kernel holds its own references now; close our duplicates.
+            self.fds.pop_front();
+        }
+        self.written += n;
+    }
+}
+
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        // Best effort, without waiting: what the socket takes now goes out.
-        // Only plain bytes: a half-written fd frame would confuse the peer.
-        if self.broken.is_none() && self.written < self.buf.len() && self.shared.peer.get().is_some_and(|p| p.is_ok())
+        // Best effort, without waiting: what the socket takes now goes out
+        // (fd frames included), so a sender dropped right after `feed` still
+        // delivers what fits. A frame cut short here reads as
+        // `PeerClosedMidFrame` on the other side; `close()` waits for all.
+        let refused = self.shared.peer.get().is_some_and(|p| p.is_err());
+        if self.broken.is_none()
+            && !refused
+            && self.written < self.buf.len()
+            && self.shared.hello_written()
         {
-            let limit = self.fds.front().map_or(self.buf.len(), |p| p.start);
-            let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
-            while self.written < limit {
-                match rustix::net::send(&self.shared.io, &self.buf[self.written..limit], flags) {
-                    Ok(n) if n > 0 => self.written += n,
+            while self.written < self.buf.len() {
+                match self.write_some() {
+                    Ok(n) if n > 0 => self.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     _ => break,
                 }
             }
@@ -518,7 +588,9 @@ pub struct Receiver<T> {
 
 impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver").field("shared", &self.shared).finish_non_exhaustive()
+        f.debug_struct("Receiver")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
     }
 }
 
@@ -568,7 +640,9 @@ impl<T: Message> Receiver<T> {
         let shared = &self.shared;
         loop {
             let spare = self.decoder.spare();
-            let r = shared.io.try_io(Interest::READABLE, || read_some(&shared.io, spare));
+            let r = shared
+                .io
+                .try_io(Interest::READABLE, || read_some(&shared.io, spare));
             match r {
                 Ok((0, _, _)) => {
                     self.eof = true;
@@ -579,7 +653,11 @@ impl<T: Message> Receiver<T> {
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    shared.io.readable().await.map_err(|e| Error::io("waiting to receive", e))?;
+                    shared
+                        .io
+                        .readable()
+                        .await
+                        .map_err(|e| Error::io("waiting to receive", e))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
@@ -604,7 +682,12 @@ fn read_some(io: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [io::IoSliceMut::new(buf)];
-    let msg = rustix::net::recvmsg(io, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT)?;
+    let msg = rustix::net::recvmsg(
+        io,
+        &mut iov,
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+    )?;
     let mut fds = Vec::new();
     for cmsg in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = cmsg {

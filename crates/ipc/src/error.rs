@@ -85,7 +85,9 @@ pub enum Error {
     /// The kernel truncated the file descriptors of a frame (`MSG_CTRUNC`),
     /// typically because this process is at its `RLIMIT_NOFILE`. The fds that
     /// did arrive were closed; the rest were closed by the kernel.
-    #[error("file descriptors truncated by the kernel (MSG_CTRUNC): declared {declared}, installed {received}; is the process at its open-file limit?")]
+    #[error(
+        "file descriptors truncated by the kernel (MSG_CTRUNC): declared {declared}, installed {received}; is the process at its open-file limit?"
+    )]
     FdsTruncated {
         /// Count written in the frame header.
         declared: usize,
@@ -204,10 +206,10 @@ pub enum HandshakeError {
         direction: &'static str,
         /// "receives" or "sends".
         peer_direction: &'static str,
-        /// Our side's type.
-        ours: TypeInfo,
+        /// Our side's type (boxed to keep [`Error`] small).
+        ours: Box<TypeInfo>,
         /// The peer's side's type.
-        theirs: TypeInfo,
+        theirs: Box<TypeInfo>,
     },
     /// The peer closed before completing its hello.
     #[error("the peer closed the channel before its hello")]

@@ -74,7 +74,10 @@ pub(crate) fn encode<T: Serialize>(
     });
     let checked = result.and_then(|()| {
         if fds.len() > MAX_FDS {
-            return Err(Error::TooManyFds { count: fds.len(), max: MAX_FDS });
+            return Err(Error::TooManyFds {
+                count: fds.len(),
+                max: MAX_FDS,
+            });
         }
         if codec == Codec::JsonLines && !fds.is_empty() {
             return Err(Error::FdsNotSupported);
@@ -84,7 +87,10 @@ pub(crate) fn encode<T: Serialize>(
             Codec::JsonLines => out.len() - before - 1,
         };
         if len > max as usize {
-            return Err(Error::FrameTooLarge { len: len as u64, max });
+            return Err(Error::FrameTooLarge {
+                len: len as u64,
+                max,
+            });
         }
         if codec == Codec::Postcard {
             let len = len as u32; // <= max, a u32
@@ -103,7 +109,11 @@ pub(crate) fn encode<T: Serialize>(
 }
 
 /// Decodes one payload with its fds.
-pub(crate) fn decode<T: DeserializeOwned>(codec: Codec, payload: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    codec: Codec,
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<T> {
     let n_fds = fds.len();
     let len = payload.len();
     let (result, unclaimed) = crate::fd::with_incoming(fds, || match codec {
@@ -117,13 +127,22 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: Codec, payload: &[u8], fds: Vec
                 len,
                 source: Box::new(postcard::Error::DeserializeUnexpectedEnd),
             }),
-            Err(e) => Err(Error::Decode { len, source: Box::new(e) }),
+            Err(e) => Err(Error::Decode {
+                len,
+                source: Box::new(e),
+            }),
         },
         Codec::JsonLines => serde_json::from_slice::<T>(payload).map_err(|e| {
             if e.is_eof() {
-                Error::Truncated { len, source: Box::new(e) }
+                Error::Truncated {
+                    len,
+                    source: Box::new(e),
+                }
             } else {
-                Error::Decode { len, source: Box::new(e) }
+                Error::Decode {
+                    len,
+                    source: Box::new(e),
+                }
             }
         }),
     });
@@ -131,7 +150,11 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: Codec, payload: &[u8], fds: Vec
     if unclaimed > 0 {
         return Err(Error::Decode {
             len,
-            source: format!("the frame carried {n_fds} fds but the message used {}", n_fds - unclaimed).into(),
+            source: format!(
+                "the frame carried {n_fds} fds but the message used {}",
+                n_fds - unclaimed
+            )
+            .into(),
         });
     }
     Ok(msg)
@@ -220,7 +243,11 @@ impl Decoder {
     pub(crate) fn commit(&mut self, n: usize, fds: Vec<OwnedFd>, truncated: bool) {
         self.end += n;
         if !fds.is_empty() || truncated {
-            self.batches.push_back(Batch { end: self.base + self.end as u64, fds, truncated });
+            self.batches.push_back(Batch {
+                end: self.base + self.end as u64,
+                fds,
+                truncated,
+            });
         }
     }
 
@@ -252,7 +279,10 @@ impl Decoder {
         }
         if len > self.max.saturating_add(1) {
             // `len` counts the fd-count byte, the limit is on the payload.
-            return Err(Error::FrameTooLarge { len: u64::from(len) - 1, max: self.max });
+            return Err(Error::FrameTooLarge {
+                len: u64::from(len) - 1,
+                max: self.max,
+            });
         }
         let total = 4 + len as usize;
         if avail < total {
@@ -264,7 +294,10 @@ impl Decoder {
         let frame_start = self.start;
         self.start += total;
         let fds = self.claim_fds(offset, offset + total as u64, declared)?;
-        Ok(Some(RawFrame { payload: frame_start + HEADER_LEN..frame_start + total, fds }))
+        Ok(Some(RawFrame {
+            payload: frame_start + HEADER_LEN..frame_start + total,
+            fds,
+        }))
     }
 
     fn next_line(&mut self) -> Result<Option<RawFrame>> {
@@ -274,7 +307,10 @@ impl Decoder {
                 self.scanned = self.end;
                 let len = self.end - self.start;
                 if len > self.max as usize {
-                    return Err(Error::FrameTooLarge { len: len as u64, max: self.max });
+                    return Err(Error::FrameTooLarge {
+                        len: len as u64,
+                        max: self.max,
+                    });
                 }
                 Ok(None)
             }
@@ -287,7 +323,10 @@ impl Decoder {
                     line_end -= 1;
                 }
                 if line_end - line_start > self.max as usize {
-                    return Err(Error::FrameTooLarge { len: (line_end - line_start) as u64, max: self.max });
+                    return Err(Error::FrameTooLarge {
+                        len: (line_end - line_start) as u64,
+                        max: self.max,
+                    });
                 }
                 self.start = newline + 1;
                 self.scanned = self.start;
@@ -295,7 +334,10 @@ impl Decoder {
                 if line_end == line_start {
                     return Err(Error::ZeroLengthFrame { offset });
                 }
-                Ok(Some(RawFrame { payload: line_start..line_end, fds }))
+                Ok(Some(RawFrame {
+                    payload: line_start..line_end,
+                    fds,
+                }))
             }
         }
     }

@@ -48,7 +48,11 @@ impl TypeInfo {
     pub fn of<T: Message>() -> TypeInfo {
         static CACHE: OnceLock<Mutex<HashMap<TypeId, TypeInfo>>> = OnceLock::new();
         let cache = CACHE.get_or_init(Default::default);
-        if let Some(info) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&TypeId::of::<T>()) {
+        if let Some(info) = cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&TypeId::of::<T>())
+        {
             return info.clone();
         }
         let info = TypeInfo {
@@ -150,16 +154,16 @@ impl Hello {
             return Err(HandshakeError::Types {
                 direction: "send",
                 peer_direction: "receives",
-                ours: ours.sends.clone(),
-                theirs: theirs.receives,
+                ours: Box::new(ours.sends.clone()),
+                theirs: Box::new(theirs.receives),
             });
         }
         if theirs.sends.fingerprint != ours.receives.fingerprint {
             return Err(HandshakeError::Types {
                 direction: "receive",
                 peer_direction: "sends",
-                ours: ours.receives.clone(),
-                theirs: theirs.sends,
+                ours: Box::new(ours.receives.clone()),
+                theirs: Box::new(theirs.sends),
             });
         }
         Ok(theirs)

@@ -40,7 +40,8 @@ pub fn spawn_with<Tx: Message, Rx: Message>(
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::NoRuntime);
     }
-    let (ours, theirs) = StdUnixStream::pair().map_err(|e| Error::io("creating a socketpair", e))?;
+    let (ours, theirs) =
+        StdUnixStream::pair().map_err(|e| Error::io("creating a socketpair", e))?;
     let child = builder
         .env(IPC_FD_ENV, IPC_FD.to_string())
         .env(IPC_CODEC_ENV, config.codec_in_use().name())
@@ -77,12 +78,17 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
     pub fn from_parent_with(config: Config) -> Result<Self> {
         let no = |reason: String| Error::NoParentChannel { reason };
         let raw = std::env::var(IPC_FD_ENV).map_err(|_| no(format!("{IPC_FD_ENV} is not set")))?;
-        let fd: RawFd = raw.trim().parse().map_err(|_| no(format!("{IPC_FD_ENV}={raw} is not an fd number")))?;
+        let fd: RawFd = raw
+            .trim()
+            .parse()
+            .map_err(|_| no(format!("{IPC_FD_ENV}={raw} is not an fd number")))?;
         if fd < 3 {
             return Err(no(format!("{IPC_FD_ENV}={fd} names a stdio fd")));
         }
         if TAKEN.swap(true, Ordering::AcqRel) {
-            return Err(no("the parent channel was already taken in this process".into()));
+            return Err(no(
+                "the parent channel was already taken in this process".into()
+            ));
         }
         // SAFETY: the fd is only borrowed for the checks below, during which
         // nothing else in this process closes it (it was announced to us alone,
@@ -93,7 +99,11 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
         }
         match rustix::net::sockopt::socket_type(borrowed) {
             Ok(rustix::net::SocketType::STREAM) => {}
-            Ok(other) => return Err(no(format!("fd {fd} is a socket of type {other:?}, not a stream"))),
+            Ok(other) => {
+                return Err(no(format!(
+                    "fd {fd} is a socket of type {other:?}, not a stream"
+                )));
+            }
             Err(e) => return Err(no(format!("fd {fd} is not a socket ({e})"))),
         }
         // SAFETY: the fd is open, is a stream socket, and was handed to this

@@ -34,15 +34,23 @@ struct WithFd {
 fn round_trip_both_codecs() {
     for codec in [Codec::Postcard, Codec::JsonLines] {
         rt().block_on(async {
-            let (mut a, mut b) = Channel::<Ping, Pong>::pair_with(Config::new().codec(codec)).unwrap();
+            let (mut a, mut b) =
+                Channel::<Ping, Pong>::pair_with(Config::new().codec(codec)).unwrap();
             a.send(&Ping::Ping(7)).await.unwrap();
             a.send(&Ping::Text("héllo\nworld".into())).await.unwrap();
             assert_eq!(b.recv().await.unwrap(), Some(Ping::Ping(7)));
-            assert_eq!(b.recv().await.unwrap(), Some(Ping::Text("héllo\nworld".into())));
+            assert_eq!(
+                b.recv().await.unwrap(),
+                Some(Ping::Text("héllo\nworld".into()))
+            );
             b.send(&Pong::Pong(8)).await.unwrap();
             assert_eq!(a.recv().await.unwrap(), Some(Pong::Pong(8)));
             drop(a);
-            assert_eq!(b.recv().await.unwrap(), None, "{codec:?}: clean end of stream");
+            assert_eq!(
+                b.recv().await.unwrap(),
+                None,
+                "{codec:?}: clean end of stream"
+            );
         });
     }
 }
@@ -72,13 +80,31 @@ fn handshake_mismatch_fails_both_sides_and_names_the_types() {
 #[test]
 fn handshake_errors_table() {
     // (what the peer sends first, what we expect)
-    let cases: Vec<(Vec<u8>, fn(&HandshakeError) -> bool)> = vec![
-        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), |e| matches!(e, HandshakeError::BadMagic { first_bytes } if first_bytes.starts_with("GET /"))),
-        (b"{\"hello\":1}\n".to_vec(), |e| matches!(e, HandshakeError::BadMagic { .. })),
-        (b"{\"forkyard_ipc\":99}\n".to_vec(), |e| matches!(e, HandshakeError::Version { ours: 1, theirs: 99 })),
-        (hello_line::<(), Ping>(Codec::JsonLines), |e| matches!(e, HandshakeError::Codec { .. })),
+    type Expect = fn(&HandshakeError) -> bool;
+    let cases: Vec<(Vec<u8>, Expect)> = vec![
+        (
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            |e| matches!(e, HandshakeError::BadMagic { first_bytes } if first_bytes.starts_with("GET /")),
+        ),
+        (b"{\"hello\":1}\n".to_vec(), |e| {
+            matches!(e, HandshakeError::BadMagic { .. })
+        }),
+        (b"{\"forkyard_ipc\":99}\n".to_vec(), |e| {
+            matches!(
+                e,
+                HandshakeError::Version {
+                    ours: 1,
+                    theirs: 99
+                }
+            )
+        }),
+        (hello_line::<(), Ping>(Codec::JsonLines), |e| {
+            matches!(e, HandshakeError::Codec { .. })
+        }),
         (Vec::new(), |e| matches!(e, HandshakeError::PeerClosed)),
-        (vec![b'{'; 20_000], |e| matches!(e, HandshakeError::HelloTooLong { .. })),
+        (vec![b'{'; 20_000], |e| {
+            matches!(e, HandshakeError::HelloTooLong { .. })
+        }),
     ];
     for (bytes, expected) in cases {
         rt().block_on(async {
@@ -87,7 +113,11 @@ fn handshake_errors_table() {
             y.write_all(&bytes).unwrap();
             y.shutdown(std::net::Shutdown::Write).unwrap();
             match a.recv().await {
-                Err(Error::Handshake(e)) => assert!(expected(&e), "{:?}: got {e:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(20)])),
+                Err(Error::Handshake(e)) => assert!(
+                    expected(&e),
+                    "{:?}: got {e:?}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(20)])
+                ),
                 other => panic!("expected a handshake error, got {other:?}"),
             }
         });
@@ -98,49 +128,109 @@ fn handshake_errors_table() {
 fn handshake_times_out_on_a_silent_peer() {
     rt().block_on(async {
         let (x, _y) = UnixStream::pair().unwrap();
-        let mut a = Channel::<(), Ping>::from_stream_with(x, Config::new().handshake_timeout(Duration::from_millis(50))).unwrap();
-        assert!(matches!(a.recv().await, Err(Error::Handshake(HandshakeError::Timeout(_)))));
+        let mut a = Channel::<(), Ping>::from_stream_with(
+            x,
+            Config::new().handshake_timeout(Duration::from_millis(50)),
+        )
+        .unwrap();
+        assert!(matches!(
+            a.recv().await,
+            Err(Error::Handshake(HandshakeError::Timeout(_)))
+        ));
     });
 }
 
 /// Feeds raw bytes after a valid hello and checks the first result of `recv`.
-fn check_raw(codec: Codec, bytes: &[u8], close: bool, expect: impl Fn(&Result<Option<Ping>, Error>) -> bool) {
+fn check_raw(
+    codec: Codec,
+    bytes: &[u8],
+    close: bool,
+    expect: impl Fn(&Result<Option<Ping>, Error>) -> bool,
+) {
     rt().block_on(async {
         let (mut chan, mut raw) = raw_peer::<Ping>(codec);
-        raw.write_all(bytes).unwrap();
-        if close {
-            raw.shutdown(std::net::Shutdown::Write).unwrap();
-        }
+        // A thread writes, so a payload larger than the socket buffer cannot
+        // block the writer before the channel starts reading.
+        let owned = bytes.to_vec();
+        let writer = std::thread::spawn(move || {
+            // The channel may stop reading (and drop its end) at the error.
+            let _ = raw.write_all(&owned);
+            if close {
+                let _ = raw.shutdown(std::net::Shutdown::Write);
+            }
+            raw
+        });
         let got = chan.recv().await;
-        assert!(expect(&got), "{codec:?} {bytes:?}: got {got:?}");
+        drop(chan);
+        drop(writer.join().unwrap());
+        let shown = &bytes[..bytes.len().min(40)];
+        assert!(expect(&got), "{codec:?} {shown:?}: got {got:?}");
     });
 }
 
 #[test]
 fn frame_errors_table() {
     let ping7 = postcard::to_stdvec(&Ping::Ping(7)).unwrap();
-    check_raw(Codec::Postcard, &postcard_frame(0, &ping7), true, |r| matches!(r, Ok(Some(Ping::Ping(7)))));
-    check_raw(Codec::Postcard, &[0, 0, 0, 0, 0], false, |r| matches!(r, Err(Error::ZeroLengthFrame { .. })));
-    // 4 GiB announced: refused from the header alone, before any allocation.
-    check_raw(Codec::Postcard, &[0xff, 0xff, 0xff, 0xff, 0], false, |r| {
-        matches!(r, Err(Error::FrameTooLarge { max, .. }) if *max == 1 << 20)
+    check_raw(Codec::Postcard, &postcard_frame(0, &ping7), true, |r| {
+        matches!(r, Ok(Some(Ping::Ping(7))))
     });
-    check_raw(Codec::Postcard, &postcard_frame(0, &[9]), false, |r| matches!(r, Err(Error::Decode { .. })));
-    check_raw(Codec::Postcard, &postcard_frame(0, &[1]), false, |r| matches!(r, Err(Error::Truncated { .. })));
+    check_raw(Codec::Postcard, &[0, 0, 0, 0, 0], false, |r| {
+        matches!(r, Err(Error::ZeroLengthFrame { .. }))
+    });
+    // 4 GiB announced: refused from the header alone, before any allocation.
+    check_raw(
+        Codec::Postcard,
+        &[0xff, 0xff, 0xff, 0xff, 0],
+        false,
+        |r| matches!(r, Err(Error::FrameTooLarge { max, .. }) if *max == 1 << 20),
+    );
+    check_raw(Codec::Postcard, &postcard_frame(0, &[9]), false, |r| {
+        matches!(r, Err(Error::Decode { .. }))
+    });
+    check_raw(Codec::Postcard, &postcard_frame(0, &[1]), false, |r| {
+        matches!(r, Err(Error::Truncated { .. }))
+    });
     let mut trailing = ping7.clone();
     trailing.push(0);
-    check_raw(Codec::Postcard, &postcard_frame(0, &trailing), false, |r| matches!(r, Err(Error::Decode { .. })));
-    check_raw(Codec::Postcard, &postcard_frame(0, &ping7)[..4], true, |r| matches!(r, Err(Error::PeerClosedMidFrame { have: 4 })));
-    check_raw(Codec::Postcard, &postcard_frame(2, &ping7), false, |r| {
-        matches!(r, Err(Error::FdMismatch { declared: 2, received: 0 }))
+    check_raw(Codec::Postcard, &postcard_frame(0, &trailing), false, |r| {
+        matches!(r, Err(Error::Decode { .. }))
     });
-    check_raw(Codec::JsonLines, b"{\"Ping\":7}\n", true, |r| matches!(r, Ok(Some(Ping::Ping(7)))));
-    check_raw(Codec::JsonLines, b"{\"Ping\":7}\r\n", true, |r| matches!(r, Ok(Some(Ping::Ping(7)))));
-    check_raw(Codec::JsonLines, b"\n", false, |r| matches!(r, Err(Error::ZeroLengthFrame { .. })));
-    check_raw(Codec::JsonLines, b"{\"Pin", true, |r| matches!(r, Err(Error::PeerClosedMidFrame { have: 5 })));
-    check_raw(Codec::JsonLines, b"{\"Ping\":\n", false, |r| matches!(r, Err(Error::Truncated { .. })));
-    check_raw(Codec::JsonLines, b"{\"Pang\":7}\n", false, |r| matches!(r, Err(Error::Decode { .. })));
-    check_raw(Codec::JsonLines, &vec![b'x'; (1 << 20) + 2], false, |r| matches!(r, Err(Error::FrameTooLarge { .. })));
+    check_raw(
+        Codec::Postcard,
+        &postcard_frame(0, &ping7)[..4],
+        true,
+        |r| matches!(r, Err(Error::PeerClosedMidFrame { have: 4 })),
+    );
+    check_raw(Codec::Postcard, &postcard_frame(2, &ping7), false, |r| {
+        matches!(
+            r,
+            Err(Error::FdMismatch {
+                declared: 2,
+                received: 0
+            })
+        )
+    });
+    check_raw(Codec::JsonLines, b"{\"Ping\":7}\n", true, |r| {
+        matches!(r, Ok(Some(Ping::Ping(7))))
+    });
+    check_raw(Codec::JsonLines, b"{\"Ping\":7}\r\n", true, |r| {
+        matches!(r, Ok(Some(Ping::Ping(7))))
+    });
+    check_raw(Codec::JsonLines, b"\n", false, |r| {
+        matches!(r, Err(Error::ZeroLengthFrame { .. }))
+    });
+    check_raw(Codec::JsonLines, b"{\"Pin", true, |r| {
+        matches!(r, Err(Error::PeerClosedMidFrame { have: 5 }))
+    });
+    check_raw(Codec::JsonLines, b"{\"Ping\":\n", false, |r| {
+        matches!(r, Err(Error::Truncated { .. }))
+    });
+    check_raw(Codec::JsonLines, b"{\"Pang\":7}\n", false, |r| {
+        matches!(r, Err(Error::Decode { .. }))
+    });
+    check_raw(Codec::JsonLines, &vec![b'x'; (1 << 20) + 2], false, |r| {
+        matches!(r, Err(Error::FrameTooLarge { .. }))
+    });
 }
 
 #[test]
@@ -169,9 +259,13 @@ fn a_fatal_error_breaks_the_channel() {
 #[test]
 fn oversized_send_is_refused_and_the_channel_goes_on() {
     rt().block_on(async {
-        let (mut a, mut b) = Channel::<Ping, Pong>::pair_with(Config::new().max_frame_len(100)).unwrap();
+        let (mut a, mut b) =
+            Channel::<Ping, Pong>::pair_with(Config::new().max_frame_len(100)).unwrap();
         let err = a.send(&Ping::Text("x".repeat(200))).await.unwrap_err();
-        assert!(matches!(err, Error::FrameTooLarge { max: 100, .. }), "{err:?}");
+        assert!(
+            matches!(err, Error::FrameTooLarge { max: 100, .. }),
+            "{err:?}"
+        );
         a.send(&Ping::Ping(1)).await.unwrap();
         assert_eq!(b.recv().await.unwrap(), Some(Ping::Ping(1)));
     });
@@ -188,8 +282,20 @@ fn fds_travel_with_their_message() {
         let (mut a, mut b) = Channel::<WithFd, ()>::pair().unwrap();
         let (r, w) = pipe();
         let (r2, w2) = pipe();
-        a.send(&WithFd { tag: 1, fd: w, extra: Some(w2) }).await.unwrap();
-        a.send(&WithFd { tag: 2, fd: r2, extra: None }).await.unwrap();
+        a.send(&WithFd {
+            tag: 1,
+            fd: w,
+            extra: Some(w2),
+        })
+        .await
+        .unwrap();
+        a.send(&WithFd {
+            tag: 2,
+            fd: r2,
+            extra: None,
+        })
+        .await
+        .unwrap();
         let m1 = b.recv().await.unwrap().unwrap();
         let m2 = b.recv().await.unwrap().unwrap();
         assert_eq!((m1.tag, m2.tag), (1, 2));
@@ -199,7 +305,9 @@ fn fds_travel_with_their_message() {
         let mut got = [0u8; 2];
         std::fs::File::from(r).read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hi");
-        std::fs::File::from(m1.extra.unwrap()).write_all(b"yo").unwrap();
+        std::fs::File::from(m1.extra.unwrap())
+            .write_all(b"yo")
+            .unwrap();
         std::fs::File::from(m2.fd).read_exact(&mut got).unwrap();
         assert_eq!(&got, b"yo");
     });
@@ -208,9 +316,17 @@ fn fds_travel_with_their_message() {
 #[test]
 fn json_lines_refuses_fds() {
     rt().block_on(async {
-        let (mut a, _b) = Channel::<WithFd, ()>::pair_with(Config::new().codec(Codec::JsonLines)).unwrap();
+        let (mut a, _b) =
+            Channel::<WithFd, ()>::pair_with(Config::new().codec(Codec::JsonLines)).unwrap();
         let (r, _w) = pipe();
-        let err = a.send(&WithFd { tag: 1, fd: r, extra: None }).await.unwrap_err();
+        let err = a
+            .send(&WithFd {
+                tag: 1,
+                fd: r,
+                extra: None,
+            })
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::FdsNotSupported), "{err:?}");
     });
 }
@@ -222,11 +338,39 @@ fn too_many_fds_is_an_error_not_a_panic() {
     rt().block_on(async {
         let (mut a, _b) = Channel::<Many, ()>::pair().unwrap();
         let base = crate::support::my_fd_count();
-        let fds: Vec<OwnedFd> = (0..254).map(|_| std::fs::File::open("/dev/null").unwrap().into()).collect();
+        let fds: Vec<OwnedFd> = (0..254)
+            .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+            .collect();
         let err = a.send(&Many(fds)).await.unwrap_err();
-        assert!(matches!(err, Error::TooManyFds { count: 254, max: 253 }), "{err:?}");
-        assert_eq!(crate::support::my_fd_count(), base, "the duplicates were closed");
+        assert!(
+            matches!(
+                err,
+                Error::TooManyFds {
+                    count: 254,
+                    max: 253
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            crate::support::my_fd_count(),
+            base,
+            "the duplicates were closed"
+        );
     });
+}
+
+/// Polls `fut` once: its output if it finishes without waiting, else `None`
+/// (and the future is dropped, i.e. cancelled).
+async fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 #[test]
@@ -234,17 +378,17 @@ fn a_slow_reader_makes_the_sender_wait() {
     rt().block_on(async {
         let (mut a, mut b) = Channel::<Ping, ()>::pair().unwrap();
         let big = Ping::Text("x".repeat(64 << 10));
-        // With nobody reading, sends stall once the socket buffer is full...
+        a.handshake().await.unwrap();
+        // With nobody reading, sends stall once the socket buffer is full: a
+        // send that cannot finish without the reader stays pending.
         let mut sent = 0;
-        loop {
-            match tokio::time::timeout(Duration::from_millis(200), a.send(&big)).await {
-                Ok(r) => {
-                    r.unwrap();
-                    sent += 1;
-                    assert!(sent < 1000, "the sender never waited: memory is not bounded");
-                }
-                Err(_) => break,
-            }
+        while let Some(r) = poll_once(a.send(&big)).await {
+            r.unwrap();
+            sent += 1;
+            assert!(
+                sent < 1000,
+                "the sender never waited: memory is not bounded"
+            );
         }
         assert!(sent > 0);
         // ...and the stalled message is delivered once the reader drains, whole and in order.
@@ -265,7 +409,11 @@ fn a_slow_reader_makes_the_sender_wait() {
 
 #[test]
 fn split_halves_work_from_different_tasks() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let (a, b) = Channel::<Ping, Pong>::pair().unwrap();
         let (mut tx, mut rx) = a.split();
@@ -293,7 +441,10 @@ fn split_halves_work_from_different_tasks() {
 #[test]
 fn outside_a_runtime_is_a_typed_error() {
     let (x, _y) = UnixStream::pair().unwrap();
-    assert!(matches!(Channel::<(), ()>::from_stream(x), Err(Error::NoRuntime)));
+    assert!(matches!(
+        Channel::<(), ()>::from_stream(x),
+        Err(Error::NoRuntime)
+    ));
 }
 
 #[test]

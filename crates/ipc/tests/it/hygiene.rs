@@ -24,7 +24,12 @@ fn ten_thousand_fds_passed_and_dropped_leave_the_count_at_baseline() {
         let baseline = my_fd_count();
         let send = async {
             for n in 0..10_000 {
-                a.feed(&Handle { n, fds: vec![r.try_clone().unwrap()] }).await.unwrap();
+                a.feed(&Handle {
+                    n,
+                    fds: vec![r.try_clone().unwrap()],
+                })
+                .await
+                .unwrap();
             }
             a.flush().await.unwrap();
         };
@@ -44,14 +49,34 @@ fn a_received_fd_is_close_on_exec_and_not_inherited_by_a_later_child() {
     rt().block_on(async {
         let (mut a, mut b) = Channel::<Handle, ()>::pair().unwrap();
         let (r, _w) = std::io::pipe().unwrap();
-        a.send(&Handle { n: 0, fds: vec![r.into()] }).await.unwrap();
+        a.send(&Handle {
+            n: 0,
+            fds: vec![r.into()],
+        })
+        .await
+        .unwrap();
         let h = b.recv().await.unwrap().unwrap();
         let fd = &h.fds[0];
-        assert!(rustix::io::fcntl_getfd(fd).unwrap().contains(rustix::io::FdFlags::CLOEXEC));
-        let out = forkyard_testkit::fixture("list-fds").stdout(Stdio::piped()).output().unwrap();
-        let child_fds: Vec<i32> = String::from_utf8(out.stdout).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+        assert!(
+            rustix::io::fcntl_getfd(fd)
+                .unwrap()
+                .contains(rustix::io::FdFlags::CLOEXEC)
+        );
+        let out = forkyard_testkit::fixture("list-fds")
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        let child_fds: Vec<i32> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
         assert!(!child_fds.is_empty());
-        assert!(!child_fds.contains(&fd.as_raw_fd()), "child inherited fd {}: {child_fds:?}", fd.as_raw_fd());
+        assert!(
+            !child_fds.contains(&fd.as_raw_fd()),
+            "child inherited fd {}: {child_fds:?}",
+            fd.as_raw_fd()
+        );
     });
 }
 
@@ -65,22 +90,40 @@ fn msg_ctrunc_under_a_lowered_fd_limit_is_a_typed_error_and_the_channel_goes_on(
         // Handshake first, so it does not need fds under the low limit.
         a.send(&Handle { n: 0, fds: vec![] }).await.unwrap();
         assert_eq!(b.recv().await.unwrap().unwrap().n, 0);
-        let fds: Vec<OwnedFd> = (0..3).map(|_| std::fs::File::open("/dev/null").unwrap().into()).collect();
+        let fds: Vec<OwnedFd> = (0..3)
+            .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+            .collect();
         a.send(&Handle { n: 1, fds }).await.unwrap();
         a.send(&Handle { n: 2, fds: vec![] }).await.unwrap();
         let saved = getrlimit(Resource::Nofile);
-        let highest = forkyard_testkit::open_fds(std::process::id()).into_iter().max().unwrap() as u64;
-        // Room for exactly one more fd (the lowest free number is below `highest`
-        // or just above it): not for three.
-        let free_below = (0..=highest as i32).filter(|fd| !forkyard_testkit::open_fds(std::process::id()).contains(fd)).count() as u64;
-        let limit = highest + 2 - free_below;
-        setrlimit(Resource::Nofile, Rlimit { current: Some(limit), maximum: saved.maximum }).unwrap();
+        // Room for exactly one more fd, not three: the kernel installs each
+        // received fd at the lowest free number, which must be below the limit,
+        // so a limit equal to the second-lowest free number admits only one.
+        let open = forkyard_testkit::open_fds(std::process::id());
+        let mut free = (0..).filter(|fd| !open.contains(fd));
+        let _lowest = free.next().unwrap();
+        let limit = free.next().unwrap() as u64;
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(limit),
+                maximum: saved.maximum,
+            },
+        )
+        .unwrap();
         let got = b.recv().await;
         setrlimit(Resource::Nofile, saved).unwrap();
         match got {
-            Err(Error::FdsTruncated { declared: 3, received }) => assert!(received < 3),
+            Err(Error::FdsTruncated {
+                declared: 3,
+                received,
+            }) => assert!(received < 3),
             other => panic!("expected FdsTruncated, got {other:?}"),
         }
-        assert_eq!(b.recv().await.unwrap().unwrap().n, 2, "the stream stayed in step");
+        assert_eq!(
+            b.recv().await.unwrap().unwrap().n,
+            2,
+            "the stream stayed in step"
+        );
     });
 }

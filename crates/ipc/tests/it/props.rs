@@ -37,7 +37,11 @@ struct Spec {
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    (proptest::collection::vec(any::<u8>(), 0..300), ".{0,20}", 0usize..4)
+    (
+        proptest::collection::vec(any::<u8>(), 0..300),
+        ".{0,20}",
+        0usize..4,
+    )
         .prop_map(|(data, text, n_fds)| Spec { data, text, n_fds })
 }
 
@@ -80,7 +84,13 @@ proptest! {
 /// bounds (an fd frame goes out in its own `sendmsg`, as the Sender does),
 /// waiting after each piece until the reader has drained it, so the reader
 /// really sees the split.
-fn write_split(sock: &UnixStream, reader: &UnixStream, wire: &[u8], fd_frames: &[(usize, usize, Vec<OwnedFd>)], split: usize) {
+fn write_split(
+    sock: &UnixStream,
+    reader: &UnixStream,
+    wire: &[u8],
+    fd_frames: &[(usize, usize, Vec<OwnedFd>)],
+    split: usize,
+) {
     let mut cuts = vec![0, split, wire.len()];
     for (s, e, _) in fd_frames {
         cuts.push(*s);
@@ -98,7 +108,8 @@ fn write_split(sock: &UnixStream, reader: &UnixStream, wire: &[u8], fd_frames: &
             .filter(|(s, _, _)| *s == from)
             .flat_map(|(_, _, f)| f.iter().map(AsFd::as_fd))
             .collect();
-        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+        let mut space =
+            vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
         let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() {
             assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
@@ -106,11 +117,16 @@ fn write_split(sock: &UnixStream, reader: &UnixStream, wire: &[u8], fd_frames: &
         let mut sent = 0;
         while from + sent < to {
             let iov = [IoSlice::new(&wire[from + sent..to])];
-            sent += rustix::net::sendmsg(sock, &iov, &mut control, rustix::net::SendFlags::NOSIGNAL).unwrap();
+            sent +=
+                rustix::net::sendmsg(sock, &iov, &mut control, rustix::net::SendFlags::NOSIGNAL)
+                    .unwrap();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while rustix::io::ioctl_fionread(reader).unwrap() > 0 {
-            assert!(Instant::now() < deadline, "the reader never drained the piece");
+            assert!(
+                Instant::now() < deadline,
+                "the reader never drained the piece"
+            );
             std::thread::yield_now();
         }
     }
@@ -119,10 +135,26 @@ fn write_split(sock: &UnixStream, reader: &UnixStream, wire: &[u8], fd_frames: &
 #[test]
 fn split_at_every_byte_still_decodes() {
     let specs = [
-        Spec { data: vec![1, 2, 3], text: "a".into(), n_fds: 0 },
-        Spec { data: vec![], text: "two fds".into(), n_fds: 2 },
-        Spec { data: vec![7; 40], text: String::new(), n_fds: 0 },
-        Spec { data: vec![9], text: "one".into(), n_fds: 1 },
+        Spec {
+            data: vec![1, 2, 3],
+            text: "a".into(),
+            n_fds: 0,
+        },
+        Spec {
+            data: vec![],
+            text: "two fds".into(),
+            n_fds: 2,
+        },
+        Spec {
+            data: vec![7; 40],
+            text: String::new(),
+            n_fds: 0,
+        },
+        Spec {
+            data: vec![9],
+            text: "one".into(),
+            n_fds: 1,
+        },
     ];
     // Encode by the documented wire format.
     let mut wire = Vec::new();
@@ -130,7 +162,12 @@ fn split_at_every_byte_still_decodes() {
     let mut next_index = 0;
     for s in &specs {
         let _ = &mut next_index;
-        let payload = postcard::to_stdvec(&ItemWire { data: &s.data, text: &s.text, fds: (0..s.n_fds as u32).collect() }).unwrap();
+        let payload = postcard::to_stdvec(&ItemWire {
+            data: &s.data,
+            text: &s.text,
+            fds: (0..s.n_fds as u32).collect(),
+        })
+        .unwrap();
         let start = wire.len();
         wire.extend(postcard_frame(s.n_fds as u8, &payload));
         if s.n_fds > 0 {
@@ -139,13 +176,27 @@ fn split_at_every_byte_still_decodes() {
     }
     let expected_inos: Vec<Vec<u64>> = {
         let mut it = fd_frames.iter();
-        specs.iter().map(|s| if s.n_fds > 0 { it.next().unwrap().2.iter().map(ino).collect() } else { vec![] }).collect()
+        specs
+            .iter()
+            .map(|s| {
+                if s.n_fds > 0 {
+                    it.next().unwrap().2.iter().map(ino).collect()
+                } else {
+                    vec![]
+                }
+            })
+            .collect()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     for split in 0..=wire.len() {
         let (chan_end, mut raw) = UnixStream::pair().unwrap();
         let reader = chan_end.try_clone().unwrap();
-        raw.write_all(&hello_line::<Item, ()>(Codec::Postcard)).unwrap();
+        raw.write_all(&hello_line::<Item, ()>(Codec::Postcard))
+            .unwrap();
         let mut chan = {
             let _guard = rt.enter();
             Channel::<(), Item>::from_stream(chan_end).unwrap()
@@ -163,7 +214,11 @@ fn split_at_every_byte_still_decodes() {
         assert_eq!(got.len(), specs.len(), "split at {split}");
         for ((g, s), inos) in got.iter().zip(&specs).zip(&expected_inos) {
             assert_eq!((&g.data, &g.text), (&s.data, &s.text), "split at {split}");
-            assert_eq!(&g.fds.iter().map(ino).collect::<Vec<_>>(), inos, "split at {split}");
+            assert_eq!(
+                &g.fds.iter().map(ino).collect::<Vec<_>>(),
+                inos,
+                "split at {split}"
+            );
         }
     }
 }

@@ -7,7 +7,10 @@ use forkyard_ipc::{Channel, Codec, Message, TypeInfo};
 
 /// A current-thread runtime for one test.
 pub(crate) fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The hello line a well-behaved peer sending `Tx` and receiving `Rx` would send.
@@ -29,7 +32,13 @@ pub(crate) fn hello_line<Tx: Message, Rx: Message>(codec: Codec) -> Vec<u8> {
 pub(crate) fn raw_peer<Rx: Message>(codec: Codec) -> (Channel<(), Rx>, UnixStream) {
     let (a, mut b) = UnixStream::pair().unwrap();
     b.write_all(&hello_line::<Rx, ()>(codec)).unwrap();
-    let chan = Channel::from_stream_with(a, forkyard_ipc::Config::new().codec(codec).max_frame_len(1 << 20)).unwrap();
+    let chan = Channel::from_stream_with(
+        a,
+        forkyard_ipc::Config::new()
+            .codec(codec)
+            .max_frame_len(1 << 20),
+    )
+    .unwrap();
     (chan, b)
 }
 
