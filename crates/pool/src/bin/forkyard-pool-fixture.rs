@@ -2,6 +2,7 @@
 //!
 //! A well-behaved worker serving `Job`s (tests/it/job.rs), or, with a
 //! flag, one that misbehaves at the protocol level. Not part of the library.
+//! (Workers that write garbage are made in the tests with `sh` and `python3`.)
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -45,17 +46,6 @@ fn pool_worker(rest: &[String]) -> Result<ExitCode, String> {
         Some("--wrong-types") => forkyard_pool::worker::serve(|job: Job| async move {
             Ok::<String, String>(format!("{job:?}"))
         }),
-        Some("--garbage") => {
-            // Write bytes that are no frame at all where the channel should be.
-            let fd: i32 = std::env::var("FORKYARD_IPC_FD")
-                .map_err(|e| e.to_string())?
-                .parse()
-                .map_err(|e| format!("{e}"))?;
-            // SAFETY: the parent passed us this fd for exactly this socket; we own it.
-            let mut sock = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            sock.write_all(&[0xff; 64]).map_err(|e| e.to_string())?;
-            hang()
-        }
         Some(mode @ ("--no-ready" | "--unknown-id")) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
