@@ -237,7 +237,7 @@ pub(crate) struct Core<Req, Resp> {
 impl<Req: Clone, Resp> Core<Req, Resp> {
     pub(crate) fn new(rules: Rules, seed: u64, now: Instant) -> Self {
         let mut core = Core {
-            backoff: BackoffState::new(rules.backoff.clone(), seed),
+            backoff: BackoffState::new(rules.backoff, seed),
             breaker: CircuitBreaker::new(rules.breaker.clone()),
             rules,
             queue: VecDeque::new(),
