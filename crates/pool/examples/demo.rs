@@ -90,7 +90,7 @@ async fn run(quick: bool) -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(25)).await;
                 tick += 1;
                 let s = pool.stats().await;
-                if tick % 8 == 0 {
+                if tick.is_multiple_of(8) {
                     println!(
                         "  t={:>5.2}s queued {:>4} running {:>2} done {:>4} | restarts {} retried {} recycled {}",
                         started.elapsed().as_secs_f64(),
@@ -105,25 +105,25 @@ async fn run(quick: bool) -> Result<()> {
                 if s.completed + s.failed_total() + s.cancelled >= tasks as u64 {
                     return killed;
                 }
-                if killed < kills && tick % 2 == 0 {
-                    if let Some(w) = s
-                        .workers
-                        .iter()
-                        .filter(|w| w.in_flight > 0)
-                        .nth((tick as usize) % 3)
-                    {
-                        if let Some(pid) = w.pid {
-                            println!(
-                                "  kill -9 {pid} (worker {}, {} tasks in flight)",
-                                w.worker, w.in_flight
-                            );
-                            let _ = rustix::process::kill_process(
-                                rustix::process::Pid::from_raw(pid as i32).expect("pid"),
-                                rustix::process::Signal::KILL,
-                            );
-                            killed += 1;
-                        }
-                    }
+                let busy = s
+                    .workers
+                    .iter()
+                    .filter(|w| w.in_flight > 0)
+                    .nth((tick as usize) % 3);
+                if killed < kills
+                    && tick.is_multiple_of(2)
+                    && let Some(w) = busy
+                    && let Some(pid) = w.pid
+                {
+                    println!(
+                        "  kill -9 {pid} (worker {}, {} tasks in flight)",
+                        w.worker, w.in_flight
+                    );
+                    let _ = rustix::process::kill_process(
+                        rustix::process::Pid::from_raw(pid as i32).expect("pid"),
+                        rustix::process::Signal::KILL,
+                    );
+                    killed += 1;
                 }
             }
         }

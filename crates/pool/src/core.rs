@@ -238,7 +238,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     pub(crate) fn new(rules: Rules, seed: u64, now: Instant) -> Self {
         let mut core = Core {
             backoff: BackoffState::new(rules.backoff, seed),
-            breaker: CircuitBreaker::new(rules.breaker.clone()),
+            breaker: CircuitBreaker::new(rules.breaker),
             rules,
             queue: VecDeque::new(),
             tasks: HashMap::new(),
@@ -1018,7 +1018,7 @@ mod tests {
                         let busy: Vec<WorkerId> = sim.sent.iter().filter(|(w, t)| !t.is_empty() && !sim.ended.contains(w)).map(|(&w, _)| w).collect();
                         if let Some(w) = pick(&busy, n) {
                             let task = sim.sent.get_mut(&w).unwrap().remove(0);
-                            sim.core.reply(w, task, if task % 5 == 0 { Err("bad input".into()) } else { Ok(task as u32) }, now);
+                            sim.core.reply(w, task, if task.is_multiple_of(5) { Err("bad input".into()) } else { Ok(task as u32) }, now);
                         }
                     }
                     Op::Crash(n) => if let Some(w) = pick(&sim.live(), n) { sim.ended.insert(w); sim.core.exited(w, now) },

@@ -37,6 +37,9 @@ use crate::{ShutdownMode, worker};
 
 type CommandFactory = Arc<dyn Fn() -> Command + Send + Sync>;
 
+/// The parent's end of the channel to one worker.
+type WorkerChannel<Req, Resp> = Channel<ToWorker<Req>, FromWorker<Resp>>;
+
 /// How many stderr lines of a worker are kept for crash reports.
 const STDERR_TAIL: usize = 20;
 
@@ -904,7 +907,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 fn start_worker<Req: Message, Resp: Message>(
     cmd: &mut Command,
     codec: Codec,
-) -> Result<(Child, Channel<ToWorker<Req>, FromWorker<Resp>>), String> {
+) -> Result<(Child, WorkerChannel<Req, Resp>), String> {
     let builder = Child::builder(cmd)
         .stdin(Input::Null)
         .stderr(Output::lines().max_line(4096))
@@ -931,7 +934,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 async fn drive<Req: Message + Clone + Sync, Resp: Message>(
     worker: WorkerId,
     mut child: Child,
-    channel: Channel<ToWorker<Req>, FromWorker<Resp>>,
+    channel: WorkerChannel<Req, Resp>,
     mut cmds: mpsc::UnboundedReceiver<DriverCmd<Req>>,
     shared: Arc<Shared<Req, Resp>>,
 ) {

@@ -22,12 +22,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn hang() -> ! {
-    loop {
-        std::thread::park();
-    }
-}
-
 fn arg<T: std::str::FromStr>(rest: &[String], idx: usize, name: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
