@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::job::Job;
 use forkyard_pool::{PoolError, ShutdownMode};
 
-use crate::support::{Baseline, builder};
+use crate::support::{Baseline, builder, wait_stats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_call_says_queue_full_and_call_waits_for_room() {
@@ -23,13 +23,10 @@ async fn try_call_says_queue_full_and_call_waits_for_room() {
         calls.push(tokio::spawn(async move {
             caller.call(Job::Sleep { ms: 200, value }).await
         }));
-        loop {
-            let s = pool.stats().await;
-            if s.running + s.queued == value as usize + 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_stats(&pool, "the call to be submitted", |s| {
+            s.running + s.queued == value as usize + 1
+        })
+        .await;
     }
     assert!(matches!(
         pool.try_call(Job::Echo(9)).await,
@@ -67,19 +64,13 @@ async fn pipelining_sends_several_tasks_to_a_worker_and_picks_the_least_loaded()
             tokio::spawn(async move { pool.call(Job::Sleep { ms: 500, value }).await })
         })
         .collect();
-    loop {
-        let s = pool.stats().await;
-        if s.running == 8 {
-            let loads: Vec<usize> = s.workers.iter().map(|w| w.in_flight).collect();
-            assert_eq!(
-                loads,
-                vec![4, 4],
-                "least-loaded dispatch balances the two workers"
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let s = wait_stats(&pool, "all eight running", |s| s.running == 8).await;
+    let loads: Vec<usize> = s.workers.iter().map(|w| w.in_flight).collect();
+    assert_eq!(
+        loads,
+        vec![4, 4],
+        "least-loaded dispatch balances the two workers"
+    );
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u64);
     }

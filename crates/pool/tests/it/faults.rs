@@ -27,13 +27,15 @@ async fn a_worker_sigkilled_mid_task_fails_only_its_task_and_is_replaced() {
         }
     });
     // The worker running it is the only busy one.
-    let victim = loop {
-        let s = pool.stats().await;
-        if let Some(w) = s.workers.iter().find(|w| w.in_flight == 1) {
-            break w.pid.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    let stats =
+        crate::support::wait_stats(&pool, "the long task running", |s| s.running == 1).await;
+    let victim = stats
+        .workers
+        .iter()
+        .find(|w| w.in_flight == 1)
+        .unwrap()
+        .pid
+        .unwrap();
     // A queue behind it, served by the other worker.
     let queued: Vec<_> = (0..20)
         .map(|i| {

@@ -170,9 +170,7 @@ async fn dropping_the_pool_kills_its_workers() {
         let pool = pool.clone();
         async move { pool.call(Job::Hang).await }
     });
-    while pool.stats().await.running == 0 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    crate::support::wait_stats(&pool, "a task running", |s| s.running == 1).await;
     hanging.abort();
     let _ = hanging.await;
     drop(pool);
@@ -189,20 +187,13 @@ async fn a_cancelled_queued_task_never_starts() {
         async move { pool.call(Job::Sleep { ms: 300, value: 1 }).await }
     });
     // Spawned tasks run in any order: wait until the blocker holds the worker.
-    while pool.stats().await.running == 0 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    crate::support::wait_stats(&pool, "a task running", |s| s.running == 1).await;
     // Queued behind the blocker: would crash the worker if it ever ran.
     let doomed = tokio::spawn({
         let pool = pool.clone();
         async move { pool.call(Job::Crash).await }
     });
-    loop {
-        if pool.stats().await.queued == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    crate::support::wait_stats(&pool, "the crash task queued", |s| s.queued == 1).await;
     doomed.abort();
     assert!(doomed.await.unwrap_err().is_cancelled());
     assert_eq!(blocker.await.unwrap().unwrap(), 1);

@@ -23,13 +23,10 @@ async fn loaded_pool() -> (
             tokio::spawn(async move { pool.call(Job::Sleep { ms: 200, value }).await })
         })
         .collect();
-    loop {
-        let s = pool.stats().await;
-        if s.running == 2 && s.queued == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    crate::support::wait_stats(&pool, "2 running and 4 queued", |s| {
+        s.running == 2 && s.queued == 4
+    })
+    .await;
     (pool, calls)
 }
 
@@ -97,9 +94,7 @@ async fn a_grace_period_that_runs_out_stops_workers_and_fails_their_tasks() {
         let pool = pool.clone();
         async move { pool.call(Job::Hang).await }
     });
-    while pool.stats().await.running == 0 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    crate::support::wait_stats(&pool, "the hang running", |s| s.running == 1).await;
     let report = pool
         .shutdown(ShutdownMode::Drain {
             grace: Duration::from_millis(200),

@@ -87,6 +87,29 @@ pub(crate) async fn wait_for(what: &str, mut probe: impl FnMut() -> Result<(), S
     }
 }
 
+/// Polls the pool's statistics until `cond` holds (1 ms doubling to 50 ms),
+/// and returns them; panics with `what` after [`DEADLINE`].
+pub(crate) async fn wait_stats(
+    pool: &TestPool,
+    what: &str,
+    cond: impl Fn(&forkyard_pool::Stats) -> bool,
+) -> forkyard_pool::Stats {
+    let start = std::time::Instant::now();
+    let mut interval = Duration::from_millis(1);
+    loop {
+        let stats = pool.stats().await;
+        if cond(&stats) {
+            return stats;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}: {stats:?}"
+        );
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(50));
+    }
+}
+
 /// Waits until the pool has `n` ready workers (idle or busy) and nothing else.
 pub(crate) async fn wait_full(pool: &TestPool, n: usize) {
     let start = std::time::Instant::now();
