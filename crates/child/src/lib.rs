@@ -106,6 +106,13 @@
 //! - [`Child::spawn`] must be called inside a tokio runtime.
 //! - The child gets a `pre_exec` closure, which makes std spawn with `fork`
 //!   rather than `posix_spawn`; see the README for what that costs.
+//! - `pre_exec` closures you add to the `Command` run *before* forkyard's own
+//!   (std runs them in the order added; forkyard adds its own at spawn). A hook
+//!   that installs a seccomp filter must leave `pidfd_open`, `sendmsg`,
+//!   `fcntl`, `dup2`, `close_range`, `setsid` and `write` allowed; a hook that
+//!   lowers `RLIMIT_NOFILE` below the fds in use makes the spawn fail with
+//!   EMFILE (forkyard-secure lowers it from the parent with `prlimit` right
+//!   after `exec` instead).
 //! - A `SIGCHLD` disposition of `SIG_IGN` in the owner makes the kernel reap
 //!   children itself: waits then fail with [`Error::Wait`].
 //! - The watchdog is one extra process per owner, named `fy-watchdog`. If
