@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
@@ -110,10 +111,10 @@ impl Shared {
         // A fresh socket has room for the hello; if not, the handshake finishes the write.
         match rustix::net::send(&stream, &line, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
             Ok(n) => drop(line.drain(..n)),
-            Err(rustix::io::Errno::AGAIN) => {}
-            Err(rustix::io::Errno::PIPE) => {
-                return Err(Error::Handshake(HandshakeError::PeerClosed));
-            }
+            // The peer already gone (or its buffer full): the handshake
+            // reports it on first use, when the caller can also look at why
+            // (a spawned child's exit, say).
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::PIPE) => {}
             Err(e) => return Err(Error::io("sending the hello", e.into())),
         }
         let io =
@@ -208,8 +209,27 @@ impl Shared {
                 if n > MAX_HELLO_LEN {
                     return Ok(Some(usize::MAX));
                 }
-                // Incomplete: report WouldBlock so tokio clears readiness and
-                // wakes us when more bytes arrive.
+                // Incomplete. If the peer has already hung up, no more bytes
+                // (and no new readiness edge) will come: that is the end.
+                // Peeking cannot see it, so ask poll(2), which reports the
+                // hang-up level-triggered.
+                let mut fds = [rustix::event::PollFd::new(
+                    &self.io,
+                    rustix::event::PollFlags::RDHUP,
+                )];
+                let zero = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                if rustix::event::poll(&mut fds, Some(&zero))? > 0
+                    && fds[0]
+                        .revents()
+                        .intersects(rustix::event::PollFlags::RDHUP | rustix::event::PollFlags::HUP)
+                {
+                    return Ok(None);
+                }
+                // Report WouldBlock so tokio clears readiness and wakes us
+                // when more bytes arrive.
                 Err(io::ErrorKind::WouldBlock.into())
             });
             match r {
@@ -330,14 +350,20 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
     /// Waits while the peer is not reading and the socket buffer is full
     /// (backpressure). If the future is dropped part-way, the message stays
     /// queued and goes out, whole, before the next one.
-    pub async fn send(&mut self, msg: &Tx) -> Result<()> {
-        self.tx.send(msg).await
+    pub fn send<'a>(
+        &'a mut self,
+        msg: &Tx,
+    ) -> impl Future<Output = Result<()>> + Send + use<'a, Tx, Rx> {
+        self.tx.send(msg)
     }
 
     /// Queues one message without writing it unless the buffer is full; see
     /// [`Sender::feed`].
-    pub async fn feed(&mut self, msg: &Tx) -> Result<()> {
-        self.tx.feed(msg).await
+    pub fn feed<'a>(
+        &'a mut self,
+        msg: &Tx,
+    ) -> impl Future<Output = Result<()>> + Send + use<'a, Tx, Rx> {
+        self.tx.feed(msg)
     }
 
     /// Writes all queued messages.
@@ -426,20 +452,38 @@ impl<T: Message> Sender<T> {
     }
 
     /// Sends one message and waits until it is written; see [`Channel::send`].
-    pub async fn send(&mut self, msg: &T) -> Result<()> {
-        self.feed(msg).await?;
-        self.flush().await
+    ///
+    /// The message is encoded before the returned future is first polled, so
+    /// the future does not borrow it (and `T` need not be `Sync`).
+    pub fn send<'a>(&'a mut self, msg: &T) -> impl Future<Output = Result<()>> + Send + use<'a, T> {
+        let queued = self.queue(msg);
+        async move {
+            queued?;
+            self.flush().await
+        }
     }
 
     /// Encodes one message into the write buffer. Writes (and waits for the
-    /// socket) only when the buffer already holds `write_buffer` bytes, so a
-    /// burst of small messages goes out in few system calls. Follow with
+    /// socket) only once the buffer holds `write_buffer` bytes, so a burst of
+    /// small messages goes out in few system calls. Follow with
     /// [`Sender::flush`].
-    pub async fn feed(&mut self, msg: &T) -> Result<()> {
-        self.check_broken()?;
-        if self.buf.len() - self.written >= self.shared.config.write_buffer {
-            self.flush().await?;
+    ///
+    /// The message is queued (or refused with an error) before the returned
+    /// future is first polled; dropping the future only gives up the wait.
+    pub fn feed<'a>(&'a mut self, msg: &T) -> impl Future<Output = Result<()>> + Send + use<'a, T> {
+        let queued = self.queue(msg);
+        async move {
+            queued?;
+            if self.buf.len() - self.written >= self.shared.config.write_buffer {
+                self.flush().await?;
+            }
+            Ok(())
         }
+    }
+
+    /// Encodes `msg` at the end of the write buffer, with its fds.
+    fn queue(&mut self, msg: &T) -> Result<()> {
+        self.check_broken()?;
         let start = self.buf.len();
         let fds = frame::encode(
             self.shared.config.codec,

@@ -1,13 +1,17 @@
 //! Typed messages and file descriptors between processes (lesson below is being written).
 #![deny(missing_docs)]
 
+pub mod balance;
 mod channel;
 mod codec;
 mod error;
 pub mod fd;
 mod frame;
+pub mod handoff;
 mod handshake;
-mod spawn;
+pub mod pubsub;
+pub mod rpc;
+pub(crate) mod spawn;
 
 pub use channel::{Channel, Config, Receiver, Sender};
 pub use codec::Codec;

@@ -1,6 +1,12 @@
 //! forkyard-ipc's integration tests: one binary, a module per area.
 
+mod balance;
 mod channel;
+mod handoff;
 mod hygiene;
 mod props;
+mod pubsub;
+mod python;
+mod rpc;
 mod support;
+mod wire;
