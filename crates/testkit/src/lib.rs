@@ -26,8 +26,10 @@
 //! [`open_fds`] and [`fd_count`] read `/proc/PID/fd`; [`live_descendants`] walks
 //! the process tree (zombies excluded); [`zombie_children`] lists unreaped
 //! children; [`is_alive`] tells a live process from a dead or zombie one;
-//! [`wait_until`] polls a condition until a deadline, the only sanctioned way for
-//! a test to wait for something that has no event of its own.
+//! [`wait_until`] (and its async sibling [`wait_for`]) polls a condition until a
+//! deadline, the only sanctioned way for a test to wait for something that has
+//! no event of its own. [`Baseline`] is the leak check every forkyard test ends
+//! with: no live descendant, no zombie child, no extra fd.
 //!
 //! # Caveats
 //!
@@ -330,4 +332,95 @@ pub fn parse_pids(output: &str) -> Vec<u32> {
         .lines()
         .filter_map(|l| l.strip_prefix("pid ")?.trim().parse().ok())
         .collect()
+}
+
+/// How long [`wait_for`] and [`Baseline::assert_clean`] wait before failing.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `probe` until it returns `Ok` (1 ms doubling to 50 ms, yielding to the
+/// tokio runtime between tries), or panics with `what` and the probe's last
+/// `Err` after [`DEADLINE`]. The async sibling of [`wait_until`], for tests
+/// whose own runtime tasks must run for the condition to come true.
+pub async fn wait_for(what: &str, mut probe: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    let mut interval = Duration::from_millis(1);
+    loop {
+        let outcome = probe();
+        match outcome {
+            Ok(()) => return,
+            Err(detail) if start.elapsed() > DEADLINE => {
+                panic!(
+                    "timed out after {:?} waiting for {what}: {detail}",
+                    start.elapsed()
+                )
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// What a test process had before it started spawning, to check afterwards
+/// that it left nothing behind: every forkyard test ends with
+/// `base.assert_clean().await`.
+#[derive(Debug)]
+pub struct Baseline {
+    fds: usize,
+}
+
+impl Baseline {
+    /// Takes the baseline after one warm-up spawn through forkyard-child, so
+    /// the owner-death watchdog's fds, the runtime's fds and the reaper thread
+    /// are already counted. Call it inside the test's tokio runtime.
+    pub async fn take() -> Baseline {
+        let mut warm = Command::new("/bin/true");
+        let mut child = forkyard_child::Child::spawn(&mut warm).expect("warm-up spawn");
+        child.wait().await.expect("warm-up wait");
+        drop(child);
+        Baseline {
+            fds: fd_count(std::process::id()),
+        }
+    }
+
+    /// Waits until this process is back to its baseline: no live descendant
+    /// but the watchdog, no zombie child, no more fds than at the start.
+    pub async fn assert_clean(&self) {
+        let me = std::process::id();
+        let watchdog = forkyard_child::watchdog_pid();
+        wait_for("no live descendants but the watchdog", || {
+            let left: Vec<u32> = live_descendants(me)
+                .into_iter()
+                .filter(|&p| Some(p) != watchdog)
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        })
+        .await;
+        wait_for("no zombie children", || {
+            let zombies = zombie_children(me);
+            if zombies.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{zombies:?}"))
+            }
+        })
+        .await;
+        wait_for("the fd count back to baseline", || {
+            let n = fd_count(me);
+            if n <= self.fds {
+                Ok(())
+            } else {
+                let fds: Vec<(i32, Option<String>)> = open_fds(me)
+                    .into_iter()
+                    .map(|fd| (fd, fd_target(me, fd)))
+                    .collect();
+                Err(format!("{n} fds open, baseline {}: {fds:?}", self.fds))
+            }
+        })
+        .await;
+    }
 }

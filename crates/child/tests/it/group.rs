@@ -124,11 +124,13 @@ async fn a_cgroup_catches_the_setsid_grandchild() {
     child.stop(Duration::from_millis(200)).await.unwrap();
     tk::wait_all_dead(&descendants, DEADLINE).unwrap();
     drop(child);
-    crate::support::wait_for(
-        "cgroup removed",
-        || !cgroup.exists(),
-        || format!("{cgroup:?}"),
-    )
+    crate::support::wait_for("cgroup removed", || {
+        if cgroup.exists() {
+            Err(format!("{cgroup:?}"))
+        } else {
+            Ok(())
+        }
+    })
     .await;
     base.assert_clean().await;
 }

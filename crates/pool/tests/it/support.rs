@@ -6,7 +6,7 @@ use crate::job::Job;
 use forkyard_pool::{Builder, Pool};
 use forkyard_testkit as tk;
 
-pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEADLINE: Duration = tk::DEADLINE;
 
 pub(crate) type TestPool = Pool<Job, u64>;
 
@@ -22,70 +22,7 @@ pub(crate) fn builder(args: &'static [&'static str]) -> Builder<Job, u64> {
         .sample_every(Duration::from_millis(50))
 }
 
-/// This process's fds before the test (after the runtime is up).
-pub(crate) struct Baseline {
-    fds: usize,
-}
-
-impl Baseline {
-    /// Taken after one warm-up spawn, so the owner-death watchdog's fds (started
-    /// by the first spawn of the process) are part of the baseline.
-    pub(crate) async fn take() -> Baseline {
-        let mut warm = std::process::Command::new("/bin/true");
-        let mut child = forkyard_child::Child::spawn(&mut warm).expect("warm-up spawn");
-        child.wait().await.expect("warm-up wait");
-        drop(child);
-        Baseline {
-            fds: tk::fd_count(std::process::id()),
-        }
-    }
-
-    /// Waits until no worker, zombie or extra fd of ours is left.
-    pub(crate) async fn assert_clean(&self) {
-        let me = std::process::id();
-        let watchdog = forkyard_child::watchdog_pid();
-        wait_for("no live descendants but the watchdog", || {
-            let left: Vec<u32> = tk::live_descendants(me)
-                .into_iter()
-                .filter(|&p| Some(p) != watchdog)
-                .collect();
-            left.is_empty().then_some(()).ok_or(format!("{left:?}"))
-        })
-        .await;
-        wait_for("no zombie children", || {
-            let z = tk::zombie_children(me);
-            z.is_empty().then_some(()).ok_or(format!("{z:?}"))
-        })
-        .await;
-        wait_for("fd count back to baseline", || {
-            let n = tk::fd_count(me);
-            (n <= self.fds).then_some(()).ok_or(format!(
-                "{n} fds, baseline {}: {:?}",
-                self.fds,
-                tk::open_fds(me)
-            ))
-        })
-        .await;
-    }
-}
-
-/// Polls `probe` (1 ms doubling to 50 ms, yielding to the runtime) until it
-/// says `Ok`, or panics after [`DEADLINE`] with its last `Err`.
-pub(crate) async fn wait_for(what: &str, mut probe: impl FnMut() -> Result<(), String>) {
-    let start = std::time::Instant::now();
-    let mut interval = Duration::from_millis(1);
-    loop {
-        match probe() {
-            Ok(()) => return,
-            Err(detail) if start.elapsed() > DEADLINE => {
-                panic!("timed out waiting for {what}: {detail}")
-            }
-            Err(_) => {}
-        }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_millis(50));
-    }
-}
+pub(crate) use forkyard_testkit::{Baseline, wait_for};
 
 /// Polls the pool's statistics until `cond` holds (1 ms doubling to 50 ms),
 /// and returns them; panics with `what` after [`DEADLINE`].
