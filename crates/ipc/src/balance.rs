@@ -106,7 +106,9 @@ pub const GENERATION_ENV: &str = "FORKYARD_GENERATION";
 pub enum Mode {
     /// Every worker accepts on its own duplicate of the listening socket.
     Shared,
-    /// The parent accepts and hands connections to free workers in turn.
+    /// The parent accepts and hands connections to workers in turn: each
+    /// goes to the free worker that has taken the fewest so far, so a worker
+    /// that was busy when its turn came gets the next one it can take.
     RoundRobin,
     /// The parent accepts and hands each connection to the free worker with
     /// the fewest open connections.
@@ -468,7 +470,8 @@ impl Cluster {
     /// Stops accepting, closes connections no worker has taken, drains every
     /// worker (each finishes its connections, reports and exits; one that takes
     /// longer than the drain timeout is stopped) and returns the final figures.
-    pub async fn shutdown(self) -> Result<ClusterStats> {
+    /// Afterwards every method fails with [`Error::Closed`].
+    pub async fn shutdown(&self) -> Result<ClusterStats> {
         let (tx, rx) = oneshot::channel();
         self.cmds
             .send(Cmd::Shutdown(tx))
@@ -486,7 +489,13 @@ impl Cluster {
 struct PendingConn {
     id: u64,
     socket: OwnedFd,
+    /// When it was last handed to a worker.
+    handed_at: Instant,
 }
+
+/// How long round-robin waits for the worker whose turn it is to acknowledge
+/// its previous connection before handing the next one to another worker.
+const ACK_PATIENCE: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 struct WorkerEntry {
@@ -793,6 +802,7 @@ impl Engine {
         self.pending.push_back(PendingConn {
             id,
             socket: OwnedFd::from(stream),
+            handed_at: Instant::now(),
         });
         self.dispatch();
     }
@@ -827,7 +837,10 @@ impl Engine {
                 self.pending.push_front(conn);
                 continue;
             }
-            entry.in_flight = Some(conn);
+            entry.in_flight = Some(PendingConn {
+                handed_at: Instant::now(),
+                ..conn
+            });
         }
         // Nobody can ever take them: close rather than keep clients waiting.
         let hope = self.transition.is_some()
@@ -868,11 +881,40 @@ impl Engine {
                     .find(|&w| w >= self.rr_cursor)
                     .unwrap_or(tied[0])
             }
-            _ => candidates
-                .iter()
-                .copied()
-                .find(|&w| w >= self.rr_cursor)
-                .unwrap_or(candidates[0]),
+            _ => {
+                // Round-robin by turns taken, not by who is free first. With
+                // "next free worker", whichever acknowledges faster takes more
+                // of a burst (wrk's 32 simultaneous connections split 10/24).
+                // So a connection waits for the worker whose turn it is (the
+                // one that has taken the fewest, counting the one in flight),
+                // unless that worker has sat on its in-flight connection past
+                // ACK_PATIENCE: a stuck worker is routed around, not waited for.
+                let now = Instant::now();
+                let turns = |w: &WorkerEntry| w.handed + u64::from(w.in_flight.is_some());
+                let floor = self
+                    .workers
+                    .iter()
+                    .filter(|w| {
+                        w.slot.generation == self.serving
+                            && w.state == WorkerState::Ready
+                            && w.alive()
+                    })
+                    .filter(|w| {
+                        w.in_flight
+                            .as_ref()
+                            .is_none_or(|c| now < c.handed_at + ACK_PATIENCE)
+                    })
+                    .map(turns)
+                    .min()?;
+                let due: Vec<usize> = candidates
+                    .into_iter()
+                    .filter(|&w| turns(&self.workers[w]) <= floor)
+                    .collect();
+                due.iter()
+                    .copied()
+                    .find(|&w| w >= self.rr_cursor)
+                    .or(due.first().copied())?
+            }
         };
         self.rr_cursor = chosen + 1;
         Some(chosen)
@@ -1112,7 +1154,21 @@ impl Engine {
             .filter(|w| w.exit.is_none() && w.stop.is_some())
             .filter_map(|w| w.drain_deadline);
         let stats = self.stats_waiters.iter().map(|s| s.deadline);
-        transition.into_iter().chain(drains).chain(stats).min()
+        // Round-robin waiting on a slow acknowledgement: look again when
+        // patience runs out.
+        let patience = self
+            .workers
+            .iter()
+            .filter(|_| !self.pending.is_empty())
+            .filter_map(|w| w.in_flight.as_ref())
+            .map(|c| c.handed_at + ACK_PATIENCE)
+            .filter(|&t| t > Instant::now());
+        transition
+            .into_iter()
+            .chain(drains)
+            .chain(stats)
+            .chain(patience)
+            .min()
     }
 
     fn on_deadline(&mut self) {
@@ -1157,6 +1213,7 @@ impl Engine {
             }
         }
         self.settle_stats_waiters();
+        self.dispatch();
     }
 
     fn settle_stats_waiters(&mut self) {
