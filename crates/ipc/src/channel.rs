@@ -16,7 +16,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 use tokio::io::Interest;
-use tokio::net::UnixStream;
+use tokio::io::unix::AsyncFd;
 
 use crate::Message;
 use crate::codec::Codec;
@@ -90,7 +90,7 @@ impl Config {
 
 /// What both halves share: the socket and the handshake's outcome.
 struct Shared {
-    io: UnixStream,
+    io: AsyncFd<StdUnixStream>,
     config: Config,
     ours: Hello,
     /// Hello bytes not yet written (normally none: a fresh socket takes them at once).
@@ -118,7 +118,11 @@ impl Shared {
             Err(e) => return Err(Error::io("sending the hello", e.into())),
         }
         let io =
-            UnixStream::from_std(stream).map_err(|e| Error::io("registering the socket", e))?;
+            // SAFETY: the `AsyncFd` owns the stream, so its fd stays open and
+            // names the same socket until the `AsyncFd` is dropped (we never
+            // take the stream back out), and `UnixStream::as_raw_fd` always
+            // returns that one fd.
+            unsafe { AsyncFd::register(stream) }.map_err(|e| Error::io("registering the socket", e.into()))?;
         Ok(Arc::new(Shared {
             io,
             config,
@@ -165,7 +169,7 @@ impl Shared {
                 if out.is_empty() {
                     true
                 } else {
-                    match self.io.try_io(Interest::WRITABLE, || {
+                    match self.io.try_io(Interest::WRITABLE, |_| {
                         Ok(rustix::net::send(
                             &self.io,
                             &out,
@@ -187,14 +191,14 @@ impl Shared {
             if done {
                 break;
             }
-            self.io.writable().await.map_err(hs_io)?;
+            drop(self.io.writable().await.map_err(hs_io)?);
         }
         // 2. Peek until the peer's whole hello line is there. Peeking consumes
         //    nothing, so a cancelled handshake can be resumed by the other half.
         let mut peeked = vec![0u8; MAX_HELLO_LEN + 1];
         let line_len = loop {
-            self.io.readable().await.map_err(hs_io)?;
-            let r = self.io.try_io(Interest::READABLE, || {
+            drop(self.io.readable().await.map_err(hs_io)?);
+            let r = self.io.try_io(Interest::READABLE, |_| {
                 let (_, n) = rustix::net::recv(
                     &self.io,
                     &mut peeked[..],
@@ -515,11 +519,11 @@ impl<T: Message> Sender<T> {
             match self
                 .shared
                 .io
-                .try_io(Interest::WRITABLE, || self.write_some())
+                .try_io(Interest::WRITABLE, |_| self.write_some())
             {
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = self.shared.io.writable().await {
+                    if let Err(e) = self.shared.io.writable().await.map(drop) {
                         return Err(self.poison(Error::io("waiting to send", e)));
                     }
                 }
@@ -683,32 +687,39 @@ impl<T: Message> Receiver<T> {
     async fn fill(&mut self) -> Result<()> {
         let shared = &self.shared;
         loop {
-            let spare = self.decoder.spare();
-            let r = shared
+            let mut ready = shared
                 .io
-                .try_io(Interest::READABLE, || read_some(&shared.io, spare));
-            match r {
-                Ok((0, _, _)) => {
+                .readable()
+                .await
+                .map_err(|e| Error::io("waiting to receive", e))?;
+            let spare = self.decoder.spare();
+            let room = spare.len();
+            match ready.try_io(|io| read_some(io.get_ref(), spare)) {
+                Ok(Ok((0, _, _))) => {
                     self.eof = true;
                     return Ok(());
                 }
-                Ok((n, fds, truncated)) => {
+                Ok(Ok((n, fds, truncated))) => {
+                    // A read that left room in the buffer and brought no fds
+                    // emptied the socket (Linux glues every queued skb into one
+                    // read unless it carries fds), so readiness is stale:
+                    // clearing it now saves the next `recv` a `recvmsg` that
+                    // would only say EAGAIN. (tokio's own `poll_read` does the
+                    // same; a wake-up that raced in since is kept.)
+                    if n < room && fds.is_empty() && !truncated {
+                        ready.clear_ready();
+                    }
                     self.decoder.commit(n, fds, truncated);
                     return Ok(());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    shared
-                        .io
-                        .readable()
-                        .await
-                        .map_err(|e| Error::io("waiting to receive", e))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
                     self.eof = true;
                     return Ok(());
                 }
-                Err(e) => return Err(Error::io("receiving", e)),
+                Ok(Err(e)) => return Err(Error::io("receiving", e)),
+                // Would block: readiness was cleared; wait for the next edge.
+                Err(_) => {}
             }
         }
     }
@@ -722,7 +733,7 @@ impl<T: Message> Receiver<T> {
 }
 
 /// One `recvmsg` with room for a frame's worth of fds, close-on-exec.
-fn read_some(io: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>, bool)> {
+fn read_some(io: &StdUnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>, bool)> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [io::IoSliceMut::new(buf)];
