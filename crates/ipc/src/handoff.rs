@@ -28,9 +28,9 @@
 //!
 //! If a new worker exits, hangs up, or is not ready within the ready timeout,
 //! the whole new generation is killed, `G` keeps serving untouched, and the
-//! handoff fails with [`Error::NotReady`](crate::Error::NotReady). A handoff
+//! handoff fails with [`Error::NotReady`]. A handoff
 //! asked for while another runs fails at once with
-//! [`Error::HandoffInProgress`](crate::Error::HandoffInProgress) (tableflip's
+//! [`Error::HandoffInProgress`] (tableflip's
 //! rule: never two upgrades at once, which is how recluster piled up processes).
 //!
 //! ```no_run
