@@ -8,11 +8,11 @@
 //! ```
 //!
 //! A fingerprint is a hash of the *structure* of a type as serde sees it
-//! (container names, field names and types, variant names), traced with
-//! `serde-reflection`. Two builds of the same type agree; adding a field, renaming
-//! a variant or changing a field's type changes it. Types serde-reflection cannot
-//! trace (those using `deserialize_any`, such as untagged enums) fall back to a
-//! hash of the type's name.
+//! (container names, field names and types, variant names and contents, at
+//! every depth), traced by `shape.rs`. Two builds of the same type agree;
+//! adding a field, renaming a variant or changing a field's type anywhere
+//! changes it. Types that cannot be traced (those needing `deserialize_any`,
+//! such as untagged enums) fall back to a hash of the type's name.
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -75,19 +75,8 @@ impl fmt::Display for TypeInfo {
 
 /// A canonical text of `T`'s structure, or its name when it cannot be traced.
 fn structure<T: Message>() -> String {
-    let traced = crate::fd::while_tracing(|| {
-        let mut tracer = serde_reflection::Tracer::new(serde_reflection::TracerConfig::default());
-        let (format, _samples) = tracer.trace_simple_type::<T>().ok()?;
-        // `trace_simple_type` explores every variant of `T` itself, but an enum
-        // nested inside it (`ToWorker::Task { req: Job }`) only partly, and
-        // `registry()` then refuses. The partial registry is still a
-        // deterministic function of the type's structure (both sides trace the
-        // same way), so it fingerprints the type far better than its name,
-        // which differs between crates that define the same type.
-        let registry = tracer.registry_unchecked();
-        serde_json::to_string(&(format, registry)).ok()
-    });
-    traced.unwrap_or_else(|| format!("name:{}", std::any::type_name::<T>()))
+    crate::fd::while_tracing(crate::shape::trace::<T>)
+        .unwrap_or_else(|| format!("name:{}", std::any::type_name::<T>()))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

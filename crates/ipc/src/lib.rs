@@ -45,8 +45,7 @@
 //!    that message only; the stream stays in step.
 //! 3. **Handshake.** Each side first sends one JSON line: a magic, the protocol
 //!    version, the codec, and a structural fingerprint of the types it sends
-//!    and receives (field names, types and variants, traced with
-//!    serde-reflection). A mismatch fails both sides at the first `send` or
+//!    and receives (field names, types and variants at every depth). A mismatch fails both sides at the first `send` or
 //!    `recv` with an error naming both types.
 //! 4. **File descriptors.** An `OwnedFd` field marked
 //!    `#[serde(with = "forkyard_ipc::fd")]` travels as `SCM_RIGHTS` with its
@@ -148,11 +147,9 @@
 //!   up the wait, not the message, which goes out whole before the next one.
 //! - **Fingerprints are structural, not semantic.** Same field names and types,
 //!   same fingerprint: reordering variants changes postcard's encoding *and* the
-//!   fingerprint, but changing what a field means does not. Enums nested in
-//!   other enums are fingerprinted from serde-reflection's partial trace;
-//!   types it cannot trace at all (those using `deserialize_any`, such as
-//!   untagged enums) fall back to their Rust type name, which differs between
-//!   crates. A foreign-language worker cannot compute fingerprints and echoes
+//!   fingerprint, but changing what a field means does not. Types that cannot
+//!   be traced (those using `deserialize_any`, such as untagged or flattened
+//!   enums) fall back to their Rust type name, which differs between crates. A foreign-language worker cannot compute fingerprints and echoes
 //!   the parent's (see `python/ipc_worker.py`).
 //! - **JSON lines cannot carry fds**; sending one is [`Error::FdsNotSupported`].
 //! - **`FORKYARD_IPC_FD` stays in the environment** of the worker, so a
@@ -187,6 +184,7 @@ pub mod handoff;
 mod handshake;
 pub mod pubsub;
 pub mod rpc;
+mod shape;
 pub(crate) mod spawn;
 
 pub use channel::{Channel, Config, Receiver, Sender};

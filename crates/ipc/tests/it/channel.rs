@@ -457,3 +457,55 @@ fn fd_numbers_in_the_payload_are_indices_not_raw_fds() {
         assert!(matches!(chan.recv().await, Err(Error::Decode { .. })));
     });
 }
+
+/// Builds of one protocol that differ in small ways, fingerprinted.
+mod builds {
+    macro_rules! build {
+        ($name:ident { $($job:tt)* } { $($to:tt)* }) => {
+            pub(crate) mod $name {
+                #[derive(serde::Serialize, serde::Deserialize)]
+                pub(crate) enum Job { $($job)* }
+                #[derive(serde::Serialize, serde::Deserialize)]
+                pub(crate) enum ToWorker { $($to)* }
+            }
+        };
+    }
+    build!(base { Echo(u64), Sleep { ms: u64 } } { Hello, Task { id: u64, job: Job } });
+    build!(same { Echo(u64), Sleep { ms: u64 } } { Hello, Task { id: u64, job: Job } });
+    build!(field_type { Echo(u64), Sleep { ms: u32 } } { Hello, Task { id: u64, job: Job } });
+    build!(nested_variant { Echo(u64), Sleep { ms: u64 }, Stop } { Hello, Task { id: u64, job: Job } });
+    build!(renamed_field { Echo(u64), Sleep { ms: u64 } } { Hello, Task { id: u64, work: Job } });
+    build!(top_variant { Echo(u64), Sleep { ms: u64 } } { Hello, Task { id: u64, job: Job }, Bye });
+}
+
+#[test]
+fn fingerprints_follow_the_structure_not_the_path() {
+    use forkyard_ipc::TypeInfo;
+    let fp = |t: TypeInfo| t.fingerprint;
+    let base = fp(TypeInfo::of::<builds::base::ToWorker>());
+    assert_eq!(
+        fp(TypeInfo::of::<builds::same::ToWorker>()),
+        base,
+        "same structure, other module"
+    );
+    for (what, other) in [
+        (
+            "a field type inside a nested enum",
+            fp(TypeInfo::of::<builds::field_type::ToWorker>()),
+        ),
+        (
+            "a variant added to a nested enum",
+            fp(TypeInfo::of::<builds::nested_variant::ToWorker>()),
+        ),
+        (
+            "a renamed field",
+            fp(TypeInfo::of::<builds::renamed_field::ToWorker>()),
+        ),
+        (
+            "a variant added at the top",
+            fp(TypeInfo::of::<builds::top_variant::ToWorker>()),
+        ),
+    ] {
+        assert_ne!(other, base, "{what} must change the fingerprint");
+    }
+}
