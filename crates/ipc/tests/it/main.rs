@@ -2,6 +2,7 @@
 
 mod balance;
 mod channel;
+mod errors;
 mod handoff;
 mod hygiene;
 mod props;
