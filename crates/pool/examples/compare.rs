@@ -10,6 +10,8 @@
 //! 3. Spawn-to-ready of a worker, and SIGKILL-to-replacement-ready.
 //!
 //! Prints ratios; the machines are shared, so compare ratios, not absolute times.
+//! `--only round-trip|throughput|start` runs one section (for profiling),
+//! `--quick` fewer rounds.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -39,7 +41,11 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
     };
-    rt.block_on(run(quick))
+    let only = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .unwrap_or_default();
+    rt.block_on(run(quick, &only))
 }
 
 /// The raw baseline's child: echo 8-byte messages on the socket it got as stdin.
@@ -58,172 +64,179 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-async fn run(quick: bool) -> Result<()> {
+async fn run(quick: bool, only: &str) -> Result<()> {
+    let want = |section: &str| only.is_empty() || only == section;
     let rounds = if quick { 2_000 } else { 20_000 };
     let exe = std::env::current_exe()?;
 
-    // 1. Round trip.
-    println!("== 1. Round trip of a tiny task, {rounds} rounds ==");
-    let (ours, theirs) = UnixStream::pair()?;
-    let mut raw_child = Command::new(&exe)
-        .arg("--raw-echo")
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .spawn()
-        .context("spawning the raw echo child")?;
-    let raw = tokio::task::spawn_blocking(move || -> Result<Vec<Duration>> {
-        let mut sock = ours;
-        let mut buf = [0u8; 8];
-        let mut samples = Vec::with_capacity(rounds);
-        for i in 0..rounds as u64 {
-            let t = Instant::now();
-            sock.write_all(&i.to_le_bytes())?;
-            sock.read_exact(&mut buf)?;
-            samples.push(t.elapsed());
-        }
-        Ok(samples)
-    })
-    .await??;
-    raw_child.wait()?;
-    let pool = Pool::<u64, u64>::builder()
-        .self_exec(std::iter::empty::<&str>())?
-        .workers(1)
-        .build()
-        .await?;
-    let mut ours = Vec::with_capacity(rounds);
-    for i in 0..rounds as u64 {
-        let t = Instant::now();
-        let got = pool.call(i).await?;
-        ours.push(t.elapsed());
-        if got != i + 1 {
-            bail!("wrong answer");
-        }
-    }
-    pool.shutdown(ShutdownMode::Drain {
-        grace: Duration::from_secs(5),
-    })
-    .await;
-    let mut raw = raw;
-    raw.sort();
-    ours.sort();
-    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
-        let (r, o) = (percentile(&raw, q), percentile(&ours, q));
-        println!(
-            "  {label}: raw socketpair {:>9.1?}   forkyard-pool {:>9.1?}   ratio {:.2}x",
-            r,
-            o,
-            o.as_secs_f64() / r.as_secs_f64()
-        );
-    }
-
-    // 2. Throughput.
-    let total = if quick { 20_000 } else { 200_000 };
-    println!("\n== 2. Throughput of tiny tasks, 2 workers, {total} tasks ==");
-    let pool = Pool::<u64, u64>::builder()
-        .self_exec(std::iter::empty::<&str>())?
-        .workers(2)
-        .max_in_flight_per_worker(256)
-        .queue_capacity(2_000)
-        .build()
-        .await?;
-    let started = Instant::now();
-    let callers = 1_000;
-    let mut handles = Vec::new();
-    for c in 0..callers {
-        let pool = pool.clone();
-        handles.push(tokio::spawn(async move {
-            let mut n = c as u64;
-            while n < total as u64 {
-                pool.call(n).await.expect("tiny task");
-                n += callers as u64;
+    if want("round-trip") {
+        // 1. Round trip.
+        println!("== 1. Round trip of a tiny task, {rounds} rounds ==");
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut raw_child = Command::new(&exe)
+            .arg("--raw-echo")
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .spawn()
+            .context("spawning the raw echo child")?;
+        let raw = tokio::task::spawn_blocking(move || -> Result<Vec<Duration>> {
+            let mut sock = ours;
+            let mut buf = [0u8; 8];
+            let mut samples = Vec::with_capacity(rounds);
+            for i in 0..rounds as u64 {
+                let t = Instant::now();
+                sock.write_all(&i.to_le_bytes())?;
+                sock.read_exact(&mut buf)?;
+                samples.push(t.elapsed());
             }
-        }));
-    }
-    for h in handles {
-        h.await?;
-    }
-    let ours_rate = total as f64 / started.elapsed().as_secs_f64();
-    pool.shutdown(ShutdownMode::Drain {
-        grace: Duration::from_secs(5),
-    })
-    .await;
-    println!("  forkyard-pool                      {ours_rate:>10.0} tasks/s");
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/bench");
-    for (label, program, script, n) in [
-        ("node child_process.fork", "node", "node_fork.js", total),
-        (
-            "python multiprocessing.Pool",
-            "python3",
-            "py_pool.py",
-            total / 10,
-        ),
-    ] {
-        match peer_rate(program, &format!("{dir}/{script}"), n) {
-            Some(rate) => println!(
-                "  {label:<34} {rate:>10.0} tasks/s   forkyard-pool is {:.1}x",
-                ours_rate / rate
-            ),
-            None => println!("  {label:<34} (not run: `{program}` is not available)"),
-        }
-    }
-
-    // 3. Spawn-to-ready and SIGKILL-to-replacement-ready.
-    let trials = if quick { 5 } else { 20 };
-    println!("\n== 3. Worker start, {trials} trials ==");
-    let mut spawn_ready = Vec::new();
-    for _ in 0..trials {
-        let t = Instant::now();
+            Ok(samples)
+        })
+        .await??;
+        raw_child.wait()?;
         let pool = Pool::<u64, u64>::builder()
             .self_exec(std::iter::empty::<&str>())?
             .workers(1)
             .build()
             .await?;
-        spawn_ready.push(t.elapsed());
+        let mut ours = Vec::with_capacity(rounds);
+        for i in 0..rounds as u64 {
+            let t = Instant::now();
+            let got = pool.call(i).await?;
+            ours.push(t.elapsed());
+            if got != i + 1 {
+                bail!("wrong answer");
+            }
+        }
         pool.shutdown(ShutdownMode::Drain {
             grace: Duration::from_secs(5),
         })
         .await;
-    }
-    let pool = Pool::<u64, u64>::builder()
-        .self_exec(std::iter::empty::<&str>())?
-        .workers(1)
-        .backoff(forkyard_supervise::Backoff::none())
-        .build()
-        .await?;
-    let mut replace = Vec::new();
-    for _ in 0..trials {
-        let old = pool.stats().await.workers[0].pid.context("a worker pid")?;
-        let t = Instant::now();
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(old as i32).context("pid")?,
-            rustix::process::Signal::KILL,
-        )?;
-        // Poll tightly: this is a measurement, not a test.
-        loop {
-            let s = pool.stats().await;
-            if s.workers
-                .iter()
-                .any(|w| w.pid != Some(old) && (w.state == "idle" || w.state == "busy"))
-            {
-                break;
-            }
-            tokio::task::yield_now().await;
+        let mut raw = raw;
+        raw.sort();
+        ours.sort();
+        for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+            let (r, o) = (percentile(&raw, q), percentile(&ours, q));
+            println!(
+                "  {label}: raw socketpair {:>9.1?}   forkyard-pool {:>9.1?}   ratio {:.2}x",
+                r,
+                o,
+                o.as_secs_f64() / r.as_secs_f64()
+            );
         }
-        replace.push(t.elapsed());
     }
-    pool.shutdown(ShutdownMode::Drain {
-        grace: Duration::from_secs(5),
-    })
-    .await;
-    spawn_ready.sort();
-    replace.sort();
-    println!(
-        "  spawn to ready (pool of 1)          median {:>9.2?}",
-        percentile(&spawn_ready, 0.5)
-    );
-    println!(
-        "  SIGKILL to replacement ready        median {:>9.2?}",
-        percentile(&replace, 0.5)
-    );
+
+    if want("throughput") {
+        // 2. Throughput.
+        let total = if quick { 20_000 } else { 200_000 };
+        println!("\n== 2. Throughput of tiny tasks, 2 workers, {total} tasks ==");
+        let pool = Pool::<u64, u64>::builder()
+            .self_exec(std::iter::empty::<&str>())?
+            .workers(2)
+            .max_in_flight_per_worker(256)
+            .queue_capacity(2_000)
+            .build()
+            .await?;
+        let started = Instant::now();
+        let callers = 1_000;
+        let mut handles = Vec::new();
+        for c in 0..callers {
+            let pool = pool.clone();
+            handles.push(tokio::spawn(async move {
+                let mut n = c as u64;
+                while n < total as u64 {
+                    pool.call(n).await.expect("tiny task");
+                    n += callers as u64;
+                }
+            }));
+        }
+        for h in handles {
+            h.await?;
+        }
+        let ours_rate = total as f64 / started.elapsed().as_secs_f64();
+        pool.shutdown(ShutdownMode::Drain {
+            grace: Duration::from_secs(5),
+        })
+        .await;
+        println!("  forkyard-pool                      {ours_rate:>10.0} tasks/s");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/bench");
+        for (label, program, script, n) in [
+            ("node child_process.fork", "node", "node_fork.js", total),
+            (
+                "python multiprocessing.Pool",
+                "python3",
+                "py_pool.py",
+                total / 10,
+            ),
+        ] {
+            match peer_rate(program, &format!("{dir}/{script}"), n) {
+                Some(rate) => println!(
+                    "  {label:<34} {rate:>10.0} tasks/s   forkyard-pool is {:.1}x",
+                    ours_rate / rate
+                ),
+                None => println!("  {label:<34} (not run: `{program}` is not available)"),
+            }
+        }
+    }
+
+    if want("start") {
+        // 3. Spawn-to-ready and SIGKILL-to-replacement-ready.
+        let trials = if quick { 5 } else { 20 };
+        println!("\n== 3. Worker start, {trials} trials ==");
+        let mut spawn_ready = Vec::new();
+        for _ in 0..trials {
+            let t = Instant::now();
+            let pool = Pool::<u64, u64>::builder()
+                .self_exec(std::iter::empty::<&str>())?
+                .workers(1)
+                .build()
+                .await?;
+            spawn_ready.push(t.elapsed());
+            pool.shutdown(ShutdownMode::Drain {
+                grace: Duration::from_secs(5),
+            })
+            .await;
+        }
+        let pool = Pool::<u64, u64>::builder()
+            .self_exec(std::iter::empty::<&str>())?
+            .workers(1)
+            .backoff(forkyard_supervise::Backoff::none())
+            .build()
+            .await?;
+        let mut replace = Vec::new();
+        for _ in 0..trials {
+            let old = pool.stats().await.workers[0].pid.context("a worker pid")?;
+            let t = Instant::now();
+            rustix::process::kill_process(
+                rustix::process::Pid::from_raw(old as i32).context("pid")?,
+                rustix::process::Signal::KILL,
+            )?;
+            // Poll tightly: this is a measurement, not a test.
+            loop {
+                let s = pool.stats().await;
+                if s.workers
+                    .iter()
+                    .any(|w| w.pid != Some(old) && (w.state == "idle" || w.state == "busy"))
+                {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            replace.push(t.elapsed());
+        }
+        pool.shutdown(ShutdownMode::Drain {
+            grace: Duration::from_secs(5),
+        })
+        .await;
+        spawn_ready.sort();
+        replace.sort();
+        println!(
+            "  spawn to ready (pool of 1)          median {:>9.2?}",
+            percentile(&spawn_ready, 0.5)
+        );
+        println!(
+            "  SIGKILL to replacement ready        median {:>9.2?}",
+            percentile(&replace, 0.5)
+        );
+    }
     Ok(())
 }
 

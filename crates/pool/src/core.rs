@@ -10,7 +10,9 @@
 //! crashes, hangs and recycles in milliseconds and check the one law that
 //! matters: every task gets exactly one outcome, and the counts add up.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use forkyard_supervise::{Backoff, BackoffState, BreakerConfig, BreakerState, CircuitBreaker};
@@ -216,7 +218,7 @@ pub(crate) struct WorkerView {
 pub(crate) struct Core<Req, Resp> {
     rules: Rules,
     queue: VecDeque<TaskId>,
-    tasks: HashMap<TaskId, Task<Req>>,
+    tasks: FxHashMap<TaskId, Task<Req>>,
     workers: BTreeMap<WorkerId, Worker>,
     next_worker: WorkerId,
     backoff: BackoffState,
@@ -241,7 +243,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             breaker: CircuitBreaker::new(rules.breaker),
             rules,
             queue: VecDeque::new(),
-            tasks: HashMap::new(),
+            tasks: FxHashMap::default(),
             workers: BTreeMap::new(),
             next_worker: 1,
             spawn_after: None,
@@ -258,8 +260,16 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     }
 
     /// The actions decided since the last call, in order.
+    #[cfg(test)]
     pub(crate) fn take_actions(&mut self) -> Vec<Action<Req, Resp>> {
         std::mem::take(&mut self.actions)
+    }
+
+    /// Moves the pending actions into `into` (which must be empty) and keeps
+    /// its allocation for the next ones: no allocation per event.
+    pub(crate) fn swap_actions(&mut self, into: &mut Vec<Action<Req, Resp>>) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.actions, into);
     }
 
     pub(crate) fn queue_len(&self) -> usize {
@@ -874,6 +884,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     fn rules() -> Rules {
         Rules {

@@ -13,7 +13,7 @@
 //! [`Child`] and the sending half of its channel; a reader owns the receiving
 //! half. Nothing else touches a worker.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::process::Command;
@@ -24,6 +24,7 @@ use std::time::Duration;
 use forkyard_child::{Child, Exit, Input, Output, Reason};
 use forkyard_ipc::{Channel, Codec, Message};
 use forkyard_supervise::{Backoff, BreakerConfig};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -240,13 +241,15 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
                 command,
                 codec: self.codec,
                 stop_grace: self.stop_grace,
-                callers: HashMap::new(),
-                drivers: HashMap::new(),
-                last_exit: HashMap::new(),
+                callers: FxHashMap::default(),
+                drivers: FxHashMap::default(),
+                last_exit: FxHashMap::default(),
                 started: Some(started_tx),
                 shutdown_waiters: Vec::new(),
                 report: None,
                 armed: None,
+                deliveries: Vec::new(),
+                spare_actions: Vec::new(),
                 handles_gone: false,
             }),
             ticker: Notify::new(),
@@ -504,7 +507,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Shared<Req, Resp> {
     /// Runs `f` on the state, then carries out whatever the core decided, and
     /// wakes the timer if a deadline earlier than the one it sleeps to appeared.
     fn with<T>(self: &Arc<Self>, f: impl FnOnce(&mut State<Req, Resp>) -> T) -> T {
-        let (out, wake) = {
+        let (out, wake, deliveries) = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let out = f(&mut st);
             st.perform(self);
@@ -514,8 +517,15 @@ impl<Req: Message + Clone + Sync, Resp: Message> Shared<Req, Resp> {
                 (Some(_), None) => true,
                 _ => false,
             };
-            (out, wake)
+            (out, wake, std::mem::take(&mut st.deliveries))
         };
+        // Waking callers (and callers waiting for room) can mean waking a
+        // thread: done after the lock is let go, so nobody waits for it.
+        for delivery in deliveries {
+            if let Delivery::Reply(reply, outcome) = delivery {
+                let _ = reply.send(outcome);
+            }
+        }
         if wake {
             self.ticker.notify_one();
         }
@@ -549,6 +559,14 @@ enum Event<Resp> {
     },
 }
 
+/// What a caller gets, handed over once the lock is let go.
+enum Delivery<Resp> {
+    /// An outcome for a waiting caller.
+    Reply(Reply<Resp>, Result<Resp, PoolError>),
+    /// Room in the queue: dropping the permit lets a waiting caller in.
+    Room(#[expect(dead_code, reason = "held only to be dropped")] OwnedSemaphorePermit),
+}
+
 enum DriverCmd<Req> {
     Dispatch { task: TaskId, req: Req },
     Drain,
@@ -576,14 +594,18 @@ struct State<Req, Resp> {
     command: CommandFactory,
     codec: Codec,
     stop_grace: Duration,
-    callers: HashMap<TaskId, (Reply<Resp>, Option<OwnedSemaphorePermit>)>,
-    drivers: HashMap<WorkerId, DriverHandle<Req>>,
-    last_exit: HashMap<WorkerId, (Exit, Vec<String>)>,
+    callers: FxHashMap<TaskId, (Reply<Resp>, Option<OwnedSemaphorePermit>)>,
+    drivers: FxHashMap<WorkerId, DriverHandle<Req>>,
+    last_exit: FxHashMap<WorkerId, (Exit, Vec<String>)>,
     started: Option<oneshot::Sender<Result<(), String>>>,
     shutdown_waiters: Vec<oneshot::Sender<ShutdownReport>>,
     report: Option<ShutdownState>,
     /// The deadline the timer task sleeps to.
     armed: Option<std::time::Instant>,
+    /// Outcomes and room to hand out once the lock is let go.
+    deliveries: Vec<Delivery<Resp>>,
+    /// An empty buffer for the core's next actions (kept to save allocations).
+    spare_actions: Vec<Action<Req, Resp>>,
     handles_gone: bool,
 }
 
@@ -594,11 +616,13 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 self.callers.insert(id, (reply, Some(permit)));
             }
             Err(refused) => {
-                let _ = reply.send(Err(match refused {
+                let error = match refused {
                     Refused::QueueFull => PoolError::QueueFull,
                     Refused::ShuttingDown => PoolError::ShuttingDown,
                     Refused::Unavailable(reason) => PoolError::Unavailable(reason),
-                }));
+                };
+                self.deliveries.push(Delivery::Reply(reply, Err(error)));
+                self.deliveries.push(Delivery::Room(permit));
                 if let Some(report) = &mut self.report {
                     report.tasks.push(TaskOutcome {
                         task: id,
@@ -671,12 +695,13 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
 
     /// Carries out the core's actions (none of them blocks).
     fn perform(&mut self, shared: &Arc<Shared<Req, Resp>>) {
+        let mut actions = std::mem::take(&mut self.spare_actions);
         loop {
-            let actions = self.core.take_actions();
+            self.core.swap_actions(&mut actions);
             if actions.is_empty() {
                 break;
             }
-            for action in actions {
+            for action in actions.drain(..) {
                 match action {
                     Action::Spawn { worker } => self.spawn(worker, shared),
                     Action::Dispatch { worker, task, req } => {
@@ -686,9 +711,11 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                             task,
                             "task dispatched"
                         );
-                        if let Some((_, permit)) = self.callers.get_mut(&task) {
+                        if let Some((_, permit)) = self.callers.get_mut(&task)
+                            && let Some(permit) = permit.take()
+                        {
                             // It left the queue: a waiting caller may enter.
-                            permit.take();
+                            self.deliveries.push(Delivery::Room(permit));
                         }
                         if let Some(d) = self.drivers.get(&worker) {
                             let _ = d.tx.send(DriverCmd::Dispatch { task, req });
@@ -718,6 +745,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 }
             }
         }
+        self.spare_actions = actions;
         // Still starting and the breaker is open: `build` gives up.
         if self.started.is_some()
             && let Some(reason) = self.core.degraded()
@@ -746,7 +774,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 outcome: label,
             });
         }
-        let Some((reply, _permit)) = self.callers.remove(&task) else {
+        let Some((reply, permit)) = self.callers.remove(&task) else {
             return;
         };
         let outcome = outcome.map_err(|f| match f {
@@ -770,7 +798,10 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
             Failure::Protocol(m) => PoolError::Protocol(m),
             Failure::Unavailable(m) => PoolError::Unavailable(m),
         });
-        let _ = reply.send(outcome);
+        self.deliveries.push(Delivery::Reply(reply, outcome));
+        if let Some(permit) = permit {
+            self.deliveries.push(Delivery::Room(permit));
+        }
     }
 
     fn spawn(&mut self, worker: WorkerId, shared: &Arc<Shared<Req, Resp>>) {
@@ -1067,30 +1098,53 @@ async fn handle_other<Req: Message + Clone + Sync, Resp: Message>(
     }
 }
 
-/// One worker's reader: feeds its messages to the core as they arrive.
+/// One worker's reader: feeds its messages to the core as they arrive, a
+/// burst that one read brought in under one lock.
 async fn read<Req: Message + Clone + Sync, Resp: Message>(
     worker: WorkerId,
     mut rx: forkyard_ipc::Receiver<FromWorker<Resp>>,
     shared: Arc<Shared<Req, Resp>>,
 ) {
+    let mut batch = Vec::new();
     loop {
-        let event = match rx.recv().await {
-            Ok(Some(FromWorker::Ready)) => Event::Ready { worker },
-            Ok(Some(FromWorker::Done { id, result })) => Event::Done {
-                worker,
-                task: id,
-                result,
-            },
-            Ok(None) => return,
-            // A worker that died mid-frame is a crash: its exit tells.
-            Err(e) if is_peer_gone(&e) => return,
-            Err(e) => Event::Protocol {
-                worker,
-                message: error_chain(&e),
-            },
-        };
-        let last = matches!(event, Event::Protocol { .. });
-        shared.with(|st| st.event(event));
+        let mut next = Some(rx.recv().await);
+        let mut last = false;
+        while let Some(msg) = next.take() {
+            let event = match msg {
+                Ok(Some(FromWorker::Ready)) => Event::Ready { worker },
+                Ok(Some(FromWorker::Done { id, result })) => Event::Done {
+                    worker,
+                    task: id,
+                    result,
+                },
+                Ok(None) => {
+                    last = true;
+                    break;
+                }
+                // A worker that died mid-frame is a crash: its exit tells.
+                Err(e) if is_peer_gone(&e) => {
+                    last = true;
+                    break;
+                }
+                Err(e) => {
+                    last = true;
+                    batch.push(Event::Protocol {
+                        worker,
+                        message: error_chain(&e),
+                    });
+                    break;
+                }
+            };
+            batch.push(event);
+            next = rx.recv_buffered().map(|msg| msg.map(Some));
+        }
+        if !batch.is_empty() {
+            shared.with(|st| {
+                for event in batch.drain(..) {
+                    st.event(event);
+                }
+            });
+        }
         if last {
             return;
         }

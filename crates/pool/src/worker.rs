@@ -111,23 +111,22 @@ where
                 }
                 tx.flush().await?;
             }
-            msg = rx.recv(), if !draining => match msg? {
-                Some(ToWorker::Task { id, req }) => {
-                    // Making the future can panic too (a closure's body before its `async`).
-                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| handler(req)));
-                    running.push(async move {
-                        let result = match made {
-                            Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
-                                Ok(result) => result.map_err(|e| e.to_string()),
-                                Err(payload) => Err(panic_message(payload)),
-                            },
-                            Err(payload) => Err(panic_message(payload)),
-                        };
-                        (id, result)
-                    });
+            msg = rx.recv(), if !draining => {
+                // Take the whole burst one read brought in before answering,
+                // so a pipelined batch is answered with one write, not one
+                // write per task.
+                let mut next = msg?;
+                loop {
+                    match next {
+                        Some(ToWorker::Task { id, req }) => running.push(start(&handler, id, req)),
+                        Some(ToWorker::Drain) | None => draining = true,
+                    }
+                    match rx.recv_buffered() {
+                        Some(msg) if !draining => next = Some(msg?),
+                        _ => break,
+                    }
                 }
-                Some(ToWorker::Drain) | None => draining = true,
-            },
+            }
             else => break,
         }
         if draining && running.is_empty() {
@@ -135,6 +134,32 @@ where
         }
     }
     tx.close().await
+}
+
+/// Starts `handler` on one task; the future answers `(id, result)` and
+/// never panics (a panic, also one while making the future, becomes an error).
+fn start<Req, Resp, E, F, Fut>(
+    handler: &F,
+    id: u64,
+    req: Req,
+) -> impl Future<Output = (u64, Result<Resp, String>)> + use<Req, Resp, E, F, Fut>
+where
+    E: Display,
+    F: Fn(Req) -> Fut,
+    Fut: Future<Output = Result<Resp, E>>,
+{
+    // Making the future can panic too (a closure's body before its `async`).
+    let made = std::panic::catch_unwind(AssertUnwindSafe(|| handler(req)));
+    async move {
+        let result = match made {
+            Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(payload) => Err(panic_message(payload)),
+            },
+            Err(payload) => Err(panic_message(payload)),
+        };
+        (id, result)
+    }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

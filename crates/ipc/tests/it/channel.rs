@@ -55,6 +55,47 @@ fn round_trip_both_codecs() {
     }
 }
 
+/// `recv_buffered` hands out what an earlier `recv` already read, in order,
+/// and never waits: a burst written before the first `recv` comes out of one
+/// read as one batch, and nothing is lost or reordered between the two calls.
+#[test]
+fn recv_buffered_drains_a_burst_in_order_without_waiting() {
+    for codec in [Codec::Postcard, Codec::JsonLines] {
+        rt().block_on(async {
+            let (mut a, mut b) =
+                Channel::<Ping, Pong>::pair_with(Config::new().codec(codec)).unwrap();
+            // Nothing read yet (not even the hello): nothing buffered.
+            assert!(b.recv_buffered().is_none());
+            for i in 0..100 {
+                a.feed(&Ping::Ping(i)).await.unwrap();
+            }
+            a.flush().await.unwrap();
+            let mut got = Vec::new();
+            let mut batches = Vec::new();
+            while got.len() < 100 {
+                let first = b.recv().await.unwrap().expect("not at the end yet");
+                let mut batch = vec![first];
+                while let Some(next) = b.recv_buffered() {
+                    batch.push(next.unwrap());
+                }
+                batches.push(batch.len());
+                got.extend(batch);
+            }
+            let want: Vec<Ping> = (0..100).map(Ping::Ping).collect();
+            assert_eq!(got, want, "{codec:?}");
+            // All 100 were in the socket before the first read: one read took
+            // more than one of them.
+            assert!(batches[0] > 1, "{codec:?}: batches {batches:?}");
+            // Drained: nothing buffered, and the end of stream still comes
+            // through `recv`.
+            assert!(b.recv_buffered().is_none());
+            drop(a);
+            assert_eq!(b.recv().await.unwrap(), None);
+            assert!(b.recv_buffered().is_none());
+        });
+    }
+}
+
 #[test]
 fn handshake_mismatch_fails_both_sides_and_names_the_types() {
     rt().block_on(async {
