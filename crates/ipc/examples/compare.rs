@@ -57,9 +57,22 @@ fn main() -> anyhow::Result<()> {
         if quick { " (quick)" } else { "" },
         cores()
     );
-    round_trip(quick)?;
-    streaming(quick)?;
-    http_bench(quick)?;
+    // `--only round-trip|streaming|http` runs one section.
+    let only = args
+        .iter()
+        .skip_while(|a| *a != "--only")
+        .nth(1)
+        .map_or("", String::as_str);
+    let want = |section: &str| only.is_empty() || only == section;
+    if want("round-trip") {
+        round_trip(quick)?;
+    }
+    if want("streaming") {
+        streaming(quick)?;
+    }
+    if want("http") {
+        http_bench(quick)?;
+    }
     Ok(())
 }
 
