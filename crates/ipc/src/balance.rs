@@ -104,7 +104,9 @@ pub const GENERATION_ENV: &str = "FORKYARD_GENERATION";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Mode {
-    /// Every worker accepts on its own duplicate of the listening socket.
+    /// Every worker accepts on its own duplicate of the listening socket,
+    /// handed to it once its whole generation is ready (so a generation that
+    /// fails to start never takes a connection down with it).
     Shared,
     /// The parent accepts and hands connections to workers in turn: each
     /// goes to the free worker that has taken the fewest so far, so a worker
@@ -967,15 +969,10 @@ impl Engine {
         // kills it if the engine goes away.
         let events = self.events_tx.clone();
         tokio::spawn(keep(w, child, stop_rx, events));
-        if !self.config.mode.parent_accepts() {
-            let dup = self
-                .listener
-                .try_clone()
-                .map_err(|e| Error::io("duplicating the listener", e))?;
-            let _ = to_worker.send(ToWorker::Listen {
-                listener: OwnedFd::from(dup),
-            });
-        }
+        // In shared mode the worker gets its dup of the listener when its
+        // whole generation is ready (`switch_to`), not now: a worker of a
+        // generation that then fails to start would otherwise accept
+        // connections and take them down with it.
         tracing::debug!(
             worker = slot.index,
             generation = slot.generation,
@@ -1087,6 +1084,15 @@ impl Engine {
             t.switched = true;
         }
         tracing::info!(generation, "cluster: generation ready");
+        if !self.config.mode.parent_accepts() {
+            // Shared listener: the new generation starts accepting before the
+            // old one stops, so there is no gap.
+            for w in 0..self.workers.len() {
+                if self.workers[w].slot.generation == generation && self.workers[w].alive() {
+                    self.hand_listener(w);
+                }
+            }
+        }
         if previous != 0 {
             for w in 0..self.workers.len() {
                 if self.workers[w].slot.generation == previous {
@@ -1095,6 +1101,24 @@ impl Engine {
             }
         }
         self.dispatch();
+    }
+
+    /// Gives worker `w` its own dup of the listening socket (shared mode).
+    fn hand_listener(&mut self, w: usize) {
+        match self.listener.try_clone() {
+            Ok(dup) => {
+                let _ = self.workers[w].to_worker.send(ToWorker::Listen {
+                    listener: OwnedFd::from(dup),
+                });
+            }
+            // Out of fds: this worker serves nothing; its peers still do,
+            // and the next handoff tries again.
+            Err(e) => tracing::warn!(
+                worker = self.workers[w].slot.index,
+                error = %e,
+                "cluster: cannot duplicate the listener"
+            ),
+        }
     }
 
     fn fail_transition(&mut self, reason: String) {

@@ -173,7 +173,29 @@ fn a_generation_that_fails_to_start_is_killed_and_the_old_one_keeps_serving() {
         .unwrap();
         let addr = cluster.local_addr();
         for (generation, expect) in [(2, "not ready within"), (3, "exited")] {
-            match cluster.handoff().await {
+            // Clients keep coming while the doomed generation starts (one of
+            // generation 2's workers is ready for the whole 500 ms): each is
+            // answered, and by generation 1.
+            let asking = AtomicBool::new(true);
+            let clients = async {
+                let mut answered = 0u64;
+                while asking.load(Ordering::Relaxed) {
+                    let reply = ask(addr, "during")
+                        .await
+                        .expect("a client during a failed handoff");
+                    assert_eq!(reply.generation, 1, "answered by a generation that failed");
+                    answered += 1;
+                }
+                answered
+            };
+            let handoff = async {
+                let result = cluster.handoff().await;
+                asking.store(false, Ordering::Relaxed);
+                result
+            };
+            let (result, answered) = tokio::join!(handoff, clients);
+            assert!(answered > 0);
+            match result {
                 Err(Error::NotReady {
                     generation: g,
                     reason,
