@@ -273,20 +273,6 @@ async fn run(quick: bool, only: &str) -> Result<()> {
             })
             .await;
         }
-        if std::env::var_os("FY_HACK").is_some() {
-            if std::env::var("FY_HACK").as_deref() == Ok("2") {
-                return Ok(());
-            }
-            let pool = Pool::<u64, u64>::builder()
-                .self_exec(std::iter::empty::<&str>())?
-                .workers(1)
-                .build()
-                .await?;
-            for i in 0..200_000u64 {
-                pool.call(i).await?;
-            }
-            return Ok(());
-        }
         let pool = Pool::<u64, u64>::builder()
             .self_exec(std::iter::empty::<&str>())?
             .workers(1)

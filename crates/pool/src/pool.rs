@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The [`Core`] decides; whoever brings news feeds it under the lock and
-//! carries out its actions, none of which blocks. A driver owns one worker's
+//! carries out its actions, none of which blocks; outcomes reach callers
+//! right after the lock is let go. A driver owns one worker's
 //! [`Child`] and the sending half of its channel; a reader owns the receiving
 //! half. Nothing else touches a worker.
 
@@ -491,9 +492,11 @@ pub struct WorkerEnd {
 /// There is no manager task: whoever has news (a caller submitting, a reader
 /// with a reply, a driver with an exit, the timer) takes the lock, feeds the
 /// core, and carries out the core's actions before letting go. None of those
-/// actions blocks: they send to a worker's driver, complete a caller's
-/// oneshot, or start a process. So a reply travels from the worker's socket
-/// to its caller in one task hop, not three.
+/// actions blocks: they send to a worker's driver or start a process; what
+/// callers get (outcomes, room in the queue, reports) is collected and
+/// handed over right after the lock is let go, since waking a caller can mean
+/// waking a thread. So a reply travels from the worker's socket to its caller
+/// in one task hop, not three.
 struct Shared<Req, Resp> {
     state: Mutex<State<Req, Resp>>,
     /// Wakes the timer task when an earlier deadline appears, or at shutdown.
@@ -522,9 +525,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Shared<Req, Resp> {
         // Waking callers (and callers waiting for room) can mean waking a
         // thread: done after the lock is let go, so nobody waits for it.
         for delivery in deliveries {
-            if let Delivery::Reply(reply, outcome) = delivery {
-                let _ = reply.send(outcome);
-            }
+            delivery.hand_over();
         }
         if wake {
             self.ticker.notify_one();
@@ -559,12 +560,39 @@ enum Event<Resp> {
     },
 }
 
-/// What a caller gets, handed over once the lock is let go.
+/// What callers get, handed over once the lock is let go, in this order.
 enum Delivery<Resp> {
-    /// An outcome for a waiting caller.
-    Reply(Reply<Resp>, Result<Resp, PoolError>),
+    /// An outcome for a waiting caller, with the queue room it held (if it
+    /// still held some), released first so the caller, once woken, finds it.
+    Reply(
+        Reply<Resp>,
+        Result<Resp, PoolError>,
+        Option<OwnedSemaphorePermit>,
+    ),
     /// Room in the queue: dropping the permit lets a waiting caller in.
-    Room(#[expect(dead_code, reason = "held only to be dropped")] OwnedSemaphorePermit),
+    Room(OwnedSemaphorePermit),
+    /// `build` learns whether the pool reached full size.
+    Started(oneshot::Sender<Result<(), String>>, Result<(), String>),
+    /// A shutdown report, after the outcomes it reports.
+    Report(oneshot::Sender<ShutdownReport>, Box<ShutdownReport>),
+}
+
+impl<Resp> Delivery<Resp> {
+    fn hand_over(self) {
+        match self {
+            Delivery::Reply(reply, outcome, room) => {
+                drop(room);
+                let _ = reply.send(outcome);
+            }
+            Delivery::Room(permit) => drop(permit),
+            Delivery::Started(tx, result) => {
+                let _ = tx.send(result);
+            }
+            Delivery::Report(tx, report) => {
+                let _ = tx.send(*report);
+            }
+        }
+    }
 }
 
 enum DriverCmd<Req> {
@@ -621,8 +649,8 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                     Refused::ShuttingDown => PoolError::ShuttingDown,
                     Refused::Unavailable(reason) => PoolError::Unavailable(reason),
                 };
-                self.deliveries.push(Delivery::Reply(reply, Err(error)));
-                self.deliveries.push(Delivery::Room(permit));
+                self.deliveries
+                    .push(Delivery::Reply(reply, Err(error), Some(permit)));
                 if let Some(report) = &mut self.report {
                     report.tasks.push(TaskOutcome {
                         task: id,
@@ -650,7 +678,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 if ready >= self.rules.workers
                     && let Some(started) = self.started.take()
                 {
-                    let _ = started.send(Ok(()));
+                    self.deliveries.push(Delivery::Started(started, Ok(())));
                 }
             }
             Event::Done {
@@ -752,7 +780,8 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
         {
             let reason = reason.to_owned();
             if let Some(started) = self.started.take() {
-                let _ = started.send(Err(reason));
+                self.deliveries
+                    .push(Delivery::Started(started, Err(reason)));
             }
         }
         if self.core.is_finished() && self.drivers.is_empty() {
@@ -798,10 +827,8 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
             Failure::Protocol(m) => PoolError::Protocol(m),
             Failure::Unavailable(m) => PoolError::Unavailable(m),
         });
-        self.deliveries.push(Delivery::Reply(reply, outcome));
-        if let Some(permit) = permit {
-            self.deliveries.push(Delivery::Room(permit));
-        }
+        self.deliveries
+            .push(Delivery::Reply(reply, outcome, permit));
     }
 
     fn spawn(&mut self, worker: WorkerId, shared: &Arc<Shared<Req, Resp>>) {
@@ -882,7 +909,8 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
         };
         info!(tasks = report.tasks.len(), "pool shut down");
         for waiter in self.shutdown_waiters.drain(..) {
-            let _ = waiter.send(report.clone());
+            self.deliveries
+                .push(Delivery::Report(waiter, Box::new(report.clone())));
         }
         self.report = Some(ShutdownState::default());
     }

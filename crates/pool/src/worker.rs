@@ -99,6 +99,7 @@ where
     // around each handler's future and becomes an error answer.
     let mut running = FuturesUnordered::new();
     let mut draining = false;
+    let mut failed = None;
     loop {
         tokio::select! {
             // Answers first: they free the parent's pipeline.
@@ -113,17 +114,21 @@ where
             }
             msg = rx.recv(), if !draining => {
                 // Take the whole burst one read brought in before answering,
-                // so a pipelined batch is answered with one write, not one
-                // write per task.
-                let mut next = msg?;
-                loop {
-                    match next {
-                        Some(ToWorker::Task { id, req }) => running.push(start(&handler, id, req)),
-                        Some(ToWorker::Drain) | None => draining = true,
+                // so the tasks of a pipelined batch that finish at once are
+                // answered in one write, not one write per task.
+                let mut next = Some(msg);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Ok(Some(ToWorker::Task { id, req })) => running.push(start(&handler, id, req)),
+                        Ok(Some(ToWorker::Drain) | None) => draining = true,
+                        // Answer what already runs, then report the error.
+                        Err(e) => {
+                            draining = true;
+                            failed = Some(e);
+                        }
                     }
-                    match rx.recv_buffered() {
-                        Some(msg) if !draining => next = Some(msg?),
-                        _ => break,
+                    if !draining {
+                        next = rx.recv_buffered().map(|msg| msg.map(Some));
                     }
                 }
             }
@@ -133,7 +138,11 @@ where
             break;
         }
     }
-    tx.close().await
+    let closed = tx.close().await;
+    match failed {
+        Some(e) => Err(e),
+        None => closed,
+    }
 }
 
 /// Starts `handler` on one task; the future answers `(id, result)` and
