@@ -40,7 +40,7 @@
 //!
 //! The parts:
 //!
-//! - [`ChildSpec`]: how to start a child ([`Launch`] for stdio and passed fds), its
+//! - [`ChildSpec`]: how to start a child ([`Launch`] for stdio, passed fds and containment), its
 //!   [`Restart`] type and clean exits, [`Backoff`], optional [`CircuitBreaker`], readiness and
 //!   liveness [`Probe`]s (TCP, HTTP, exec, file, and heartbeats carrying a progress counter,
 //!   which catch a livelock, not only a deadlock), and its [`Shutdown`].
@@ -135,7 +135,9 @@
 //!   [`forkyard_child::Child`]ren: their process groups are SIGKILLed, with no grace period.
 //!   Call [`Supervisor::shutdown`] for an orderly end.
 //! - **What a stop reaches**: the child's process group. A descendant that calls `setsid` or
-//!   `setpgid` leaves the group and escapes the stop (see `forkyard-child`'s "Containment").
+//!   `setpgid` leaves the group and escapes the stop, unless the child runs in a cgroup of its
+//!   own ([`Launch::cgroup`], which needs a writable cgroup v2 directory; see
+//!   `forkyard-child`'s "Containment").
 //! - **Signals**: a [`Shutdown::Signal`] stop sends the stop signal (SIGTERM unless
 //!   [`ChildSpec::stop_signal`] says otherwise) to the group, then SIGKILL after the grace
 //!   period. Exits by SIGHUP, SIGINT, SIGTERM or SIGPIPE count as clean for transient children

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct Launch {
     pub(crate) stdout: Option<Output>,
     pub(crate) stderr: Option<Output>,
     pub(crate) fds: Vec<(OwnedFd, RawFd)>,
+    pub(crate) cgroup: Option<PathBuf>,
+    pub(crate) new_session: bool,
     pub(crate) on_spawn: Option<SpawnHook>,
 }
 
@@ -58,6 +61,8 @@ impl fmt::Debug for Launch {
             .field("stdout", &self.stdout)
             .field("stderr", &self.stderr)
             .field("fds", &self.fds)
+            .field("cgroup", &self.cgroup)
+            .field("new_session", &self.new_session)
             .field("on_spawn", &self.on_spawn.is_some())
             .finish()
     }
@@ -72,6 +77,8 @@ impl Launch {
             stdout: None,
             stderr: None,
             fds: Vec::new(),
+            cgroup: None,
+            new_session: false,
             on_spawn: None,
         }
     }
@@ -97,6 +104,21 @@ impl Launch {
     /// Hand `fd` to the child as fd number `target` (see [`forkyard_child::Builder::pass_fd`]).
     pub fn pass_fd(mut self, fd: OwnedFd, target: RawFd) -> Self {
         self.fds.push((fd, target));
+        self
+    }
+
+    /// Run each instance in its own cgroup v2 under `parent` (see
+    /// [`forkyard_child::Builder::cgroup`]): stopping it then ends every
+    /// descendant, also one that left the process group with `setsid`.
+    pub fn cgroup(mut self, parent: impl Into<PathBuf>) -> Self {
+        self.cgroup = Some(parent.into());
+        self
+    }
+
+    /// Start each instance in a new session rather than only a new process
+    /// group (see [`forkyard_child::Builder::new_session`]).
+    pub fn new_session(mut self, enabled: bool) -> Self {
+        self.new_session = enabled;
         self
     }
 

@@ -1048,6 +1048,8 @@ fn spawn_process(launch: Launch, spec: &ChildSpec) -> Result<Child, String> {
         stdout,
         stderr,
         fds,
+        cgroup,
+        new_session,
         on_spawn,
     } = launch;
     let grace = match spec.shutdown {
@@ -1069,6 +1071,10 @@ fn spawn_process(launch: Launch, spec: &ChildSpec) -> Result<Child, String> {
     for (fd, target) in fds {
         builder = builder.pass_fd(fd, target);
     }
+    if let Some(parent) = cgroup {
+        builder = builder.cgroup(parent);
+    }
+    builder = builder.new_session(new_session);
     let mut child = builder.spawn().map_err(|e| e.to_string())?;
     if let Some(hook) = on_spawn {
         // A panicking hook must not take the supervisor down; the child keeps running.

@@ -334,6 +334,24 @@ pub fn parse_pids(output: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A writable cgroup v2 directory for tests (`forkyard-tests` under the first
+/// cgroup2 mount this process may write), created if needed; `None` when the
+/// machine has none.
+pub fn cgroup_parent() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        if fstype == "cgroup2" {
+            let parent = Path::new(dir).join("forkyard-tests");
+            if std::fs::create_dir(&parent).is_ok() || parent.is_dir() {
+                return Some(parent);
+            }
+        }
+    }
+    None
+}
+
 /// How long [`wait_for`] and [`Baseline::assert_clean`] wait before failing.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 

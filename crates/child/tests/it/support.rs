@@ -47,19 +47,4 @@ pub(crate) async fn read_until_ready(child: &mut Child) -> Vec<String> {
 
 pub(crate) use forkyard_testkit::{Baseline, wait_for};
 
-/// A writable cgroup v2 directory for tests, created under the first writable
-/// cgroup2 mount. `None` when the machine has none we may write.
-pub(crate) fn cgroup_parent() -> Option<std::path::PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    for line in mounts.lines() {
-        let mut f = line.split_whitespace();
-        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-        if fstype == "cgroup2" {
-            let parent = std::path::Path::new(dir).join("forkyard-tests");
-            if std::fs::create_dir(&parent).is_ok() || parent.is_dir() {
-                return Some(parent);
-            }
-        }
-    }
-    None
-}
+pub(crate) use forkyard_testkit::cgroup_parent;

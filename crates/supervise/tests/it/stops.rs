@@ -104,6 +104,42 @@ async fn grandchildren_holding_a_port_are_gone_at_stop() {
     assert_all_dead(&watch.pids());
 }
 
+/// A descendant that calls `setsid` leaves the process group a stop signals; a
+/// child launched in its own cgroup takes it down anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_in_a_cgroup_takes_a_setsid_escapee_down_at_stop() {
+    let parent = forkyard_testkit::cgroup_parent()
+        .expect("this machine kind has a writable cgroup v2 mount");
+    let (out, ready) = StdoutWatch::new();
+    let tree = out.pids.clone();
+    let builder = Supervisor::builder().child(
+        ChildSpec::new("escaper", move || {
+            out.launch(fixture(&["grandchild", "--setsid"]))
+                .cgroup(parent.clone())
+        })
+        .readiness(Probe::heartbeat(ready))
+        .shutdown(Shutdown::Signal { grace: ms(300) }),
+    );
+    let mut watch = Watch::new(builder.subscribe());
+    let sup = crate::bounded(builder.start()).await.expect("start");
+    let tree = tree.lock().unwrap().clone();
+    let sessions: std::collections::BTreeSet<u32> = tree
+        .iter()
+        .filter_map(|&pid| forkyard_testkit::stat(pid).map(|s| s.session))
+        .collect();
+    assert!(
+        sessions.len() >= 2,
+        "one descendant should have its own session: {tree:?}"
+    );
+    crate::bounded(sup.stop_child("escaper"))
+        .await
+        .expect("stop");
+    assert_all_dead(&tree);
+    crate::bounded(sup.shutdown()).await.unwrap();
+    watch.stopped().await;
+    assert_all_dead(&watch.pids());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_during_start_up_or_backoff_returns_and_never_restarts() {
     let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
