@@ -36,6 +36,11 @@
 //!   a crashed worker is replaced after an exponential backoff; a worker that
 //!   cannot start at all opens the breaker, the pool reports itself degraded,
 //!   and calls fail fast with `Unavailable` instead of waiting forever.
+//! - **Bursts, not messages**: tasks waiting for a worker go out in one write;
+//!   the worker takes every task one read brought before it answers, and
+//!   answers what finishes together in one write; the parent feeds a burst of
+//!   answers to the core under one lock. Tiny tasks run at about 400,000 a
+//!   second on two workers (the crate README has the figures and the command).
 //! - **One brain**: every decision is made by a pure state machine (`core.rs`)
 //!   that a property test drives through thousands of random schedules; an
 //!   async shell carries its decisions out with `forkyard-child` processes and
