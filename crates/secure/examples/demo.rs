@@ -344,7 +344,12 @@ async fn main() -> Result<()> {
     section("Sandbox escape attempts from inside the strict sandbox");
     let policy = tool_policy(&probe, base_limits(), Sandbox::strict(), &log)?;
     let environ = format!("/proc/{}/environ", std::process::id());
+    // chown needs CAP_CHOWN, which a root service would hand down without the capabilities
+    // layer (Landlock and seccomp do not stop chown).
+    let upload = uploads.join("greeting.txt");
+    let upload = upload.to_str().expect("a UTF-8 temporary path");
     for (what, args) in [
+        ("give an upload to nobody", vec!["chown", upload, "65534"]),
         ("read /etc/shadow", vec!["read", "/etc/shadow"]),
         ("read the service's environ", vec!["read", environ.as_str()]),
         ("open a TCP socket", vec!["socket", "inet"]),

@@ -181,7 +181,29 @@ pub(crate) fn prepare(
         hooks.userns = Some(UserNsMaps::identity());
     }
 
-    // 6. no_new_privs.
+    // 6. Capabilities, dropped in the child after the namespaces (inside the user namespace
+    // when there is one, where the child holds CAP_SETPCAP).
+    match (
+        sandbox.capabilities,
+        crate::sandbox::caps::prepare(sandbox, userns),
+    ) {
+        (None, _) | (_, None) => reports.push(report(Layer::Capabilities, LayerStatus::Off, "")),
+        (Some(enforcement), Some(Err(reason))) => {
+            reports.push(unavailable(Layer::Capabilities, enforcement, reason)?)
+        }
+        (Some(enforcement), Some(Ok((plan, status, detail)))) => {
+            if status == LayerStatus::Partial && enforcement == Enforcement::Required {
+                return Err(Error::LayerUnavailable {
+                    layer: Layer::Capabilities,
+                    reason: detail,
+                });
+            }
+            hooks.capabilities = Some(plan);
+            reports.push(report(Layer::Capabilities, status, detail));
+        }
+    }
+
+    // 7. no_new_privs.
     if sandbox.no_new_privs {
         hooks.no_new_privs = true;
         reports.push(report(
@@ -197,7 +219,7 @@ pub(crate) fn prepare(
         ));
     }
 
-    // 7. Landlock.
+    // 8. Landlock.
     match (&entry.landlock, sandbox.landlock) {
         (None, _) | (_, None) => reports.push(report(Layer::Landlock, LayerStatus::Off, "")),
         (Some(Err(reason)), Some(enforcement)) => {
@@ -212,7 +234,7 @@ pub(crate) fn prepare(
         }
     }
 
-    // 8. Seccomp.
+    // 9. Seccomp.
     let mut seccomp = false;
     match (&policy.seccomp, sandbox.seccomp) {
         (None, _) | (_, None) => reports.push(report(Layer::Seccomp, LayerStatus::Off, "")),
@@ -226,7 +248,7 @@ pub(crate) fn prepare(
         }
     }
 
-    // 9. Attestation pipe.
+    // 10. Attestation pipe.
     let (rx, tx) = rustix::pipe::pipe_with(
         rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
     )
@@ -400,6 +422,7 @@ pub(crate) fn confirm(
             Layer::NetworkNamespace => a.network_namespace,
             Layer::PidNamespace => a.pid_namespace,
             Layer::NoNewPrivs => a.no_new_privs,
+            Layer::Capabilities => crate::sandbox::caps::confirmed(r.status, a.capabilities),
             Layer::Landlock => a.landlock >= 2,
             Layer::Seccomp => a.seccomp_filters > 0,
         };

@@ -24,8 +24,9 @@
 //!  program name ─────────▶ │ 1 policy: allowlist by name,    │     │ 3 hardening (system calls only):  │
 //!  arguments   ─────────▶  │   absolute path, sha256 pin     │     │   setsid / TIOCNOTTY, pdeathsig,  │
 //!  environment ─────────▶  │ 2 validation → ValidatedCommand │ ──▶ │   rlimits, join cgroups, net/pid  │ ──▶ exec
-//!                          │   argv grammar, openat2 beneath │     │   namespaces, no_new_privs,       │
-//!                          │   a root, env allowlist         │     │   Landlock, seccomp, attestation  │
+//!                          │   argv grammar, openat2 beneath │     │   namespaces, drop capabilities,  │
+//!                          │   a root, env allowlist         │     │   no_new_privs, Landlock,         │
+//!                          │                                 │     │   seccomp, attestation            │
 //!                          │ 4 audit: decision record ───────┼──┐  └───────────────────────────────────┘
 //!                          └─────────────────────────────────┘  │   wait: wall clock, output cap, sweep the
 //!                                                               └── cgroups, classify the end, exit record
@@ -49,7 +50,9 @@
 //! 3. **Hardening at spawn** ([`Sandbox`], [`Limits`]): everything is prepared in the parent;
 //!    between `fork` and `exec` the child only makes system calls: no controlling terminal,
 //!    parent-death signal, rlimits, a per-run cgroup (pids, memory), network and pid
-//!    namespaces, `no_new_privs`, Landlock, seccomp. It then writes a few bytes saying what
+//!    namespaces, every capability dropped (a root parent's `CAP_SYS_ADMIN`,
+//!    `CAP_DAC_OVERRIDE`, `CAP_KILL`... do not reach the program, and uid 0 regains none at
+//!    `exec`), `no_new_privs`, Landlock, seccomp. It then writes a few bytes saying what
 //!    applied, so [`RunOutput::layers`] reports what the *child confirmed*, and a layer the
 //!    kernel lacks is either refused ([`Enforcement::Required`]) or reported
 //!    ([`LayerStatus::Unavailable`]), never silently skipped. The parent enforces wall-clock
@@ -116,6 +119,7 @@
 //! | file names | `openat2` beneath a root, descriptor passed | mount namespace | bind mounts | `ProtectSystem=`, `ReadOnlyPaths=` |
 //! | environment | empty + validated allowlist, hooks always refused | `keep_env=false` | `--clearenv` | clean by default |
 //! | file system | Landlock (no root, no mounts) | mounts + `pivot_root` | tmpfs root + binds | mount namespace |
+//! | capabilities | all dropped: bounding, ambient, effective, permitted, inheritable; securebits `noroot`, `no-setuid-fixup`, `no-ambient-raise`, locked | bounding set dropped (given `CAP_SETPCAP`), inheritable and ambient cleared (`cap`, `keep_caps` keep some) | bounding set dropped, `capset` to none (`--cap-add` keeps some) | `CapabilityBoundingSet=`, `AmbientCapabilities=`, `SecureBits=` |
 //! | system calls | seccomp deny list, x32/foreign ABIs killed, SIGSYS reported | Kafel policy | prebuilt BPF via `--seccomp` | `SystemCallFilter=` |
 //! | resources | rlimits + per-run cgroup + wall clock + output cap | rlimits, cgroups, `time_limit` | none | `LimitCPU=`, `MemoryMax=`, `RuntimeMaxSec=` |
 //! | end cause | typed: timeout, CPU, memory, file size, output, seccomp kill | exit status | exit status (`--json-status-fd`) | unit result |
@@ -123,8 +127,9 @@
 //! | audit | hash-chained JSON lines, verifier | text log | none | journal (+ FSS sealing of files) |
 //!
 //! What they do that this crate does not: a mount namespace with a minimal root
-//! (bubblewrap, nsjail), capability dropping for privileged callers, user-notify seccomp,
-//! and cgroup v2 delegation management (systemd). Landlock gives most of the file-system
+//! (bubblewrap, nsjail), running the program as another uid (nsjail, systemd's `User=`),
+//! keeping chosen capabilities, user-notify seccomp, and cgroup v2 delegation management
+//! (systemd). Landlock gives most of the file-system
 //! confinement without root or mounts; see the caveats for what it leaves open.
 //!
 //! # Caveats
@@ -145,6 +150,11 @@
 //! * **Landlock before Linux 7.1 does not cover named Unix sockets**: a sandboxed program
 //!   could connect to `/run/dbus/system_bus_socket` if it could create a socket; with
 //!   [`Network::Off`] seccomp refuses `socket(2)` altogether.
+//! * **Capabilities go, the uid stays**: a root parent's program runs as uid 0 without a
+//!   single capability, so it still owns root's files and may write what root's permission
+//!   bits allow (Landlock decides which of those it can reach). A parent without
+//!   `CAP_SETPCAP` (not root) cannot empty the bounding set; the layer is then `partial` and
+//!   `no_new_privs` is what keeps `exec` from granting capabilities.
 //! * **`RLIMIT_NPROC` counts per user and root ignores it**; the per-run pids cgroup is what
 //!   contains fork bombs. Without a cgroup, memory falls back to `RLIMIT_AS`.
 //! * **A hash chain can be recomputed** by someone who can rewrite the file: keep the

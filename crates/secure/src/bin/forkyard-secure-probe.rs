@@ -2,7 +2,7 @@
 //!
 //! `forkyard-testkit`'s fixture covers misbehaviour (CPU, memory, output, hangs, process
 //! trees); this one covers what a sandbox must stop: reading files, opening sockets,
-//! `ptrace`, forbidden system calls, signalling outsiders, fork bombs. Each subcommand prints
+//! `ptrace`, forbidden system calls, signalling outsiders, fork bombs, using a capability. Each subcommand prints
 //! one line saying what happened (`ok ...` or `err ERRNO_NAME`) and exits 0, unless the
 //! kernel kills it first, which is the point of some of them.
 //!
@@ -19,6 +19,7 @@ forkyard-secure-probe <subcommand> [args]
   env                      print the environment, NAME=VALUE hex-encoded, one per line
   read PATH                read PATH, print `ok N` (bytes) or `err ERRNO`
   write --out PATH TEXT    write TEXT to PATH (truncating), print `ok` or `err ERRNO`
+  chown --out PATH UID     give PATH to UID (needs CAP_CHOWN), print `ok` or `err ERRNO`
   socket inet|inet6|unix   create a socket, print `ok` or `err ERRNO`
   connect HOST:PORT        TCP connect, print `ok` or `err ERRNO`
   syscall NAME             make a denied system call (ptrace, bpf, unshare, mount, keyctl,
@@ -79,6 +80,13 @@ fn main() -> ExitCode {
         "write" => match std::fs::write(&rest[0], text(1)) {
             Ok(()) => "ok".into(),
             Err(e) => err(&e),
+        },
+        "chown" => match text(1).parse::<u32>() {
+            Ok(uid) => match std::os::unix::fs::chown(&rest[0], Some(uid), None) {
+                Ok(()) => "ok".into(),
+                Err(e) => err(&e),
+            },
+            Err(_) => "err not a uid".into(),
         },
         "socket" => {
             let domain = match text(0).as_str() {

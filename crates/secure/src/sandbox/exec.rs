@@ -21,11 +21,14 @@
 //! 4. join the run's cgroups (write `0` to their `cgroup.procs`) before anything can fork;
 //! 5. `unshare` the network and pid (and user) namespaces, writing our own uid/gid maps when
 //!    a user namespace was needed, or join the shared empty network namespace (`netns`);
-//! 6. with a pid namespace: `fork` once more (see below);
-//! 7. `PR_SET_NO_NEW_PRIVS`;
-//! 8. Landlock `restrict_self`;
-//! 9. the seccomp filters, last, so that nothing above runs under them;
-//! 10. a few bytes to the attestation pipe saying what was applied, so the parent reports
+//! 6. drop every capability (securebits, bounding set, ambient set, `capset`; see
+//!    [`caps`](crate::sandbox::caps)): after the last step that needs one (raising
+//!    `RLIMIT_NOFILE`, joining cgroups, namespaces), before the relay forks;
+//! 7. with a pid namespace: `fork` once more (see below);
+//! 8. `PR_SET_NO_NEW_PRIVS`;
+//! 9. Landlock `restrict_self`;
+//! 10. the seccomp filters, last, so that nothing above runs under them;
+//! 11. a few bytes to the attestation pipe saying what was applied, so the parent reports
 //!     what the child confirmed rather than what it hoped for.
 //!
 //! # Design note: the pid namespace relay
@@ -44,8 +47,8 @@
 //! after the grace period.
 //!
 //! `forkyard-child`'s own hook runs after this one (registering with its watchdog and closing
-//! every descriptor but the ones it passes), under our seccomp filters; it needs none of the
-//! calls they deny.
+//! every descriptor but the ones it passes), under our seccomp filters and without
+//! capabilities; it needs none of the calls they deny, and no capability.
 
 use std::ffi::CString;
 use std::io;
@@ -56,10 +59,11 @@ use landlock::{RulesetCreated, RulesetStatus};
 use rustix::fs::{Mode, OFlags};
 use rustix::process::{Pid, Resource, Rlimit, Signal};
 
+use crate::sandbox::caps::CapsPlan;
 use crate::sandbox::seccomp::SeccompPlan;
 
 /// Attestation bytes written by the child.
-pub(crate) const ATTEST_LEN: usize = 18;
+pub(crate) const ATTEST_LEN: usize = 19;
 const MAGIC: u8 = 0xF5;
 
 /// The contents of `/proc/self/{setgroups,uid_map,gid_map}` for an unprivileged user
@@ -106,6 +110,7 @@ pub(crate) struct Hooks {
     pub(crate) join_net: Option<BorrowedFd<'static>>,
     pub(crate) unshare_pid: bool,
     pub(crate) userns: Option<UserNsMaps>,
+    pub(crate) capabilities: Option<CapsPlan>,
     pub(crate) no_new_privs: bool,
     pub(crate) landlock: Option<RulesetCreated>,
     pub(crate) seccomp: Option<Arc<SeccompPlan>>,
@@ -128,6 +133,8 @@ pub(crate) struct Attestation {
     /// 0 not applied, 1 not enforced, 2 partially enforced, 3 fully enforced.
     pub(crate) landlock: u8,
     pub(crate) seccomp_filters: u8,
+    /// The capability steps done (`caps::ATTEST_*` bits).
+    pub(crate) capabilities: u8,
 }
 
 impl Attestation {
@@ -146,6 +153,7 @@ impl Attestation {
             seccomp_filters: buf[8],
             pid_namespace: buf[9] == 1,
             nofile: u64::from_le_bytes(buf[10..18].try_into().ok()?),
+            capabilities: buf[18],
         })
     }
 }
@@ -231,6 +239,9 @@ impl Hooks {
                 Some(rustix::thread::LinkNameSpaceType::Network),
             )?;
             report[5] = 1;
+        }
+        if let Some(plan) = &self.capabilities {
+            report[18] = plan.apply()?;
         }
         if self.unshare_pid {
             relay_through_pid_one()?;

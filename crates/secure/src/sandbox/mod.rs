@@ -5,6 +5,7 @@
 //! directories, rlimit values, namespace map contents); the pre-exec hook in the child only
 //! makes system calls, in a fixed order (see [`exec`]).
 
+pub(crate) mod caps;
 pub(crate) mod cgroup;
 pub(crate) mod exec;
 pub(crate) mod landlock;
@@ -32,6 +33,9 @@ pub enum Layer {
     Cgroup,
     /// `PR_SET_NO_NEW_PRIVS`: set-uid binaries and file capabilities no longer elevate.
     NoNewPrivs,
+    /// Every capability dropped: bounding, ambient, effective, permitted and inheritable
+    /// sets emptied, and securebits that keep uid 0 from regaining any at `exec`.
+    Capabilities,
     /// Landlock: file system (and TCP) access limited to the allowed paths.
     Landlock,
     /// seccomp-bpf filters.
@@ -50,6 +54,7 @@ impl fmt::Display for Layer {
             Layer::Rlimits => "rlimits",
             Layer::Cgroup => "cgroup",
             Layer::NoNewPrivs => "no-new-privs",
+            Layer::Capabilities => "capabilities",
             Layer::Landlock => "landlock",
             Layer::Seccomp => "seccomp",
             Layer::NetworkNamespace => "network-namespace",
@@ -87,6 +92,7 @@ pub enum Network {
 /// ```
 /// use forkyard_secure::{Enforcement, Network, Sandbox};
 /// let sandbox = Sandbox::strict()
+///     .capabilities(Some(Enforcement::Required))
 ///     .read_only("/usr/share/fonts")
 ///     .network(Network::Off)
 ///     .pid_namespace(Some(Enforcement::BestEffort));
@@ -96,6 +102,7 @@ pub struct Sandbox {
     pub(crate) session: bool,
     pub(crate) parent_death_signal: bool,
     pub(crate) no_new_privs: bool,
+    pub(crate) capabilities: Option<Enforcement>,
     pub(crate) landlock: Option<Enforcement>,
     pub(crate) seccomp: Option<Enforcement>,
     pub(crate) network: Network,
@@ -108,10 +115,11 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Every layer: new session, parent-death signal, no_new_privs, Landlock and seccomp
-    /// (both required: a run is refused on a kernel without them), no network (network
-    /// namespace best effort), per-run cgroup best effort. The pid namespace is opt-in
-    /// ([`pid_namespace`](Sandbox::pid_namespace)).
+    /// Every layer: new session, parent-death signal, no_new_privs, every capability dropped
+    /// (best effort: an unprivileged parent cannot empty the bounding set), Landlock and
+    /// seccomp (both required: a run is refused on a kernel without them), no network
+    /// (network namespace best effort), per-run cgroup best effort. The pid namespace is
+    /// opt-in ([`pid_namespace`](Sandbox::pid_namespace)).
     ///
     /// Landlock allows reading and executing the usual system directories (`/usr`, `/lib*`,
     /// `/bin`, `/sbin`, the loader cache, `/etc/localtime`, `/etc/passwd`, `/etc/group`),
@@ -123,6 +131,7 @@ impl Sandbox {
             session: true,
             parent_death_signal: true,
             no_new_privs: true,
+            capabilities: Some(Enforcement::BestEffort),
             landlock: Some(Enforcement::Required),
             seccomp: Some(Enforcement::Required),
             network: Network::Off,
@@ -135,9 +144,9 @@ impl Sandbox {
         }
     }
 
-    /// Only what every spawn of untrusted input should have and costs nothing: new session,
-    /// parent-death signal, no_new_privs and rlimits. No Landlock, seccomp, namespaces or
-    /// cgroups; host network.
+    /// Only what every spawn of untrusted input should have and costs next to nothing: new
+    /// session, parent-death signal, no_new_privs, rlimits and no capabilities (a few dozen
+    /// `prctl`s). No Landlock, seccomp, namespaces or cgroups; host network.
     pub fn minimal() -> Sandbox {
         Sandbox {
             landlock: None,
@@ -164,6 +173,15 @@ impl Sandbox {
     /// Whether the usual system directories are readable under Landlock (default: yes).
     pub fn system_paths(mut self, allow: bool) -> Sandbox {
         self.system_paths = allow;
+        self
+    }
+
+    /// Sets the capabilities layer (`None` lets the program keep the parent's capabilities,
+    /// all of root's when the parent is root). [`Enforcement::Required`] refuses a run whose
+    /// bounding set cannot be emptied (a parent without `CAP_SETPCAP` and no user namespace
+    /// for the run).
+    pub fn capabilities(mut self, enforcement: Option<Enforcement>) -> Sandbox {
+        self.capabilities = enforcement;
         self
     }
 
@@ -234,10 +252,11 @@ impl Sandbox {
         use std::fmt::Write as _;
         let _ = write!(
             out,
-            "session={} pdeathsig={} nnp={} landlock={:?} seccomp={:?} network={:?} netns={:?} pidns={:?} cgroup={:?} ro={:?} rw={:?} system={}",
+            "session={} pdeathsig={} nnp={} caps={:?} landlock={:?} seccomp={:?} network={:?} netns={:?} pidns={:?} cgroup={:?} ro={:?} rw={:?} system={}",
             self.session,
             self.parent_death_signal,
             self.no_new_privs,
+            self.capabilities,
             self.landlock,
             self.seccomp,
             self.network,

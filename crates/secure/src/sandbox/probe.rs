@@ -11,6 +11,12 @@ pub(crate) struct Probe {
     pub(crate) seccomp: Result<(), String>,
     /// Whether we hold CAP_SYS_ADMIN (namespaces without a user namespace).
     pub(crate) cap_sys_admin: bool,
+    /// Whether we hold CAP_SETPCAP (dropping from the bounding set, securebits).
+    pub(crate) cap_setpcap: bool,
+    /// `/proc/sys/kernel/cap_last_cap`, or why it could not be read.
+    pub(crate) cap_last_cap: Result<u32, String>,
+    /// Whether the kernel has ambient capabilities.
+    pub(crate) ambient_caps: bool,
     /// Whether unprivileged user namespaces can be created.
     pub(crate) user_namespaces: bool,
     /// Whether the kernel has network / pid namespaces.
@@ -29,6 +35,9 @@ impl Probe {
             landlock_abi: landlock_abi(),
             seccomp: seccomp(),
             cap_sys_admin: has_cap(21),
+            cap_setpcap: has_cap(8),
+            cap_last_cap: crate::sandbox::caps::read_last_cap(),
+            ambient_caps: crate::sandbox::caps::ambient_supported(),
             user_namespaces: user_namespaces(),
             net_ns: std::path::Path::new("/proc/self/ns/net").exists(),
             pid_ns: std::path::Path::new("/proc/self/ns/pid").exists(),

@@ -50,7 +50,7 @@ async fn every_layer_applies_on_this_kernel_and_the_child_confirms_it() {
         assert_eq!(r.status, LayerStatus::Applied, "{r}");
     }
     // Best-effort layers are either applied or say why not; never silently missing.
-    for layer in [Layer::Cgroup, Layer::NetworkNamespace] {
+    for layer in [Layer::Cgroup, Layer::NetworkNamespace, Layer::Capabilities] {
         let r = out.layers.iter().find(|r| r.layer == layer).unwrap();
         assert!(
             matches!(
@@ -465,5 +465,146 @@ async fn the_open_files_limit_holds_even_in_a_parent_with_many_descriptors() {
         cmd.finish(&out.exit, out.stdout.total, 0).unwrap();
     }
     drop(hoard);
+    assert_nothing_left();
+}
+
+/// The capability sets of a process, from `/proc/<pid>/status`, by name.
+fn capability_sets(pid: u32) -> Vec<(String, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.starts_with("Cap"))
+        .map(|l| {
+            let (name, hex) = l.split_once(':').unwrap();
+            (
+                name.to_string(),
+                u64::from_str_radix(hex.trim(), 16).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A root parent's capabilities do not reach the program: while it runs (waiting on its
+/// stdin), every capability set in its `/proc/<pid>/status` is empty, read from here since
+/// Landlock keeps the program itself out of `/proc`. In a pid namespace the relay holds
+/// none either.
+#[tokio::test]
+async fn the_program_holds_no_capability_while_it_runs() {
+    use tokio::io::AsyncWriteExt;
+    let uploads = Uploads::new();
+    for (sandbox, pid_namespace) in [
+        (Sandbox::strict(), false),
+        (
+            Sandbox::strict().pid_namespace(Some(Enforcement::Required)),
+            true,
+        ),
+        (Sandbox::minimal(), false),
+    ] {
+        let policy = probe_policy(limits(), sandbox, &uploads.root());
+        let mut cmd = policy.command("probe", ["nofile"]).unwrap();
+        let mut child = cmd
+            .builder()
+            .stdin(forkyard_child::Input::Piped)
+            .spawn()
+            .unwrap();
+        cmd.spawned(&child);
+        let layer = cmd
+            .layers()
+            .iter()
+            .find(|r| r.layer == Layer::Capabilities)
+            .unwrap()
+            .clone();
+        // Spawn returns once the program has exec'd (or, in a pid namespace, once the relay
+        // has forked it, after the capabilities were dropped).
+        let mut pids = vec![child.id()];
+        if pid_namespace {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+                    .unwrap();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .map(|p| p.parse::<u32>().unwrap()),
+            );
+            assert_eq!(pids.len(), 2, "the relay and the program");
+        }
+        // Root (or any parent with CAP_SETPCAP) empties all five; an unprivileged one cannot
+        // touch the bounding set.
+        let wanted: &[&str] = match layer.status {
+            LayerStatus::Applied => &["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"],
+            LayerStatus::Partial => &["CapInh", "CapPrm", "CapEff", "CapAmb"],
+            _ => panic!("{layer}"),
+        };
+        for pid in pids {
+            let sets = capability_sets(pid);
+            for name in wanted {
+                let (_, value) = sets.iter().find(|(n, _)| n == name).unwrap();
+                assert_eq!(*value, 0, "{name} of {pid}: {sets:?} ({layer})");
+            }
+        }
+        let mut stdin = child.take_stdin().unwrap();
+        stdin.write_all(b"go\n").await.unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        assert!(
+            out.stdout.text().starts_with("nofile"),
+            "{}",
+            out.stdout.text()
+        );
+        cmd.finish(&out.exit, out.stdout.total, 0).unwrap();
+    }
+    drop(uploads);
+    assert_nothing_left();
+}
+
+/// What a capability would allow fails: root without `CAP_CHOWN` cannot give a file away
+/// (neither Landlock nor seccomp stops `chown`; only the capabilities layer does).
+#[tokio::test]
+async fn without_capabilities_root_cannot_give_a_file_away() {
+    let uploads = Uploads::new();
+    let root = rustix::process::geteuid().is_root();
+    // Root gets EPERM once CAP_CHOWN is gone; a parent that was never root is refused too
+    // (EINVAL in a user namespace where uid 12345 is not mapped).
+    let refused = |line: &str| {
+        if root {
+            line == "err EPERM"
+        } else {
+            line.starts_with("err ")
+        }
+    };
+    let cases = [
+        (Sandbox::strict(), "strict.txt", false),
+        (Sandbox::minimal(), "minimal.txt", false),
+        (
+            Sandbox::strict().capabilities(Some(Enforcement::Required)),
+            "required.txt",
+            false,
+        ),
+        // The layer is what stops it: without it, root's CAP_CHOWN lets it through.
+        (Sandbox::strict().capabilities(None), "kept.txt", root),
+    ];
+    for (sandbox, file, allowed) in cases {
+        let policy = probe_policy(limits(), sandbox, &uploads.root());
+        let out = match policy.run("probe", ["chown", "--out", file, "12345"]).await {
+            Ok(out) => out,
+            // Required without CAP_SETPCAP or a user namespace: refused, as documented.
+            Err(forkyard_secure::Error::LayerUnavailable {
+                layer: Layer::Capabilities,
+                ..
+            }) if !root => continue,
+            Err(e) => panic!("{file}: {e}"),
+        };
+        let line = out.stdout.text().trim().to_string();
+        assert_eq!(out.cause, EndCause::Exited { code: 0 }, "{file}");
+        if allowed {
+            assert_eq!(line, "ok", "{file}");
+        } else {
+            assert!(refused(&line), "{file}: {line}");
+        }
+        let owner = std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(uploads.root().join(file)).unwrap(),
+        );
+        assert_eq!(owner == 12345, allowed, "{file} owned by {owner}");
+    }
     assert_nothing_left();
 }
