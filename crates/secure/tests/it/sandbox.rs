@@ -425,7 +425,6 @@ async fn a_secure_command_runs_through_a_custom_builder_and_is_always_recorded()
 /// program (waiting on stdin here) gets to look.
 #[tokio::test]
 async fn the_open_files_limit_holds_even_in_a_parent_with_many_descriptors() {
-    use tokio::io::AsyncWriteExt;
     let uploads = Uploads::new();
     let hoard: Vec<std::fs::File> = (0..150)
         .map(|_| std::fs::File::open("/dev/null").unwrap())
@@ -443,29 +442,48 @@ async fn the_open_files_limit_holds_even_in_a_parent_with_many_descriptors() {
             &uploads.root(),
         );
         let mut cmd = policy.command("probe", ["nofile"]).unwrap();
-        let mut child = cmd
-            .builder()
-            .stdin(forkyard_child::Input::Piped)
-            .spawn()
-            .unwrap();
-        cmd.spawned(&child);
-        let rlimits = cmd
-            .layers()
-            .iter()
-            .find(|r| r.layer == Layer::Rlimits)
-            .unwrap()
-            .detail
-            .clone();
+        let child = spawn_waiting(&mut cmd);
+        let rlimits = layer_report(&mut cmd, Layer::Rlimits).detail;
         assert!(rlimits.contains("lowered to 16"), "{rlimits}");
-        let mut stdin = child.take_stdin().unwrap();
-        stdin.write_all(b"go\n").await.unwrap();
-        drop(stdin);
-        let out = child.wait_with_output().await.unwrap();
+        let out = release(child).await;
         assert_eq!(out.stdout.text().trim(), "nofile 16 16");
         cmd.finish(&out.exit, out.stdout.total, 0).unwrap();
     }
     drop(hoard);
     assert_nothing_left();
+}
+
+/// Spawns a hardened probe that waits on its stdin (see [`release`]), and tells the
+/// command it runs.
+fn spawn_waiting(cmd: &mut forkyard_secure::SecureCommand) -> forkyard_child::Child {
+    let child = cmd
+        .builder()
+        .stdin(forkyard_child::Input::Piped)
+        .spawn()
+        .unwrap();
+    cmd.spawned(&child);
+    child
+}
+
+/// Lets a probe started by [`spawn_waiting`] go on, and collects its output.
+async fn release(mut child: forkyard_child::Child) -> forkyard_child::ChildOutput {
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.take_stdin().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
+/// What the child confirmed about `layer`.
+fn layer_report(
+    cmd: &mut forkyard_secure::SecureCommand,
+    layer: Layer,
+) -> forkyard_secure::LayerReport {
+    cmd.layers()
+        .iter()
+        .find(|r| r.layer == layer)
+        .unwrap_or_else(|| panic!("no report for {layer:?}"))
+        .clone()
 }
 
 /// The capability sets of a process, from `/proc/<pid>/status`, by name.
@@ -490,7 +508,6 @@ fn capability_sets(pid: u32) -> Vec<(String, u64)> {
 /// none either.
 #[tokio::test]
 async fn the_program_holds_no_capability_while_it_runs() {
-    use tokio::io::AsyncWriteExt;
     let uploads = Uploads::new();
     for (sandbox, pid_namespace) in [
         (Sandbox::strict(), false),
@@ -502,18 +519,8 @@ async fn the_program_holds_no_capability_while_it_runs() {
     ] {
         let policy = probe_policy(limits(), sandbox, &uploads.root());
         let mut cmd = policy.command("probe", ["nofile"]).unwrap();
-        let mut child = cmd
-            .builder()
-            .stdin(forkyard_child::Input::Piped)
-            .spawn()
-            .unwrap();
-        cmd.spawned(&child);
-        let layer = cmd
-            .layers()
-            .iter()
-            .find(|r| r.layer == Layer::Capabilities)
-            .unwrap()
-            .clone();
+        let child = spawn_waiting(&mut cmd);
+        let layer = layer_report(&mut cmd, Layer::Capabilities);
         // Spawn returns once the program has exec'd (or, in a pid namespace, once the relay
         // has forked it, after the capabilities were dropped).
         let mut pids = vec![child.id()];
@@ -542,10 +549,7 @@ async fn the_program_holds_no_capability_while_it_runs() {
                 assert_eq!(*value, 0, "{name} of {pid}: {sets:?} ({layer})");
             }
         }
-        let mut stdin = child.take_stdin().unwrap();
-        stdin.write_all(b"go\n").await.unwrap();
-        drop(stdin);
-        let out = child.wait_with_output().await.unwrap();
+        let out = release(child).await;
         assert!(
             out.stdout.text().starts_with("nofile"),
             "{}",
