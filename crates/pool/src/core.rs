@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use forkyard_supervise::{Backoff, BackoffState, BreakerConfig, BreakerState, CircuitBreaker};
 
+use crate::events::{ExitCause, Outcome, PoolEvent};
 use crate::stats::{Counters, FailureKind, Histograms};
 
 pub(crate) type TaskId = u64;
@@ -186,6 +187,8 @@ struct Task<Req> {
     /// killed for another task's timeout): they do not count against retries.
     forgiven: u32,
     enqueued_at: Instant,
+    /// When it was first submitted (for end-to-end times).
+    submitted_at: Instant,
     running: Option<Running>,
     /// The caller stopped waiting; the outcome is counted as cancelled.
     abandoned: bool,
@@ -234,6 +237,10 @@ pub(crate) struct Core<Req, Resp> {
     pub(crate) counters: Counters,
     pub(crate) histograms: Histograms,
     actions: Vec<Action<Req, Resp>>,
+    /// Whether anyone subscribed to the event stream: `notes` is filled only then.
+    pub(crate) observe: bool,
+    /// Task and recycling events for subscribers, in decision order.
+    pub(crate) notes: Vec<PoolEvent>,
 }
 
 impl<Req: Clone, Resp> Core<Req, Resp> {
@@ -254,6 +261,8 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             counters: Counters::default(),
             histograms: Histograms::default(),
             actions: Vec::new(),
+            observe: false,
+            notes: Vec::new(),
         };
         core.settle(now);
         core
@@ -379,10 +388,14 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 attempts: 0,
                 forgiven: 0,
                 enqueued_at: now,
+                submitted_at: now,
                 running: None,
                 abandoned: false,
             },
         );
+        if self.observe {
+            self.notes.push(PoolEvent::Submitted { task: id });
+        }
         self.queue.push_back(id);
         self.fresh_queued += 1;
         self.counters.submitted += 1;
@@ -400,7 +413,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             t.abandoned = true;
         } else {
             self.queue.retain(|&q| q != task);
-            self.finish(task, Err(Failure::Cancelled));
+            self.finish(task, Err(Failure::Cancelled), now);
         }
         self.settle(now);
     }
@@ -470,7 +483,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 .service
                 .record(now.saturating_duration_since(running.dispatched_at));
         }
-        self.finish(task, result.map_err(Failure::Task));
+        self.finish(task, result.map_err(Failure::Task), now);
         if quota_reached {
             self.retire(worker, RecycleReason::Tasks);
         }
@@ -503,9 +516,40 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             reason: KillReason::Protocol,
         });
         for task in affected {
-            self.finish(task, Err(Failure::Protocol(message.clone())));
+            self.finish(task, Err(Failure::Protocol(message.clone())), now);
         }
         self.settle(now);
+    }
+
+    /// Whether `worker` is spawned and not yet ready.
+    pub(crate) fn is_starting(&self, worker: WorkerId) -> bool {
+        self.workers
+            .get(&worker)
+            .is_some_and(|w| matches!(w.phase, Phase::Starting { .. }))
+    }
+
+    /// How the exit of `worker` will be classified by [`exited`](Core::exited)
+    /// if it comes now (`None` for a worker the core does not know).
+    pub(crate) fn exit_cause(&self, worker: WorkerId) -> Option<ExitCause> {
+        let w = self.workers.get(&worker)?;
+        Some(match w.phase {
+            Phase::Starting { .. }
+            | Phase::Ending {
+                reason: Some(KillReason::StartTimeout),
+            } => ExitCause::StartFailed,
+            Phase::Ending {
+                reason: Some(KillReason::Timeout),
+            } => ExitCause::TimedOut,
+            Phase::Ending {
+                reason: Some(KillReason::Protocol),
+            } => ExitCause::Protocol,
+            Phase::Ending {
+                reason: Some(KillReason::DrainTimeout),
+            } => ExitCause::Drained,
+            Phase::Ending { .. } => ExitCause::Shutdown,
+            Phase::Draining { .. } if w.in_flight.is_empty() => ExitCause::Drained,
+            Phase::Ready | Phase::Retiring(_) | Phase::Draining { .. } => ExitCause::Crashed,
+        })
     }
 
     /// A worker's process has exited (and been reaped).
@@ -552,13 +596,20 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             }
             let shutting_down = self.shutdown.as_ref().is_some_and(|s| s.stopping);
             if shutting_down {
-                self.finish(task, Err(Failure::ShuttingDown));
+                self.finish(task, Err(Failure::ShuttingDown), now);
             } else if t.abandoned {
                 // Nobody waits for it any more: do not run it again.
-                self.finish(task, Err(Failure::Cancelled));
+                self.finish(task, Err(Failure::Cancelled), now);
             } else if collateral.contains(&task) || t.attempts - t.forgiven <= self.rules.retries {
                 if !collateral.contains(&task) {
                     self.counters.retried += 1;
+                    if self.observe {
+                        self.notes.push(PoolEvent::Retried {
+                            task,
+                            worker,
+                            attempt: t.attempts,
+                        });
+                    }
                 } else {
                     // Not its fault: this attempt does not count.
                     t.forgiven += 1;
@@ -566,7 +617,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 t.enqueued_at = now;
                 self.queue.push_front(task);
             } else {
-                self.finish(task, Err(Failure::Crashed { worker }));
+                self.finish(task, Err(Failure::Crashed { worker }), now);
             }
         }
         self.settle(now);
@@ -601,7 +652,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.in_flight.remove(&task);
             }
-            self.finish(task, Err(Failure::TimedOut));
+            self.finish(task, Err(Failure::TimedOut), now);
             self.kill(worker, KillReason::Timeout);
         }
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
@@ -630,7 +681,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             && !s.stopping
             && s.deadline <= now
         {
-            self.stop_everything();
+            self.stop_everything(now);
         }
         self.settle(now);
     }
@@ -646,7 +697,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         });
         if matches!(mode, ShutdownMode::Cancel { .. }) {
             for task in std::mem::take(&mut self.queue) {
-                self.finish(task, Err(Failure::ShuttingDown));
+                self.finish(task, Err(Failure::ShuttingDown), now);
             }
         }
         self.settle(now);
@@ -655,7 +706,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     // ---- internals ------------------------------------------------------
 
     /// Delivers a task's outcome (exactly once) and updates the counters.
-    fn finish(&mut self, task: TaskId, outcome: Result<Resp, Failure>) {
+    fn finish(&mut self, task: TaskId, outcome: Result<Resp, Failure>, now: Instant) {
         let Some(t) = self.tasks.remove(&task) else {
             debug_assert!(false, "task {task} finished twice");
             return;
@@ -682,6 +733,22 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             Some(kind) => *self.counters.failed.entry(kind).or_default() += 1,
             None if outcome.is_err() || t.abandoned => self.counters.cancelled += 1,
             None => {}
+        }
+        if self.observe {
+            let outcome = match kind {
+                Some(kind) => Outcome::Failed(kind),
+                None if outcome.is_err() || t.abandoned => Outcome::Cancelled,
+                None => Outcome::Completed,
+            };
+            self.notes.push(PoolEvent::Finished {
+                task,
+                worker: t.running.map(|r| r.worker),
+                service: t
+                    .running
+                    .map(|r| now.saturating_duration_since(r.dispatched_at)),
+                end_to_end: now.saturating_duration_since(t.submitted_at),
+                outcome,
+            });
         }
         self.actions.push(Action::Complete { task, outcome });
     }
@@ -732,6 +799,10 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         {
             w.phase = Phase::Retiring(reason);
             self.counters.recycled += 1;
+            if self.observe {
+                self.notes
+                    .push(PoolEvent::WorkerRecycled { worker, reason });
+            }
         }
     }
 
@@ -762,12 +833,12 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         self.actions.push(Action::Kill { worker, reason });
     }
 
-    fn stop_everything(&mut self) {
+    fn stop_everything(&mut self, now: Instant) {
         if let Some(s) = self.shutdown.as_mut() {
             s.stopping = true;
         }
         for task in std::mem::take(&mut self.queue) {
-            self.finish(task, Err(Failure::ShuttingDown));
+            self.finish(task, Err(Failure::ShuttingDown), now);
         }
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
@@ -810,7 +881,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         // rather than let it wait forever.
         if let Some(reason) = self.unavailable() {
             for task in std::mem::take(&mut self.queue) {
-                self.finish(task, Err(Failure::Unavailable(reason.clone())));
+                self.finish(task, Err(Failure::Unavailable(reason.clone())), now);
             }
         }
         self.dispatch(now);
@@ -866,9 +937,16 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             if let Some(d) = deadline {
                 self.deadlines.insert((d, task));
             }
-            self.histograms
-                .queue_wait
-                .record(now.saturating_duration_since(t.enqueued_at));
+            let queue_wait = now.saturating_duration_since(t.enqueued_at);
+            self.histograms.queue_wait.record(queue_wait);
+            if self.observe {
+                self.notes.push(PoolEvent::Dispatched {
+                    task,
+                    worker,
+                    queue_wait,
+                    attempt: t.attempts,
+                });
+            }
             let req = t.req.clone();
             self.workers
                 .get_mut(&worker)

@@ -115,6 +115,7 @@
 
 mod core;
 mod error;
+pub mod events;
 mod pool;
 pub mod protocol;
 mod stats;
@@ -122,5 +123,6 @@ pub mod worker;
 
 pub use crate::core::{RecycleReason, ShutdownMode};
 pub use error::{BuildError, PoolError};
+pub use events::{ExitCause, Outcome, PoolEvent, Subscription};
 pub use pool::{Builder, Pool, ShutdownReport, TaskOutcome, WorkerEnd};
 pub use stats::{FailureKind, Percentiles, Stats, WorkerStats};

@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::core::{Action, Core, Failure, KillReason, Refused, Rules, TaskId, WorkerId};
 use crate::error::{BuildError, PoolError};
+use crate::events::{Emitter, PoolEvent, Subscription};
 use crate::protocol::{FromWorker, ToWorker};
 use crate::stats::{Stats, WorkerStats};
 use crate::{ShutdownMode, worker};
@@ -41,6 +42,9 @@ type CommandFactory = Arc<dyn Fn() -> Command + Send + Sync>;
 
 /// The parent's end of the channel to one worker.
 type WorkerChannel<Req, Resp> = Channel<ToWorker<Req>, FromWorker<Resp>>;
+
+/// Events a subscriber may fall behind by before it misses some.
+const DEFAULT_EVENT_CAPACITY: usize = 4096;
 
 /// How many stderr lines of a worker are kept for crash reports.
 const STDERR_TAIL: usize = 20;
@@ -54,6 +58,7 @@ pub struct Builder<Req, Resp> {
     stop_grace: Duration,
     sample_every: Duration,
     seed: u64,
+    events: Emitter,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -89,6 +94,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
             stop_grace: Duration::from_secs(5),
             sample_every: Duration::from_millis(500),
             seed: 0x5eed,
+            events: Emitter::new(DEFAULT_EVENT_CAPACITY),
             _types: PhantomData,
         }
     }
@@ -207,6 +213,20 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
         self
     }
 
+    /// How many events a subscriber may fall behind by before it loses the
+    /// oldest (default 4096). Set it before [`subscribe`](Self::subscribe):
+    /// it starts a new event stream.
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.events = Emitter::new(n);
+        self
+    }
+
+    /// Subscribes to the pool's [events](crate::events) before it is built,
+    /// so as to see its first workers spawn and become ready too.
+    pub fn subscribe(&self) -> Subscription {
+        self.events.subscribe()
+    }
+
     /// Seed for the backoff jitter (default fixed, so runs are reproducible).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -257,6 +277,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
             permits: Arc::new(Semaphore::new(rules.queue_capacity)),
             next_task: AtomicU64::new(1),
             timeout: rules.task_timeout,
+            events: self.events,
         });
         // The first workers were decided by the core when it was made.
         shared.with(|_| ());
@@ -386,6 +407,15 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
         outcome
     }
 
+    /// Subscribes to the pool's [events](crate::events): every task
+    /// submitted, dispatched, finished or retried, every worker spawned,
+    /// ready, sampled, recycled or exited, from now on. A subscriber that
+    /// falls behind by more than the [event capacity](Builder::event_capacity)
+    /// loses the oldest events (and is told how many); it never slows the pool.
+    pub fn subscribe(&self) -> Subscription {
+        self.inner.shared.events.subscribe()
+    }
+
     /// A snapshot of the statistics.
     pub async fn stats(&self) -> Stats {
         self.inner.shared.with(|st| st.stats())
@@ -504,6 +534,8 @@ struct Shared<Req, Resp> {
     permits: Arc<Semaphore>,
     next_task: AtomicU64,
     timeout: Option<Duration>,
+    /// The event stream; events are built only while someone subscribes.
+    events: Emitter,
 }
 
 impl<Req: Message + Clone + Sync, Resp: Message> Shared<Req, Resp> {
@@ -512,8 +544,13 @@ impl<Req: Message + Clone + Sync, Resp: Message> Shared<Req, Resp> {
     fn with<T>(self: &Arc<Self>, f: impl FnOnce(&mut State<Req, Resp>) -> T) -> T {
         let (out, wake, deliveries) = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.core.observe = self.events.observed();
             let out = f(&mut st);
             st.perform(self);
+            // Sent under the lock, so that subscribers see the pool's order.
+            for event in st.core.notes.drain(..) {
+                self.events.send(event);
+            }
             let next = st.core.next_deadline();
             let wake = match (next, st.armed) {
                 (Some(n), Some(armed)) => n < armed,
@@ -605,6 +642,7 @@ enum DriverCmd<Req> {
 
 struct DriverHandle<Req> {
     tx: mpsc::UnboundedSender<DriverCmd<Req>>,
+    spawned_at: Instant,
     pid: Option<u32>,
     rss: Option<u64>,
     cpu: Option<Duration>,
@@ -667,6 +705,15 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
             Event::Ready { worker } => {
                 let pid = self.drivers.get(&worker).and_then(|d| d.pid);
                 info!(worker, pid, "worker ready");
+                if self.core.observe
+                    && self.core.is_starting(worker)
+                    && let Some(d) = self.drivers.get(&worker)
+                {
+                    self.core.notes.push(PoolEvent::WorkerReady {
+                        worker,
+                        spawn_to_ready: d.spawned_at.elapsed(),
+                    });
+                }
                 self.core.ready(worker, now);
                 // `build` returns once the pool is at full size.
                 let ready = self
@@ -695,6 +742,13 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                     d.rss = Some(rss);
                     d.cpu = Some(cpu);
                 }
+                if self.core.observe {
+                    self.core.notes.push(PoolEvent::WorkerSampled {
+                        worker,
+                        rss_bytes: rss,
+                        cpu,
+                    });
+                }
                 self.core.rss(worker, rss, now);
             }
             Event::Exited {
@@ -713,6 +767,15 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                     report.workers.push(WorkerEnd {
                         worker,
                         exit: exit.clone(),
+                    });
+                }
+                if self.core.observe
+                    && let Some(cause) = self.core.exit_cause(worker)
+                {
+                    self.core.notes.push(PoolEvent::WorkerExited {
+                        worker,
+                        cause,
+                        exit: Box::new(exit.clone()),
                     });
                 }
                 self.last_exit.insert(worker, (exit, stderr_tail));
@@ -840,10 +903,18 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 // Ids beyond the pool's size are replacements.
                 let restart = worker > self.rules.workers as u64;
                 info!(worker, pid, restart, "worker spawned");
+                if self.core.observe {
+                    self.core.notes.push(PoolEvent::WorkerSpawned {
+                        worker,
+                        pid,
+                        replacement: restart,
+                    });
+                }
                 self.drivers.insert(
                     worker,
                     DriverHandle {
                         tx,
+                        spawned_at: Instant::now(),
                         pid: Some(pid),
                         rss: None,
                         cpu: None,

@@ -4,6 +4,7 @@ mod job;
 mod support;
 
 mod backpressure;
+mod events;
 mod faults;
 mod lifecycle;
 mod observe;
