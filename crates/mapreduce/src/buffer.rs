@@ -1,0 +1,128 @@
+//! The map side's in-memory buffer: values grouped by key, combined as they
+//! pile up, each key tagged with its partition; drained sorted at a spill.
+
+use std::borrow::Borrow;
+use std::hash::Hash;
+
+use hashbrown::HashMap;
+use rustc_hash::FxBuildHasher;
+use serde::Serialize;
+
+use crate::partition::partition_of;
+
+/// Values of one key are combined once this many have piled up.
+const COMBINE_AT: usize = 8;
+/// What a key costs besides its serialized bytes: the table slot, the value
+/// vector's header, allocator rounding. An estimate, not an accounting.
+const KEY_OVERHEAD: usize = 64;
+
+pub(crate) struct Slot<V> {
+    part: u32,
+    values: Vec<V>,
+}
+
+/// A sorted partition's worth of entries: `(key, values)` in key order.
+pub(crate) type Sorted<K, V> = Vec<(K, Vec<V>)>;
+
+pub(crate) struct Buffer<K, V> {
+    map: HashMap<K, Slot<V>, FxBuildHasher>,
+    reducers: u32,
+    /// Estimated bytes held.
+    pub(crate) bytes: usize,
+    /// Pairs emitted into the buffer, in all.
+    pub(crate) emitted: u64,
+    scratch: Vec<u8>,
+}
+
+impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
+    pub(crate) fn new(reducers: u32) -> Self {
+        Buffer {
+            map: HashMap::with_hasher(FxBuildHasher),
+            reducers,
+            bytes: 0,
+            emitted: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn value_cost() -> usize {
+        std::mem::size_of::<V>().max(1)
+    }
+
+    fn insert_new(&mut self, key: K, value: V) {
+        self.scratch.clear();
+        // Serializing into a Vec cannot fail for serde types that serialize at all.
+        let _ = postcard::to_io(&key, &mut self.scratch);
+        let part = partition_of(&self.scratch, self.reducers);
+        self.bytes += self.scratch.len() + KEY_OVERHEAD + Self::value_cost();
+        let mut values = Vec::with_capacity(1);
+        values.push(value);
+        self.map.insert(key, Slot { part, values });
+    }
+
+    fn add(
+        bytes: &mut usize,
+        key: &K,
+        slot: &mut Slot<V>,
+        value: V,
+        combine: Option<&dyn Fn(&K, &mut Vec<V>)>,
+    ) {
+        slot.values.push(value);
+        *bytes += Self::value_cost();
+        if let Some(combine) = combine
+            && slot.values.len() >= COMBINE_AT
+        {
+            let before = slot.values.len();
+            combine(key, &mut slot.values);
+            *bytes -= (before.saturating_sub(slot.values.len())) * Self::value_cost();
+        }
+    }
+
+    pub(crate) fn push(&mut self, key: K, value: V, combine: Option<&dyn Fn(&K, &mut Vec<V>)>) {
+        self.emitted += 1;
+        match self.map.get_key_value_mut(&key) {
+            Some((k, slot)) => Self::add(&mut self.bytes, k, slot, value, combine),
+            None => self.insert_new(key, value),
+        }
+    }
+
+    pub(crate) fn push_ref<Q>(
+        &mut self,
+        key: &Q,
+        value: V,
+        combine: Option<&dyn Fn(&K, &mut Vec<V>)>,
+    ) where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.emitted += 1;
+        match self.map.get_key_value_mut(key) {
+            Some((k, slot)) => Self::add(&mut self.bytes, k, slot, value, combine),
+            None => self.insert_new(key.to_owned(), value),
+        }
+    }
+
+    /// Empties the buffer into one sorted, combined vector per partition.
+    pub(crate) fn drain_sorted(
+        &mut self,
+        combine: Option<&dyn Fn(&K, &mut Vec<V>)>,
+    ) -> Vec<Sorted<K, V>>
+    where
+        K: Ord,
+    {
+        let mut parts: Vec<Sorted<K, V>> = (0..self.reducers).map(|_| Vec::new()).collect();
+        for (key, mut slot) in self.map.drain() {
+            if let Some(combine) = combine
+                && slot.values.len() > 1
+            {
+                combine(&key, &mut slot.values);
+            }
+            parts[slot.part as usize].push((key, slot.values));
+        }
+        for part in &mut parts {
+            part.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        self.bytes = 0;
+        parts
+    }
+}

@@ -1,0 +1,467 @@
+//! Tasks: what the coordinator asks a worker, what the worker does, and what
+//! it answers. A task is "run map task i of this job" or "run reduce
+//! partition r": everything a worker needs travels in the request, so the
+//! same request could be sent to a worker on another machine.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::buffer::Buffer;
+use crate::input::Split;
+use crate::job::{Emit, Field, Job};
+use crate::run::{RunReader, RunWriter, Source, merge};
+use crate::storage::{LocalStorage, Storage, rename_no_replace};
+
+/// How output lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum OutputFormat {
+    /// `key<TAB>value` lines (see [`Field`]).
+    #[default]
+    Tsv,
+    /// `{"key":...,"value":...}` lines.
+    JsonLines,
+}
+
+/// A fault to inject into one attempt of a task: for demos, the fault suite
+/// and tests. The worker does it to itself when it reaches the given record
+/// (map) or key (reduce).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Fault {
+    /// SIGKILL itself.
+    Kill {
+        /// After this many records (map) or keys (reduce).
+        at: u64,
+    },
+    /// SIGSTOP itself: a straggler that never finishes on its own.
+    Stop {
+        /// After this many records (map) or keys (reduce).
+        at: u64,
+    },
+}
+
+impl Fault {
+    fn at(self) -> u64 {
+        match self {
+            Fault::Kill { at } | Fault::Stop { at } => at,
+        }
+    }
+
+    fn strike(self) {
+        use rustix::process::{Signal, getpid, kill_process};
+        let sig = match self {
+            Fault::Kill { .. } => Signal::KILL,
+            Fault::Stop { .. } => Signal::STOP,
+        };
+        // Our own pid: it cannot be recycled while we run.
+        let _ = kill_process(getpid(), sig);
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskRequest {
+    pub(crate) job_name: String,
+    pub(crate) job: Vec<u8>,
+    pub(crate) job_dir: PathBuf,
+    pub(crate) attempt: u32,
+    pub(crate) fault: Option<Fault>,
+    pub(crate) kind: TaskKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum TaskKind {
+    Map {
+        task: u32,
+        split: Split,
+        reducers: u32,
+        memory: u64,
+        skip: Vec<u64>,
+        careful: bool,
+    },
+    Reduce {
+        partition: u32,
+        maps: u32,
+        out_dir: PathBuf,
+        format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskResponse {
+    pub(crate) outcome: Outcome,
+    pub(crate) stats: TaskStats,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Outcome {
+    /// This attempt's output is the task's output.
+    Committed,
+    /// Another attempt committed first; this one's output was dropped.
+    Lost,
+    /// The map function panicked on the record at this position.
+    BadRecord { position: u64, message: String },
+}
+
+/// Counters of one task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TaskStats {
+    pub(crate) records_in: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) records_out: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) spills: u64,
+    pub(crate) skipped: u64,
+    pub(crate) keys: u64,
+}
+
+impl TaskStats {
+    pub(crate) fn add(&mut self, o: &TaskStats) {
+        self.records_in += o.records_in;
+        self.bytes_in += o.bytes_in;
+        self.records_out += o.records_out;
+        self.bytes_out += o.bytes_out;
+        self.spills += o.spills;
+        self.skipped += o.skipped;
+        self.keys += o.keys;
+    }
+}
+
+pub(crate) fn map_task_name(task: u32) -> String {
+    format!("m-{task:05}")
+}
+pub(crate) fn map_attempt_name(task: u32, attempt: u32) -> String {
+    format!("m-{task:05}.a{attempt}")
+}
+pub(crate) fn part_name(partition: u32) -> String {
+    format!("part-{partition:05}")
+}
+/// Where a careful attempt writes the position of the record it is on.
+pub(crate) fn cursor_path(job_dir: &Path, task: u32, attempt: u32) -> PathBuf {
+    job_dir
+        .join("cursors")
+        .join(map_attempt_name(task, attempt))
+}
+pub(crate) fn reduce_marker(job_dir: &Path, partition: u32) -> PathBuf {
+    job_dir
+        .join("reduce")
+        .join(format!("r-{partition:05}.json"))
+}
+pub(crate) const STATS_FILE: &str = "stats.json";
+
+fn err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+/// Runs one task of job `J` in this (worker) process.
+pub(crate) fn run_task<J: Job>(req: &TaskRequest) -> Result<TaskResponse, String> {
+    let job: J = postcard::from_bytes(&req.job).map_err(|e| err("cannot decode the job", e))?;
+    match &req.kind {
+        TaskKind::Map {
+            task,
+            split,
+            reducers,
+            memory,
+            skip,
+            careful,
+        } => run_map(
+            &job,
+            req,
+            MapArgs {
+                task: *task,
+                split,
+                reducers: *reducers,
+                memory: *memory,
+                skip,
+                careful: *careful,
+            },
+        ),
+        TaskKind::Reduce {
+            partition,
+            maps,
+            out_dir,
+            format,
+        } => run_reduce(&job, req, *partition, *maps, out_dir, *format),
+    }
+}
+
+struct MapArgs<'a> {
+    task: u32,
+    split: &'a Split,
+    reducers: u32,
+    memory: u64,
+    skip: &'a [u64],
+    careful: bool,
+}
+
+fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<TaskResponse, String> {
+    let storage = LocalStorage::new(&req.job_dir);
+    let attempt = map_attempt_name(args.task, req.attempt);
+    let scratch_root = req.job_dir.join("scratch");
+    std::fs::create_dir_all(&scratch_root).map_err(|e| err("cannot create the scratch dir", e))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(&attempt)
+        .tempdir_in(&scratch_root)
+        .map_err(|e| err("cannot create a scratch dir", e))?;
+    let cursor = if args.careful {
+        let path = cursor_path(&req.job_dir, args.task, req.attempt);
+        std::fs::create_dir_all(path.parent().unwrap_or(&req.job_dir))
+            .map_err(|e| err("cannot create the cursor dir", e))?;
+        Some(File::create(&path).map_err(|e| err("cannot create the cursor", e))?)
+    } else {
+        None
+    };
+    let skip: HashSet<u64> = args.skip.iter().copied().collect();
+    let combine_fn = |k: &J::Key, v: &mut Vec<J::Value>| job.combine(k, v);
+    let combine: Option<&dyn Fn(&J::Key, &mut Vec<J::Value>)> =
+        if J::COMBINES { Some(&combine_fn) } else { None };
+
+    let mut buffer = Buffer::<J::Key, J::Value>::new(args.reducers);
+    let mut stats = TaskStats::default();
+    let mut spills: Vec<Vec<PathBuf>> = Vec::new();
+    let position = Cell::new(0u64);
+
+    let spill = |buffer: &mut Buffer<J::Key, J::Value>,
+                 spills: &mut Vec<Vec<PathBuf>>|
+     -> io::Result<()> {
+        let n = spills.len();
+        let mut paths = Vec::new();
+        for (r, part) in buffer.drain_sorted(combine).into_iter().enumerate() {
+            let path = scratch.path().join(format!("spill-{n}-{r}"));
+            let mut w = RunWriter::new(BufWriter::with_capacity(256 << 10, File::create(&path)?));
+            for (k, v) in &part {
+                w.write(k, v)?;
+            }
+            w.finish()?;
+            paths.push(path);
+        }
+        spills.push(paths);
+        Ok(())
+    };
+
+    let read = catch_unwind(AssertUnwindSafe(|| {
+        args.split.read::<io::Error>(|pos, record| {
+            if skip.contains(&pos) {
+                stats.skipped += 1;
+                return Ok(());
+            }
+            if let Some(cursor) = &cursor {
+                cursor.write_at(&pos.to_le_bytes(), 0)?;
+            }
+            position.set(pos);
+            if let Some(fault) = req.fault
+                && fault.at() == stats.records_in
+            {
+                fault.strike();
+            }
+            stats.records_in += 1;
+            stats.bytes_in += record.len() as u64 + 1;
+            job.map(
+                record,
+                &mut Emit {
+                    buffer: &mut buffer,
+                    combine,
+                },
+            );
+            if buffer.bytes as u64 > args.memory {
+                spill(&mut buffer, &mut spills)?;
+                stats.spills += 1;
+            }
+            Ok(())
+        })
+    }));
+    match read {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(err(&format!("cannot read {}", args.split.source()), e)),
+        Err(payload) => {
+            return Ok(TaskResponse {
+                outcome: Outcome::BadRecord {
+                    position: position.get(),
+                    message: panic_message(payload),
+                },
+                stats,
+            });
+        }
+    }
+    stats.records_out = buffer.emitted;
+
+    let write_err = |e: io::Error| err("cannot write map output", e);
+    if spills.is_empty() {
+        for (r, part) in buffer.drain_sorted(combine).into_iter().enumerate() {
+            let mut w = RunWriter::new(
+                storage
+                    .create(&attempt, &part_name(r as u32))
+                    .map_err(write_err)?,
+            );
+            for (k, v) in &part {
+                w.write(k, v).map_err(write_err)?;
+            }
+            stats.bytes_out += w.bytes;
+            w.finish().map_err(write_err)?;
+        }
+    } else {
+        // What is still in memory joins the merge as one more (sorted) source.
+        let mut in_memory = buffer.drain_sorted(combine).into_iter();
+        for r in 0..args.reducers as usize {
+            let mut sources = Vec::with_capacity(spills.len() + 1);
+            for s in &spills {
+                let f = File::open(&s[r]).map_err(write_err)?;
+                sources.push(Source::Run(RunReader::new(Box::new(
+                    BufReader::with_capacity(64 << 10, f),
+                ))));
+            }
+            if let Some(part) = in_memory.next() {
+                sources.push(Source::Memory(part.into_iter()));
+            }
+            let mut w = RunWriter::new(
+                storage
+                    .create(&attempt, &part_name(r as u32))
+                    .map_err(write_err)?,
+            );
+            merge(sources, |k, mut v| {
+                if let Some(combine) = combine
+                    && v.len() > 1
+                {
+                    combine(&k, &mut v);
+                }
+                w.write(&k, &v)
+            })
+            .map_err(|e| err("cannot merge spills", e))?;
+            stats.bytes_out += w.bytes;
+            w.finish().map_err(write_err)?;
+        }
+    }
+    drop(scratch);
+    let mut w = storage.create(&attempt, STATS_FILE).map_err(write_err)?;
+    serde_json::to_writer(&mut w, &stats).map_err(|e| err("cannot write stats", e))?;
+    w.flush().map_err(write_err)?;
+    drop(w);
+    let won = storage
+        .commit(&attempt, &map_task_name(args.task))
+        .map_err(|e| err("cannot commit", e))?;
+    if args.careful {
+        let _ = std::fs::remove_file(cursor_path(&req.job_dir, args.task, req.attempt));
+    }
+    Ok(TaskResponse {
+        outcome: if won {
+            Outcome::Committed
+        } else {
+            Outcome::Lost
+        },
+        stats,
+    })
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a, K, O> {
+    key: &'a K,
+    value: &'a O,
+}
+
+fn run_reduce<J: Job>(
+    job: &J,
+    req: &TaskRequest,
+    partition: u32,
+    maps: u32,
+    out_dir: &Path,
+    format: OutputFormat,
+) -> Result<TaskResponse, String> {
+    let storage = LocalStorage::new(&req.job_dir);
+    let part = part_name(partition);
+    let mut sources = Vec::with_capacity(maps as usize);
+    for m in 0..maps {
+        let r = storage
+            .open(&map_task_name(m), &part)
+            .map_err(|e| err(&format!("cannot open the output of map task {m}"), e))?;
+        sources.push(Source::Run(RunReader::<J::Key, J::Value>::new(r)));
+    }
+    let tmp = out_dir.join(format!(".{part}.a{}.tmp", req.attempt));
+    let file = File::create(&tmp).map_err(|e| err("cannot create the output", e))?;
+    let mut out = BufWriter::with_capacity(256 << 10, file);
+    let mut stats = TaskStats::default();
+    let mut line = Vec::new();
+    let merged = merge(sources, |key, values| {
+        if let Some(fault) = req.fault
+            && fault.at() == stats.keys
+        {
+            fault.strike();
+        }
+        stats.keys += 1;
+        stats.records_in += values.len() as u64;
+        let mut failed = None;
+        job.reduce(&key, values, &mut |value| {
+            line.clear();
+            match format {
+                OutputFormat::Tsv => {
+                    key.write_field(&mut line);
+                    line.push(b'\t');
+                    value.write_field(&mut line);
+                }
+                OutputFormat::JsonLines => {
+                    if let Err(e) = serde_json::to_writer(
+                        &mut line,
+                        &JsonLine {
+                            key: &key,
+                            value: &value,
+                        },
+                    ) {
+                        failed = Some(io::Error::other(e));
+                    }
+                }
+            }
+            line.push(b'\n');
+            stats.records_out += 1;
+            stats.bytes_out += line.len() as u64;
+            if let Err(e) = out.write_all(&line) {
+                failed = Some(e);
+            }
+        });
+        failed.map_or(Ok(()), Err)
+    });
+    let finished = merged.and_then(|()| out.flush());
+    if let Err(e) = finished {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(&format!("reduce partition {partition}"), e));
+    }
+    drop(out);
+    // The part file first, then the marker that records the commit. An
+    // attempt that dies between the two leaves a part file a later attempt
+    // finds in place: outputs are deterministic, so it is the same file.
+    if !rename_no_replace(&tmp, &out_dir.join(&part))
+        .map_err(|e| err("cannot commit the output", e))?
+    {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let marker = reduce_marker(&req.job_dir, partition);
+    let marker_tmp = marker.with_extension(format!("a{}.tmp", req.attempt));
+    std::fs::write(&marker_tmp, serde_json::to_vec(&stats).unwrap_or_default())
+        .map_err(|e| err("cannot write the commit marker", e))?;
+    let won =
+        rename_no_replace(&marker_tmp, &marker).map_err(|e| err("cannot commit the marker", e))?;
+    if !won {
+        let _ = std::fs::remove_file(&marker_tmp);
+    }
+    Ok(TaskResponse {
+        outcome: if won {
+            Outcome::Committed
+        } else {
+            Outcome::Lost
+        },
+        stats,
+    })
+}
+
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".into())
+}

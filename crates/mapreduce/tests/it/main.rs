@@ -1,0 +1,1 @@
+//! forkyard-mapreduce against real worker processes.
