@@ -181,8 +181,20 @@ impl Shared {
                             out.is_empty()
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                            return Err(HandshakeError::PeerClosed);
+                        // The peer shut its end (or exited) before our hello
+                        // went out. It may still have sent its own hello and
+                        // data, which are in our receive buffer: our hello can
+                        // never arrive, but theirs can still be read, so go on
+                        // to read it rather than hide what is there. A send
+                        // after this reports `Closed`.
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                            ) =>
+                        {
+                            out.clear();
+                            true
                         }
                         Err(e) => return Err(hs_io(e)),
                     }
@@ -238,6 +250,11 @@ impl Shared {
             });
             match r {
                 Ok(None) => return Err(HandshakeError::PeerClosed),
+                // Reset: the peer closed with our bytes unread and nothing of
+                // its own left to read (queued bytes would come first).
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(HandshakeError::PeerClosed);
+                }
                 Ok(Some(usize::MAX)) => {
                     if !peeked.starts_with(b"{") {
                         return Err(HandshakeError::BadMagic {
@@ -416,6 +433,35 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
     }
 }
 
+/// Why a half refuses further use, kept so that one event always reads as
+/// one error: a peer that went away is [`Error::Closed`] on every later call,
+/// not `Closed` once and then `Broken("the peer closed the channel")`.
+#[derive(Debug, Clone)]
+enum Poison {
+    Closed,
+    Handshake(HandshakeError),
+    Broken(String),
+}
+
+impl Poison {
+    fn of(e: &Error) -> Poison {
+        match e {
+            Error::Closed => Poison::Closed,
+            Error::Handshake(e) => Poison::Handshake(e.clone()),
+            Error::Broken(why) => Poison::Broken(why.clone()),
+            other => Poison::Broken(other.to_string()),
+        }
+    }
+
+    fn error(&self) -> Error {
+        match self {
+            Poison::Closed => Error::Closed,
+            Poison::Handshake(e) => Error::Handshake(e.clone()),
+            Poison::Broken(why) => Error::Broken(why.clone()),
+        }
+    }
+}
+
 /// One fd-carrying frame waiting in a [`Sender`]'s buffer.
 #[derive(Debug)]
 struct PendingFds {
@@ -435,7 +481,7 @@ pub struct Sender<T> {
     buf: Vec<u8>,
     written: usize,
     fds: VecDeque<PendingFds>,
-    broken: Option<String>,
+    broken: Option<Poison>,
     _msg: PhantomData<fn(T)>,
 }
 
@@ -545,21 +591,21 @@ impl<T: Message> Sender<T> {
     /// returns `Ok(None)` after the last message.
     pub async fn close(&mut self) -> Result<()> {
         self.flush().await?;
-        self.broken = Some("the sender was closed".to_owned());
+        self.broken = Some(Poison::Broken("the sender was closed".to_owned()));
         rustix::net::shutdown(&self.shared.io, rustix::net::Shutdown::Write)
             .map_err(|e| Error::io("shutting down the socket", e.into()))
     }
 
     fn check_broken(&self) -> Result<()> {
         match &self.broken {
-            Some(why) => Err(Error::Broken(why.clone())),
+            Some(poison) => Err(poison.error()),
             None => Ok(()),
         }
     }
 
     fn poison(&mut self, e: Error) -> Error {
-        if e.is_fatal() {
-            self.broken = Some(e.to_string());
+        if e.is_fatal() && self.broken.is_none() {
+            self.broken = Some(Poison::of(&e));
         }
         e
     }
@@ -635,7 +681,7 @@ pub struct Receiver<T> {
     shared: Arc<Shared>,
     decoder: Decoder,
     eof: bool,
-    broken: Option<String>,
+    broken: Option<Poison>,
     _msg: PhantomData<fn() -> T>,
 }
 
@@ -661,8 +707,8 @@ impl<T: Message> Receiver<T> {
 
     /// Receives the next message; see [`Channel::recv`].
     pub async fn recv(&mut self) -> Result<Option<T>> {
-        if let Some(why) = &self.broken {
-            return Err(Error::Broken(why.clone()));
+        if let Some(poison) = &self.broken {
+            return Err(poison.error());
         }
         if let Err(e) = self.shared.handshake().await {
             return Err(self.poison(e));
@@ -753,8 +799,8 @@ impl<T: Message> Receiver<T> {
     }
 
     fn poison(&mut self, e: Error) -> Error {
-        if e.is_fatal() {
-            self.broken = Some(e.to_string());
+        if e.is_fatal() && self.broken.is_none() {
+            self.broken = Some(Poison::of(&e));
         }
         e
     }

@@ -5,9 +5,19 @@
 //! * **Frame errors** (`Decode`, `FdMismatch`, `FdsTruncated`, `Encode`,
 //!   `TooManyFds`, `FdsNotSupported`, `FrameTooLarge` on send): one message was
 //!   refused, the byte stream is still in step, the next `send`/`recv` works.
-//! * **Stream errors** (everything else on a channel): the byte stream can no
-//!   longer be trusted, so the channel refuses further use with
-//!   [`Error::Broken`].
+//! * **Stream errors** (everything else on a channel): the byte stream in that
+//!   direction can no longer be trusted, so the half that met the error
+//!   ([`Sender`](crate::Sender) or [`Receiver`](crate::Receiver)) refuses
+//!   further use. It says so with the same error every time for the events
+//!   that have one meaning ([`Error::Closed`]: the peer is gone;
+//!   [`Error::Handshake`]), and with [`Error::Broken`] carrying the first
+//!   error's message otherwise.
+//!
+//! The two directions of a socket are independent, and so are the halves: a
+//! receiver broken by a garbled frame leaves the sender working for as long
+//! as the peer reads, so a worker can still answer what it had started (and a
+//! handshake failure, which concerns both directions, fails both). To end
+//! both, drop the channel.
 
 use std::io;
 use std::sync::Arc;

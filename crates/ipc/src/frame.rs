@@ -27,6 +27,20 @@
 //! the fds that came are closed, and the stream stays in step. Partial reads,
 //! frames split across reads and several frames per read need no special case.
 //!
+//! # Design note: a peer that sends more fds than it declares
+//!
+//! Waiting for a frame to complete before judging its fds would let one frame
+//! fill our whole fd table: a hostile peer declares 0 fds, then sends the
+//! body one byte per `sendmsg` with 253 fds attached to each, and every batch
+//! would be kept until the last byte came (a child did exactly this and held
+//! 19,986 of its parent's 20,000 fds). So a batch is judged the moment it is
+//! read: the frame it belongs to is the one holding the read's last byte, and
+//! that frame may hold at most the fds its header declared (at most
+//! [`MAX_FDS`] while its header is still incomplete). Any surplus is closed at
+//! once and only counted, and the frame ends in [`Error::FdMismatch`]. As a
+//! read happens only when no complete frame is buffered, a channel's decoder
+//! never holds more than `MAX_FDS` received fds, whatever the peer claims.
+//!
 //! `SOCK_SEQPACKET` would bind fds to packets for free, but caps a frame at the
 //! socket buffer size, cannot do partial writes, and most languages' stdlib
 //! line readers do not speak it; the offset rule above gives the same guarantee.
@@ -165,6 +179,9 @@ pub(crate) fn decode<T: DeserializeOwned>(
 struct Batch {
     end: u64,
     fds: Vec<OwnedFd>,
+    /// Fds that came with this read beyond what their frame may hold; closed
+    /// on arrival, counted for the error.
+    surplus: usize,
     truncated: bool,
 }
 
@@ -208,8 +225,10 @@ impl Decoder {
         }
     }
 
-    /// Free space for the next read, grown only to what the frame in progress
-    /// needs (its length was checked against the maximum before we got here).
+    /// Free space for the next read. The buffer grows towards what the frame in
+    /// progress needs (its length was checked against the maximum before we got
+    /// here) at most twofold per read, as its bytes arrive: a 5-byte header
+    /// announcing the maximum frame does not make us allocate the maximum.
     pub(crate) fn spare(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.base += self.start as u64;
@@ -222,7 +241,7 @@ impl Decoder {
             }
         }
         let avail = self.end - self.start;
-        let want = self.need.max(avail + MIN_READ);
+        let want = self.need.min(2 * avail).max(avail + MIN_READ);
         if self.buf.len() - self.start < want {
             // Move the unfinished frame to the front, then grow if still short.
             if self.start > 0 {
@@ -246,8 +265,54 @@ impl Decoder {
             self.batches.push_back(Batch {
                 end: self.base + self.end as u64,
                 fds,
+                surplus: 0,
                 truncated,
             });
+            self.enforce_fd_bound();
+        }
+    }
+
+    /// The frame that owns fds read up to the current end of the buffer (the
+    /// frame holding its last byte): its stream offset, and how many fds it may
+    /// hold (its declared count, or [`MAX_FDS`] while its header is incomplete).
+    fn current_owner(&self) -> (u64, usize) {
+        let mut at = self.start;
+        loop {
+            let offset = self.base + at as u64;
+            match self.codec {
+                // A JSON line never carries fds.
+                Codec::JsonLines => return (self.base + self.start as u64, 0),
+                Codec::Postcard => {
+                    if self.end - at < HEADER_LEN {
+                        return (offset, MAX_FDS);
+                    }
+                    let header = &self.buf[at..at + HEADER_LEN];
+                    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+                    if len == 0 || len > self.max.saturating_add(1) {
+                        // A stream error is coming; this frame gets nothing.
+                        return (offset, 0);
+                    }
+                    let total = 4 + len as usize;
+                    if at + total >= self.end {
+                        return (offset, usize::from(header[4]));
+                    }
+                    at += total;
+                }
+            }
+        }
+    }
+
+    /// Closes every fd beyond what the frame being read may hold (see the
+    /// design note at the top of this module).
+    fn enforce_fd_bound(&mut self) {
+        let (owner_start, room) = self.current_owner();
+        let mut held = 0;
+        for batch in self.batches.iter_mut().filter(|b| b.end > owner_start) {
+            let keep = batch.fds.len().min(room - held);
+            let closed = batch.fds.len() - keep;
+            batch.fds.truncate(keep); // drops, and so closes, the surplus
+            batch.surplus += closed;
+            held += keep;
         }
     }
 
@@ -347,13 +412,15 @@ impl Decoder {
         let mut fds = Vec::new();
         let mut truncated = false;
         let mut misplaced = false;
+        let mut surplus = 0;
         while self.batches.front().is_some_and(|b| b.end <= end) {
             let batch = self.batches.pop_front().expect("checked by is_some_and");
             misplaced |= batch.end <= start;
             truncated |= batch.truncated;
+            surplus += batch.surplus;
             fds.extend(batch.fds);
         }
-        let received = fds.len();
+        let received = fds.len() + surplus;
         if truncated {
             return Err(Error::FdsTruncated { declared, received });
         }
@@ -377,4 +444,72 @@ impl Decoder {
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 5-byte header announcing the largest frame allowed must not make the
+    /// decoder allocate that frame before its bytes come.
+    #[test]
+    fn a_header_alone_does_not_allocate_the_announced_frame() {
+        let max = 16 << 20;
+        let mut decoder = Decoder::new(Codec::Postcard, max);
+        let header = (max + 1).to_le_bytes();
+        let spare = decoder.spare();
+        spare[..4].copy_from_slice(&header);
+        spare[4] = 0;
+        decoder.commit(HEADER_LEN, Vec::new(), false);
+        assert!(decoder.next_frame().unwrap().is_none());
+        let mut have = HEADER_LEN;
+        let mut grown = Vec::new();
+        while have < 4 + max as usize + 1 {
+            let spare = decoder.spare();
+            grown.push(spare.len() + have);
+            let n = spare.len().min(4 + max as usize + 1 - have);
+            decoder.commit(n, Vec::new(), false);
+            have += n;
+        }
+        // The buffer grew with the bytes, at most twofold per read.
+        assert!(grown[0] < 64 << 10, "first read offered {} bytes", grown[0]);
+        for pair in grown.windows(2) {
+            assert!(pair[1] <= 2 * pair[0] + MIN_READ, "{pair:?}");
+        }
+        let frame = decoder
+            .next_frame()
+            .unwrap()
+            .expect("the frame is complete");
+        assert_eq!(decoder.payload(&frame).len(), max as usize);
+    }
+
+    /// Fds beyond what the frame being read declared are closed as they come.
+    #[test]
+    fn surplus_fds_are_closed_on_arrival_and_counted() {
+        let mut decoder = Decoder::new(Codec::Postcard, 1 << 20);
+        let open = |n: usize| -> Vec<OwnedFd> {
+            (0..n)
+                .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+                .collect()
+        };
+        // Header: 4 payload bytes, 2 fds declared; the header comes with 3 fds.
+        let spare = decoder.spare();
+        spare[..5].copy_from_slice(&[5, 0, 0, 0, 2]);
+        decoder.commit(5, open(3), false);
+        let held: usize = decoder.batches.iter().map(|b| b.fds.len()).sum();
+        assert_eq!(held, 2);
+        // Each further byte brings 10 more: none is kept.
+        for _ in 0..4 {
+            decoder.spare()[0] = 0;
+            decoder.commit(1, open(10), false);
+            let held: usize = decoder.batches.iter().map(|b| b.fds.len()).sum();
+            assert_eq!(held, 2);
+        }
+        match decoder.next_frame() {
+            Err(Error::FdMismatch { declared, received }) => {
+                assert_eq!((declared, received), (2, 43));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

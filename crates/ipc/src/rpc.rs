@@ -209,7 +209,7 @@ enum Never {}
 struct State<Reply> {
     pending: HashMap<u64, oneshot::Sender<Result<Reply>>>,
     /// Why the endpoint stopped, once it has.
-    closed: Option<String>,
+    closed: Option<Ending>,
 }
 
 impl<Call: Message, Reply: Message> Rpc<Call, Reply> {
@@ -299,8 +299,8 @@ impl<Call: Message, Reply: Message> Rpc<Call, Reply> {
         let (tx, rx) = oneshot::channel();
         {
             let mut state = lock(&self.inner.state);
-            if let Some(why) = &state.closed {
-                return Err(closed_error(why));
+            if let Some(ending) = &state.closed {
+                return Err(ending.error());
             }
             state.pending.insert(id, tx);
         }
@@ -341,7 +341,7 @@ impl<Call: Message, Reply: Message> Rpc<Call, Reply> {
 
     fn close_reason(&self) -> Error {
         match &lock(&self.inner.state).closed {
-            Some(why) => closed_error(why),
+            Some(ending) => ending.error(),
             None => Error::Closed,
         }
     }
@@ -369,18 +369,39 @@ impl<Call, Reply> Rpc<Call, Reply> {
     fn shut(inner: &Inner<Call, Reply>, why: Option<&Error>) {
         let mut state = lock(&inner.state);
         if state.closed.is_none() {
-            state.closed = Some(why.map_or_else(String::new, |e| e.to_string()));
+            state.closed = Some(Ending::of(why));
         }
         // Dropping the senders wakes every caller, which reads `closed`.
         state.pending.clear();
     }
 }
 
-fn closed_error(why: &str) -> Error {
-    if why.is_empty() {
-        Error::Closed
-    } else {
-        Error::Broken(why.to_owned())
+/// How the conversation ended, as every caller after it is told.
+///
+/// The reader and the writer each see the end, in either order: a peer that
+/// died is end-of-stream to the reader and `EPIPE` (read as [`Error::Closed`])
+/// to the writer. Both mean the same event, so both are [`Ending::PeerGone`],
+/// and every call fails with the same [`Error::Closed`] whichever half saw it
+/// first.
+#[derive(Debug, Clone)]
+enum Ending {
+    PeerGone,
+    Broken(String),
+}
+
+impl Ending {
+    fn of(why: Option<&Error>) -> Ending {
+        match why {
+            None | Some(Error::Closed) => Ending::PeerGone,
+            Some(e) => Ending::Broken(e.to_string()),
+        }
+    }
+
+    fn error(&self) -> Error {
+        match self {
+            Ending::PeerGone => Error::Closed,
+            Ending::Broken(why) => Error::Broken(why.clone()),
+        }
     }
 }
 

@@ -11,6 +11,15 @@
 //! - `serve [--no-accept | --never-ready | --exit-at-start]`: a cluster worker
 //!   speaking a line protocol: each line gets `GEN INDEX PID LINE`, with
 //!   ` close` appended (and the connection closed) once the worker drains.
+//!
+//! Hostile peers, writing raw bytes to the channel fd and never reading it
+//! (the parent's channel is a `Channel<_, Vec<u8>>`):
+//! - `flood-fds BYTES FDS`: a hello, then one frame that declares 0 fds and
+//!   holds `BYTES` zero bytes (a valid `Vec<u8>`), its payload sent one byte per `sendmsg` with `FDS` fds attached
+//!   to each; then a well-formed frame `[7]`; prints `flooded N` with the
+//!   number of fds sent, and waits for stdin to close.
+//! - `hello-then-exit`: a hello and one frame `[42]` in one write, then exits
+//!   at once, before the parent's hello can have been read.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -38,6 +47,8 @@ fn main() -> ExitCode {
             Some("slow-sub") => subscriber(&args[1..], true).await,
             Some("pub") => publisher(&args[1..]).await,
             Some("serve") => serve(args.get(1).map(String::as_str)).await,
+            Some("flood-fds") => hostile::flood_fds(&args[1..]),
+            Some("hello-then-exit") => hostile::hello_then_exit(),
             other => Err(format!("unknown subcommand {other:?}")),
         }
     });
@@ -203,4 +214,100 @@ async fn serve(flag: Option<&str>) -> Result<ExitCode, String> {
     }
     worker.finish().await.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Peers that break the rules on purpose, with raw socket calls.
+mod hostile {
+    use std::io::Write;
+    use std::mem::MaybeUninit;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+    use std::process::ExitCode;
+
+    use forkyard_ipc::{Codec, IPC_FD, PROTOCOL_VERSION, TypeInfo};
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+
+    fn channel_fd() -> UnixStream {
+        // SAFETY: fd 3 is the channel end the parent passed to us (the tests
+        // spawn this fixture through `forkyard_ipc::spawn`), and nothing else in
+        // this process owns it.
+        UnixStream::from(unsafe { OwnedFd::from_raw_fd(IPC_FD) })
+    }
+
+    /// The hello of a peer that sends `Vec<u8>` and receives `u64`.
+    fn hello() -> Vec<u8> {
+        let info = |t: TypeInfo| serde_json::json!({"name": t.name, "fingerprint": t.fingerprint});
+        let mut line = serde_json::to_vec(&serde_json::json!({
+            "forkyard_ipc": PROTOCOL_VERSION,
+            "codec": Codec::Postcard.name(),
+            "sends": info(TypeInfo::of::<Vec<u8>>()),
+            "receives": info(TypeInfo::of::<u64>()),
+        }))
+        .expect("a json value serializes");
+        line.push(b'\n');
+        line
+    }
+
+    fn frame(payload: &[u8], n_fds: u8) -> Vec<u8> {
+        let mut f = ((payload.len() + 1) as u32).to_le_bytes().to_vec();
+        f.push(n_fds);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    pub(super) fn hello_then_exit() -> Result<ExitCode, String> {
+        let mut sock = channel_fd();
+        let mut bytes = hello();
+        let body = postcard::to_allocvec(&vec![42u8]).map_err(|e| e.to_string())?;
+        bytes.extend(frame(&body, 0));
+        sock.write_all(&bytes).map_err(|e| e.to_string())?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub(super) fn flood_fds(args: &[String]) -> Result<ExitCode, String> {
+        let number = |i: usize, what: &str| -> Result<usize, String> {
+            args.get(i)
+                .ok_or(format!("missing {what}"))?
+                .parse()
+                .map_err(|e| format!("bad {what}: {e}"))
+        };
+        let n_bytes = number(0, "BYTES")?;
+        let per_byte = number(1, "FDS")?.min(253);
+        let mut sock = channel_fd();
+        sock.write_all(&hello()).map_err(|e| e.to_string())?;
+        // The header of a frame of `n_bytes` payload bytes declaring 0 fds,
+        // whose payload is a valid postcard `Vec<u8>` (so only its fds are wrong).
+        let body = postcard::to_allocvec(&vec![0u8; n_bytes]).map_err(|e| e.to_string())?;
+        let header = frame(&body, 0);
+        sock.write_all(&header[..5]).map_err(|e| e.to_string())?;
+        let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+        let fds: Vec<_> = (0..per_byte).map(|_| null.as_fd()).collect();
+        let mut sent = 0usize;
+        for byte in &body {
+            let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            control.push(SendAncillaryMessage::ScmRights(&fds));
+            let iov = [std::io::IoSlice::new(std::slice::from_ref(byte))];
+            loop {
+                match rustix::net::sendmsg(&sock, &iov, &mut control, SendFlags::NOSIGNAL) {
+                    Ok(_) => break,
+                    Err(rustix::io::Errno::INTR) => {}
+                    // Not root: the kernel caps this user's fds in flight;
+                    // wait for the parent to take (and close) some.
+                    Err(rustix::io::Errno::TOOMANYREFS) => {
+                        std::thread::sleep(std::time::Duration::from_millis(1))
+                    }
+                    Err(e) => return Err(format!("sendmsg: {e}")),
+                }
+            }
+            sent += fds.len();
+        }
+        let ok = postcard::to_allocvec(&vec![7u8]).map_err(|e| e.to_string())?;
+        sock.write_all(&frame(&ok, 0)).map_err(|e| e.to_string())?;
+        println!("flooded {sent}");
+        std::io::stdin()
+            .read_line(&mut String::new())
+            .map_err(|e| e.to_string())?;
+        Ok(ExitCode::SUCCESS)
+    }
 }

@@ -4,6 +4,7 @@ mod balance;
 mod channel;
 mod errors;
 mod handoff;
+mod hostile;
 mod hygiene;
 mod props;
 mod pubsub;
