@@ -52,11 +52,6 @@ impl Cgroup {
         self.procs.as_raw_fd()
     }
 
-    /// The `cgroup.kill` fd, also handed to the watchdog.
-    pub(crate) fn kill_fd(&self) -> RawFd {
-        self.kill.as_raw_fd()
-    }
-
     /// SIGKILLs every process in the cgroup.
     pub(crate) fn kill(&self) -> io::Result<()> {
         let mut f = File::from(self.kill.try_clone()?);

@@ -254,6 +254,17 @@ impl<'a> Builder<'a> {
                 }
                 None => None,
             };
+            // The cgroup is registered by the owner, before the fork (see
+            // watchdog.rs): no fd crosses, and nothing the child does can stop it.
+            if let (Some(registration), Some(cg)) = (&registration, &cg)
+                && let Err(source) = registration.watch_cgroup(&cg.path().join("cgroup.kill"))
+            {
+                let _ = cg.remove();
+                if attempt == 1 && watchdog_gone(&source) {
+                    continue;
+                }
+                return Err(Error::Watchdog { program, source });
+            }
             let plan = Arc::new(PreExec::new(
                 registration.as_ref(),
                 cg.as_ref(),
@@ -297,16 +308,7 @@ impl<'a> Builder<'a> {
                     if let Some(cg) = cg {
                         let _ = cg.remove();
                     }
-                    let watchdog_gone = registration.is_some()
-                        && matches!(
-                            source.raw_os_error(),
-                            Some(
-                                libc::EPIPE
-                                    | libc::ECONNREFUSED
-                                    | libc::ENOTCONN
-                                    | libc::ECONNRESET
-                            )
-                        );
+                    let watchdog_gone = registration.is_some() && watchdog_gone(&source);
                     if watchdog_gone && attempt == 1 {
                         continue;
                     }
@@ -318,6 +320,14 @@ impl<'a> Builder<'a> {
             }
         }
     }
+}
+
+/// Whether a failed send to the watchdog says it is gone (so a fresh one is due).
+fn watchdog_gone(source: &io::Error) -> bool {
+    matches!(
+        source.raw_os_error(),
+        Some(libc::EPIPE | libc::ECONNREFUSED | libc::ENOTCONN | libc::ECONNRESET)
+    )
 }
 
 /// Everything the `pre_exec` closure needs, allocated before the fork.
@@ -333,10 +343,11 @@ struct PreExec {
     armed: AtomicBool,
     /// Call `setsid` first (instead of std's `setpgid`).
     new_session: bool,
-    /// Watchdog socket and registration token.
-    watchdog: Option<(RawFd, u64)>,
-    /// `cgroup.procs` and `cgroup.kill` of the child's cgroup.
-    cgroup: Option<(RawFd, RawFd)>,
+    /// Watchdog socket, registration token, and whether the kernel attaches
+    /// our pidfd to the registration (else we pass it).
+    watchdog: Option<(RawFd, u64, bool)>,
+    /// `cgroup.procs` of the child's cgroup.
+    cgroup_procs: Option<RawFd>,
     /// (source fd, target fd) for every passed fd.
     fds: Vec<(RawFd, RawFd)>,
     /// Lowest fd number above every target, for parking sources out of the way.
@@ -361,8 +372,8 @@ impl PreExec {
         PreExec {
             armed: AtomicBool::new(true),
             new_session,
-            watchdog: registration.map(|r| (r.socket(), r.token())),
-            cgroup: cg.map(|cg| (cg.procs_fd(), cg.kill_fd())),
+            watchdog: registration.map(|r| (r.socket(), r.token(), r.kernel_pidfds())),
+            cgroup_procs: cg.map(Cgroup::procs_fd),
             parked: fds.iter().map(|_| AtomicI32::new(-1)).collect(),
             fds,
             park_above,
@@ -391,15 +402,14 @@ impl PreExec {
             }
             // 1. Join the cgroup first, so that everything after, exec included,
             //    happens inside it.
-            if let Some((procs, _)) = self.cgroup
+            if let Some(procs) = self.cgroup_procs
                 && libc::write(procs, b"0".as_ptr() as *const libc::c_void, 1) < 0
             {
                 return Err(io::Error::last_os_error());
             }
             // 2. Register with the watchdog before exec (see watchdog.rs for why here).
-            if let Some((sock, token)) = self.watchdog {
-                let cgroup_kill = self.cgroup.map_or(-1, |(_, kill)| kill);
-                watchdog::register_self(sock, token, cgroup_kill)?;
+            if let Some((sock, token, kernel_pidfds)) = self.watchdog {
+                watchdog::register_self(sock, token, kernel_pidfds)?;
             }
             // 3. Every fd from 3 up closes at exec, whatever its flag said.
             if libc::syscall(

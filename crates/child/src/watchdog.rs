@@ -14,13 +14,34 @@
 //!
 //! The first spawn forks one small watchdog process per owner. Owner and
 //! watchdog share a `SOCK_SEQPACKET` socketpair. Every child registers itself
-//! with the watchdog *from inside its `pre_exec` closure*, before `exec`,
-//! sending its own pidfd (and, when it runs in a cgroup, an fd for that
-//! cgroup's `cgroup.kill`) as `SCM_RIGHTS`. Only the owner holds its end of the
-//! socket (the end is close-on-exec, and children hold a copy only between
+//! with the watchdog *from inside its `pre_exec` closure*, before `exec`, with
+//! a message that names its token and process group; the watchdog's end has
+//! `SO_PASSPIDFD` set, so the kernel attaches a pidfd *of the sender* to every
+//! message it delivers (Linux 6.5 and later). When the child runs in a cgroup,
+//! the owner has already sent that cgroup's path before the fork, and the
+//! watchdog opened its `cgroup.kill` itself. Only the owner holds its end of
+//! the socket (the end is close-on-exec, and children hold a copy only between
 //! `fork` and `exec`), so when the owner dies, however it dies, the watchdog's
 //! `recvmsg` returns end-of-file, and it kills every registered process group
 //! (and cgroup) with SIGKILL, then exits.
+//!
+//! # Design note: no fd is passed to register
+//!
+//! The first version sent the child's pidfd (and the `cgroup.kill` fd) as
+//! `SCM_RIGHTS`. The kernel counts fds in flight per user and refuses
+//! (`ETOOMANYREFS`) to send more from a process without `CAP_SYS_RESOURCE`
+//! while that count exceeds the *sender's* `RLIMIT_NOFILE`. A sandboxed child
+//! registers after forkyard-secure has dropped its capabilities and lowered
+//! that limit to 64, so any process of the same user holding a few hundred fds
+//! in flight (a sandboxed program sending fds over a socketpair it never
+//! reads, or just a busy Python server) made every hardened spawn fail. With
+//! `SO_PASSPIDFD` the kernel makes the pidfd on the watchdog's side and nothing
+//! is in flight; the cgroup is registered by path, from the owner. Kernels
+//! before 6.5 lack `SO_PASSPIDFD`; there the child still sends its pidfd as
+//! `SCM_RIGHTS`, with the old edge. (Before 6.16 the kernel cannot make a
+//! pidfd for a sender that has already been reaped; the watchdog then has no
+//! pidfd for that entry, which only matters if the child exec'd, forked, exited
+//! and was reaped before the watchdog read its registration.)
 //!
 //! Registering from the child closes the race a registration from the parent
 //! would have: if the owner dies between `fork` and the registration, the child
@@ -53,10 +74,18 @@ use std::sync::{Arc, Mutex};
 /// Message tags on the watchdog socket.
 pub(crate) const REGISTER: u8 = 1;
 pub(crate) const UNREGISTER: u8 = 2;
+/// Sent by the owner before the fork: kill this cgroup with this token's entry.
+const REGISTER_CGROUP: u8 = 3;
 /// `[tag][token: u64 LE][pgid: i32 LE]`.
 pub(crate) const REGISTER_LEN: usize = 13;
 /// `[tag][token: u64 LE]`.
 const UNREGISTER_LEN: usize = 9;
+/// `[tag][token: u64 LE][path of cgroup.kill, NUL-terminated]`, at most this long.
+const REGISTER_CGROUP_MAX: usize = 4096;
+/// `SCM_PIDFD` (`include/linux/socket.h`; not in every libc yet).
+const SCM_PIDFD: libc::c_int = 4;
+/// `SO_PASSPIDFD` (the generic value; the architectures we build for use it).
+const SO_PASSPIDFD: libc::c_int = 76;
 
 /// The fd number the watchdog keeps its socket at.
 const WATCH_FD: libc::c_int = 3;
@@ -71,6 +100,9 @@ pub(crate) struct Watchdog {
     sock: OwnedFd,
     pid: u32,
     pidfd: OwnedFd,
+    /// The kernel attaches the sender's pidfd to each message (`SO_PASSPIDFD`),
+    /// so children register without passing an fd.
+    kernel_pidfds: bool,
 }
 
 /// A child's registration, withdrawn when dropped.
@@ -87,6 +119,36 @@ impl Registration {
 
     pub(crate) fn socket(&self) -> RawFd {
         self.watchdog.sock.as_raw_fd()
+    }
+
+    /// Whether the child registers without an fd (see the module's design note).
+    pub(crate) fn kernel_pidfds(&self) -> bool {
+        self.watchdog.kernel_pidfds
+    }
+
+    /// Has the watchdog kill the cgroup whose `cgroup.kill` is at `kill_path`
+    /// along with this registration's process group. Sent by the owner before
+    /// the fork, so a child that joins the cgroup is covered from its first
+    /// instruction, with no fd passed.
+    pub(crate) fn watch_cgroup(&self, kill_path: &std::path::Path) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = kill_path.as_os_str().as_bytes();
+        if 9 + path.len() + 1 > REGISTER_CGROUP_MAX || path.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cgroup path too long for the watchdog: {}",
+                    kill_path.display()
+                ),
+            ));
+        }
+        let mut msg = Vec::with_capacity(9 + path.len() + 1);
+        msg.push(REGISTER_CGROUP);
+        msg.extend_from_slice(&self.token.to_le_bytes());
+        msg.extend_from_slice(path);
+        msg.push(0);
+        rustix::net::send(&self.watchdog.sock, &msg, rustix::net::SendFlags::NOSIGNAL)?;
+        Ok(())
     }
 }
 
@@ -154,6 +216,18 @@ impl Watchdog {
             None,
         )?;
         let watchdog_raw = watchdog_end.as_raw_fd();
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own, with a c_int option value that
+        // lives for the call.
+        let kernel_pidfds = unsafe {
+            libc::setsockopt(
+                watchdog_raw,
+                libc::SOL_SOCKET,
+                SO_PASSPIDFD,
+                (&raw const one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        } == 0;
         // SAFETY: `fork` itself is safe to call; what matters is what the child does.
         // The child runs only `watchdog_main`, which makes async-signal-safe
         // syscalls and never returns (see the module docs).
@@ -175,6 +249,7 @@ impl Watchdog {
             sock: owner_end,
             pid,
             pidfd,
+            kernel_pidfds,
         })
     }
 
@@ -217,26 +292,45 @@ impl Drop for Watchdog {
 ///
 /// Runs between `fork` and `exec`: async-signal-safe syscalls only, no allocation.
 ///
+/// With `kernel_pidfds` the message carries no fd: the kernel gives the
+/// watchdog a pidfd of the sender (see the module's design note). Without it
+/// (kernels before 6.5) the child sends its own pidfd as `SCM_RIGHTS`.
+///
 /// # Safety
 ///
 /// Must only be called in a forked child before `exec`; `sock` must be the
-/// watchdog socket and `cgroup_kill` an open fd or -1.
-pub(crate) unsafe fn register_self(sock: RawFd, token: u64, cgroup_kill: RawFd) -> io::Result<()> {
+/// watchdog socket.
+pub(crate) unsafe fn register_self(sock: RawFd, token: u64, kernel_pidfds: bool) -> io::Result<()> {
     // SAFETY: for the whole function: raw syscalls on fds that the caller guarantees open,
     // with buffers on our stack that outlive each call.
     unsafe {
         let pid = libc::getpid();
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
-        if pidfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         let mut payload = [0u8; REGISTER_LEN];
         payload[0] = REGISTER;
         payload[1..9].copy_from_slice(&token.to_le_bytes());
         payload[9..13].copy_from_slice(&pid.to_le_bytes());
-        let fds = [pidfd, cgroup_kill];
-        let n_fds = if cgroup_kill >= 0 { 2 } else { 1 };
-        let rc = send_with_fds(sock, &payload, &fds[..n_fds]);
+        if kernel_pidfds {
+            loop {
+                let rc = libc::send(
+                    sock,
+                    payload.as_ptr() as *const libc::c_void,
+                    payload.len(),
+                    libc::MSG_NOSIGNAL,
+                );
+                if rc >= 0 {
+                    return Ok(());
+                }
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINTR) {
+                    return Err(err);
+                }
+            }
+        }
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
+        if pidfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let rc = send_with_fds(sock, &payload, &[pidfd]);
         let err = io::Error::last_os_error();
         libc::close(pidfd);
         if rc < 0 { Err(err) } else { Ok(()) }
@@ -360,6 +454,35 @@ impl Table {
         }
         self.len += 1;
         true
+    }
+
+    /// Applies `set` to the entry for `token`, adding an empty one first if
+    /// there is none. Out of memory for the table, it fails closed: the new
+    /// entry's group and cgroup are killed rather than left unguarded.
+    unsafe fn upsert(&mut self, token: u64, set: impl FnOnce(&mut Entry)) {
+        for i in 0..self.len {
+            // SAFETY: `i < len <= cap`, and no other reference into the table is live.
+            let e = unsafe { &mut *self.ptr.add(i) };
+            if e.token == token {
+                set(e);
+                return;
+            }
+        }
+        let mut entry = Entry {
+            token,
+            pgid: 0,
+            pidfd: -1,
+            cgroup_kill: -1,
+        };
+        set(&mut entry);
+        // SAFETY: forwarded to the caller's contract (async-signal-safe calls only).
+        unsafe {
+            if !self.push(entry) {
+                kill_entry(entry);
+                close_if_open(entry.pidfd);
+                close_if_open(entry.cgroup_kill);
+            }
+        }
     }
 
     unsafe fn remove(&mut self, token: u64) {
@@ -505,7 +628,7 @@ unsafe fn watchdog_main(sock: RawFd) -> ! {
             libc::_exit(71)
         };
         loop {
-            let mut payload = [0u8; 32];
+            let mut payload = [0u8; REGISTER_CGROUP_MAX];
             let mut space = CmsgSpace([0; 64]);
             let mut iov = libc::iovec {
                 iov_base: payload.as_mut_ptr() as *mut libc::c_void,
@@ -527,11 +650,22 @@ unsafe fn watchdog_main(sock: RawFd) -> ! {
                 // End of file: every copy of the owner's end is closed; the owner is gone.
                 break;
             }
-            // Collect the fds that came with the message.
+            // Collect the fds that came with the message: the sender's pidfd
+            // made by the kernel (SCM_PIDFD; negative if it could not be made),
+            // and any passed ones (SCM_RIGHTS, kernels before 6.5).
             let mut fds = [-1i32; 2];
             let mut n_fds = 0;
+            let mut sender_pidfd = -1;
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
             while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == SCM_PIDFD
+                    && (*cmsg).cmsg_len >= libc::CMSG_LEN(4) as usize
+                {
+                    let fd = (libc::CMSG_DATA(cmsg) as *const i32).read_unaligned();
+                    close_if_open(sender_pidfd);
+                    sender_pidfd = fd;
+                }
                 if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                     let data = libc::CMSG_DATA(cmsg) as *const i32;
                     let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize)
@@ -550,32 +684,51 @@ unsafe fn watchdog_main(sock: RawFd) -> ! {
             }
             let n = n as usize;
             let token =
-                |p: &[u8; 32]| u64::from_le_bytes([p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]]);
+                |p: &[u8]| u64::from_le_bytes([p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]]);
+            let truncated = msg.msg_flags & libc::MSG_TRUNC != 0;
             match payload[0] {
-                REGISTER if n >= REGISTER_LEN => {
+                REGISTER if n >= REGISTER_LEN && !truncated => {
                     let pgid =
                         i32::from_le_bytes([payload[9], payload[10], payload[11], payload[12]]);
-                    let entry = Entry {
-                        token: token(&payload),
-                        pgid,
-                        pidfd: fds[0],
-                        cgroup_kill: fds[1],
+                    // A passed pidfd (old kernels) wins over the kernel's.
+                    let pidfd = if fds[0] >= 0 {
+                        close_if_open(sender_pidfd);
+                        fds[0]
+                    } else {
+                        sender_pidfd
                     };
-                    if !table.push(entry) {
-                        // Out of memory for the table: fail closed rather than leave the
-                        // child unguarded.
-                        kill_entry(entry);
-                        close_if_open(entry.pidfd);
-                        close_if_open(entry.cgroup_kill);
+                    close_if_open(fds[1]);
+                    table.upsert(token(&payload), |e| {
+                        close_if_open(e.pidfd);
+                        e.pgid = pgid;
+                        e.pidfd = pidfd;
+                    });
+                }
+                REGISTER_CGROUP if n > UNREGISTER_LEN && !truncated && payload[n - 1] == 0 => {
+                    close_if_open(sender_pidfd);
+                    for fd in fds {
+                        close_if_open(fd);
+                    }
+                    let kill = libc::open(
+                        payload[UNREGISTER_LEN..].as_ptr() as *const libc::c_char,
+                        libc::O_WRONLY | libc::O_CLOEXEC,
+                    );
+                    if kill >= 0 {
+                        table.upsert(token(&payload), |e| {
+                            close_if_open(e.cgroup_kill);
+                            e.cgroup_kill = kill;
+                        });
                     }
                 }
                 UNREGISTER if n >= UNREGISTER_LEN => {
                     table.remove(token(&payload));
+                    close_if_open(sender_pidfd);
                     for fd in fds {
                         close_if_open(fd);
                     }
                 }
                 _ => {
+                    close_if_open(sender_pidfd);
                     for fd in fds {
                         close_if_open(fd);
                     }
