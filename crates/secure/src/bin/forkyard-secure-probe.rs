@@ -32,6 +32,11 @@ forkyard-secure-probe <subcommand> [args]
                            write BYTES bytes to PATH in 1 MiB steps (SIGXFSZ ends it early)
   pid                      print getpid()
   nofile                   wait for a line (or EOF) on stdin, then print `nofile SOFT HARD`
+  hold-fds-in-flight N     make a socketpair and send N fds over it without ever receiving
+                           them (253 per sendmsg), print `holding K` (K sent), or
+                           `holding K err ERRNO` when the kernel refused more, or
+                           `err ERRNO` when no socketpair could be made; then wait for a
+                           line (or EOF) on stdin before exiting
 ";
 
 fn main() -> ExitCode {
@@ -172,6 +177,14 @@ fn main() -> ExitCode {
             }
         }
         "pid" => format!("pid {}", std::process::id()),
+        "hold-fds-in-flight" => {
+            let line = hold_fds_in_flight(text(0).parse().unwrap_or(0));
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+            let mut wait = String::new();
+            let _ = std::io::stdin().read_line(&mut wait);
+            return ExitCode::SUCCESS;
+        }
         "nofile" => {
             let mut line = String::new();
             let _ = std::io::stdin().read_line(&mut line);
@@ -250,4 +263,56 @@ fn err(e: &std::io::Error) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Puts up to `n` fds in flight on a socketpair nobody reads; the pair is leaked on
+/// purpose, so they stay in flight until the process exits.
+fn hold_fds_in_flight(n: usize) -> String {
+    let mut pair = [-1; 2];
+    // SAFETY: socketpair writes two fds into the array we own.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) } != 0 {
+        return err(&std::io::Error::last_os_error());
+    }
+    // SAFETY: open with a static C string; the fd is sent (duplicated) many times and
+    // stays open until exit.
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+    let mut sent = 0;
+    while sent < n {
+        let batch = (n - sent).min(253);
+        let fds = vec![null; batch];
+        let fd_bytes = std::mem::size_of_val(fds.as_slice());
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space_len = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+        let mut space = vec![0u64; space_len.div_ceil(8)];
+        let byte = [0u8];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_ptr() as *mut libc::c_void,
+            iov_len: 1,
+        };
+        // SAFETY: msghdr is plain data; every pointer set below points into buffers that
+        // live until sendmsg returns, and the CMSG_* helpers stay within `space`, which is
+        // CMSG_SPACE(fd_bytes) long.
+        let rc = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = space.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = space_len;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr() as *const u8,
+                libc::CMSG_DATA(cmsg),
+                fd_bytes,
+            );
+            libc::sendmsg(pair[0], &msg, libc::MSG_DONTWAIT)
+        };
+        if rc < 0 {
+            return format!("holding {sent} {}", err(&std::io::Error::last_os_error()));
+        }
+        sent += batch;
+    }
+    format!("holding {sent}")
 }

@@ -17,8 +17,15 @@
 //!   closed because its operations bypass seccomp entirely.
 //! * **`EPERM`** for `ioctl(TIOCSTI)`/`ioctl(TIOCLINUX)` (typing into a terminal) and
 //!   `perf_event_open`, which some tools probe.
-//! * **`EAFNOSUPPORT`** for `socket(2)` when the network is off: the answer a kernel without
-//!   that address family gives, which programs already handle.
+//! * **`EAFNOSUPPORT`** for `socket(2)` and `socketpair(2)` when the network is off: the
+//!   answer a kernel without that address family gives, which programs already handle.
+//!   `socketpair` goes too because a Unix socket the program made itself is how it could
+//!   put file descriptors *in flight* (sent, never received) in bulk: the kernel counts
+//!   those per user, and a few hundred of them once made every other sandboxed spawn of
+//!   the same user fail. forkyard-child no longer passes an fd to start a child, so that
+//!   hole is closed at its cause; denying what the program has no use for keeps such a
+//!   count from being inflated at all. A channel the parent handed over (an ipc channel
+//!   on fd 3) is an inherited socket and keeps working.
 //!
 //! The filters also kill any system call made through a foreign ABI: another architecture
 //! (i386 `int 0x80` on x86-64, checked by `seccompiler`'s arch test) and the x32 ABI (same
@@ -131,7 +138,7 @@ fn build(network_off: bool) -> Result<SeccompPlan, String> {
         filters.len(),
         if filters.len() == 1 { "" } else { "s" },
         if network_off {
-            "; EAFNOSUPPORT on socket"
+            "; EAFNOSUPPORT on socket, socketpair"
         } else {
             ""
         }
@@ -226,10 +233,11 @@ fn separate_programs(network_off: bool) -> Result<Vec<BpfProgram>, String> {
     let eperm = compile(eperm_rules, SeccompAction::Errno(libc::EPERM as u32))?;
 
     let mut filters = vec![kill, enosys, eperm];
-    // Filter 4: no sockets.
+    // Filter 4: no sockets, and no socket pairs to hold fds in flight with.
     if network_off {
         let mut socket_rules = BTreeMap::new();
         socket_rules.insert(libc::SYS_socket, Vec::new());
+        socket_rules.insert(libc::SYS_socketpair, Vec::new());
         filters.push(compile(
             socket_rules,
             SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
@@ -441,6 +449,10 @@ mod tests {
         );
         assert_eq!(
             verdict(libc::SYS_socket, [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]),
+            0x0005_0000 | libc::EAFNOSUPPORT as u32
+        );
+        assert_eq!(
+            verdict(libc::SYS_socketpair, [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]),
             0x0005_0000 | libc::EAFNOSUPPORT as u32
         );
         assert_eq!(

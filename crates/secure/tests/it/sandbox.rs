@@ -612,3 +612,73 @@ async fn without_capabilities_root_cannot_give_a_file_away() {
     }
     assert_nothing_left();
 }
+
+/// Fds in flight (sent over a socket, never received) are counted per user, and the
+/// kernel refuses to pass more from a process without capabilities while that count is
+/// above the sender's open-files limit. Starting a hardened child once passed an fd from
+/// inside the child, after its capabilities were gone and its limit lowered, so a few
+/// hundred fds held in flight by anyone of the same user made every hardened spawn fail
+/// (issue #17). Now nothing is passed, and strict refuses the socket pair to begin with.
+#[tokio::test]
+async fn fds_held_in_flight_cannot_stop_other_hardened_spawns() {
+    let uploads = Uploads::new();
+    let policy = probe_policy(limits(), Sandbox::strict(), &uploads.root());
+    // Strict refuses the socket pair a flood needs.
+    let mut cmd = policy
+        .command("probe", ["hold-fds-in-flight", "1000"])
+        .unwrap();
+    let out = release(spawn_waiting(&mut cmd)).await;
+    assert_eq!(out.stdout.text().trim(), "err EAFNOSUPPORT");
+    cmd.finish(&out.exit, out.stdout.total, 0).unwrap();
+
+    // A sandboxed flooder that may make one (minimal: no seccomp, no capabilities), and
+    // an unrelated process of the same user with its capabilities: each holds its fds
+    // in flight while 20 strict spawns run.
+    let minimal = probe_policy(limits(), Sandbox::minimal(), &uploads.root());
+    let mut flooder = minimal
+        .command("probe", ["hold-fds-in-flight", "1000"])
+        .unwrap();
+    let sandboxed = spawn_holding(flooder.builder()).await;
+    flooder.spawned(&sandboxed.0);
+    let mut plain = std::process::Command::new(probe());
+    plain.args(["hold-fds-in-flight", "1000"]);
+    let unrelated = spawn_holding(forkyard_child::Child::builder(&mut plain)).await;
+    assert_eq!(unrelated.1, "holding 1000");
+    // The sandboxed one gets as far as its own limit lets it: past 253, which was
+    // enough to stop the spawns.
+    let held: usize = sandboxed
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(held >= 253, "{}", sandboxed.1);
+    for i in 0..20 {
+        let out = policy.run("probe", ["pid"]).await;
+        let out = out.unwrap_or_else(|e| panic!("spawn {i} with fds in flight: {e:#}"));
+        assert_eq!(out.cause, EndCause::Exited { code: 0 }, "spawn {i}");
+    }
+    let out = release(sandboxed.0).await;
+    flooder.finish(&out.exit, out.stdout.total, 0).unwrap();
+    release(unrelated.0).await;
+    assert_nothing_left();
+}
+
+/// Spawns a `hold-fds-in-flight` probe with its stdin piped and returns it with its
+/// first line, once it holds its fds.
+async fn spawn_holding(builder: forkyard_child::Builder<'_>) -> (forkyard_child::Child, String) {
+    let mut child = builder
+        .stdin(forkyard_child::Input::Piped)
+        .stdout(forkyard_child::Output::lines())
+        .spawn()
+        .unwrap();
+    let line = tokio::time::timeout(forkyard_testkit::DEADLINE, child.next_line())
+        .await
+        .expect("the flooder reports within the deadline")
+        .expect("the flooder prints a line");
+    (
+        child,
+        String::from_utf8_lossy(&line.bytes).trim().to_string(),
+    )
+}
