@@ -108,8 +108,8 @@
 //!   rather than `posix_spawn`; see the README for what that costs.
 //! - `pre_exec` closures you add to the `Command` run *before* forkyard's own
 //!   (std runs them in the order added; forkyard adds its own at spawn). A hook
-//!   that installs a seccomp filter must leave `pidfd_open`, `sendmsg`,
-//!   `fcntl`, `dup2`, `close_range`, `setsid` and `write` allowed; a hook that
+//!   that installs a seccomp filter must leave `send`/`sendmsg` (and, on
+//!   kernels before 6.5, `pidfd_open`), `fcntl`, `dup2`, `close_range`, `setsid` and `write` allowed; a hook that
 //!   lowers `RLIMIT_NOFILE` below the fds in use makes the spawn fail with
 //!   EMFILE (forkyard-secure lowers it from the parent with `prlimit` right
 //!   after `exec` instead).
