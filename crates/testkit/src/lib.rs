@@ -62,9 +62,18 @@ pub fn fixture(subcommand: &str) -> Command {
 
 /// The path of the fixture binary, building it when missing or older than its sources.
 ///
-/// `cargo nextest run --workspace` builds it with everything else. A run of one
-/// crate (`-p forkyard-ipc`) does not build other packages' binaries, so the
-/// first call in such a run builds it with cargo.
+/// `cargo nextest run --workspace` (and `cargo test --workspace`) builds it before
+/// any test starts: it is a binary of this package, which has integration tests, and
+/// cargo builds a package's binaries for its integration tests. A run of one crate
+/// (`-p forkyard-ipc`) does not build other packages' binaries, so there the first
+/// test to ask builds it with cargo, and says so on stderr.
+///
+/// That build is the one thing here that can take long: it waits for cargo's lock on
+/// the target directory, so on a machine where other builds run it waits for them.
+/// Before the workspace run built the fixture, the first tests of every CI run paid
+/// for it (child's `exits::dropping_a_running_child_kills_and_reaps_it` and
+/// `exits::exit_matrix` took about 58 s each on a busy machine instead of under one).
+/// `tests/it/fixtures.rs` pins that a workspace run leaves nothing to build here.
 ///
 /// # Panics
 ///
@@ -73,7 +82,11 @@ pub fn fixture_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let path = target_dir().join(FIXTURE_BIN);
-        if !path.exists() || older_than_sources(&path) {
+        if let Some(why) = needs_build(&path) {
+            eprintln!(
+                "forkyard-testkit: building {FIXTURE_BIN} ({why}); a workspace run \
+                 (`cargo nextest run --workspace`) builds it before the tests start"
+            );
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = Command::new(cargo);
             build.args([
@@ -99,6 +112,17 @@ pub fn fixture_path() -> &'static Path {
         );
         path
     })
+}
+
+/// Why the fixture binary at `path` must be built first, if it must.
+fn needs_build(path: &Path) -> Option<&'static str> {
+    if !path.exists() {
+        Some("it is missing")
+    } else if older_than_sources(path) {
+        Some("its sources changed since it was built")
+    } else {
+        None
+    }
 }
 
 /// `target/<profile>` of the running test binary (tests live in `target/<profile>/deps`).

@@ -89,12 +89,17 @@ async fn a_cpu_burner_is_stopped_by_the_cpu_limit() {
         Sandbox::strict(),
     );
     let out = policy.run("fixture", ["cpu-burn"]).await.unwrap();
+    // The behaviour, not an amount: the kernel ended it for its CPU time (SIGXCPU at the
+    // soft limit, or SIGKILL at the hard one), and the cause the caller and the audit log
+    // see names the limit. (How much CPU it had used is rounded to ticks and was once
+    // measured at 898 ms on a busy machine, so it is no pass/fail criterion.)
     assert_eq!(out.cause, EndCause::CpuLimit, "{:?}", out.exit);
-    // It really ran about a second of CPU (rusage is rounded to ticks, so not exactly).
+    assert_eq!(out.cause.to_string(), "cpu-limit");
+    let signal = out.exit.signal().map(|s| s.as_raw());
     assert!(
-        out.exit.rusage().cpu() >= Duration::from_millis(900),
-        "{:?}",
-        out.exit.rusage()
+        signal == Some(libc::SIGXCPU) || signal == Some(libc::SIGKILL),
+        "ended by {signal:?}, not by the CPU limit: {:?}",
+        out.exit
     );
     assert_nothing_left();
 }

@@ -29,7 +29,7 @@ forkyard-fixture <subcommand> [args]
   list-fds                      print the fd numbers this process has open, one per line
   alloc-until-killed [STEP_MIB] allocate and touch STEP_MIB (default 8) MiB at a time, forever;
                                 prints `rss N` after every step
-  cpu-burn [SECONDS]            spin on the CPU (forever without SECONDS)
+  cpu-burn [SECONDS]            spin until SECONDS of its own CPU time are used (forever without)
   print-env [NAME..]            print NAME=VALUE for the given names (all when none)
   sleep SECONDS                 sleep, then exit 0
   own-tree [--trees N] [--setsid] [--cgroup DIR]
@@ -379,8 +379,14 @@ fn alloc_until_killed(step_mib: usize) -> Result<ExitCode, String> {
     }
 }
 
+/// Spins until it has used `seconds` of its own CPU time (not wall-clock time: on a
+/// loaded machine a burner timed by the wall clock gets only a share of a core, and a
+/// test reading its rusage would see less CPU than it asked for).
 fn cpu_burn(seconds: Option<f64>) -> Result<ExitCode, String> {
-    let start = std::time::Instant::now();
+    let cpu_used = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    };
     let mut x: u64 = 1;
     loop {
         for _ in 0..1_000_000 {
@@ -390,7 +396,7 @@ fn cpu_burn(seconds: Option<f64>) -> Result<ExitCode, String> {
         }
         std::hint::black_box(x);
         if let Some(s) = seconds
-            && start.elapsed().as_secs_f64() >= s
+            && cpu_used() >= s
         {
             return Ok(ExitCode::SUCCESS);
         }
