@@ -1,0 +1,6 @@
+//! forkyard-perf against real worker processes (the `forkyard-perf-fixture` bin).
+
+mod job;
+mod support;
+
+mod cache;
