@@ -21,6 +21,9 @@ pub(crate) struct Slot<V> {
     values: Vec<V>,
 }
 
+/// A job's combine function, when it has one.
+pub(crate) type Combiner<'a, K, V> = &'a dyn Fn(&K, &mut Vec<V>);
+
 /// A sorted partition's worth of entries: `(key, values)` in key order.
 pub(crate) type Sorted<K, V> = Vec<(K, Vec<V>)>;
 
@@ -55,9 +58,13 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         let _ = postcard::to_io(&key, &mut self.scratch);
         let part = partition_of(&self.scratch, self.reducers);
         self.bytes += self.scratch.len() + KEY_OVERHEAD + Self::value_cost();
-        let mut values = Vec::with_capacity(1);
-        values.push(value);
-        self.map.insert(key, Slot { part, values });
+        self.map.insert(
+            key,
+            Slot {
+                part,
+                values: vec![value],
+            },
+        );
     }
 
     fn add(
@@ -65,7 +72,7 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         key: &K,
         slot: &mut Slot<V>,
         value: V,
-        combine: Option<&dyn Fn(&K, &mut Vec<V>)>,
+        combine: Option<Combiner<'_, K, V>>,
     ) {
         slot.values.push(value);
         *bytes += Self::value_cost();
@@ -78,7 +85,7 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         }
     }
 
-    pub(crate) fn push(&mut self, key: K, value: V, combine: Option<&dyn Fn(&K, &mut Vec<V>)>) {
+    pub(crate) fn push(&mut self, key: K, value: V, combine: Option<Combiner<'_, K, V>>) {
         self.emitted += 1;
         match self.map.get_key_value_mut(&key) {
             Some((k, slot)) => Self::add(&mut self.bytes, k, slot, value, combine),
@@ -86,12 +93,8 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         }
     }
 
-    pub(crate) fn push_ref<Q>(
-        &mut self,
-        key: &Q,
-        value: V,
-        combine: Option<&dyn Fn(&K, &mut Vec<V>)>,
-    ) where
+    pub(crate) fn push_ref<Q>(&mut self, key: &Q, value: V, combine: Option<Combiner<'_, K, V>>)
+    where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
@@ -103,10 +106,7 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
     }
 
     /// Empties the buffer into one sorted, combined vector per partition.
-    pub(crate) fn drain_sorted(
-        &mut self,
-        combine: Option<&dyn Fn(&K, &mut Vec<V>)>,
-    ) -> Vec<Sorted<K, V>>
+    pub(crate) fn drain_sorted(&mut self, combine: Option<Combiner<'_, K, V>>) -> Vec<Sorted<K, V>>
     where
         K: Ord,
     {

@@ -21,7 +21,7 @@ use crate::report::{PhaseReport, Report, SkippedRecord};
 use crate::storage::{LocalStorage, Storage};
 use crate::task::{
     Fault, Outcome, OutputFormat, STATS_FILE, TaskKind, TaskRequest, TaskResponse, TaskStats,
-    cursor_path, map_attempt_name, map_task_name, part_name, reduce_marker,
+    cursor_path, map_attempt_name, map_task_name, part_name, reduce_marker, reduce_tmp,
 };
 
 /// The name of the job directory inside the output directory.
@@ -252,6 +252,7 @@ impl<J: Job> MapReduce<J> {
             job_name: J::name().to_string(),
             params,
             job_dir: job_dir.clone(),
+            out_dir: out_dir.clone(),
         };
 
         let all_reduced = (0..self.reducers).all(|r| reduce_marker(&job_dir, r).exists());
@@ -432,17 +433,21 @@ fn prepare_dirs(out_dir: &Path, identity: &Identity) -> Result<(PathBuf, PathBuf
     for dir in ["staging", "scratch", "cursors"] {
         let _ = std::fs::remove_dir_all(job_dir.join(dir));
     }
-    for dir in [&out_dir, &job_dir.join("reduce")] {
-        for e in std::fs::read_dir(dir)
-            .map_err(out_err)?
-            .filter_map(Result::ok)
-        {
-            if e.file_name().to_string_lossy().ends_with(".tmp") {
-                let _ = std::fs::remove_file(e.path());
-            }
+    sweep_tmp(&out_dir);
+    sweep_tmp(&job_dir.join("reduce"));
+    Ok((out_dir, job_dir, lock))
+}
+
+/// Removes the temporary files attempts left in `dir`.
+fn sweep_tmp(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        if e.file_name().to_string_lossy().ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
         }
     }
-    Ok((out_dir, job_dir, lock))
 }
 
 struct Ctx<'a, J: Job> {
@@ -450,6 +455,7 @@ struct Ctx<'a, J: Job> {
     job_name: String,
     params: Vec<u8>,
     job_dir: PathBuf,
+    out_dir: PathBuf,
 }
 
 #[derive(Default)]
@@ -679,8 +685,13 @@ impl<J: Job> Ctx<'_, J> {
                         Err(e) => Some((None, e.to_string())),
                     };
                     if let Some((position, message)) = failure {
-                        if phase == Phase::Map {
-                            let _ = LocalStorage::new(&self.job_dir).discard(&map_attempt_name(i as u32, attempt));
+                        match phase {
+                            Phase::Map => {
+                                let _ = LocalStorage::new(&self.job_dir).discard(&map_attempt_name(i as u32, attempt));
+                            }
+                            Phase::Reduce => {
+                                let _ = std::fs::remove_file(reduce_tmp(&self.out_dir, i as u32, attempt));
+                            }
                         }
                         if state.done {
                             continue;
@@ -740,12 +751,11 @@ impl<J: Job> Ctx<'_, J> {
                         sorted.sort();
                         let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
                         let threshold = me.backup_after.max(median * 2);
-                        for i in 0..states.len() {
-                            let s = &states[i];
+                        for (i, s) in states.iter_mut().enumerate() {
                             if !s.done && !s.backup && s.running == 1 && s.started.is_some_and(|t| t.elapsed() > threshold) {
-                                states[i].backup = true;
+                                s.backup = true;
                                 report.backups += 1;
-                                launch(i, true, &mut states[i], &mut running, &mut report);
+                                launch(i, true, s, &mut running, &mut report);
                                 in_flight += 1;
                             }
                         }
@@ -754,6 +764,22 @@ impl<J: Job> Ctx<'_, J> {
             }
         }
         bar.finish_and_clear();
+        if in_flight > 0 {
+            // Attempts that lost to a backup still hold workers (a stopped
+            // one holds its worker until the task timeout): the pool cannot
+            // cancel a running task, so end this pool and let the next phase
+            // start a fresh one.
+            drop(running);
+            if let Some(pool) = pool_slot.take() {
+                pool.shutdown(ShutdownMode::Cancel {
+                    grace: Duration::ZERO,
+                })
+                .await;
+            }
+            if phase == Phase::Reduce {
+                sweep_tmp(&self.out_dir);
+            }
+        }
         report.records_in = totals.records_in;
         report.bytes_in = totals.bytes_in;
         report.records_out = totals.records_out;

@@ -6,7 +6,7 @@ use std::hash::Hash;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, Combiner};
 
 /// A map-reduce job: a `map` from records to key-value pairs, an optional
 /// `combine` that folds values of one key early, and a `reduce` from a key and
@@ -77,7 +77,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// buffer (combining values of a key as they pile up, when the job combines).
 pub struct Emit<'a, K, V> {
     pub(crate) buffer: &'a mut Buffer<K, V>,
-    pub(crate) combine: Option<&'a dyn Fn(&K, &mut Vec<V>)>,
+    pub(crate) combine: Option<Combiner<'a, K, V>>,
 }
 
 impl<K, V> std::fmt::Debug for Emit<'_, K, V> {

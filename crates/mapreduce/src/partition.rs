@@ -57,5 +57,5 @@ mod tests {
             .collect();
         assert_eq!(got, PINNED);
     }
-    const PINNED: [u32; 4] = [0, 0, 0, 0];
+    const PINNED: [u32; 4] = [1, 3, 0, 3];
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, Combiner};
 use crate::input::Split;
 use crate::job::{Emit, Field, Job};
 use crate::run::{RunReader, RunWriter, Source, merge};
@@ -154,6 +154,10 @@ pub(crate) fn reduce_marker(job_dir: &Path, partition: u32) -> PathBuf {
         .join("reduce")
         .join(format!("r-{partition:05}.json"))
 }
+/// Where attempt `attempt` of reduce partition `partition` writes before it commits.
+pub(crate) fn reduce_tmp(out_dir: &Path, partition: u32, attempt: u32) -> PathBuf {
+    out_dir.join(format!(".{}.a{attempt}.tmp", part_name(partition)))
+}
 pub(crate) const STATS_FILE: &str = "stats.json";
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
@@ -220,7 +224,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
     };
     let skip: HashSet<u64> = args.skip.iter().copied().collect();
     let combine_fn = |k: &J::Key, v: &mut Vec<J::Value>| job.combine(k, v);
-    let combine: Option<&dyn Fn(&J::Key, &mut Vec<J::Value>)> =
+    let combine: Option<Combiner<'_, J::Key, J::Value>> =
         if J::COMBINES { Some(&combine_fn) } else { None };
 
     let mut buffer = Buffer::<J::Key, J::Value>::new(args.reducers);
@@ -382,7 +386,7 @@ fn run_reduce<J: Job>(
             .map_err(|e| err(&format!("cannot open the output of map task {m}"), e))?;
         sources.push(Source::Run(RunReader::<J::Key, J::Value>::new(r)));
     }
-    let tmp = out_dir.join(format!(".{part}.a{}.tmp", req.attempt));
+    let tmp = reduce_tmp(out_dir, partition, req.attempt);
     let file = File::create(&tmp).map_err(|e| err("cannot create the output", e))?;
     let mut out = BufWriter::with_capacity(256 << 10, file);
     let mut stats = TaskStats::default();

@@ -1,1 +1,9 @@
-//! forkyard-mapreduce against real worker processes.
+//! forkyard-mapreduce against real worker processes (the fixture binary
+//! serves the jobs in `jobs.rs`).
+
+mod jobs;
+mod support;
+
+mod bad_input;
+mod basic;
+mod faults;
