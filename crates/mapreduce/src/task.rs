@@ -469,3 +469,138 @@ pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic with a non-string payload".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Sum;
+    impl Job for Sum {
+        type Key = Vec<u8>;
+        type Value = u64;
+        type Output = u64;
+        const COMBINES: bool = true;
+        fn map(&self, r: &[u8], emit: &mut Emit<'_, Vec<u8>, u64>) {
+            for w in r.split(|b| *b == b' ').filter(|w| !w.is_empty()) {
+                emit.emit_ref(w, 1);
+            }
+        }
+        fn combine(&self, _: &Vec<u8>, v: &mut Vec<u64>) {
+            let s = v.iter().sum();
+            *v = vec![s];
+        }
+        fn reduce(&self, _: &Vec<u8>, v: Vec<u64>, emit: &mut dyn FnMut(u64)) {
+            emit(v.iter().sum())
+        }
+    }
+
+    /// No combiner: values must come out in emission order.
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Positions;
+    impl Job for Positions {
+        type Key = Vec<u8>;
+        type Value = u32;
+        type Output = u64;
+        fn map(&self, r: &[u8], emit: &mut Emit<'_, Vec<u8>, u32>) {
+            for (i, w) in r.split(|b| *b == b' ').enumerate() {
+                emit.emit(w.to_vec(), i as u32);
+            }
+        }
+        fn reduce(&self, _: &Vec<u8>, v: Vec<u32>, emit: &mut dyn FnMut(u64)) {
+            emit(v.len() as u64)
+        }
+    }
+
+    /// Runs map task 0 over `records` in-process; returns the outcome and
+    /// the committed run of every partition.
+    fn map_once<J: Job>(
+        job: J,
+        dir: &Path,
+        records: &[Vec<u8>],
+        memory: u64,
+        attempt: u32,
+    ) -> (Outcome, TaskStats, Vec<Vec<u8>>) {
+        let split = Split::Records {
+            label: "test".into(),
+            records: records.to_vec(),
+        };
+        let req = TaskRequest {
+            job_name: J::name().into(),
+            job: postcard::to_allocvec(&job).unwrap(),
+            job_dir: dir.to_path_buf(),
+            attempt,
+            fault: None,
+            kind: TaskKind::Map {
+                task: 0,
+                split,
+                reducers: 3,
+                memory,
+                skip: vec![],
+                careful: false,
+            },
+        };
+        let resp = run_task::<J>(&req).unwrap();
+        let runs = (0..3)
+            .map(|r| {
+                std::fs::read(
+                    dir.join("committed")
+                        .join(map_task_name(0))
+                        .join(part_name(r)),
+                )
+                .unwrap()
+            })
+            .collect();
+        (resp.outcome, resp.stats, runs)
+    }
+
+    fn records() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let word = prop_oneof![
+            Just(b"a".to_vec()),
+            Just(b"bb".to_vec()),
+            Just(b"c".to_vec()),
+            "[a-e]{1,3}".prop_map(String::into_bytes)
+        ];
+        let line = proptest::collection::vec(word, 0..6).prop_map(|ws| ws.join(&b' '));
+        proptest::collection::vec(line, 0..40)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        // Spilling after every record and merging the runs at the end writes
+        // the same committed runs, byte for byte, as one in-memory sort.
+        #[test]
+        fn spill_and_merge_equals_in_memory(records in records()) {
+            let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (_, s1, mem) = map_once(Sum, a.path(), &records, u64::MAX, 0);
+            let (_, s2, spilled) = map_once(Sum, b.path(), &records, 0, 0);
+            prop_assert_eq!(s1.spills, 0);
+            let with_words = records.iter().filter(|r| r.iter().any(|b| *b != b' ')).count();
+            prop_assert_eq!(s2.spills as usize, with_words);
+            prop_assert_eq!(mem, spilled);
+            let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (_, _, mem) = map_once(Positions, a.path(), &records, u64::MAX, 0);
+            let (_, _, spilled) = map_once(Positions, b.path(), &records, 0, 0);
+            prop_assert_eq!(mem, spilled);
+        }
+    }
+
+    #[test]
+    fn a_duplicate_attempt_loses_and_leaves_the_first_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = vec![b"a b a".to_vec(), b"c".to_vec()];
+        let (first, _, runs) = map_once(Sum, dir.path(), &records, u64::MAX, 0);
+        assert!(matches!(first, Outcome::Committed));
+        let (second, _, again) = map_once(Sum, dir.path(), &records, 0, 1);
+        assert!(matches!(second, Outcome::Lost));
+        assert_eq!(runs, again);
+        let staged = dir.path().join("staging");
+        assert_eq!(
+            std::fs::read_dir(staged).unwrap().count(),
+            0,
+            "the loser's files are gone"
+        );
+    }
+}
