@@ -69,6 +69,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A [`Launch::on_spawn`](crate::Launch::on_spawn) hook panicked; the child
+    /// it was given has been killed.
+    #[error("an on_spawn hook of `{program}` panicked: {message}")]
+    Hook {
+        /// The program as given to the `Command`.
+        program: String,
+        /// The panic's message.
+        message: String,
+    },
     /// The owner-death watchdog could not be started or reached, so the child
     /// could not be protected against orphaning; it was not started.
     #[error("cannot spawn `{program}`: the owner-death watchdog is unavailable")]

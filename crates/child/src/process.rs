@@ -1,5 +1,6 @@
 //! The `Child` handle: exit notification, stopping, killing, dropping.
 
+use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -126,6 +127,7 @@ pub(crate) struct Config {
     pub(crate) stdout: Option<Output>,
     pub(crate) stderr: Option<Output>,
     pub(crate) line_buffer: usize,
+    pub(crate) on_exit: ExitHooks,
 }
 
 /// A spawned process that we own: its process group, its exit, its resources.
@@ -157,6 +159,20 @@ pub struct Child {
     stderr: Option<ChildPipe>,
     lines: Option<mpsc::Receiver<Line>>,
     captures: [Option<JoinHandle<io::Result<Captured>>>; 2],
+    on_exit: ExitHooks,
+}
+
+/// The [`Launch::on_exit`](crate::Launch::on_exit) hooks, run once at reaping.
+///
+/// Behind a mutex only so that `Child` stays `Sync` (the hooks are `Send`, not
+/// `Sync`); it is only ever reached through `&mut self`, so never contended.
+pub(crate) struct ExitHooks(pub(crate) Mutex<Vec<crate::spawn::ExitHook>>);
+
+impl fmt::Debug for ExitHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.lock().map_or(0, |hooks| hooks.len());
+        write!(f, "{n} exit hooks")
+    }
 }
 
 impl Child {
@@ -165,12 +181,12 @@ impl Child {
     ///
     /// Must be called from within a tokio runtime.
     pub fn spawn(cmd: &mut std::process::Command) -> Result<Child, Error> {
-        Builder::new(cmd).spawn()
+        Builder::with(cmd).spawn()
     }
 
     /// Options for spawning `cmd`: output capture, passed fds, timeout, ...
     pub fn builder(cmd: &mut std::process::Command) -> Builder<'_> {
-        Builder::new(cmd)
+        Builder::with(cmd)
     }
 
     pub(crate) fn adopt(
@@ -241,6 +257,7 @@ impl Child {
             stderr: None,
             lines: None,
             captures: [None, None],
+            on_exit: config.on_exit,
         };
         child.stdin = stdin
             .map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)))
@@ -331,6 +348,17 @@ impl Child {
     fn store(&mut self, exit: Exit) -> Exit {
         tracing::debug!(pid = self.id(), %exit, "child reaped");
         self.exit = Some(exit.clone());
+        let hooks = std::mem::take(self.on_exit.0.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for hook in hooks {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&exit)));
+            if let Err(panic) = ran {
+                tracing::warn!(
+                    pid = self.id(),
+                    panic = %crate::spawn::panic_message(panic.as_ref()),
+                    "an on_exit hook panicked"
+                );
+            }
+        }
         exit
     }
 

@@ -1,5 +1,6 @@
 //! Spawning: the builder, the `pre_exec` closure, and typed spawn errors.
 
+use std::borrow::BorrowMut;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -12,12 +13,54 @@ use std::time::Duration;
 use crate::cgroup::Cgroup;
 use crate::output::{Input, Output, OutputKind};
 use crate::process::Child;
-use crate::{Error, Signal, watchdog};
+use crate::{Error, Exit, Signal, watchdog};
 
 /// The grace period used by timeouts when none is set: 5 seconds.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
-/// Options for spawning a [`Child`]; made by [`Child::builder`].
+/// How to start a process, owned: the `Command` plus every option forkyard
+/// adds (stdio, passed fds, timeout, grace, stop signal, watchdog, cgroup,
+/// session, line buffer) and hooks run just after the spawn and after the exit.
+///
+/// A `Launch` can be stored, sent to another task and handed to another crate,
+/// which is what lets the patterns compose: a pool starts its workers from a
+/// `Fn() -> Launch`, a supervisor restarts a service from one, and
+/// forkyard-secure turns a validated request into one whose hooks keep its
+/// layer report and audit record. [`Builder`] is the same type over a borrowed
+/// `Command`, for one-off spawns; every option is defined once, here.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), forkyard_child::Error> {
+/// use std::process::Command;
+/// use std::time::Duration;
+/// use forkyard_child::{Launch, Output};
+///
+/// let mut cmd = Command::new("make");
+/// cmd.arg("-j4");
+/// let launch = Launch::new(cmd)
+///     .stdout(Output::capture(1 << 20))
+///     .stderr(Output::capture(1 << 20).with_lines())
+///     .timeout(Duration::from_secs(600))
+///     .grace(Duration::from_secs(10))
+///     .on_spawn(|child| eprintln!("make runs as pid {}", child.id()))
+///     .on_exit(|exit| eprintln!("make ended: {exit}"));
+/// let mut child = launch.spawn()?;
+/// while let Some(line) = child.next_line().await {
+///     eprintln!("make: {}", line.text());
+/// }
+/// let out = child.wait_with_output().await?;
+/// println!("{} ({} bytes of stdout)", out.exit, out.stdout.total);
+/// # Ok(()) }
+/// ```
+#[must_use = "a launch does nothing until .spawn() is called"]
+pub struct Launch<C = Command> {
+    cmd: C,
+    options: Options,
+    on_spawn: Vec<SpawnHook>,
+    on_exit: Vec<ExitHook>,
+}
+
+/// [`Launch`] over a borrowed `Command`; made by [`Child::builder`].
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), forkyard_child::Error> {
@@ -27,21 +70,22 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 ///
 /// let mut child = Child::builder(Command::new("make").arg("-j4"))
 ///     .stdout(Output::capture(1 << 20))
-///     .stderr(Output::capture(1 << 20).with_lines())
 ///     .timeout(Duration::from_secs(600))
-///     .grace(Duration::from_secs(10))
 ///     .spawn()?;
-/// while let Some(line) = child.next_line().await {
-///     eprintln!("make: {}", line.text());
-/// }
 /// let out = child.wait_with_output().await?;
 /// println!("{} ({} bytes of stdout)", out.exit, out.stdout.total);
 /// # Ok(()) }
 /// ```
+pub type Builder<'a> = Launch<&'a mut Command>;
+
+/// Called once with a freshly spawned child.
+pub(crate) type SpawnHook = Box<dyn FnOnce(&mut Child) + Send>;
+/// Called once with the child's exit, when it is reaped.
+pub(crate) type ExitHook = Box<dyn FnOnce(&Exit) + Send>;
+
+/// Every option of a [`Launch`] but the command and the hooks.
 #[derive(Debug)]
-#[must_use = "a builder does nothing until .spawn() is called"]
-pub struct Builder<'a> {
-    cmd: &'a mut Command,
+struct Options {
     stdin: Option<Input>,
     stdout: Option<Output>,
     stderr: Option<Output>,
@@ -55,46 +99,89 @@ pub struct Builder<'a> {
     new_session: bool,
 }
 
-impl<'a> Builder<'a> {
-    pub(crate) fn new(cmd: &'a mut Command) -> Builder<'a> {
-        Builder {
+impl<C: std::fmt::Debug> std::fmt::Debug for Launch<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("cmd", &self.cmd)
+            .field("options", &self.options)
+            .field("on_spawn", &self.on_spawn.len())
+            .field("on_exit", &self.on_exit.len())
+            .finish()
+    }
+}
+
+impl Launch {
+    /// Run `cmd` with the default options: its own process group, guarded by
+    /// the owner-death watchdog, stdio as configured on the `Command`.
+    pub fn new(cmd: Command) -> Launch {
+        Launch::with(cmd)
+    }
+
+    /// The command, to read what will run.
+    pub fn command(&self) -> &Command {
+        &self.cmd
+    }
+
+    /// The command, to change its arguments, environment or working directory.
+    pub fn command_mut(&mut self) -> &mut Command {
+        &mut self.cmd
+    }
+}
+
+impl From<Command> for Launch {
+    fn from(cmd: Command) -> Launch {
+        Launch::new(cmd)
+    }
+}
+
+impl<C: BorrowMut<Command>> Launch<C> {
+    pub(crate) fn with(cmd: C) -> Launch<C> {
+        Launch {
             cmd,
-            stdin: None,
-            stdout: None,
-            stderr: None,
-            fds: Vec::new(),
-            timeout: None,
-            grace: DEFAULT_GRACE,
-            stop_signal: Signal::TERM,
-            watchdog: true,
-            cgroup: None,
-            line_buffer: 1024,
-            new_session: false,
+            options: Options {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+                fds: Vec::new(),
+                timeout: None,
+                grace: DEFAULT_GRACE,
+                stop_signal: Signal::TERM,
+                watchdog: true,
+                cgroup: None,
+                line_buffer: 1024,
+                new_session: false,
+            },
+            on_spawn: Vec::new(),
+            on_exit: Vec::new(),
         }
     }
 
     /// What the child's stdin is connected to (default: as configured on the
     /// `Command`, which inherits unless told otherwise).
     pub fn stdin(mut self, input: Input) -> Self {
-        self.stdin = Some(input);
+        self.options.stdin = Some(input);
         self
     }
 
     /// What happens to the child's stdout (default: as configured on the `Command`).
     pub fn stdout(mut self, output: Output) -> Self {
-        self.stdout = Some(output);
+        self.options.stdout = Some(output);
         self
     }
 
     /// What happens to the child's stderr (default: as configured on the `Command`).
     pub fn stderr(mut self, output: Output) -> Self {
-        self.stderr = Some(output);
+        self.options.stderr = Some(output);
         self
     }
 
     /// Sets an environment variable for the child (as `Command::env` does).
-    pub fn env(self, key: impl AsRef<std::ffi::OsStr>, value: impl AsRef<std::ffi::OsStr>) -> Self {
-        self.cmd.env(key, value);
+    pub fn env(
+        mut self,
+        key: impl AsRef<std::ffi::OsStr>,
+        value: impl AsRef<std::ffi::OsStr>,
+    ) -> Self {
+        self.cmd.borrow_mut().env(key, value);
         self
     }
 
@@ -103,7 +190,7 @@ impl<'a> Builder<'a> {
     /// Every other fd of the parent is closed in the child, whatever its
     /// close-on-exec flag says; these are the only exceptions.
     pub fn pass_fd(mut self, fd: OwnedFd, target: RawFd) -> Self {
-        self.fds.push((fd, target));
+        self.options.fds.push((fd, target));
         self
     }
 
@@ -112,31 +199,31 @@ impl<'a> Builder<'a> {
     /// The deadline is enforced while somebody awaits [`Child::wait`] or
     /// [`Child::wait_with_output`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.options.timeout = Some(timeout);
         self
     }
 
     /// How long a timed-out child gets between the stop signal and SIGKILL
     /// (default [`DEFAULT_GRACE`]).
     pub fn grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.options.grace = grace;
         self
     }
 
     /// The polite signal sent by [`Child::stop`] and timeouts (default SIGTERM).
     pub fn stop_signal(mut self, signal: Signal) -> Self {
-        self.stop_signal = signal;
+        self.options.stop_signal = signal;
         self
     }
 
     /// Whether the owner-death watchdog guards this child (default `true`).
     ///
-    /// Turning it off saves a `sendmsg` per spawn, and leaves the child running
+    /// Turning it off saves a `send` per spawn, and leaves the child running
     /// if the owner is killed. Meant for measuring the guard's cost, and for
     /// owners that are themselves contained (in a pid namespace or a cgroup that
     /// is killed as a whole).
     pub fn kill_on_owner_death(mut self, enabled: bool) -> Self {
-        self.watchdog = enabled;
+        self.options.watchdog = enabled;
         self
     }
 
@@ -144,7 +231,7 @@ impl<'a> Builder<'a> {
     /// able to write), so that every descendant, even one that calls `setsid`,
     /// is stopped and killed with it. See the crate docs, "Containment".
     pub fn cgroup(mut self, parent: impl Into<PathBuf>) -> Self {
-        self.cgroup = Some(parent.into());
+        self.options.cgroup = Some(parent.into());
         self
     }
 
@@ -152,14 +239,32 @@ impl<'a> Builder<'a> {
     /// process group: it then has no controlling terminal, and its session id,
     /// process group id and pid are all the same. Group signals work as before.
     pub fn new_session(mut self, enabled: bool) -> Self {
-        self.new_session = enabled;
+        self.options.new_session = enabled;
         self
     }
 
     /// How many lines may wait in the line channel before the readers pause
     /// (default 1024).
     pub fn line_buffer(mut self, lines: usize) -> Self {
-        self.line_buffer = lines.max(1);
+        self.options.line_buffer = lines.max(1);
+        self
+    }
+
+    /// Runs `hook` with the child right after it is spawned, before
+    /// [`spawn`](Self::spawn) returns it: take its stdin or stdout here, or
+    /// tell another component which process it became. Hooks run in the order
+    /// added. A hook that panics ends the child (it is dropped, so killed) and
+    /// the spawn fails with [`Error::Hook`].
+    pub fn on_spawn(mut self, hook: impl FnOnce(&mut Child) + Send + 'static) -> Self {
+        self.on_spawn.push(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` once with the child's [`Exit`], when it is reaped (by
+    /// [`Child::wait`], [`Child::try_wait`] or a stop). Not run for a child
+    /// that is dropped unreaped. A panic in it is caught and logged.
+    pub fn on_exit(mut self, hook: impl FnOnce(&Exit) + Send + 'static) -> Self {
+        self.on_exit.push(Box::new(hook));
         self
     }
 
@@ -168,20 +273,26 @@ impl<'a> Builder<'a> {
     /// Must be called from within a tokio runtime (exit notification uses the
     /// runtime's reactor).
     pub fn spawn(self) -> Result<Child, Error> {
-        let Builder {
-            cmd,
-            stdin,
-            stdout,
-            stderr,
-            fds,
-            timeout,
-            grace,
-            stop_signal,
-            watchdog,
-            cgroup,
-            line_buffer,
-            new_session,
+        let Launch {
+            mut cmd,
+            options:
+                Options {
+                    stdin,
+                    stdout,
+                    stderr,
+                    fds,
+                    timeout,
+                    grace,
+                    stop_signal,
+                    watchdog,
+                    cgroup,
+                    line_buffer,
+                    new_session,
+                },
+            on_spawn,
+            on_exit,
         } = self;
+        let cmd: &mut Command = cmd.borrow_mut();
         let program = cmd.get_program().to_string_lossy().into_owned();
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime { program });
@@ -296,13 +407,28 @@ impl<'a> Builder<'a> {
                             matches!(o.kind, OutputKind::Piped | OutputKind::Collected)
                         }),
                         line_buffer,
+                        on_exit: crate::process::ExitHooks(std::sync::Mutex::new(on_exit)),
                     };
-                    return Child::adopt(std_child, registration, cg, config).map_err(|source| {
-                        Error::Spawn {
-                            program: program.clone(),
-                            source,
+                    let mut child =
+                        Child::adopt(std_child, registration, cg, config).map_err(|source| {
+                            Error::Spawn {
+                                program: program.clone(),
+                                source,
+                            }
+                        })?;
+                    for hook in on_spawn {
+                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            hook(&mut child)
+                        }));
+                        if let Err(panic) = ran {
+                            // Dropping the child kills its group and reaps it.
+                            return Err(Error::Hook {
+                                program,
+                                message: panic_message(panic.as_ref()),
+                            });
                         }
-                    });
+                    }
+                    return Ok(child);
                 }
                 Err(source) => {
                     if let Some(cg) = cg {
@@ -320,6 +446,15 @@ impl<'a> Builder<'a> {
             }
         }
     }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
 }
 
 /// Whether a failed send to the watchdog says it is gone (so a fresh one is due).

@@ -1,13 +1,10 @@
 //! What to supervise: [`ChildSpec`] and [`Launch`].
 
 use std::fmt;
-use std::os::fd::{OwnedFd, RawFd};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use forkyard_child::{Child, Input, Output, Signal};
+use forkyard_child::Signal;
 
 use crate::backoff::Backoff;
 use crate::breaker::BreakerConfig;
@@ -18,16 +15,18 @@ use crate::policy::{CleanExits, Restart, Shutdown};
 use crate::probe::Probe;
 use crate::supervisor::SupervisorBuilder;
 
-/// Everything needed to start one instance of a child process: the command, its stdio, fds to
-/// hand over, and a hook that sees the spawned [`Child`].
+/// How to start one instance of a child process: forkyard-child's owned
+/// [`Launch`](forkyard_child::Launch), re-exported, so one type describes a
+/// start for a one-off spawn, a pool's workers and a supervisor's children.
 ///
 /// A [`ChildSpec`]'s factory makes a fresh `Launch` for every start, so anything per-instance
 /// (a socketpair for an ipc channel, a pipe to read heartbeats from) is created there. A plain
-/// [`Command`] converts into a `Launch` with the `Command`'s own stdio settings.
+/// [`Command`](std::process::Command) converts into a `Launch` with the `Command`'s own stdio settings. The spec's
+/// [`Shutdown`] and [`stop_signal`](ChildSpec::stop_signal) decide how an instance is
+/// stopped, over what the `Launch` says.
 ///
 /// ```
-/// use std::process::Command;
-/// use forkyard_child::Output;
+/// /// use forkyard_child::Output;
 /// use forkyard_supervise::{ChildSpec, Launch};
 ///
 /// let spec = ChildSpec::new("worker", || {
@@ -39,102 +38,7 @@ use crate::supervisor::SupervisorBuilder;
 /// });
 /// # let _ = spec;
 /// ```
-pub struct Launch {
-    pub(crate) command: Command,
-    pub(crate) stdin: Option<Input>,
-    pub(crate) stdout: Option<Output>,
-    pub(crate) stderr: Option<Output>,
-    pub(crate) fds: Vec<(OwnedFd, RawFd)>,
-    pub(crate) cgroup: Option<PathBuf>,
-    pub(crate) new_session: bool,
-    pub(crate) on_spawn: Option<SpawnHook>,
-}
-
-/// Called once with a freshly spawned child.
-pub(crate) type SpawnHook = Box<dyn FnOnce(&mut Child) + Send>;
-
-impl fmt::Debug for Launch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Launch")
-            .field("command", &self.command)
-            .field("stdin", &self.stdin)
-            .field("stdout", &self.stdout)
-            .field("stderr", &self.stderr)
-            .field("fds", &self.fds)
-            .field("cgroup", &self.cgroup)
-            .field("new_session", &self.new_session)
-            .field("on_spawn", &self.on_spawn.is_some())
-            .finish()
-    }
-}
-
-impl Launch {
-    /// Run `command` (stdio as configured on it).
-    pub fn new(command: Command) -> Self {
-        Launch {
-            command,
-            stdin: None,
-            stdout: None,
-            stderr: None,
-            fds: Vec::new(),
-            cgroup: None,
-            new_session: false,
-            on_spawn: None,
-        }
-    }
-
-    /// The child's stdin (see [`forkyard_child::Builder::stdin`]).
-    pub fn stdin(mut self, input: Input) -> Self {
-        self.stdin = Some(input);
-        self
-    }
-
-    /// The child's stdout (see [`forkyard_child::Builder::stdout`]).
-    pub fn stdout(mut self, output: Output) -> Self {
-        self.stdout = Some(output);
-        self
-    }
-
-    /// The child's stderr (see [`forkyard_child::Builder::stderr`]).
-    pub fn stderr(mut self, output: Output) -> Self {
-        self.stderr = Some(output);
-        self
-    }
-
-    /// Hand `fd` to the child as fd number `target` (see [`forkyard_child::Builder::pass_fd`]).
-    pub fn pass_fd(mut self, fd: OwnedFd, target: RawFd) -> Self {
-        self.fds.push((fd, target));
-        self
-    }
-
-    /// Run each instance in its own cgroup v2 under `parent` (see
-    /// [`forkyard_child::Builder::cgroup`]): stopping it then ends every
-    /// descendant, also one that left the process group with `setsid`.
-    pub fn cgroup(mut self, parent: impl Into<PathBuf>) -> Self {
-        self.cgroup = Some(parent.into());
-        self
-    }
-
-    /// Start each instance in a new session rather than only a new process
-    /// group (see [`forkyard_child::Builder::new_session`]).
-    pub fn new_session(mut self, enabled: bool) -> Self {
-        self.new_session = enabled;
-        self
-    }
-
-    /// Called with the spawned child, before the supervisor starts watching it: take its
-    /// stdin or stdout here (to read heartbeats from it, for example).
-    pub fn on_spawn(mut self, hook: impl FnOnce(&mut Child) + Send + 'static) -> Self {
-        self.on_spawn = Some(Box::new(hook));
-        self
-    }
-}
-
-impl From<Command> for Launch {
-    fn from(command: Command) -> Self {
-        Launch::new(command)
-    }
-}
+pub use forkyard_child::Launch;
 
 type Factory = Arc<dyn Fn() -> Launch + Send + Sync>;
 
@@ -147,8 +51,7 @@ pub(crate) enum Start {
 /// How to start, check and stop one supervised child, and what to do when it ends.
 ///
 /// ```
-/// use std::process::Command;
-/// use std::time::Duration;
+/// /// use std::time::Duration;
 /// use forkyard_supervise::{Backoff, ChildSpec, Probe, Restart, Shutdown};
 ///
 /// let web = ChildSpec::new("web", || Command::new("my-server"))
@@ -231,7 +134,7 @@ impl ChildSpec {
     }
 
     /// A child process made by `launch`, which is called for every start and returns a
-    /// [`Command`] (or a [`Launch`] for more control).
+    /// [`Command`](std::process::Command) (or a [`Launch`] for more control).
     pub fn new<L: Into<Launch>>(
         name: impl Into<String>,
         launch: impl Fn() -> L + Send + Sync + 'static,

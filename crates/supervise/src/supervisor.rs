@@ -1042,47 +1042,16 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 fn spawn_process(launch: Launch, spec: &ChildSpec) -> Result<Child, String> {
-    let Launch {
-        mut command,
-        stdin,
-        stdout,
-        stderr,
-        fds,
-        cgroup,
-        new_session,
-        on_spawn,
-    } = launch;
     let grace = match spec.shutdown {
         Shutdown::Signal { grace } => grace,
         Shutdown::Brutal => Duration::ZERO,
     };
-    let mut builder = Child::builder(&mut command)
+    // A panicking on_spawn hook fails the start (the child it was given is killed).
+    launch
         .stop_signal(spec.stop_signal)
-        .grace(grace);
-    if let Some(stdin) = stdin {
-        builder = builder.stdin(stdin);
-    }
-    if let Some(stdout) = stdout {
-        builder = builder.stdout(stdout);
-    }
-    if let Some(stderr) = stderr {
-        builder = builder.stderr(stderr);
-    }
-    for (fd, target) in fds {
-        builder = builder.pass_fd(fd, target);
-    }
-    if let Some(parent) = cgroup {
-        builder = builder.cgroup(parent);
-    }
-    builder = builder.new_session(new_session);
-    let mut child = builder.spawn().map_err(|e| e.to_string())?;
-    if let Some(hook) = on_spawn {
-        // A panicking hook must not take the supervisor down; the child keeps running.
-        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| hook(&mut child))) {
-            tracing::warn!(pid = child.id(), panic = %panic_text(&panic), "on_spawn hook panicked");
-        }
-    }
-    Ok(child)
+        .grace(grace)
+        .spawn()
+        .map_err(|e| e.to_string())
 }
 
 /// Waits for the child's exit, or stops it when told to; returns how it ended.

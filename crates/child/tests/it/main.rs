@@ -8,6 +8,7 @@ mod errors;
 mod exits;
 mod fds;
 mod group;
+mod launch;
 mod leaks;
 mod orphans;
 mod output;
