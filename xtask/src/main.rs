@@ -8,7 +8,12 @@
 //!   `crates/<name>/examples/compare.rs` (optional) measures side by side with the
 //!   baselines and peers present on the machine; `cargo xtask bench <name>` runs both.
 //! - `crates/<name>/examples/fault.rs` is the fault-injection suite
-//!   `cargo xtask fault <name> --seed N` runs.
+//!   `cargo xtask fault <name> --seed N` runs; it must accept `--quick` (a run of
+//!   seconds, as CI runs it).
+//!
+//! Every example is built first, all of them in one cargo invocation with cargo's
+//! progress on screen (see [`build_examples`]), and then run as a binary, so what a
+//! task times is the run, never the build, and nothing is built mid-run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,6 +60,13 @@ enum Task {
         /// Seed for the random schedule (printed, so a failure can be replayed).
         #[arg(long)]
         seed: Option<u64>,
+        /// A short run of each suite (seconds), as CI does.
+        #[arg(long)]
+        quick: bool,
+        /// Build the suites in the dev profile (as CI does, reusing its build)
+        /// instead of release.
+        #[arg(long)]
+        dev: bool,
     },
     /// Everything CI checks, cheapest first.
     Ci,
@@ -74,7 +86,12 @@ fn main() -> Result<()> {
             name,
             criterion_args,
         } => bench(&root, name.as_deref(), &criterion_args),
-        Task::Fault { name, seed } => fault(&root, name.as_deref(), seed),
+        Task::Fault {
+            name,
+            seed,
+            quick,
+            dev,
+        } => fault(&root, name.as_deref(), seed, quick, !dev),
         Task::Ci => ci(&root),
     }
 }
@@ -160,28 +177,125 @@ fn display(cmd: &Command) -> String {
     s
 }
 
+/// Builds `example` of every crate in `names` (and every `[[bin]]` of those crates and
+/// of testkit: the fixtures, probes and workers an example may spawn) in **one** cargo
+/// invocation, with cargo's progress on screen, and returns, per crate, the command
+/// that runs the built example binary directly.
+///
+/// This is the one place that knows how an example is built and run, shared by
+/// demo, bench (compare) and fault. Running the binary rather than `cargo run`
+/// keeps building out of every time we print, and building everything first means
+/// no example goes quiet mid-run while cargo builds something it needs.
+fn build_examples(
+    names: &[String],
+    example: &str,
+    release: bool,
+) -> Result<Vec<(String, Command)>> {
+    let mut cmd = cargo();
+    // JSON on stdout tells us where each binary went (every crate's example is
+    // called `demo`, so `target/debug/examples/demo` names only one of them);
+    // diagnostics and the progress stay on stderr, rendered as usual.
+    cmd.args(["build", "--message-format=json-render-diagnostics"]);
+    for name in names {
+        cmd.args(["--package", &format!("forkyard-{name}")]);
+    }
+    if !names.iter().any(|n| n == "testkit") {
+        cmd.args(["--package", "forkyard-testkit"]);
+    }
+    cmd.args(["--example", example, "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    eprintln!(
+        "\n==> building {} `{example}` example{} and the binaries they run, in one cargo invocation{}",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        if release { " (release)" } else { "" },
+    );
+    eprintln!("    $ {}", display(&cmd));
+    let start = Instant::now();
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    if !out.status.success() {
+        bail!("building the examples failed ({})", out.status);
+    }
+    eprintln!("<== built in {:.1?}", start.elapsed());
+    // Where the examples went. Every crate's example has the same name, so cargo's
+    // uplifted `target/<profile>/examples/demo` names only one of them (and its JSON
+    // messages all point there); the binary of each is `examples/demo-<hash>`, whose
+    // dep-info file names the example's source.
+    let mut examples_dir = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_example = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "example"));
+        if msg["reason"] == "compiler-artifact"
+            && is_example
+            && msg["target"]["name"] == example
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            examples_dir = Path::new(exe).parent().map(Path::to_path_buf);
+        }
+    }
+    let examples_dir = examples_dir.context("cargo reported no example binary")?;
+    names
+        .iter()
+        .map(|name| {
+            let source = format!("crates/{name}/examples/{example}.rs");
+            let exe = built_example(&examples_dir, example, &source)
+                .with_context(|| format!("cargo built no binary for {source}"))?;
+            let mut run = Command::new(exe);
+            // Examples that can build what they need themselves (for `cargo run
+            // --example`) skip that when run from here: it is built.
+            run.env("FORKYARD_PREBUILT", "1");
+            Ok((name.clone(), run))
+        })
+        .collect()
+}
+
+/// The newest `<example>-<hash>` binary in `dir` whose dep-info names `source`.
+fn built_example(dir: &Path, example: &str, source: &str) -> Option<PathBuf> {
+    let prefix = format!("{example}-");
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hash = name.strip_prefix(&prefix)?.strip_suffix(".d")?;
+            let deps = std::fs::read_to_string(entry.path()).ok()?;
+            let first = deps.lines().next()?;
+            if !first.split_whitespace().any(|dep| dep == source) {
+                return None;
+            }
+            let exe = dir.join(format!("{prefix}{hash}"));
+            let modified = exe.metadata().ok()?.modified().ok()?;
+            Some((modified, exe))
+        })
+        .max()
+        .map(|(_, exe)| exe)
+}
+
 fn demo(root: &Path, name: Option<&str>, quick: bool, release: bool) -> Result<()> {
     let names = select(root, name, "examples/demo.rs", "demo")?;
-    for name in names {
-        let mut cmd = cargo();
-        cmd.args([
-            "run",
-            "--quiet",
-            "--package",
-            &format!("forkyard-{name}"),
-            "--example",
-            "demo",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        cmd.arg("--");
+    let mut times = Vec::new();
+    for (name, mut cmd) in build_examples(&names, "demo", release)? {
         if quick {
             cmd.arg("--quick");
         }
         let before = target_processes(root);
-        run(&format!("demo {name}"), &mut cmd)?;
+        times.push((name.clone(), run(&format!("demo {name}"), &mut cmd)?));
         check_nothing_left(root, &before, &format!("demo {name}"))?;
+    }
+    if times.len() > 1 {
+        eprintln!("\ndemo run times (building excluded):");
+        for (name, took) in times {
+            eprintln!("  {name:<10} {took:>8.1?}");
+        }
     }
     Ok(())
 }
@@ -248,43 +362,34 @@ fn ancestors(mut pid: u32) -> Vec<u32> {
 }
 
 fn bench(root: &Path, name: Option<&str>, criterion_args: &[String]) -> Result<()> {
-    let mut names = select(root, name, "benches", "benchmarks").unwrap_or_default();
-    for extra in select(root, name, "examples/compare.rs", "comparison").unwrap_or_default() {
-        if !names.contains(&extra) {
-            names.push(extra);
-        }
-    }
-    if names.is_empty() {
+    let benches = select(root, name, "benches", "benchmarks").unwrap_or_default();
+    let compares = select(root, name, "examples/compare.rs", "comparison").unwrap_or_default();
+    if benches.is_empty() && compares.is_empty() {
         bail!(
             "no benchmarks found{}",
             name.map(|n| format!(" for `{n}`")).unwrap_or_default()
         );
     }
+    let mut compares = if compares.is_empty() {
+        Vec::new()
+    } else {
+        build_examples(&compares, "compare", true)?
+    };
+    // Every crate with either, in the order the lessons build on each other.
+    let names: Vec<String> = crates_with(root, "Cargo.toml")
+        .into_iter()
+        .filter(|n| benches.contains(n) || compares.iter().any(|(c, _)| c == n))
+        .collect();
     for name in names {
-        let package = format!("forkyard-{name}");
         let before = target_processes(root);
-        if root.join("crates").join(&name).join("benches").exists() {
+        if benches.contains(&name) {
             let mut cmd = cargo();
-            cmd.args(["bench", "--package", &package, "--"])
+            cmd.args(["bench", "--package", &format!("forkyard-{name}"), "--"])
                 .args(criterion_args);
             run(&format!("bench {name}"), &mut cmd)?;
         }
-        if root
-            .join("crates")
-            .join(&name)
-            .join("examples/compare.rs")
-            .exists()
-        {
-            let mut cmd = cargo();
-            cmd.args([
-                "run",
-                "--quiet",
-                "--release",
-                "--package",
-                &package,
-                "--example",
-                "compare",
-            ]);
+        if let Some(i) = compares.iter().position(|(n, _)| *n == name) {
+            let (_, mut cmd) = compares.remove(i);
             run(&format!("compare {name}"), &mut cmd)?;
         }
         check_nothing_left(root, &before, &format!("bench {name}"))?;
@@ -292,7 +397,13 @@ fn bench(root: &Path, name: Option<&str>, criterion_args: &[String]) -> Result<(
     Ok(())
 }
 
-fn fault(root: &Path, name: Option<&str>, seed: Option<u64>) -> Result<()> {
+fn fault(
+    root: &Path,
+    name: Option<&str>,
+    seed: Option<u64>,
+    quick: bool,
+    release: bool,
+) -> Result<()> {
     let names = select(root, name, "examples/fault.rs", "fault suite")?;
     let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -300,24 +411,23 @@ fn fault(root: &Path, name: Option<&str>, seed: Option<u64>) -> Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(1)
     });
-    for name in names {
-        let mut cmd = cargo();
-        cmd.args([
-            "run",
-            "--quiet",
-            "--release",
-            "--package",
-            &format!("forkyard-{name}"),
-            "--example",
-            "fault",
-        ]);
-        cmd.args(["--", "--seed", &seed.to_string()]);
+    for (name, mut cmd) in build_examples(&names, "fault", release)? {
+        cmd.args(["--seed", &seed.to_string()]);
+        if quick {
+            cmd.arg("--quick");
+        }
         let before = target_processes(root);
-        run(&format!("fault {name} (seed {seed})"), &mut cmd)?;
+        let how = if quick { ", quick" } else { "" };
+        run(&format!("fault {name} (seed {seed}{how})"), &mut cmd)?;
         check_nothing_left(root, &before, &format!("fault {name}"))?;
     }
     Ok(())
 }
+
+/// How many times CI runs every test, so that a test that fails one run in a few
+/// fails the change that made it flaky. The budget is 25 minutes on 2 cores from a
+/// clean checkout; ARCHITECTURE.md ("The cold build") has the measured figures.
+const STRESS_COUNT: u32 = 3;
 
 /// What CI runs, cheapest first, so a formatting slip fails in seconds.
 fn ci(root: &Path) -> Result<()> {
@@ -346,10 +456,13 @@ fn ci(root: &Path) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     // CI=true makes insta refuse to write new snapshots: a missing one fails.
+    // Every test runs STRESS_COUNT times, so a flaky test fails the change that
+    // made it flaky rather than a later one.
     step(
         "nextest",
         cargo()
             .args(["nextest", "run", "--workspace", "--profile", "ci"])
+            .args(["--stress-count", &STRESS_COUNT.to_string()])
             .env("CI", "true"),
     )?;
     step(
@@ -361,6 +474,12 @@ fn ci(root: &Path) -> Result<()> {
     let demos_started = Instant::now();
     demo(root, None, true, false)?;
     timings.push(("demo --quick".into(), demos_started.elapsed()));
+    // The quick fault suites, in the dev profile that everything above built
+    // (a release build would double the cold build), with a seed printed for
+    // replay: a lost task or a broken restart bound fails here.
+    let faults_started = Instant::now();
+    fault(root, None, None, true, false)?;
+    timings.push(("fault --quick".into(), faults_started.elapsed()));
     eprintln!("\nci passed in {:.1?}:", start.elapsed());
     for (label, took) in timings {
         eprintln!("  {label:<14} {took:>8.1?}");

@@ -1,4 +1,5 @@
-//! Fault injection: `cargo xtask fault pool --seed N`.
+//! Fault injection: `cargo xtask fault pool --seed N` (10 s of faults), or
+//! `cargo xtask fault pool --quick` (3 s, as CI runs it; `--secs N` for any other length).
 //!
 //! Keeps a pool busy with tasks that each carry a unique id, and SIGKILLs
 //! workers at random (seeded) moments for a fixed time. Then checks the pool's
@@ -38,6 +39,7 @@ fn main() -> Result<()> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--seed" => seed = args.next().and_then(|s| s.parse().ok()).unwrap_or(1),
+            "--quick" => duration = Duration::from_secs(3),
             "--secs" => {
                 duration =
                     Duration::from_secs(args.next().and_then(|s| s.parse().ok()).unwrap_or(10))

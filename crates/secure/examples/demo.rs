@@ -505,7 +505,8 @@ fn leftovers() -> Vec<u32> {
     }
 }
 
-/// This crate's probe binary, next to the example (built if `cargo run --example` did not).
+/// This crate's probe binary, next to the example: built with the demos by `cargo xtask
+/// demo` (which says so in `FORKYARD_PREBUILT`), built here if `cargo run --example` did not.
 fn probe_path() -> Result<PathBuf> {
     let mut dir = std::env::current_exe()?;
     dir.pop();
@@ -513,6 +514,9 @@ fn probe_path() -> Result<PathBuf> {
         dir.pop();
     }
     let path = dir.join("forkyard-secure-probe");
+    if std::env::var_os("FORKYARD_PREBUILT").is_some() && path.exists() {
+        return Ok(path);
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = std::process::Command::new(cargo);
     build.args([

@@ -1,6 +1,8 @@
 //! Fault injection against a supervised group.
 //!
-//! `cargo run --release -p forkyard-supervise --example fault -- --seed N [--duration SECS]`
+//! `cargo run --release -p forkyard-supervise --example fault -- --seed N [--duration SECS] [--quick]`
+//! (or `cargo xtask fault supervise --seed N [--quick]`). The default is 10 s of faults;
+//! `--quick`, as CI runs it, is 4 s.
 //!
 //! For a fixed time, a seeded random schedule injects faults into a group of three children:
 //! SIGKILL and SIGTERM from outside, a SIGSTOP (the process freezes), an application hang and
@@ -145,10 +147,11 @@ fn main() -> anyhow::Result<ExitCode> {
             .transpose()
     };
     let seed = value("--seed").context("--seed N")?.unwrap_or(1);
+    let quick = args.iter().any(|a| a == "--quick");
     let duration = Duration::from_secs(
         value("--duration")
             .context("--duration SECS")?
-            .unwrap_or(10),
+            .unwrap_or(if quick { 4 } else { 10 }),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
