@@ -786,6 +786,7 @@ impl<J: Job> Ctx<'_, J> {
         report.bytes_out = totals.bytes_out;
         report.spills = totals.spills;
         report.keys = totals.keys;
+        report.peak_worker_rss = totals.peak_rss;
         report.wall = started.elapsed();
         Ok(report)
     }

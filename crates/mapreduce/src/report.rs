@@ -56,6 +56,9 @@ pub struct PhaseReport {
     pub spills: u64,
     /// Distinct keys (reduce).
     pub keys: u64,
+    /// The largest peak resident memory of a worker, in bytes, as workers
+    /// reported it after their tasks.
+    pub peak_worker_rss: u64,
     /// The failures seen, one line each (at most 20 kept).
     pub failures: Vec<String>,
 }
@@ -170,6 +173,12 @@ impl fmt::Display for Report {
             self.map.backup_wins + self.reduce.backup_wins,
             self.map.original_wins + self.reduce.original_wins,
         );
+        writeln!(
+            f,
+            "  peak worker RSS: map {:.1} MiB, reduce {:.1} MiB",
+            self.map.peak_worker_rss as f64 / (1 << 20) as f64,
+            self.reduce.peak_worker_rss as f64 / (1 << 20) as f64
+        )?;
         if bw + ow > 0 {
             writeln!(f, "  backups: {bw} won, {ow} lost to the original")?;
         }

@@ -120,6 +120,9 @@ pub(crate) struct TaskStats {
     pub(crate) spills: u64,
     pub(crate) skipped: u64,
     pub(crate) keys: u64,
+    /// The worker's peak resident memory so far (VmHWM), in bytes.
+    #[serde(default)]
+    pub(crate) peak_rss: u64,
 }
 
 impl TaskStats {
@@ -131,6 +134,7 @@ impl TaskStats {
         self.spills += o.spills;
         self.skipped += o.skipped;
         self.keys += o.keys;
+        self.peak_rss = self.peak_rss.max(o.peak_rss);
     }
 }
 
@@ -343,6 +347,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
         }
     }
     drop(scratch);
+    stats.peak_rss = peak_rss();
     let mut w = storage.create(&attempt, STATS_FILE).map_err(write_err)?;
     serde_json::to_writer(&mut w, &stats).map_err(|e| err("cannot write stats", e))?;
     w.flush().map_err(write_err)?;
@@ -435,6 +440,7 @@ fn run_reduce<J: Job>(
         return Err(err(&format!("reduce partition {partition}"), e));
     }
     drop(out);
+    stats.peak_rss = peak_rss();
     // The part file first, then the marker that records the commit. An
     // attempt that dies between the two leaves a part file a later attempt
     // finds in place: outputs are deterministic, so it is the same file.
@@ -460,6 +466,18 @@ fn run_reduce<J: Job>(
         },
         stats,
     })
+}
+
+/// This process's peak resident set size (VmHWM in /proc/self/status), in bytes.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib << 10)
 }
 
 pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
