@@ -4,6 +4,14 @@
 
 pub mod advice;
 mod cache;
+#[cfg(feature = "http")]
+mod http;
+mod monitor;
+pub mod verdict;
 
 pub use advice::{Advice, Trace};
 pub use cache::{Backend, CacheBuilder, CacheStats, Cached, FnBackend};
+#[cfg(feature = "http")]
+pub use http::MetricsServer;
+pub use monitor::{Latency, Monitor, MonitorConfig, Point, Snapshot, Totals, WorkerFigures};
+pub use verdict::{Verdict, VerdictKind, verdicts};

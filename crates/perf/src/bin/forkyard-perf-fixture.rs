@@ -24,6 +24,7 @@ fn main() {
                     executed,
                 })
             }
+            Job::Crash => std::process::abort(),
             Job::Fail { key } => Err(format!("key {key} fails")),
         }
     })

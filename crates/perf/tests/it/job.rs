@@ -12,6 +12,8 @@ pub(crate) enum Job {
         /// How long to take.
         ms: u64,
     },
+    /// The worker process aborts mid-task.
+    Crash,
     /// Fails with an error naming `key`.
     Fail {
         /// The key.

@@ -4,3 +4,4 @@ mod job;
 mod support;
 
 mod cache;
+mod monitor;
