@@ -1,42 +1,98 @@
-//! Fixture workers and helpers for forkyard's tests.
+//! Fixtures that misbehave on purpose, and probes for what they leave behind: how
+//! forkyard tests code whose job is to survive other programs.
 //!
-//! Tests of process-managing code are only worth something when they run real
-//! processes that misbehave the way real programs do. This crate gives every
-//! forkyard crate the same cast of misbehaving processes and the same probes to
-//! check what they left behind.
+//! # The problem
 //!
-//! # Fixtures
+//! Code that manages processes is judged by what happens when the processes
+//! misbehave: a child that ignores SIGTERM, crashes mid-task, floods its pipes,
+//! forks a grandchild that escapes into its own session, leaks a descriptor, or
+//! allocates until the kernel stops it. A test with a well-behaved stand-in (a
+//! mock, or `/bin/true`) proves none of that. And the failures that matter most
+//! leave no error behind: an orphaned grandchild, a zombie nobody reaps, one fd
+//! too many. A test that only checks return values passes while the machine
+//! fills up with leftovers.
 //!
-//! One binary, `forkyard-fixture`, with a subcommand per behaviour: `echo`,
-//! `exit-with N`, `crash segv|abort`, `hang`, `ignore-sigterm`, `flood`,
-//! `grandchild [--setsid]`, `leak-fd N`, `list-fds`, `alloc-until-killed`,
-//! `cpu-burn`, `print-env`, `sleep`, `spawn-and-hang`. [`fixture`] returns a
-//! [`Command`] for it, building the binary first if a single-crate test run has
-//! not built it yet. Fixtures that a test must synchronise with print a line
-//! starting with `ready` once they are in the state the test wants.
+//! The usual answers fall short. Python's and Node's test suites write a small
+//! script per scenario (`subprocess` with `sleep 100` or `node -e ...`), so every
+//! suite reinvents them, slightly differently; tokio's own tests stop at the
+//! processes they need for the API, not the ones that fight back; and sleeping
+//! "long enough" for a kill to land makes a suite both slow and flaky.
+//!
+//! # The approach
+//!
+//! **One cast of misbehaving programs, shared by every crate.** One binary,
+//! `forkyard-fixture`, with a subcommand per behaviour: `echo`, `exit-with N`,
+//! `crash segv|abort`, `hang`, `ignore-sigterm`, `flood`, `grandchild [--setsid]`,
+//! `leak-fd N`, `list-fds`, `alloc-until-killed`, `cpu-burn`, `print-env`,
+//! `sleep`, `own-tree`, `spawn-and-hang` (`forkyard-fixture help` lists them).
+//! [`fixture`] returns a [`Command`] for it. A fixture that a test must
+//! synchronise with prints a line starting with `ready` once it is in the state
+//! the test wants (its signal handlers installed, its grandchildren started),
+//! so the test waits on that line, an event, rather than on a guess.
+//!
+//! **Probes that read the truth from `/proc`.** [`open_fds`] and [`fd_count`]
+//! read `/proc/PID/fd`; [`live_descendants`] walks the process tree (zombies
+//! excluded); [`zombie_children`] lists unreaped children; [`is_alive`] tells a
+//! live process from a dead or zombie one; [`live_group_members`] and
+//! [`rss_bytes`] answer what their names say.
+//!
+//! **A leak check every test ends with.** [`Baseline::take`] records the test
+//! process's fds (after one warm-up spawn, so the owner-death watchdog and the
+//! runtime are counted); [`Baseline::assert_clean`] waits until there is no live
+//! descendant but the watchdog, no zombie child and no extra fd.
+//!
+//! **Deadlines, not sleeps.** Some conditions have no event of their own (a
+//! process leaving `/proc`, a pool's statistics settling). [`wait_until`]
+//! (blocking) and [`wait_for`] / [`wait_for_async`] (in a tokio test) poll them,
+//! 1 ms doubling to 50 ms, until they hold or a generous deadline ([`DEADLINE`])
+//! fails the test. The deadline bounds a failure; it is never what a test
+//! asserts. These are the only sleeps forkyard's tests may contain (the tidy
+//! check in `tests/it/tidy.rs` enforces it).
+//!
+//! # Example
+//!
+//! A child that ignores SIGTERM is killed by forkyard-child at the end of its
+//! grace period, and nothing is left behind:
 //!
 //! ```no_run
-//! let mut cmd = forkyard_testkit::fixture("exit-with");
-//! cmd.arg("3");
-//! assert_eq!(cmd.status().unwrap().code(), Some(3));
+//! use std::time::Duration;
+//! use forkyard_testkit::{Baseline, fixture};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let base = Baseline::take().await;
+//! let mut cmd = fixture("ignore-sigterm");
+//! let mut child = forkyard_child::Child::spawn(&mut cmd).unwrap();
+//! let exit = child.stop(Duration::from_millis(300)).await.unwrap();
+//! assert_eq!(exit.signal(), Some(forkyard_child::Signal::KILL));
+//! drop(child);
+//! base.assert_clean().await; // no process, zombie or fd of ours left
+//! # }
 //! ```
-//!
-//! # Probes
-//!
-//! [`open_fds`] and [`fd_count`] read `/proc/PID/fd`; [`live_descendants`] walks
-//! the process tree (zombies excluded); [`zombie_children`] lists unreaped
-//! children; [`is_alive`] tells a live process from a dead or zombie one;
-//! [`wait_until`] (and its async sibling [`wait_for`]) polls a condition until a
-//! deadline, the only sanctioned way for a test to wait for something that has
-//! no event of its own. [`Baseline`] is the leak check every forkyard test ends
-//! with: no live descendant, no zombie child, no extra fd.
 //!
 //! # Caveats
 //!
 //! - Linux only: everything here reads `/proc`.
+//! - The fixture is a binary of this package. `cargo nextest run --workspace`
+//!   builds it before any test starts (cargo builds a package's binaries for its
+//!   integration tests); a run of one crate (`-p forkyard-ipc`) does not, so
+//!   there the first test that asks builds it with cargo, and says so. That build
+//!   waits for cargo's lock on the target directory, behind any other build.
+//! - [`Baseline`] counts this *process's* fds and children: tests that run
+//!   several cases at once in one process (libtest threads rather than nextest's
+//!   process per test) can see each other's children.
 //! - On machines whose pid 1 does not reap orphans (some VM init processes), a
 //!   killed orphan stays a zombie child of pid 1. The probes here count zombies
 //!   as dead and only report zombies that are children of the process asked about.
+//!
+//! # See also
+//!
+//! - [`forkyard-child`](forkyard_child): the owned process every fixture here is
+//!   spawned as in the tests, and the watchdog that [`Baseline`] leaves out.
+//! - A crate whose tests need workers speaking its own protocol ships them as a
+//!   `[[bin]]` of its own (ipc's `forkyard-ipc-fixture`, pool's
+//!   `forkyard-pool-fixture`, secure's `forkyard-secure-probe`), so that testkit
+//!   depends on forkyard-child only (ARCHITECTURE.md).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -380,16 +436,37 @@ pub fn cgroup_parent() -> Option<std::path::PathBuf> {
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Polls `probe` until it returns `Ok` (1 ms doubling to 50 ms, yielding to the
-/// tokio runtime between tries), or panics with `what` and the probe's last
-/// `Err` after [`DEADLINE`]. The async sibling of [`wait_until`], for tests
-/// whose own runtime tasks must run for the condition to come true.
-pub async fn wait_for(what: &str, mut probe: impl FnMut() -> Result<(), String>) {
+/// tokio runtime between tries), and returns what it returned; panics with `what`
+/// and the probe's last `Err` after [`DEADLINE`]. The async sibling of
+/// [`wait_until`], for tests whose own runtime tasks must run for the condition to
+/// come true.
+pub async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    wait_for_async(what, || std::future::ready(probe())).await
+}
+
+/// [`wait_for`] with an async probe, for conditions read through an async API
+/// (a pool's statistics, a supervisor's status):
+///
+/// ```no_run
+/// # async fn stats() -> usize { 3 }
+/// # async fn example() {
+/// let ready = forkyard_testkit::wait_for_async("three ready workers", || async {
+///     let n = stats().await;
+///     if n == 3 { Ok(n) } else { Err(format!("{n} ready")) }
+/// })
+/// .await;
+/// # }
+/// ```
+pub async fn wait_for_async<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let start = Instant::now();
     let mut interval = Duration::from_millis(1);
     loop {
-        let outcome = probe();
-        match outcome {
-            Ok(()) => return,
+        match probe().await {
+            Ok(value) => return value,
             Err(detail) if start.elapsed() > DEADLINE => {
                 panic!(
                     "timed out after {:?} waiting for {what}: {detail}",

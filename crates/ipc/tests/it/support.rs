@@ -2,13 +2,9 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
 use forkyard_ipc::{Channel, Codec, Message, TypeInfo};
 use forkyard_testkit as tk;
-
-/// Generous bound for anything a test waits on: a failure bound, not a timing.
-pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A current-thread runtime for one test.
 pub(crate) fn rt() -> tokio::runtime::Runtime {
@@ -76,85 +72,6 @@ pub(crate) fn my_fd_count() -> usize {
     tk::fd_count(std::process::id())
 }
 
-/// This process's fds before a test that spawns (taken after one warm-up
-/// spawn, so the owner-death watchdog started by the first spawn is counted).
-pub(crate) struct Baseline {
-    fds: usize,
-}
-
-impl Baseline {
-    pub(crate) async fn take() -> Baseline {
-        let mut warm = std::process::Command::new("/bin/true");
-        let mut child = forkyard_child::Child::spawn(&mut warm).expect("warm-up spawn");
-        child.wait().await.expect("warm-up wait");
-        drop(child);
-        Baseline { fds: my_fd_count() }
-    }
-
-    /// Waits until no worker, zombie or extra fd of ours is left.
-    pub(crate) async fn assert_clean(&self) {
-        let me = std::process::id();
-        let watchdog = forkyard_child::watchdog_pid();
-        wait_for("no live descendants but the watchdog", || {
-            let left: Vec<u32> = tk::live_descendants(me)
-                .into_iter()
-                .filter(|&p| Some(p) != watchdog)
-                .collect();
-            left.is_empty().then_some(()).ok_or(format!("{left:?}"))
-        })
-        .await;
-        wait_for("no zombie children", || {
-            let z = tk::zombie_children(me);
-            z.is_empty().then_some(()).ok_or(format!("{z:?}"))
-        })
-        .await;
-        wait_for("fd count back to baseline", || {
-            let n = my_fd_count();
-            (n <= self.fds).then_some(()).ok_or(format!(
-                "{n} fds, baseline {}: {:?}",
-                self.fds,
-                tk::open_fds(me)
-            ))
-        })
-        .await;
-    }
-}
-
-/// Polls `probe` (1 ms doubling to 50 ms, yielding to the runtime) until it
-/// says `Ok`, or panics after [`DEADLINE`] with its last `Err`.
-pub(crate) async fn wait_for(what: &str, mut probe: impl FnMut() -> Result<(), String>) {
-    let start = std::time::Instant::now();
-    let mut interval = Duration::from_millis(1);
-    loop {
-        match probe() {
-            Ok(()) => return,
-            Err(detail) if start.elapsed() > DEADLINE => {
-                panic!("timed out waiting for {what}: {detail}")
-            }
-            Err(_) => {}
-        }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// Like [`wait_for`], for an async probe.
-pub(crate) async fn wait_for_async<F, Fut>(what: &str, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let start = std::time::Instant::now();
-    let mut interval = Duration::from_millis(1);
-    loop {
-        match probe().await {
-            Ok(()) => return,
-            Err(detail) if start.elapsed() > DEADLINE => {
-                panic!("timed out waiting for {what}: {detail}")
-            }
-            Err(_) => {}
-        }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_millis(50));
-    }
-}
+/// The leak check, the deadline and the polling helpers are testkit's, shared by every
+/// crate's tests.
+pub(crate) use forkyard_testkit::{Baseline, DEADLINE, wait_for, wait_for_async};

@@ -84,17 +84,18 @@ async fn recycling_by_age_replaces_workers_on_the_fly() {
         .await
         .unwrap();
     let first = pool.call(Job::Pid).await.unwrap();
-    let mut seen = vec![first];
-    // Keep calling; within a few seconds a younger worker answers.
-    let start = std::time::Instant::now();
-    while seen.len() < 2 {
-        assert!(start.elapsed() < crate::support::DEADLINE, "never recycled");
-        let pid = pool.call(Job::Pid).await.unwrap();
-        if !seen.contains(&pid) {
-            seen.push(pid);
+    // Keep calling (testkit's wait_for_async paces the calls); once the first worker
+    // has aged out, a younger one answers.
+    let calls = &pool;
+    crate::support::wait_for_async("a recycled worker to answer", || async move {
+        let pid = calls.call(Job::Pid).await.unwrap();
+        if pid != first {
+            Ok(())
+        } else {
+            Err(format!("still worker {pid}"))
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     assert!(pool.stats().await.recycled >= 1);
     pool.shutdown(GRACE).await;
     base.assert_clean().await;

@@ -22,51 +22,42 @@ pub(crate) fn builder(args: &'static [&'static str]) -> Builder<Job, u64> {
         .sample_every(Duration::from_millis(50))
 }
 
-pub(crate) use forkyard_testkit::{Baseline, wait_for};
+pub(crate) use forkyard_testkit::{Baseline, wait_for, wait_for_async};
 
-/// Polls the pool's statistics until `cond` holds (1 ms doubling to 50 ms),
-/// and returns them; panics with `what` after [`DEADLINE`].
+/// Polls the pool's statistics (testkit's [`wait_for_async`]) until `cond` holds,
+/// and returns them; panics with `what` and the last statistics after [`DEADLINE`].
 pub(crate) async fn wait_stats(
     pool: &TestPool,
     what: &str,
     cond: impl Fn(&forkyard_pool::Stats) -> bool,
 ) -> forkyard_pool::Stats {
-    let start = std::time::Instant::now();
-    let mut interval = Duration::from_millis(1);
-    loop {
+    let cond = &cond;
+    wait_for_async(what, || async move {
         let stats = pool.stats().await;
         if cond(&stats) {
-            return stats;
+            Ok(stats)
+        } else {
+            Err(format!("{stats:?}"))
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for {what}: {stats:?}"
-        );
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_millis(50));
-    }
+    })
+    .await
 }
 
 /// Waits until the pool has `n` ready workers (idle or busy) and nothing else.
 pub(crate) async fn wait_full(pool: &TestPool, n: usize) {
-    let start = std::time::Instant::now();
-    loop {
-        let stats = pool.stats().await;
-        let ready = stats
-            .workers
-            .iter()
-            .filter(|w| w.state == "idle" || w.state == "busy")
-            .count();
-        if ready == n && stats.workers.len() == n {
-            return;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "pool never returned to {n} workers: {:?}",
-            stats.workers
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_stats(
+        pool,
+        &format!("the pool back to {n} ready workers"),
+        |stats| {
+            let ready = stats
+                .workers
+                .iter()
+                .filter(|w| w.state == "idle" || w.state == "busy")
+                .count();
+            ready == n && stats.workers.len() == n
+        },
+    )
+    .await;
 }
 
 /// The pids of the pool's workers.

@@ -5,3 +5,4 @@
 //! before any test starts (see [`forkyard_testkit::fixture_path`]).
 
 mod fixtures;
+mod tidy;
