@@ -301,7 +301,10 @@ fn demo(root: &Path, name: Option<&str>, quick: bool, release: bool) -> Result<(
 }
 
 /// Live processes whose executable is in this checkout's `target/` (zombies
-/// have no `exe` link and do not count), other than this xtask and its ancestors.
+/// have no `exe` link and do not count), other than this xtask and its ancestors,
+/// and other than test binaries (`target/<profile>/deps/`): examples never run
+/// those, and a test run next to us (a colleague's, in a shared checkout) is not
+/// ours to report.
 fn target_processes(root: &Path) -> Vec<(u32, String)> {
     let target = root.join("target");
     let mine = ancestors(std::process::id());
@@ -313,8 +316,8 @@ fn target_processes(root: &Path) -> Vec<(u32, String)> {
         .filter(|pid| !mine.contains(pid))
         .filter_map(|pid| {
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-            exe.starts_with(&target)
-                .then(|| (pid, exe.display().to_string()))
+            let test_binary = exe.parent().is_some_and(|dir| dir.ends_with("deps"));
+            (exe.starts_with(&target) && !test_binary).then(|| (pid, exe.display().to_string()))
         })
         .collect()
 }

@@ -28,7 +28,19 @@ fn main() -> Result<()> {
         timeout_stops_the_group().await?;
         owner_death_leaves_no_orphans().await?;
         rusage_table(quick).await?;
-        println!("\nAll done: every child above has exited and been reaped.");
+        println!(
+            "\n== What you saw ==\n\
+             1. A child's output captured (capped, so a chatty child cannot exhaust memory), its\n\
+             \x20  exit code, and what it cost, read from the kernel when it was reaped.\n\
+             2. A timeout that ended a whole process group, grandchildren included: SIGTERM to\n\
+             \x20  the group, then SIGKILL if the grace period had run out, and the exit says we\n\
+             \x20  ended it and why.\n\
+             3. An owner killed with SIGKILL, which runs no code at all, and still none of its\n\
+             \x20  descendants outlived it: its watchdog process saw it die and killed every group\n\
+             \x20  it had registered.\n\
+             4. What four workloads cost, per child. Every child above has exited and been\n\
+             \x20  reaped: none is left running or as a zombie."
+        );
         Ok(())
     })
 }
@@ -145,6 +157,10 @@ async fn owner_death_leaves_no_orphans() -> Result<()> {
         pids.len(),
         started.elapsed()
     );
+    println!(
+        "(that time is the watchdog at work: the owner's end of its socket closed when the\n\
+         \x20owner died, the watchdog read end-of-file and SIGKILLed every registered group)"
+    );
     Ok(())
 }
 
@@ -224,6 +240,14 @@ async fn rusage_table(quick: bool) -> Result<()> {
             ru.involuntary_ctx_switches
         );
     }
+    println!(
+        "\nuser and system: CPU time spent in the program and in the kernel on its behalf;\n\
+         max RSS: its peak resident memory; vol cs: how often it gave up the CPU to wait (for\n\
+         a pipe, a timer); invol cs: how often the scheduler took the CPU from it. A reaped\n\
+         child's figures include the children it reaped itself (the shell's `head` and `wc`),\n\
+         which is why the pipe row shows the kernel's copying as system time and thousands of\n\
+         waits as the two ends take turns; `sleep` shows that time asleep costs no CPU."
+    );
     Ok(())
 }
 

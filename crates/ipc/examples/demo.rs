@@ -75,6 +75,21 @@ fn main() -> anyhow::Result<()> {
         "\nAll done in {:.1} s; every worker has exited.",
         started.elapsed().as_secs_f64()
     );
+    println!(
+        "\n== What you saw\n\
+         1. Typed request-response over one channel to a worker process: many calls in flight\n\
+         \x20  at once, calls in both directions, deadlines and cancellation that reach the\n\
+         \x20  worker, and a crashing worker failing its pending calls at once, not at their\n\
+         \x20  deadlines.\n\
+         2. Pub-sub with the parent as broker: publishing never waits for a slow subscriber;\n\
+         \x20  its bounded buffer drops the oldest messages and says how many (the broker counts\n\
+         \x20  the `done` message too, hence one more delivered than ticks).\n\
+         3. One port served by three worker processes. Jain's index is 1.0 for a perfectly\n\
+         \x20  even split and 1/3 when one worker gets everything: the parent passing each\n\
+         \x20  connection's fd keeps it even; leaving the choice to the kernel may not.\n\
+         4. A new generation of workers took over the port while clients kept sending: no\n\
+         \x20  request failed, and the old workers finished what they had and exited with code 0."
+    );
     Ok(())
 }
 

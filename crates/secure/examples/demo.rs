@@ -251,6 +251,9 @@ async fn main() -> Result<()> {
             Err(Error::Denied { denial, .. }) => {
                 refused += 1;
                 println!("  {what:<22} refused by {:<26} {denial}", denial.rule());
+                if let Some(why) = attack_note(what) {
+                    println!("  {:<22} {why}", "");
+                }
             }
             Ok(_) => anyhow::bail!("the attack `{what}` was allowed"),
             Err(other) => return Err(other.into()),
@@ -327,6 +330,7 @@ async fn main() -> Result<()> {
     ];
     let mut causes = Vec::new();
     for (what, limits, program, args) in runaways {
+        let why_limits = limits.clone();
         let policy = tool_policy(program, limits, Sandbox::strict(), &log)?;
         let t = Instant::now();
         let run = policy.run("tool", &args).await?;
@@ -338,6 +342,7 @@ async fn main() -> Result<()> {
             run.exit.rusage().max_rss_bytes >> 20,
             stragglers(&run),
         );
+        println!("  {:<20} {}", "", runaway_note(what, &why_limits, &run));
         causes.push(run.cause);
     }
 
@@ -441,7 +446,83 @@ async fn main() -> Result<()> {
         "  demo took                {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    println!(
+        "\n== What you saw\n\
+         A service that runs one allowlisted program (iconv) on uploaded files. Legitimate\n\
+         requests ran, each inside every layer the kernel offers (the layer table). Hostile\n\
+         requests never ran: each was refused by a named rule before anything was spawned, and\n\
+         no argument ever passes through a shell. Programs that ran away were each stopped by\n\
+         the limit named in their row, including the fork bomb, which the process-count limit\n\
+         contained. Escape attempts from inside the sandbox got errors or were killed by\n\
+         seccomp. Every decision went into a hash-chained audit log, and editing or deleting a\n\
+         record was caught. Nothing was left running."
+    );
     Ok(())
+}
+
+/// What a refusal means, where the rule's name alone could mislead.
+fn attack_note(what: &str) -> Option<&'static str> {
+    match what {
+        "shell metacharacters" => Some(
+            "(no shell ever sees it: the argument `$(id); rm -rf ~` would reach iconv as one \
+             literal file name, and no file of that name exists in uploads/; that is the defence \
+             working, not a lucky miss)",
+        ),
+        "encoded traversal" => Some(
+            "(nothing decodes %2e%2e: the argument is a literal file name, which does not exist \
+             in uploads/)",
+        ),
+        _ => None,
+    }
+}
+
+/// Which limit stopped a runaway, and how, so that no number in its row is left unexplained.
+fn runaway_note(what: &str, limits: &Limits, run: &RunOutput) -> String {
+    let limit = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{d:?}"));
+    match what {
+        "CPU burner" => format!(
+            "the CPU-time limit ({}) stopped it: the kernel sent SIGXCPU",
+            limit(limits.cpu)
+        ),
+        "memory balloon" => match run.cause {
+            EndCause::Memory => format!(
+                "the memory limit ({} MiB) stopped it: the cgroup's OOM killer ended it",
+                limits.memory.unwrap_or(0) >> 20
+            ),
+            _ => format!(
+                "the memory limit ({} MiB) stopped it (no memory cgroup here: RLIMIT_AS made its \
+                 allocation fail)",
+                limits.memory.unwrap_or(0) >> 20
+            ),
+        },
+        "output flood" => format!(
+            "the output cap ({} KiB) stopped it: the run was killed once it wrote more",
+            limits.output.unwrap_or(0) >> 10
+        ),
+        "sleeper" => format!("the wall-clock limit ({}) stopped it", limit(limits.wall)),
+        "escaping grandchild" => format!(
+            "the wall-clock limit ({}) stopped it; its grandchild had left the process group \
+             with setsid, but not the run's cgroup, which was swept",
+            limit(limits.wall)
+        ),
+        "fork bomb" => {
+            let report = run
+                .stdout
+                .text()
+                .lines()
+                .find(|l| l.starts_with("forks "))
+                .map(str::to_owned)
+                .unwrap_or_default();
+            format!(
+                "\"exit code 0\" is the containment: the process-count limit ({}) made fork fail \
+                 ({report}), the bomb gave up and exited by itself, and the {} processes it had \
+                 made were killed with the run's cgroup",
+                limits.processes.map_or("-".to_owned(), |n| n.to_string()),
+                run.stragglers_killed
+            )
+        }
+        _ => String::new(),
+    }
 }
 
 fn section(title: &str) {

@@ -341,6 +341,18 @@ async fn demo(pace: Pace) -> anyhow::Result<ExitCode> {
         eprintln!("still alive: {left:?}");
         return Ok(ExitCode::FAILURE);
     }
+    println!(
+        "\n── What you saw\n\
+         A tree of supervisors kept three programs up. A worker that crashed right after each\n\
+         start was restarted with a backoff that doubled each time (so a crash loop does not\n\
+         spin), within the restart budget (the intensity: so many restarts within so long)\n\
+         before the group would give up. A web server that hung without exiting was caught by\n\
+         its liveness probe (three timed-out probes in a row: the \"hang detected\" time) and\n\
+         replaced. An optional cache that kept failing opened its circuit breaker: the group\n\
+         reported itself degraded but kept serving, and one trial start later the cache was\n\
+         back. Each restart decision can be asked for its reasons, and the shutdown stopped\n\
+         children in reverse start order, leaving nothing running."
+    );
     Ok(ExitCode::SUCCESS)
 }
 
