@@ -97,6 +97,29 @@
 //! the cgroup tree; `cgroup.kill` kills all of it at once. It needs a cgroup v2
 //! directory the owner may write (root, or a delegated subtree).
 //!
+//! # How it compares
+//!
+//! With `std::process` and `tokio::process` (and wrappers such as process-wrap)
+//! you get a pid and an exit status; the rest is left to you:
+//!
+//! | | std / tokio | forkyard-child |
+//! |---|---|---|
+//! | process group | opt-in (`process_group(0)`) | always; every signal goes to the group |
+//! | owner killed with SIGKILL | children live on | a watchdog kills every registered group |
+//! | signalling after exit | by pid (recycling hazard) | by pidfd, the group too |
+//! | exit notification | blocking `waitpid` or a SIGCHLD reaper | pidfd in tokio's reactor, then `wait4` on that pid only |
+//! | resource usage | none | user/system CPU, max RSS, faults, context switches |
+//! | who ended it | unknown | [`Exit::ended_by`]: reason, signal, escalated |
+//! | graceful stop | by hand | [`Child::stop`]: TERM the group, grace, KILL the group |
+//! | output | unbounded `wait_with_output` | capped captures, bounded line streams, no deadlock |
+//! | inherited fds | whatever lacks `CLOEXEC` leaks | `close_range` in the child; only passed fds survive |
+//! | dropping the handle | the child keeps running | the group is killed and reaped |
+//! | `setsid` escapees | out of reach | caught with [`Builder::cgroup`] (cgroup v2) |
+//!
+//! The price is a `fork` instead of `posix_spawn` (any `pre_exec` hook forces it):
+//! a spawn costs about 1.6x std's on a small parent; the README has the figures
+//! and what would close the gap.
+//!
 //! # Caveats
 //!
 //! - **Dropping a [`Child`] kills its group** (SIGKILL), and reaps it in the

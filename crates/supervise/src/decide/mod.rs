@@ -1,9 +1,9 @@
 //! The pure decision core: `step(input, now) -> actions`.
 //!
-//! Nothing here does I/O or reads a clock. The runtime (`crate::runtime`) feeds [`Input`]s
-//! (a child was spawned, exited, a probe answered, a timer fired, someone asked for a stop)
-//! together with the current instant, and carries out the [`Action`]s that come back (spawn,
-//! stop, probe, set a timer, publish an event). Because of that the whole policy (restart
+//! Nothing here does I/O or reads a clock. The runtime (the event loop in `crate::supervisor`)
+//! feeds [`Input`]s (a child was spawned, exited, a probe answered, a timer fired, someone
+//! asked for a stop) together with the current instant, and carries out the [`Action`]s that
+//! come back (spawn, stop, probe, set a timer, publish an event). Because of that the whole policy (restart
 //! types, intensity, backoff, breakers, strategies, probes, rolling restarts, shutdown) is
 //! tested in virtual time in `tests.rs`, without a process or a sleep.
 //!
