@@ -327,6 +327,19 @@ impl<C: BorrowMut<Command>> Launch<C> {
                 );
             }
         }
+        if let Some(twice) = fds
+            .iter()
+            .enumerate()
+            .find_map(|(i, (_, t))| fds[..i].iter().any(|(_, u)| u == t).then_some(*t))
+        {
+            return Err(Error::Spawn {
+                program,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("pass_fd target {twice} is given twice"),
+                ),
+            });
+        }
         if let Some(&(_, bad)) = fds.iter().find(|(_, target)| *target < 3) {
             return Err(Error::Spawn {
                 program,

@@ -10,7 +10,9 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use forkyard_child::{Builder, Child};
+use std::borrow::BorrowMut;
+
+use forkyard_child::{Child, Launch};
 
 use crate::channel::Config;
 use crate::codec::Codec;
@@ -31,10 +33,12 @@ pub fn spawn<Tx: Message, Rx: Message>(cmd: &mut Command) -> Result<(Child, Chan
     spawn_with(Child::builder(cmd), Config::default())
 }
 
-/// Spawns the child `builder` describes (stdio, timeout, cgroup, ...) with a
-/// channel to it using `config`.
+/// Spawns the child `launch` describes (stdio, timeout, cgroup, hooks, ...)
+/// with a channel to it using `config`. Takes an owned
+/// [`Launch`](forkyard_child::Launch) or a [`Builder`](forkyard_child::Builder)
+/// over a borrowed `Command` alike.
 pub fn spawn_with<Tx: Message, Rx: Message>(
-    builder: Builder<'_>,
+    launch: Launch<impl BorrowMut<Command>>,
     config: Config,
 ) -> Result<(Child, Channel<Tx, Rx>)> {
     if tokio::runtime::Handle::try_current().is_err() {
@@ -42,7 +46,7 @@ pub fn spawn_with<Tx: Message, Rx: Message>(
     }
     let (ours, theirs) =
         StdUnixStream::pair().map_err(|e| Error::io("creating a socketpair", e))?;
-    let child = builder
+    let child = launch
         .env(IPC_FD_ENV, IPC_FD.to_string())
         .env(IPC_CODEC_ENV, config.codec_in_use().name())
         .pass_fd(OwnedFd::from(theirs), IPC_FD)

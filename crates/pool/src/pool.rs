@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use forkyard_child::{Child, Exit, Input, Output, Reason};
+use forkyard_child::{Child, Exit, Input, Launch, Output, Reason};
 use forkyard_ipc::{Channel, Codec, Message};
 use forkyard_supervise::{Backoff, BreakerConfig};
 use rustc_hash::FxHashMap;
@@ -38,7 +38,7 @@ use crate::protocol::{FromWorker, ToWorker};
 use crate::stats::{Stats, WorkerStats};
 use crate::{ShutdownMode, worker};
 
-type CommandFactory = Arc<dyn Fn() -> Command + Send + Sync>;
+type CommandFactory = Arc<dyn Fn() -> Launch + Send + Sync>;
 
 /// The parent's end of the channel to one worker.
 type WorkerChannel<Req, Resp> = Channel<ToWorker<Req>, FromWorker<Resp>>;
@@ -100,9 +100,17 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
     }
 
     /// How to start a worker: called once per worker process (and again for
-    /// every replacement).
-    pub fn command(mut self, make: impl Fn() -> Command + Send + Sync + 'static) -> Self {
-        self.command = Some(Arc::new(make));
+    /// every replacement). It returns a plain `Command` or a
+    /// [`Launch`](forkyard_child::Launch) (a cgroup, passed fds, hooks, or a
+    /// sandboxed start from forkyard-secure's `SecureCommand::into_launch`).
+    /// The pool sets the worker's stdin (null) and stderr (its last lines go
+    /// into crash reports) and hands it its channel as fd 3; everything else in
+    /// the `Launch` is kept.
+    pub fn command<L: Into<Launch>>(
+        mut self,
+        make: impl Fn() -> L + Send + Sync + 'static,
+    ) -> Self {
+        self.command = Some(Arc::new(move || make().into()));
         self
     }
 
@@ -119,7 +127,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
         self.command = Some(Arc::new(move || {
             let mut cmd = Command::new(&exe);
             cmd.args(&args).env(worker::WORKER_ENV, "1");
-            cmd
+            Launch::new(cmd)
         }));
         Ok(self)
     }
@@ -896,8 +904,8 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
 
     fn spawn(&mut self, worker: WorkerId, shared: &Arc<Shared<Req, Resp>>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut cmd = (self.command)();
-        match start_worker::<Req, Resp>(&mut cmd, self.codec) {
+        let launch = (self.command)();
+        match start_worker::<Req, Resp>(launch, self.codec) {
             Ok((child, channel)) => {
                 let pid = child.id();
                 // Ids beyond the pool's size are replacements.
@@ -1035,15 +1043,14 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 /// Starts one worker process with its channel.
 fn start_worker<Req: Message, Resp: Message>(
-    cmd: &mut Command,
+    launch: Launch,
     codec: Codec,
 ) -> Result<(Child, WorkerChannel<Req, Resp>), String> {
-    let builder = Child::builder(cmd)
+    let launch = launch
         .stdin(Input::Null)
-        .stderr(Output::lines().max_line(4096))
-        .grace(Duration::from_secs(5));
+        .stderr(Output::lines().max_line(4096));
     forkyard_ipc::spawn_with::<ToWorker<Req>, FromWorker<Resp>>(
-        builder,
+        launch,
         forkyard_ipc::Config::new().codec(codec),
     )
     .map_err(|e| error_chain(&e))

@@ -20,6 +20,11 @@ use crate::record::{Decision, Event, LimitsRecord, PathRecord, env_digest, env_n
 use crate::sandbox::cgroup::CgroupSet;
 use crate::sandbox::{Enforcement, Layer, Sandbox, landlock, seccomp};
 
+/// The fd number of a command's first path operand (then up): 3 is left free for an
+/// ipc channel (`forkyard_ipc::IPC_FD`), so a hardened program can be a pool worker or a
+/// supervised service that talks to its parent over one.
+pub(crate) const FIRST_OPERAND_FD: i32 = 4;
+
 /// Builds a [`Policy`]; see [`Policy::builder`].
 #[derive(Debug, Default)]
 pub struct PolicyBuilder {
@@ -405,7 +410,7 @@ impl Policy {
             .get(&request.program)
             .ok_or(Denial::UnknownProgram)?;
         let exe = entry.program.verified_exe()?;
-        let mut rendered = Rendered::new(3);
+        let mut rendered = Rendered::new(FIRST_OPERAND_FD);
         entry.program.grammar.parse(&request.args, &mut rendered)?;
         let env = match self.inner.env.build(&request.env) {
             Ok(env) => env,

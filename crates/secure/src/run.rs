@@ -1,13 +1,15 @@
 //! Spawning a validated command with every layer, waiting for it, and saying why it ended.
 
+use std::borrow::BorrowMut;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use forkyard_child::{Captured, Child, Exit, Input, Output, Reason, Signal};
+use forkyard_child::{Captured, Child, Exit, Input, Launch, Output, Reason, Signal};
 use serde::Serialize;
 
 use crate::audit::AuditArg;
@@ -251,32 +253,51 @@ impl SecureCommand {
     /// run is killed beyond it), the wall-clock timeout ending the run with SIGKILL. Adjust
     /// it and call `spawn`; then [`finish`](SecureCommand::finish) with the exit.
     pub fn builder(&mut self) -> forkyard_child::Builder<'_> {
-        let limits = &self.run.policy.limits;
-        let capture = |cap: Option<u64>| match cap {
-            Some(cap) => {
-                Output::capture(usize::try_from(cap).unwrap_or(usize::MAX)).kill_on_overflow()
-            }
-            None => Output::capture(usize::MAX),
-        };
-        let mut builder = Child::builder(&mut self.cmd)
-            .stdin(Input::Null)
-            .stdout(capture(limits.output))
-            .stderr(capture(limits.output))
-            .stop_signal(Signal::KILL)
-            .grace(Duration::ZERO);
-        if let Some(wall) = limits.wall {
-            builder = builder.timeout(wall);
-        }
-        if self.run.pid_namespace {
-            // The program reports pid 1 from inside its namespace; the watchdog must not be
-            // handed that number. The relay's parent-death signal and the namespace itself
-            // take its place (see `sandbox::exec`).
-            builder = builder.kill_on_owner_death(false);
-        }
-        for (fd, target) in self.fds.drain(..) {
-            builder = builder.pass_fd(fd, target);
-        }
-        builder
+        let fds = std::mem::take(&mut self.fds);
+        configure(Child::builder(&mut self.cmd), &self.run, fds)
+    }
+
+    /// The command as an owned [`Launch`], for a pool's workers or a supervisor's
+    /// children: set up as [`builder`](SecureCommand::builder) is, with hooks that do what
+    /// [`spawned`](SecureCommand::spawned) and [`finish`](SecureCommand::finish) do, so the
+    /// confirmed layer report, the limits and the audit record are kept whoever starts
+    /// the process.
+    ///
+    /// The exit record of a run started this way counts no output bytes (the output
+    /// belongs to whoever spawned it); a `Launch` that is dropped unspawned, or whose
+    /// child is dropped unreaped, still records the run as abandoned. Its wall-clock
+    /// limit applies to the whole life of the process: a pool worker is ended (and
+    /// replaced) when it is reached.
+    ///
+    /// ```no_run
+    /// # fn demo(policy: &forkyard_secure::Policy) -> Result<(), forkyard_secure::Error> {
+    /// // A pool whose every worker is a sandboxed, audited start of `decoder`.
+    /// let policy = policy.clone();
+    /// let make_worker = move || -> forkyard_child::Launch {
+    ///     match policy.command("decoder", ["--serve"]) {
+    ///         Ok(cmd) => cmd.into_launch(),
+    ///         // A refused request still gives the pool something that fails to start.
+    ///         Err(e) => forkyard_child::Launch::new(std::process::Command::new(format!("/refused: {e}"))),
+    ///     }
+    /// };
+    /// # let _ = make_worker;
+    /// # Ok(()) }
+    /// ```
+    pub fn into_launch(self) -> Launch {
+        let SecureCommand { cmd, fds, run } = self;
+        let launch = configure(Launch::new(cmd), &run, fds);
+        let run = Arc::new(std::sync::Mutex::new(run));
+        let at_spawn = Arc::clone(&run);
+        launch
+            .on_spawn(move |child| lock(&at_spawn).spawned(child))
+            .on_exit(move |exit| {
+                let mut run = lock(&run);
+                run.sweep();
+                let cause = run.classify(exit);
+                if let Err(e) = run.record_exit(exit, cause, 0, 0) {
+                    tracing::error!(error = %e, "could not write an exit record");
+                }
+            })
     }
 
     /// Spawns with the policy's limits; see [`builder`](SecureCommand::builder).
@@ -300,12 +321,7 @@ impl SecureCommand {
     /// Tells the command which child it became (for [`builder`](SecureCommand::builder)
     /// users), confirming the layers.
     pub fn spawned(&mut self, child: &Child) {
-        self.run.pid = Some(child.id());
-        // The process is our unreaped child, so its pid cannot have been recycled.
-        self.run.pidfd = rustix::process::Pid::from_raw(child.id() as i32).and_then(|pid| {
-            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok()
-        });
-        self.run.confirm();
+        self.run.spawned(child);
     }
 
     /// Kills what is left in the run's cgroups, classifies the exit and writes the exit
@@ -408,6 +424,15 @@ impl SecureChild {
 
 impl RunState {
     /// Reads the child's attestation (once) and updates the reports.
+    fn spawned(&mut self, child: &Child) {
+        self.pid = Some(child.id());
+        // The process is our unreaped child, so its pid cannot have been recycled.
+        self.pidfd = rustix::process::Pid::from_raw(child.id() as i32).and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok()
+        });
+        self.confirm();
+    }
+
     fn confirm(&mut self) {
         if self.confirmed || self.pid.is_none() {
             return;
@@ -532,6 +557,44 @@ impl RunState {
             tracing::error!(error = %e, "could not write an exit record");
         }
     }
+}
+
+/// Sets up a start of a hardened command, owned or borrowed: the path-operand descriptors
+/// passed, stdin from `/dev/null`, stdout and stderr captured up to the output cap (the run
+/// is killed beyond it), the wall-clock timeout ending it with SIGKILL.
+fn configure<C: BorrowMut<Command>>(
+    launch: Launch<C>,
+    run: &RunState,
+    fds: Vec<(OwnedFd, RawFd)>,
+) -> Launch<C> {
+    let limits = &run.policy.limits;
+    let capture = |cap: Option<u64>| match cap {
+        Some(cap) => Output::capture(usize::try_from(cap).unwrap_or(usize::MAX)).kill_on_overflow(),
+        None => Output::capture(usize::MAX),
+    };
+    let mut launch = launch
+        .stdin(Input::Null)
+        .stdout(capture(limits.output))
+        .stderr(capture(limits.output))
+        .stop_signal(Signal::KILL)
+        .grace(Duration::ZERO);
+    if let Some(wall) = limits.wall {
+        launch = launch.timeout(wall);
+    }
+    if run.pid_namespace {
+        // The program reports pid 1 from inside its namespace; the watchdog must not be
+        // handed that number. The relay's parent-death signal and the namespace itself
+        // take its place (see `sandbox::exec`).
+        launch = launch.kill_on_owner_death(false);
+    }
+    for (fd, target) in fds {
+        launch = launch.pass_fd(fd, target);
+    }
+    launch
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Lowers `RLIMIT_NOFILE` of the spawned process (and, behind a pid-namespace relay, of the

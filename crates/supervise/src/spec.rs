@@ -21,12 +21,13 @@ use crate::supervisor::SupervisorBuilder;
 ///
 /// A [`ChildSpec`]'s factory makes a fresh `Launch` for every start, so anything per-instance
 /// (a socketpair for an ipc channel, a pipe to read heartbeats from) is created there. A plain
-/// [`Command`](std::process::Command) converts into a `Launch` with the `Command`'s own stdio settings. The spec's
-/// [`Shutdown`] and [`stop_signal`](ChildSpec::stop_signal) decide how an instance is
+/// [`Command`](std::process::Command) converts into a `Launch` with the `Command`'s own
+/// stdio settings. The spec's [`Shutdown`] and [`stop_signal`](ChildSpec::stop_signal) decide how an instance is
 /// stopped, over what the `Launch` says.
 ///
 /// ```
-/// /// use forkyard_child::Output;
+/// use std::process::Command;
+/// use forkyard_child::Output;
 /// use forkyard_supervise::{ChildSpec, Launch};
 ///
 /// let spec = ChildSpec::new("worker", || {
@@ -51,7 +52,8 @@ pub(crate) enum Start {
 /// How to start, check and stop one supervised child, and what to do when it ends.
 ///
 /// ```
-/// /// use std::time::Duration;
+/// use std::process::Command;
+/// use std::time::Duration;
 /// use forkyard_supervise::{Backoff, ChildSpec, Probe, Restart, Shutdown};
 ///
 /// let web = ChildSpec::new("web", || Command::new("my-server"))

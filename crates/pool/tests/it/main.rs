@@ -10,5 +10,6 @@ mod lifecycle;
 mod observe;
 mod protocol;
 mod python;
+mod sandboxed;
 mod schedule;
 mod shutdown;

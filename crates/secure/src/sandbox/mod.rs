@@ -112,6 +112,7 @@ pub struct Sandbox {
     pub(crate) read_only: Vec<PathBuf>,
     pub(crate) read_write: Vec<PathBuf>,
     pub(crate) system_paths: bool,
+    pub(crate) socket_pairs: bool,
 }
 
 impl Sandbox {
@@ -141,6 +142,7 @@ impl Sandbox {
             read_only: Vec::new(),
             read_write: Vec::new(),
             system_paths: true,
+            socket_pairs: false,
         }
     }
 
@@ -167,6 +169,20 @@ impl Sandbox {
     /// Also allows reading and writing beneath `path`.
     pub fn read_write(mut self, path: impl Into<PathBuf>) -> Sandbox {
         self.read_write.push(path.into());
+        self
+    }
+
+    /// Whether the program may make socket pairs (`socketpair(2)`) while the network is off
+    /// (default: no, `EAFNOSUPPORT`, as for `socket(2)`).
+    ///
+    /// A socket pair the program makes itself is how it could hold file descriptors in
+    /// flight in bulk; strict has no use for one. Some runtimes make one for their own
+    /// wake-ups, though: tokio's signal handling does, so a tokio program that listens for
+    /// signals, such as a forkyard-pool worker or a supervised service, needs this on.
+    /// (Fds in flight no longer stop other spawns either way; see the crate README's
+    /// threat model.)
+    pub fn socket_pairs(mut self, allow: bool) -> Sandbox {
+        self.socket_pairs = allow;
         self
     }
 

@@ -25,7 +25,9 @@
 //!   the same user fail. forkyard-child no longer passes an fd to start a child, so that
 //!   hole is closed at its cause; denying what the program has no use for keeps such a
 //!   count from being inflated at all. A channel the parent handed over (an ipc channel
-//!   on fd 3) is an inherited socket and keeps working.
+//!   on fd 3) is an inherited socket and keeps working. Runtimes that make a socket pair
+//!   for their own wake-ups (tokio's signal handling) need
+//!   [`Sandbox::socket_pairs`](crate::Sandbox::socket_pairs).
 //!
 //! The filters also kill any system call made through a foreign ABI: another architecture
 //! (i386 `int 0x80` on x86-64, checked by `seccompiler`'s arch test) and the x32 ABI (same
@@ -60,7 +62,7 @@ pub(crate) fn prepare(sandbox: &Sandbox) -> Option<Prepared> {
     if let Err(reason) = &Probe::get().seccomp {
         return Some(Err(reason.clone()));
     }
-    Some(build(sandbox.network == Network::Off).map(Arc::new))
+    Some(build(sandbox.network == Network::Off, !sandbox.socket_pairs).map(Arc::new))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -69,7 +71,7 @@ const ARCH: TargetArch = TargetArch::x86_64;
 const ARCH: TargetArch = TargetArch::aarch64;
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn build(_network_off: bool) -> Result<SeccompPlan, String> {
+fn build(_network_off: bool, _no_socket_pairs: bool) -> Result<SeccompPlan, String> {
     Err("no system call table for this architecture".into())
 }
 
@@ -122,8 +124,8 @@ fn kill_list() -> Vec<(&'static str, i64)> {
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn build(network_off: bool) -> Result<SeccompPlan, String> {
-    let mut filters = separate_programs(network_off)?;
+fn build(network_off: bool, no_socket_pairs: bool) -> Result<SeccompPlan, String> {
+    let mut filters = separate_programs(network_off, no_socket_pairs)?;
     let n_kills = kill_list().len();
     // One merged program instead of four: the kernel precomputes, per filter, which
     // system calls are always allowed (emulating the filter for every system call number),
@@ -138,7 +140,11 @@ fn build(network_off: bool) -> Result<SeccompPlan, String> {
         filters.len(),
         if filters.len() == 1 { "" } else { "s" },
         if network_off {
-            "; EAFNOSUPPORT on socket, socketpair"
+            if no_socket_pairs {
+                "; EAFNOSUPPORT on socket, socketpair"
+            } else {
+                "; EAFNOSUPPORT on socket"
+            }
         } else {
             ""
         }
@@ -152,7 +158,7 @@ fn build(network_off: bool) -> Result<SeccompPlan, String> {
 
 /// The rule groups, one `seccompiler` program per action.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn separate_programs(network_off: bool) -> Result<Vec<BpfProgram>, String> {
+fn separate_programs(network_off: bool, no_socket_pairs: bool) -> Result<Vec<BpfProgram>, String> {
     let compile = |rules: BTreeMap<i64, Vec<SeccompRule>>,
                    action: SeccompAction|
      -> Result<BpfProgram, String> {
@@ -237,7 +243,9 @@ fn separate_programs(network_off: bool) -> Result<Vec<BpfProgram>, String> {
     if network_off {
         let mut socket_rules = BTreeMap::new();
         socket_rules.insert(libc::SYS_socket, Vec::new());
-        socket_rules.insert(libc::SYS_socketpair, Vec::new());
+        if no_socket_pairs {
+            socket_rules.insert(libc::SYS_socketpair, Vec::new());
+        }
         filters.push(compile(
             socket_rules,
             SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
@@ -398,7 +406,7 @@ mod tests {
     /// filters decide together.
     #[test]
     fn the_merged_filter_decides_like_the_separate_ones() {
-        let plan = build(true).unwrap();
+        let plan = build(true, true).unwrap();
         assert_eq!(
             plan.filters.len(),
             1,
@@ -406,7 +414,7 @@ mod tests {
         );
         let merged = &plan.filters[0];
         // Rebuild the separate programs the same way `build` does, without merging.
-        let separate = separate_programs(true).unwrap();
+        let separate = separate_programs(true, true).unwrap();
         let x86_64 = 0xc000_003e;
         let args = [
             [0u64; 6],

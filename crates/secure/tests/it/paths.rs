@@ -67,7 +67,7 @@ fn symlink_swapped_in_by_a_racing_thread_never_escapes() {
                 // file the program will get.
                 let path = v.opened_paths().next().unwrap().to_owned();
                 assert!(path.starts_with(&root), "escaped to {}", path.display());
-                assert_eq!(v.passed_fds().collect::<Vec<_>>(), vec![3]);
+                assert_eq!(v.passed_fds().collect::<Vec<_>>(), vec![4]);
             }
             Err(Error::Denied { denial, .. }) => {
                 refused += 1;

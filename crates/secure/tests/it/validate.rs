@@ -197,7 +197,7 @@ fn no_symlinks_refuses_even_symlinks_that_stay_inside() {
     assert_eq!(check(&policy, &[b"inner"]), Err("path.symlink"));
     assert_eq!(
         check(&policy, &[b"in.txt"]),
-        Ok(vec!["--".into(), "/proc/self/fd/3".into()])
+        Ok(vec!["--".into(), "/proc/self/fd/4".into()])
     );
 }
 
@@ -228,15 +228,15 @@ fn output_operands_create_files_and_refused_requests_remove_them() {
         check(&policy, &[b"in.txt", b"out2", b"in.txt"]),
         Err("path.exists")
     );
-    // Accepted: fds 3.. in argument order of opening (inputs first).
+    // Accepted: fds 4.. (3 is kept for an ipc channel) in order of opening (inputs first).
     let argv = check(&policy, &[b"out1", b"out2", b"in.txt"]).unwrap();
     assert_eq!(
         argv,
         vec![
             "--",
-            "/proc/self/fd/4",
             "/proc/self/fd/5",
-            "/proc/self/fd/3"
+            "/proc/self/fd/6",
+            "/proc/self/fd/4"
         ]
     );
     assert!(root.join("out1").exists() && root.join("out2").exists());
@@ -376,7 +376,7 @@ fn sha256_pins_are_checked_and_the_hashed_descriptor_is_executed() {
     let pinned = policy(|p| ProgramRule::path(p).sha256(&digest).operands(Value::text()));
     let v = pinned.validate(&Request::new("p").arg("x")).unwrap();
     // The executable travels as a descriptor after the operands' ones.
-    assert_eq!(v.passed_fds().collect::<Vec<_>>(), vec![3]);
+    assert_eq!(v.passed_fds().collect::<Vec<_>>(), vec![4]);
     let wrong = "0".repeat(64);
     let err = Policy::builder()
         .program("p", ProgramRule::path(probe()).sha256(wrong))

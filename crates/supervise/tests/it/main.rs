@@ -6,6 +6,7 @@
 mod exits;
 mod health;
 mod many;
+mod sandboxed;
 mod stops;
 mod strategy;
 mod transcript;
