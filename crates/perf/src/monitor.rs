@@ -922,8 +922,7 @@ impl Metrics {
                 self.retried.inc();
             }
             PoolEvent::WorkerSpawned {
-                replacement: true,
-                ..
+                replacement: true, ..
             } => {
                 self.restarts.inc();
             }
