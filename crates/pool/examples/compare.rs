@@ -292,7 +292,7 @@ async fn run(quick: bool, only: &str) -> Result<()> {
                 let s = pool.stats().await;
                 if s.workers
                     .iter()
-                    .any(|w| w.pid != Some(old) && (w.state == "idle" || w.state == "busy"))
+                    .any(|w| w.pid != Some(old) && w.state.is_ready())
                 {
                     break;
                 }

@@ -103,11 +103,7 @@ async fn run(quick: bool) -> Result<()> {
                 tick += 1;
                 let s = pool.stats().await;
                 if tick.is_multiple_of(8) {
-                    let up = s
-                        .workers
-                        .iter()
-                        .filter(|w| w.state == "idle" || w.state == "busy")
-                        .count();
+                    let up = s.workers.iter().filter(|w| w.state.is_ready()).count();
                     let note = if up < 4 {
                         "  <- the others wait out the restart backoff, or are starting"
                     } else {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use forkyard_supervise::{Backoff, BackoffState, BreakerConfig, BreakerState, CircuitBreaker};
 
 use crate::events::{ExitCause, Outcome, PoolEvent};
-use crate::stats::{Counters, FailureKind, Histograms};
+use crate::stats::{Counters, FailureKind, Histograms, WorkerState};
 
 pub(crate) type TaskId = u64;
 pub(crate) type WorkerId = u64;
@@ -211,7 +211,7 @@ struct Shutdown {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WorkerView {
     pub(crate) id: WorkerId,
-    pub(crate) state: &'static str,
+    pub(crate) state: WorkerState,
     pub(crate) in_flight: usize,
     pub(crate) completed: u64,
 }
@@ -309,12 +309,12 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             .map(|(&id, w)| WorkerView {
                 id,
                 state: match w.phase {
-                    Phase::Starting { .. } => "starting",
-                    Phase::Ready if w.in_flight.is_empty() => "idle",
-                    Phase::Ready => "busy",
-                    Phase::Retiring(_) => "retiring",
-                    Phase::Draining { .. } => "draining",
-                    Phase::Ending { .. } => "ending",
+                    Phase::Starting { .. } => WorkerState::Starting,
+                    Phase::Ready if w.in_flight.is_empty() => WorkerState::Idle,
+                    Phase::Ready => WorkerState::Busy,
+                    Phase::Retiring(_) => WorkerState::Retiring,
+                    Phase::Draining { .. } => WorkerState::Draining,
+                    Phase::Ending { .. } => WorkerState::Ending,
                 },
                 in_flight: w.in_flight.len(),
                 completed: w.completed,

@@ -54,7 +54,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use forkyard_pool::{Pool, ShutdownMode};
+//! use forkyard_pool::{Outcome, Pool, ShutdownMode};
 //!
 //! fn main() {
 //!     if forkyard_pool::worker::is_worker() {
@@ -77,7 +77,7 @@
 //!         assert_eq!(pool.call(12).await.unwrap(), 144);
 //!         println!("{:?}", pool.stats().await);
 //!         let report = pool.shutdown(ShutdownMode::Drain { grace: Duration::from_secs(10) }).await;
-//!         println!("{} tasks completed during shutdown", report.count("completed"));
+//!         println!("{} tasks completed during shutdown", report.count(Outcome::Completed));
 //!     });
 //! }
 //! ```
@@ -125,4 +125,4 @@ pub use crate::core::{RecycleReason, ShutdownMode};
 pub use error::{BuildError, PoolError};
 pub use events::{ExitCause, Outcome, PoolEvent, Subscription};
 pub use pool::{Builder, Pool, ShutdownReport, TaskOutcome, WorkerEnd};
-pub use stats::{FailureKind, Percentiles, Stats, WorkerStats};
+pub use stats::{FailureKind, Percentiles, Stats, WorkerState, WorkerStats};

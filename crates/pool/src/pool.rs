@@ -33,9 +33,9 @@ use tracing::{debug, info, warn};
 
 use crate::core::{Action, Core, Failure, KillReason, Refused, Rules, TaskId, WorkerId};
 use crate::error::{BuildError, PoolError};
-use crate::events::{Emitter, PoolEvent, Subscription};
+use crate::events::{Emitter, Outcome, PoolEvent, Subscription};
 use crate::protocol::{FromWorker, ToWorker};
-use crate::stats::{Stats, WorkerStats};
+use crate::stats::{FailureKind, Stats, WorkerStats};
 use crate::{ShutdownMode, worker};
 
 type CommandFactory = Arc<dyn Fn() -> Launch + Send + Sync>;
@@ -487,8 +487,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Drop for CancelGuard<'_, Req, R
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// Every task that was queued or running when the shutdown began, or was
-    /// submitted after, with its outcome: `completed`, or a [`FailureKind`](crate::FailureKind)
-    /// in snake case, or `cancelled`.
+    /// submitted after, with its [`Outcome`].
     pub tasks: Vec<TaskOutcome>,
     /// How each worker ended.
     pub workers: Vec<WorkerEnd>,
@@ -498,7 +497,7 @@ pub struct ShutdownReport {
 
 impl ShutdownReport {
     /// How many of the reported tasks ended with `outcome`.
-    pub fn count(&self, outcome: &str) -> usize {
+    pub fn count(&self, outcome: Outcome) -> usize {
         self.tasks.iter().filter(|t| t.outcome == outcome).count()
     }
 }
@@ -509,8 +508,8 @@ impl ShutdownReport {
 pub struct TaskOutcome {
     /// The task's id.
     pub task: u64,
-    /// `completed`, `cancelled`, or the failure kind (`shutting_down`, `timed_out`, ...).
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: Outcome,
 }
 
 /// How one worker ended, in a [`ShutdownReport`].
@@ -700,7 +699,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 if let Some(report) = &mut self.report {
                     report.tasks.push(TaskOutcome {
                         task: id,
-                        outcome: "shutting_down".into(),
+                        outcome: Outcome::Failed(FailureKind::ShuttingDown),
                     });
                 }
             }
@@ -728,7 +727,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                     .core
                     .workers()
                     .iter()
-                    .filter(|w| w.state == "idle" || w.state == "busy")
+                    .filter(|w| w.state.is_ready())
                     .count();
                 if ready >= self.rules.workers
                     && let Some(started) = self.started.take()
@@ -864,9 +863,9 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
 
     fn complete(&mut self, task: TaskId, outcome: Result<Resp, Failure>) {
         let label = match &outcome {
-            Ok(_) => "completed".to_owned(),
-            Err(Failure::Cancelled) => "cancelled".to_owned(),
-            Err(f) => crate::stats::FailureKind::of(f).as_str().to_owned(),
+            Ok(_) => Outcome::Completed,
+            Err(Failure::Cancelled) => Outcome::Cancelled,
+            Err(f) => Outcome::Failed(FailureKind::of(f)),
         };
         if let Some(report) = &mut self.report {
             report.tasks.push(TaskOutcome {
@@ -954,7 +953,10 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
             queued: self.core.queue_len(),
             running: self.core.running_len(),
             busy_workers: views.iter().filter(|w| w.in_flight > 0).count(),
-            idle_workers: views.iter().filter(|w| w.state == "idle").count(),
+            idle_workers: views
+                .iter()
+                .filter(|w| w.state == crate::stats::WorkerState::Idle)
+                .count(),
             queue_wait: self.core.histograms.queue_wait.summary(),
             service_time: self.core.histograms.service.summary(),
             degraded: self.core.degraded().map(str::to_owned),

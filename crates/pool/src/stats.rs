@@ -51,6 +51,50 @@ impl FailureKind {
     }
 }
 
+/// What a worker is doing, in a [`WorkerStats`] snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WorkerState {
+    /// Spawned, not yet ready.
+    Starting,
+    /// Ready, with no task.
+    Idle,
+    /// Ready, running tasks.
+    Busy,
+    /// Due for recycling: still taking tasks until its replacement is ready.
+    Retiring,
+    /// Finishing its tasks before it exits (recycling or shutdown).
+    Draining,
+    /// Being stopped or killed; waiting for its exit.
+    Ending,
+}
+
+impl WorkerState {
+    /// The state's name in snake case, as in serialized snapshots.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Idle => "idle",
+            WorkerState::Busy => "busy",
+            WorkerState::Retiring => "retiring",
+            WorkerState::Draining => "draining",
+            WorkerState::Ending => "ending",
+        }
+    }
+
+    /// Ready for tasks (idle or busy).
+    pub fn is_ready(self) -> bool {
+        matches!(self, WorkerState::Idle | WorkerState::Busy)
+    }
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Counters kept by the core.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
@@ -137,8 +181,8 @@ pub struct WorkerStats {
     pub worker: u64,
     /// Its pid, once spawned.
     pub pid: Option<u32>,
-    /// `starting`, `idle`, `busy`, `retiring`, `draining` or `ending`.
-    pub state: &'static str,
+    /// What it is doing.
+    pub state: WorkerState,
     /// Tasks running on it now.
     pub in_flight: usize,
     /// Tasks it has completed.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::job::Job;
-use forkyard_pool::{PoolError, ShutdownMode};
+use forkyard_pool::{FailureKind, Outcome, PoolError, ShutdownMode};
 
 use crate::support::{Baseline, builder, worker_pids};
 
@@ -43,7 +43,7 @@ async fn drain_runs_queued_and_running_tasks_then_stops_workers() {
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u64);
     }
-    assert_eq!(report.count("completed"), 6, "{report:?}");
+    assert_eq!(report.count(Outcome::Completed), 6, "{report:?}");
     assert_eq!(report.workers.len(), 2);
     assert!(
         report.workers.iter().all(|w| w.exit.success()),
@@ -74,7 +74,10 @@ async fn cancel_fails_the_queue_finishes_the_running() {
         .count();
     assert_eq!((ok, shut), (2, 4), "{outcomes:?}");
     assert_eq!(
-        (report.count("completed"), report.count("shutting_down")),
+        (
+            report.count(Outcome::Completed),
+            report.count(Outcome::Failed(FailureKind::ShuttingDown))
+        ),
         (2, 4)
     );
     base.assert_clean().await;
@@ -104,7 +107,7 @@ async fn a_grace_period_that_runs_out_stops_workers_and_fails_their_tasks() {
         hanging.await.unwrap(),
         Err(PoolError::ShuttingDown)
     ));
-    assert_eq!(report.count("shutting_down"), 1);
+    assert_eq!(report.count(Outcome::Failed(FailureKind::ShuttingDown)), 1);
     let exit = &report.workers[0].exit;
     assert_eq!(exit.pid(), pid);
     assert!(exit.ended_by().is_some(), "we stopped it: {exit}");

@@ -49,11 +49,7 @@ pub(crate) async fn wait_full(pool: &TestPool, n: usize) {
         pool,
         &format!("the pool back to {n} ready workers"),
         |stats| {
-            let ready = stats
-                .workers
-                .iter()
-                .filter(|w| w.state == "idle" || w.state == "busy")
-                .count();
+            let ready = stats.workers.iter().filter(|w| w.state.is_ready()).count();
             ready == n && stats.workers.len() == n
         },
     )
