@@ -12,7 +12,7 @@ use crate::policy::{Inner, ProgramEntry};
 use crate::sandbox::cgroup::{self, CgroupSet, Controller, RunCgroup};
 use crate::sandbox::exec::{Attestation, Hooks, UserNsMaps};
 use crate::sandbox::probe::{NamespaceMode, Probe};
-use crate::sandbox::{Enforcement, Layer, LayerReport, LayerStatus, Network};
+use crate::sandbox::{Enforcement, Layer, LayerReport, LayerStatus, Network, Sandbox};
 
 /// Everything prepared in the parent for one spawn.
 #[derive(Debug)]
@@ -50,205 +50,278 @@ fn unavailable(
     }
 }
 
+/// Prepares one spawn: every layer in the order the child applies them, each planned by its
+/// own function below, which adds its hooks and its line of the report.
 pub(crate) fn prepare(
     policy: &Inner,
     entry: &ProgramEntry,
     n_passed_fds: usize,
 ) -> Result<Prepared, Error> {
     let sandbox = &policy.sandbox;
-    let limits = &policy.limits;
     let probe = Probe::get();
-    let mut hooks = Hooks::default();
-    let mut reports = Vec::new();
+    let mut plan = Plan::default();
+    session(&mut plan, sandbox);
+    parent_death_signal(&mut plan, sandbox);
+    // Cgroups before rlimits: the memory fallback depends on them.
+    let cgroups = cgroups_layer(&mut plan, policy)?;
+    rlimits_layer(&mut plan, &policy.limits, cgroups.memory, n_passed_fds);
+    let userns_for_net = network_namespace(&mut plan, policy, probe)?;
+    let (pid_namespace, userns_for_pid) = pid_namespace(&mut plan, sandbox, probe)?;
+    let userns = userns_for_net || userns_for_pid;
+    if userns {
+        plan.hooks.userns = Some(UserNsMaps::identity());
+    }
+    capabilities(&mut plan, sandbox, userns)?;
+    no_new_privs(&mut plan, sandbox);
+    landlock(&mut plan, entry, sandbox)?;
+    let seccomp = seccomp(&mut plan, policy)?;
+    let attest = attestation_pipe(&mut plan)?;
+    let Plan { hooks, mut reports } = plan;
+    reports.sort_by_key(|r| r.layer);
+    Ok(Prepared {
+        hooks,
+        cgroups,
+        attest: Some(attest),
+        reports,
+        pid_namespace,
+        seccomp,
+    })
+}
 
-    // 1. Session.
+/// A spawn being prepared: the hooks the child will run, and one report line per layer.
+#[derive(Default)]
+struct Plan {
+    hooks: Hooks,
+    reports: Vec<LayerReport>,
+}
+
+impl Plan {
+    fn report(&mut self, layer: Layer, status: LayerStatus, detail: impl Into<String>) {
+        self.reports.push(report(layer, status, detail));
+    }
+}
+
+/// Layer 1: Session: no controlling terminal.
+fn session(plan: &mut Plan, sandbox: &Sandbox) {
     if sandbox.session {
-        hooks.session = true;
-        reports.push(report(
+        plan.hooks.session = true;
+        plan.report(
             Layer::Session,
             LayerStatus::Applied,
             "no controlling terminal (setsid, or TIOCNOTTY when the child already leads its process group)",
-        ));
+        );
     } else {
-        reports.push(report(Layer::Session, LayerStatus::Off, ""));
+        plan.report(Layer::Session, LayerStatus::Off, "");
     }
+}
 
-    // 2. Parent-death signal.
+/// Layer 2: Parent-death signal.
+fn parent_death_signal(plan: &mut Plan, sandbox: &Sandbox) {
     if sandbox.parent_death_signal {
-        hooks.parent_death = Some(rustix::process::getpid());
-        reports.push(report(
+        plan.hooks.parent_death = Some(rustix::process::getpid());
+        plan.report(
             Layer::ParentDeathSignal,
             LayerStatus::Applied,
             "SIGKILL when the spawning thread exits (forkyard-child's watchdog covers the owner process)",
-        ));
+        );
     } else {
-        reports.push(report(Layer::ParentDeathSignal, LayerStatus::Off, ""));
+        plan.report(Layer::ParentDeathSignal, LayerStatus::Off, "");
     }
+}
 
-    // 3. Cgroups (before rlimits: the memory fallback depends on them). A set left over by
-    // an earlier run of this policy is reused when it is empty (see `sandbox::cgroup`).
-    let mut cgroups = CgroupSet::default();
-    match sandbox.cgroup {
-        None => reports.push(report(Layer::Cgroup, LayerStatus::Off, "")),
-        Some(enforcement) => {
-            cgroups = match policy.take_pooled_cgroups() {
-                Some(set) => set,
-                None => create_cgroups(limits, enforcement)?,
-            };
-            cgroups.arm();
-            reports.push(cgroups.report.clone());
-            hooks.cgroup_procs = cgroups
-                .cgroups
-                .iter()
-                .filter_map(RunCgroup::procs_dup)
-                .collect::<Result<_, _>>()
-                .map_err(|source| Error::Prepare {
-                    layer: Layer::Cgroup,
-                    source,
-                })?;
-        }
-    }
-    let memory_in_cgroup = cgroups.memory;
+/// Layer 3: Cgroups. A set left over by an earlier run of this policy is reused when it is empty
+/// (see `sandbox::cgroup`).
+fn cgroups_layer(plan: &mut Plan, policy: &Inner) -> Result<CgroupSet, Error> {
+    let Some(enforcement) = policy.sandbox.cgroup else {
+        plan.report(Layer::Cgroup, LayerStatus::Off, "");
+        return Ok(CgroupSet::default());
+    };
+    let mut cgroups = match policy.take_pooled_cgroups() {
+        Some(set) => set,
+        None => create_cgroups(&policy.limits, enforcement)?,
+    };
+    cgroups.arm();
+    plan.reports.push(cgroups.report.clone());
+    plan.hooks.cgroup_procs = cgroups
+        .cgroups
+        .iter()
+        .filter_map(RunCgroup::procs_dup)
+        .collect::<Result<_, _>>()
+        .map_err(|source| Error::Prepare {
+            layer: Layer::Cgroup,
+            source,
+        })?;
+    Ok(cgroups)
+}
 
-    // 4. Rlimits (always: core dumps are always off).
+/// Layer 4: Rlimits (always: core dumps are always off).
+fn rlimits_layer(plan: &mut Plan, limits: &Limits, memory_in_cgroup: bool, n_passed_fds: usize) {
     let (rlimits, detail) = rlimits(limits, memory_in_cgroup);
-    hooks.rlimits = rlimits;
-    hooks.nofile = limits
+    plan.hooks.rlimits = rlimits;
+    plan.hooks.nofile = limits
         .open_files
         .map(|n| (n, 2 * (n_passed_fds as u64 + 3) + 4));
-    reports.push(report(Layer::Rlimits, LayerStatus::Applied, detail));
+    plan.report(Layer::Rlimits, LayerStatus::Applied, detail);
+}
 
-    // 5. Namespaces.
-    let mut userns = false;
-    let want_net = sandbox.network == Network::Off && sandbox.network_namespace.is_some();
-    if let (true, Some(enforcement)) = (want_net, sandbox.network_namespace) {
-        // With seccomp denying socket(2), runs cannot reach each other through a shared
-        // namespace, so a privileged parent lets them all join one (see `sandbox::netns`).
-        let sockets_denied = matches!(policy.seccomp, Some(Ok(_))) && sandbox.seccomp.is_some();
-        let shared = match probe.namespace_mode(probe.net_ns) {
-            Ok(NamespaceMode::Privileged) if sockets_denied => crate::sandbox::netns::shared().ok(),
-            _ => None,
-        };
-        match probe.namespace_mode(probe.net_ns) {
-            Ok(_) if shared.is_some() => {
-                hooks.join_net = shared;
-                reports.push(report(
-                    Layer::NetworkNamespace,
-                    LayerStatus::Applied,
-                    "shared empty network namespace: no interfaces but a down loopback \
-                     (sockets are denied by seccomp, so runs cannot meet there)",
-                ));
-            }
-            Ok(mode) => {
-                hooks.unshare_net = true;
-                userns |= mode == NamespaceMode::InUserNamespace;
-                reports.push(report(
-                    Layer::NetworkNamespace,
-                    LayerStatus::Applied,
-                    namespace_detail(
-                        "own empty network namespace: no interfaces but a down loopback",
-                        mode,
-                    ),
-                ));
-            }
-            Err(reason) => reports.push(unavailable(Layer::NetworkNamespace, enforcement, reason)?),
+/// Layer 5a: Network namespace. Returns whether it needs a user namespace.
+fn network_namespace(plan: &mut Plan, policy: &Inner, probe: &Probe) -> Result<bool, Error> {
+    let sandbox = &policy.sandbox;
+    let (Network::Off, Some(enforcement)) = (sandbox.network, sandbox.network_namespace) else {
+        plan.report(Layer::NetworkNamespace, LayerStatus::Off, "");
+        return Ok(false);
+    };
+    // With seccomp denying socket(2), runs cannot reach each other through a shared
+    // namespace, so a privileged parent lets them all join one (see `sandbox::netns`).
+    let sockets_denied = matches!(policy.seccomp, Some(Ok(_))) && sandbox.seccomp.is_some();
+    let shared = match probe.namespace_mode(probe.net_ns) {
+        Ok(NamespaceMode::Privileged) if sockets_denied => crate::sandbox::netns::shared().ok(),
+        _ => None,
+    };
+    match probe.namespace_mode(probe.net_ns) {
+        Ok(_) if shared.is_some() => {
+            plan.hooks.join_net = shared;
+            plan.report(
+                Layer::NetworkNamespace,
+                LayerStatus::Applied,
+                "shared empty network namespace: no interfaces but a down loopback \
+                 (sockets are denied by seccomp, so runs cannot meet there)",
+            );
+            Ok(false)
         }
-    } else {
-        reports.push(report(Layer::NetworkNamespace, LayerStatus::Off, ""));
-    }
-    let mut pid_namespace = false;
-    if let Some(enforcement) = sandbox.pid_namespace {
-        match probe.namespace_mode(probe.pid_ns) {
-            Ok(mode) => {
-                hooks.unshare_pid = true;
-                pid_namespace = true;
-                userns |= mode == NamespaceMode::InUserNamespace;
-                reports.push(report(
-                    Layer::PidNamespace,
-                    LayerStatus::Applied,
-                    namespace_detail(
-                        "the program is pid 1 of a new pid namespace; everything it starts dies with it",
-                        mode,
-                    ),
-                ));
-            }
-            Err(reason) => reports.push(unavailable(Layer::PidNamespace, enforcement, reason)?),
+        Ok(mode) => {
+            plan.hooks.unshare_net = true;
+            plan.report(
+                Layer::NetworkNamespace,
+                LayerStatus::Applied,
+                namespace_detail(
+                    "own empty network namespace: no interfaces but a down loopback",
+                    mode,
+                ),
+            );
+            Ok(mode == NamespaceMode::InUserNamespace)
         }
-    } else {
-        reports.push(report(Layer::PidNamespace, LayerStatus::Off, ""));
+        Err(reason) => {
+            let line = unavailable(Layer::NetworkNamespace, enforcement, reason)?;
+            plan.reports.push(line);
+            Ok(false)
+        }
     }
-    if userns {
-        hooks.userns = Some(UserNsMaps::identity());
-    }
+}
 
-    // 6. Capabilities, dropped in the child after the namespaces (inside the user namespace
-    // when there is one, where the child holds CAP_SETPCAP).
+/// Layer 5b: Pid namespace. Returns whether it is on, and whether it needs a user namespace.
+fn pid_namespace(plan: &mut Plan, sandbox: &Sandbox, probe: &Probe) -> Result<(bool, bool), Error> {
+    let Some(enforcement) = sandbox.pid_namespace else {
+        plan.report(Layer::PidNamespace, LayerStatus::Off, "");
+        return Ok((false, false));
+    };
+    match probe.namespace_mode(probe.pid_ns) {
+        Ok(mode) => {
+            plan.hooks.unshare_pid = true;
+            plan.report(
+                Layer::PidNamespace,
+                LayerStatus::Applied,
+                namespace_detail(
+                    "the program is pid 1 of a new pid namespace; everything it starts dies with it",
+                    mode,
+                ),
+            );
+            Ok((true, mode == NamespaceMode::InUserNamespace))
+        }
+        Err(reason) => {
+            let line = unavailable(Layer::PidNamespace, enforcement, reason)?;
+            plan.reports.push(line);
+            Ok((false, false))
+        }
+    }
+}
+
+/// Layer 6: Capabilities, dropped in the child after the namespaces (inside the user namespace
+/// when there is one, where the child holds CAP_SETPCAP).
+fn capabilities(plan: &mut Plan, sandbox: &Sandbox, userns: bool) -> Result<(), Error> {
     match (
         sandbox.capabilities,
         crate::sandbox::caps::prepare(sandbox, userns),
     ) {
-        (None, _) | (_, None) => reports.push(report(Layer::Capabilities, LayerStatus::Off, "")),
+        (None, _) | (_, None) => plan.report(Layer::Capabilities, LayerStatus::Off, ""),
         (Some(enforcement), Some(Err(reason))) => {
-            reports.push(unavailable(Layer::Capabilities, enforcement, reason)?)
+            let line = unavailable(Layer::Capabilities, enforcement, reason)?;
+            plan.reports.push(line);
         }
-        (Some(enforcement), Some(Ok((plan, status, detail)))) => {
+        (Some(enforcement), Some(Ok((caps, status, detail)))) => {
             if status == LayerStatus::Partial && enforcement == Enforcement::Required {
                 return Err(Error::LayerUnavailable {
                     layer: Layer::Capabilities,
                     reason: detail,
                 });
             }
-            hooks.capabilities = Some(plan);
-            reports.push(report(Layer::Capabilities, status, detail));
+            plan.hooks.capabilities = Some(caps);
+            plan.report(Layer::Capabilities, status, detail);
         }
     }
+    Ok(())
+}
 
-    // 7. no_new_privs.
+/// Layer 7: no_new_privs.
+fn no_new_privs(plan: &mut Plan, sandbox: &Sandbox) {
     if sandbox.no_new_privs {
-        hooks.no_new_privs = true;
-        reports.push(report(
+        plan.hooks.no_new_privs = true;
+        plan.report(
             Layer::NoNewPrivs,
             LayerStatus::Applied,
             "set-uid bits and file capabilities ignored",
-        ));
+        );
     } else {
-        reports.push(report(
+        plan.report(
             Layer::NoNewPrivs,
             LayerStatus::Off,
             "(Landlock and seccomp still set it)",
-        ));
+        );
     }
+}
 
-    // 8. Landlock.
+/// Layer 8: Landlock.
+fn landlock(plan: &mut Plan, entry: &ProgramEntry, sandbox: &Sandbox) -> Result<(), Error> {
     match (&entry.landlock, sandbox.landlock) {
-        (None, _) | (_, None) => reports.push(report(Layer::Landlock, LayerStatus::Off, "")),
+        (None, _) | (_, None) => plan.report(Layer::Landlock, LayerStatus::Off, ""),
         (Some(Err(reason)), Some(enforcement)) => {
-            reports.push(unavailable(Layer::Landlock, enforcement, reason.clone())?)
+            let line = unavailable(Layer::Landlock, enforcement, reason.clone())?;
+            plan.reports.push(line);
         }
-        (Some(Ok(plan)), Some(_)) => {
-            hooks.landlock = Some(plan.for_spawn().map_err(|source| Error::Prepare {
+        (Some(Ok(ruleset)), Some(_)) => {
+            plan.hooks.landlock = Some(ruleset.for_spawn().map_err(|source| Error::Prepare {
                 layer: Layer::Landlock,
                 source,
             })?);
-            reports.push(report(Layer::Landlock, plan.status, plan.detail.clone()));
+            plan.report(Layer::Landlock, ruleset.status, ruleset.detail.clone());
         }
     }
+    Ok(())
+}
 
-    // 9. Seccomp.
-    let mut seccomp = false;
-    match (&policy.seccomp, sandbox.seccomp) {
-        (None, _) | (_, None) => reports.push(report(Layer::Seccomp, LayerStatus::Off, "")),
+/// Layer 9: Seccomp. Returns whether a filter is installed.
+fn seccomp(plan: &mut Plan, policy: &Inner) -> Result<bool, Error> {
+    match (&policy.seccomp, policy.sandbox.seccomp) {
+        (None, _) | (_, None) => {
+            plan.report(Layer::Seccomp, LayerStatus::Off, "");
+            Ok(false)
+        }
         (Some(Err(reason)), Some(enforcement)) => {
-            reports.push(unavailable(Layer::Seccomp, enforcement, reason.clone())?)
+            let line = unavailable(Layer::Seccomp, enforcement, reason.clone())?;
+            plan.reports.push(line);
+            Ok(false)
         }
-        (Some(Ok(plan)), Some(_)) => {
-            hooks.seccomp = Some(plan.clone());
-            seccomp = true;
-            reports.push(report(Layer::Seccomp, plan.status, plan.detail.clone()));
+        (Some(Ok(filter)), Some(_)) => {
+            plan.hooks.seccomp = Some(filter.clone());
+            plan.report(Layer::Seccomp, filter.status, filter.detail.clone());
+            Ok(true)
         }
     }
+}
 
-    // 10. Attestation pipe.
+/// Layer 10: The attestation pipe, through which the child confirms each layer before `exec`.
+/// Returns its read end.
+fn attestation_pipe(plan: &mut Plan) -> Result<OwnedFd, Error> {
     let (rx, tx) = rustix::pipe::pipe_with(
         rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
     )
@@ -256,16 +329,8 @@ pub(crate) fn prepare(
         layer: Layer::Session,
         source: e.into(),
     })?;
-    hooks.attest = Some(tx);
-    reports.sort_by_key(|r| r.layer);
-    Ok(Prepared {
-        hooks,
-        cgroups,
-        attest: Some(rx),
-        reports,
-        pid_namespace,
-        seccomp,
-    })
+    plan.hooks.attest = Some(tx);
+    Ok(rx)
 }
 
 /// Creates the cgroups a run of this policy needs (pids always, for containment; memory when
