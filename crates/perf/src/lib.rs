@@ -7,6 +7,7 @@ mod cache;
 #[cfg(feature = "http")]
 mod http;
 mod monitor;
+mod sweep;
 pub mod verdict;
 
 pub use advice::{Advice, Trace};
@@ -14,4 +15,5 @@ pub use cache::{Backend, CacheBuilder, CacheStats, Cached, FnBackend};
 #[cfg(feature = "http")]
 pub use http::MetricsServer;
 pub use monitor::{Latency, Monitor, MonitorConfig, Point, Snapshot, Totals, WorkerFigures};
+pub use sweep::{Sweep, SweepConfig, SweepRow, sweep};
 pub use verdict::{Verdict, VerdictKind, verdicts};
