@@ -20,7 +20,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::Message;
 use crate::codec::Codec;
-use crate::error::{Error, HandshakeError, Result};
+use crate::error::{Earlier, Error, HandshakeError, Result};
 use crate::frame::{self, Decoder, MAX_FDS};
 use crate::handshake::{Hello, MAX_HELLO_LEN};
 
@@ -435,12 +435,12 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
 
 /// Why a half refuses further use, kept so that one event always reads as
 /// one error: a peer that went away is [`Error::Closed`] on every later call,
-/// not `Closed` once and then `Broken("the peer closed the channel")`.
+/// not `Closed` once and then `Broken` by "the peer closed the channel".
 #[derive(Debug, Clone)]
 enum Poison {
     Closed,
     Handshake(HandshakeError),
-    Broken(String),
+    Broken(Earlier),
 }
 
 impl Poison {
@@ -448,8 +448,8 @@ impl Poison {
         match e {
             Error::Closed => Poison::Closed,
             Error::Handshake(e) => Poison::Handshake(e.clone()),
-            Error::Broken(why) => Poison::Broken(why.clone()),
-            other => Poison::Broken(other.to_string()),
+            Error::Broken(earlier) => Poison::Broken(earlier.clone()),
+            other => Poison::Broken(Earlier::of(other)),
         }
     }
 
@@ -457,7 +457,7 @@ impl Poison {
         match self {
             Poison::Closed => Error::Closed,
             Poison::Handshake(e) => Error::Handshake(e.clone()),
-            Poison::Broken(why) => Error::Broken(why.clone()),
+            Poison::Broken(earlier) => Error::Broken(earlier.clone()),
         }
     }
 }
@@ -591,7 +591,7 @@ impl<T: Message> Sender<T> {
     /// returns `Ok(None)` after the last message.
     pub async fn close(&mut self) -> Result<()> {
         self.flush().await?;
-        self.broken = Some(Poison::Broken("the sender was closed".to_owned()));
+        self.broken = Some(Poison::Broken(Earlier::of(&Error::SenderClosed)));
         rustix::net::shutdown(&self.shared.io, rustix::net::Shutdown::Write)
             .map_err(|e| Error::io("shutting down the socket", e.into()))
     }

@@ -118,9 +118,13 @@ pub enum Error {
     /// The peer has gone: it closed its end, or died, or stopped reading for good.
     #[error("the peer closed the channel")]
     Closed,
-    /// An earlier stream error left the channel unusable.
-    #[error("the channel is broken by an earlier error: {0}")]
-    Broken(String),
+    /// An earlier stream error left this half unusable; the source is that
+    /// error, with its causes.
+    #[error("the channel is broken by an earlier error")]
+    Broken(#[source] Earlier),
+    /// [`Sender::close`](crate::Sender::close) was called; nothing more can be sent.
+    #[error("the sender was closed")]
+    SenderClosed,
     /// `from_stream`, `from_parent` or `spawn` was called outside a tokio runtime.
     #[error("forkyard-ipc needs a tokio runtime (call it inside one)")]
     NoRuntime,
@@ -179,6 +183,39 @@ impl Error {
             return Error::Closed;
         }
         Error::Io { op, source }
+    }
+}
+
+/// An earlier error, kept for every call after it: its message and each of its
+/// causes, as they read. ([`Error`] holds OS errors and decoder errors that
+/// cannot be cloned, and the caller that met the error gets the error itself;
+/// this is what later callers get as [`Error::Broken`]'s source, so that
+/// `{:#}` and anyhow chains still show every cause.)
+#[derive(Debug, Clone)]
+pub struct Earlier {
+    message: String,
+    source: Option<Box<Earlier>>,
+}
+
+impl Earlier {
+    /// Takes down `error`'s message and the messages of its sources.
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> Earlier {
+        Earlier {
+            message: error.to_string(),
+            source: error.source().map(|s| Box::new(Earlier::of(s))),
+        }
+    }
+}
+
+impl std::fmt::Display for Earlier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Earlier {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
     }
 }
 

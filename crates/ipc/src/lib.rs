@@ -189,7 +189,7 @@ pub(crate) mod spawn;
 
 pub use channel::{Channel, Config, Receiver, Sender};
 pub use codec::Codec;
-pub use error::{Error, HandshakeError, Result};
+pub use error::{Earlier, Error, HandshakeError, Result};
 pub use handshake::{PROTOCOL_VERSION, TypeInfo};
 pub use spawn::{IPC_CODEC_ENV, IPC_FD, IPC_FD_ENV, spawn, spawn_with};
 

@@ -64,7 +64,7 @@ use tokio::task::AbortHandle;
 
 use crate::Message;
 use crate::channel::{Channel, Receiver, Sender};
-use crate::error::{Error, Result};
+use crate::error::{Earlier, Error, Result};
 
 /// One message of a request-response conversation, as it travels.
 ///
@@ -386,21 +386,21 @@ impl<Call, Reply> Rpc<Call, Reply> {
 #[derive(Debug, Clone)]
 enum Ending {
     PeerGone,
-    Broken(String),
+    Broken(Earlier),
 }
 
 impl Ending {
     fn of(why: Option<&Error>) -> Ending {
         match why {
             None | Some(Error::Closed) => Ending::PeerGone,
-            Some(e) => Ending::Broken(e.to_string()),
+            Some(e) => Ending::Broken(Earlier::of(e)),
         }
     }
 
     fn error(&self) -> Error {
         match self {
             Ending::PeerGone => Error::Closed,
-            Ending::Broken(why) => Error::Broken(why.clone()),
+            Ending::Broken(earlier) => Error::Broken(earlier.clone()),
         }
     }
 }

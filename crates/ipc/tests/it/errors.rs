@@ -64,7 +64,10 @@ fn error_messages() {
         },
         Error::FdsNotSupported,
         Error::Closed,
-        Error::Broken("zero-length frame at stream offset 128".into()),
+        Error::Broken(forkyard_ipc::Earlier::of(&Error::ZeroLengthFrame {
+            offset: 128,
+        })),
+        Error::SenderClosed,
         Error::NoRuntime,
         Error::NoParentChannel {
             reason: "FORKYARD_IPC_FD is not set".into(),

@@ -158,7 +158,7 @@ fn a_receiver_broken_by_the_peer_leaves_the_sender_working() {
         );
         let again = rx.recv().await;
         assert!(
-            matches!(&again, Err(Error::Broken(why)) if why.contains("zero-length")),
+            matches!(&again, Err(Error::Broken(earlier)) if earlier.to_string().contains("zero-length")),
             "{again:?}"
         );
         // The other direction is still in step: the peer gets our message.
