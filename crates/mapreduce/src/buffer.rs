@@ -10,22 +10,58 @@ use serde::Serialize;
 
 use crate::partition::partition_of;
 
-/// Values of one key are combined once this many have piled up.
-const COMBINE_AT: usize = 8;
 /// What a key costs besides its serialized bytes: the table slot, the value
 /// vector's header, allocator rounding. An estimate, not an accounting.
 const KEY_OVERHEAD: usize = 64;
 
-pub(crate) struct Slot<V> {
-    part: u32,
-    values: Vec<V>,
+/// The values of one key: one value (always, for a job that combines: each
+/// new value is folded into it) or several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Values<V> {
+    One(V),
+    Many(Vec<V>),
 }
 
-/// A job's combine function, when it has one.
-pub(crate) type Combiner<'a, K, V> = &'a dyn Fn(&K, &mut Vec<V>);
+impl<V> Values<V> {
+    pub(crate) fn as_slice(&self) -> &[V] {
+        match self {
+            Values::One(v) => std::slice::from_ref(v),
+            Values::Many(v) => v,
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<V> {
+        match self {
+            Values::One(v) => vec![v],
+            Values::Many(v) => v,
+        }
+    }
+}
+
+pub(crate) struct Slot<V> {
+    part: u32,
+    values: Values<V>,
+}
+
+/// A job's combine function, when it has one: folds a value into an accumulator.
+pub(crate) type Combiner<'a, K, V> = &'a dyn Fn(&K, &mut V, V);
+
+/// Folds `values` into one with `combine`.
+pub(crate) fn fold<K, V>(combine: Combiner<'_, K, V>, key: &K, values: Vec<V>) -> Values<V> {
+    let mut it = values.into_iter();
+    match it.next() {
+        Some(mut acc) => {
+            for v in it {
+                combine(key, &mut acc, v);
+            }
+            Values::One(acc)
+        }
+        None => Values::Many(Vec::new()),
+    }
+}
 
 /// A sorted partition's worth of entries: `(key, values)` in key order.
-pub(crate) type Sorted<K, V> = Vec<(K, Vec<V>)>;
+pub(crate) type Sorted<K, V> = Vec<(K, Values<V>)>;
 
 pub(crate) struct Buffer<K, V> {
     map: HashMap<K, Slot<V>, FxBuildHasher>,
@@ -62,11 +98,12 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
             key,
             Slot {
                 part,
-                values: vec![value],
+                values: Values::One(value),
             },
         );
     }
 
+    #[inline]
     fn add(
         bytes: &mut usize,
         key: &K,
@@ -74,17 +111,28 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         value: V,
         combine: Option<Combiner<'_, K, V>>,
     ) {
-        slot.values.push(value);
-        *bytes += Self::value_cost();
-        if let Some(combine) = combine
-            && slot.values.len() >= COMBINE_AT
-        {
-            let before = slot.values.len();
-            combine(key, &mut slot.values);
-            *bytes -= (before.saturating_sub(slot.values.len())) * Self::value_cost();
+        match (&mut slot.values, combine) {
+            (Values::One(acc), Some(combine)) => combine(key, acc, value),
+            (Values::Many(values), _) => {
+                values.push(value);
+                *bytes += Self::value_cost();
+            }
+            (one @ Values::One(_), None) => {
+                let Values::One(first) =
+                    std::mem::replace(one, Values::Many(Vec::with_capacity(4)))
+                else {
+                    unreachable!("matched One above")
+                };
+                if let Values::Many(values) = one {
+                    values.push(first);
+                    values.push(value);
+                }
+                *bytes += Self::value_cost() + 24;
+            }
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, key: K, value: V, combine: Option<Combiner<'_, K, V>>) {
         self.emitted += 1;
         match self.map.get_key_value_mut(&key) {
@@ -93,6 +141,7 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         }
     }
 
+    #[inline]
     pub(crate) fn push_ref<Q>(&mut self, key: &Q, value: V, combine: Option<Combiner<'_, K, V>>)
     where
         K: Borrow<Q>,
@@ -105,18 +154,13 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         }
     }
 
-    /// Empties the buffer into one sorted, combined vector per partition.
-    pub(crate) fn drain_sorted(&mut self, combine: Option<Combiner<'_, K, V>>) -> Vec<Sorted<K, V>>
+    /// Empties the buffer into one sorted vector per partition.
+    pub(crate) fn drain_sorted(&mut self) -> Vec<Sorted<K, V>>
     where
         K: Ord,
     {
         let mut parts: Vec<Sorted<K, V>> = (0..self.reducers).map(|_| Vec::new()).collect();
-        for (key, mut slot) in self.map.drain() {
-            if let Some(combine) = combine
-                && slot.values.len() > 1
-            {
-                combine(&key, &mut slot.values);
-            }
+        for (key, slot) in self.map.drain() {
             parts[slot.part as usize].push((key, slot.values));
         }
         for part in &mut parts {

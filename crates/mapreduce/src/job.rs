@@ -33,10 +33,8 @@ use crate::buffer::{Buffer, Combiner};
 ///             emit.emit_ref(word, 1);
 ///         }
 ///     }
-///     fn combine(&self, _word: &Vec<u8>, counts: &mut Vec<u64>) {
-///         let sum = counts.iter().sum();
-///         counts.clear();
-///         counts.push(sum);
+///     fn combine(&self, _word: &Vec<u8>, count: &mut u64, more: u64) {
+///         *count += more;
 ///     }
 ///     fn reduce(&self, _word: &Vec<u8>, counts: Vec<u64>, emit: &mut dyn FnMut(u64)) {
 ///         emit(counts.iter().sum())
@@ -61,12 +59,16 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Maps one record (a line, without its `\n`) to key-value pairs.
     fn map(&self, record: &[u8], emit: &mut Emit<'_, Self::Key, Self::Value>);
 
-    /// Replaces `values` of `key` with fewer values that reduce to the same
-    /// result (a sum for a count). Runs in the map task, on the in-memory
-    /// buffer, at spills and at merges, any number of times, on any grouping of
-    /// the values: it must be associative and commutative. Only called when
-    /// [`Job::COMBINES`] is true.
-    fn combine(&self, _key: &Self::Key, _values: &mut Vec<Self::Value>) {}
+    /// Folds `value` into `acc`, two values of `key` becoming one that
+    /// reduces to the same result (`*acc += value` for a count). Runs in the
+    /// map task, as values are emitted and when runs are merged, on any
+    /// grouping of the values in any order: it must be associative and
+    /// commutative. Only called when [`Job::COMBINES`] is true.
+    ///
+    /// The paper's combiner takes a key and all its values; a fold takes them
+    /// one at a time, so the buffer keeps one value per key, in place, instead
+    /// of a list that grows until it is combined.
+    fn combine(&self, _key: &Self::Key, _acc: &mut Self::Value, _value: Self::Value) {}
 
     /// Reduces all the values of one key (in the order the map tasks emitted
     /// them, map task by map task) to output values.

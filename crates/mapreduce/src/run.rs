@@ -12,6 +12,8 @@ use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 
 use serde::Serialize;
+
+use crate::buffer::Values;
 use serde::de::DeserializeOwned;
 
 /// The largest frame a reader accepts (a key with its values), so that a
@@ -97,14 +99,14 @@ impl<K: DeserializeOwned, V: DeserializeOwned> RunReader<K, V> {
 
 /// One input of a merge.
 pub(crate) enum Source<K, V> {
-    Memory(std::vec::IntoIter<(K, Vec<V>)>),
+    Memory(std::vec::IntoIter<(K, Values<V>)>),
     Run(RunReader<K, V>),
 }
 
 impl<K: DeserializeOwned, V: DeserializeOwned> Source<K, V> {
     fn next_entry(&mut self) -> io::Result<Option<(K, Vec<V>)>> {
         match self {
-            Source::Memory(it) => Ok(it.next()),
+            Source::Memory(it) => Ok(it.next().map(|(k, v)| (k, v.into_vec()))),
             Source::Run(r) => r.next_entry(),
         }
     }
@@ -208,7 +210,7 @@ mod tests {
         let b = run_bytes(&[(1, vec![2]), (2, vec![9]), (3, vec![4, 5])]);
         let sources = vec![
             Source::Run(RunReader::<u32, u8>::new(Box::new(std::io::Cursor::new(a)))),
-            Source::Memory(vec![(0, vec![7]), (3, vec![6])].into_iter()),
+            Source::Memory(vec![(0, Values::One(7)), (3, Values::Many(vec![6]))].into_iter()),
             Source::Run(RunReader::new(Box::new(std::io::Cursor::new(b)))),
         ];
         let mut got = Vec::new();

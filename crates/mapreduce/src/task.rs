@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::buffer::{Buffer, Combiner};
+use crate::buffer::{Buffer, Combiner, fold};
 use crate::input::Split;
 use crate::job::{Emit, Field, Job};
 use crate::run::{RunReader, RunWriter, Source, merge};
@@ -227,7 +227,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
         None
     };
     let skip: HashSet<u64> = args.skip.iter().copied().collect();
-    let combine_fn = |k: &J::Key, v: &mut Vec<J::Value>| job.combine(k, v);
+    let combine_fn = |k: &J::Key, acc: &mut J::Value, v: J::Value| job.combine(k, acc, v);
     let combine: Option<Combiner<'_, J::Key, J::Value>> =
         if J::COMBINES { Some(&combine_fn) } else { None };
 
@@ -241,11 +241,11 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
      -> io::Result<()> {
         let n = spills.len();
         let mut paths = Vec::new();
-        for (r, part) in buffer.drain_sorted(combine).into_iter().enumerate() {
+        for (r, part) in buffer.drain_sorted().into_iter().enumerate() {
             let path = scratch.path().join(format!("spill-{n}-{r}"));
             let mut w = RunWriter::new(BufWriter::with_capacity(256 << 10, File::create(&path)?));
             for (k, v) in &part {
-                w.write(k, v)?;
+                w.write(k, v.as_slice())?;
             }
             w.finish()?;
             paths.push(path);
@@ -302,21 +302,21 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
 
     let write_err = |e: io::Error| err("cannot write map output", e);
     if spills.is_empty() {
-        for (r, part) in buffer.drain_sorted(combine).into_iter().enumerate() {
+        for (r, part) in buffer.drain_sorted().into_iter().enumerate() {
             let mut w = RunWriter::new(
                 storage
                     .create(&attempt, &part_name(r as u32))
                     .map_err(write_err)?,
             );
             for (k, v) in &part {
-                w.write(k, v).map_err(write_err)?;
+                w.write(k, v.as_slice()).map_err(write_err)?;
             }
             stats.bytes_out += w.bytes;
             w.finish().map_err(write_err)?;
         }
     } else {
         // What is still in memory joins the merge as one more (sorted) source.
-        let mut in_memory = buffer.drain_sorted(combine).into_iter();
+        let mut in_memory = buffer.drain_sorted().into_iter();
         for r in 0..args.reducers as usize {
             let mut sources = Vec::with_capacity(spills.len() + 1);
             for s in &spills {
@@ -333,13 +333,9 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
                     .create(&attempt, &part_name(r as u32))
                     .map_err(write_err)?,
             );
-            merge(sources, |k, mut v| {
-                if let Some(combine) = combine
-                    && v.len() > 1
-                {
-                    combine(&k, &mut v);
-                }
-                w.write(&k, &v)
+            merge(sources, |k, v| match combine {
+                Some(combine) if v.len() > 1 => w.write(&k, fold(combine, &k, v).as_slice()),
+                _ => w.write(&k, &v),
             })
             .map_err(|e| err("cannot merge spills", e))?;
             stats.bytes_out += w.bytes;
@@ -505,9 +501,8 @@ mod tests {
                 emit.emit_ref(w, 1);
             }
         }
-        fn combine(&self, _: &Vec<u8>, v: &mut Vec<u64>) {
-            let s = v.iter().sum();
-            *v = vec![s];
+        fn combine(&self, _word: &Vec<u8>, count: &mut u64, more: u64) {
+            *count += more;
         }
         fn reduce(&self, _: &Vec<u8>, v: Vec<u64>, emit: &mut dyn FnMut(u64)) {
             emit(v.iter().sum())

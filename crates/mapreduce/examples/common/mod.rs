@@ -38,10 +38,8 @@ impl Job for WordCount {
         }
     }
 
-    fn combine(&self, _word: &Vec<u8>, counts: &mut Vec<u64>) {
-        let sum = counts.iter().sum();
-        counts.clear();
-        counts.push(sum);
+    fn combine(&self, _word: &Vec<u8>, count: &mut u64, more: u64) {
+        *count += more;
     }
 
     fn reduce(&self, _word: &Vec<u8>, counts: Vec<u64>, emit: &mut dyn FnMut(u64)) {
