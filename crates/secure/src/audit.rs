@@ -19,8 +19,12 @@
 //! Arguments come from untrusted requests. They are written with JSON escaping *and* every
 //! non-ASCII character as `\uXXXX`, so neither a newline (`\n{"forged":1}`) nor a terminal
 //! escape (`\x1b[2J`) nor a bidi override reaches the file raw. An argument that is not UTF-8
-//! is written as `{"hex":"..."}`; one longer than 1024 bytes as its length, sha256 and first
-//! 64 bytes. A record can therefore never span two lines or imitate another record.
+//! is written as `{"hex":"..."}`. A record can therefore never span two lines or imitate
+//! another record. Every argument of an *accepted* request, and of the argv that runs, is
+//! written in full (the grammar's `max_args` and `max_arg_len` bound it), so the log
+//! reproduces every run byte for byte; an argument of a *refused* request longer than 1024
+//! bytes is written as its length, sha256 and first 64 bytes, so a hostile caller cannot
+//! grow the log by sending more.
 //!
 //! # Concurrency and durability
 //!
@@ -339,12 +343,25 @@ pub(crate) enum AuditArg {
     },
 }
 
-const MAX_LOGGED_ARG: usize = 1024;
+/// The longest argument of a *refused* request logged in full; a longer one is logged as its
+/// length, digest and first 64 bytes, so that a hostile caller cannot grow the log without
+/// bound. Accepted arguments are always logged in full: the log reproduces every run.
+const MAX_LOGGED_REFUSED_ARG: usize = 1024;
 
 impl AuditArg {
+    /// The argument in full: as text when it is UTF-8, else hex-encoded.
     pub(crate) fn new(arg: &std::ffi::OsStr) -> AuditArg {
         let bytes = arg.as_bytes();
-        if bytes.len() > MAX_LOGGED_ARG {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => AuditArg::Text(text.to_owned()),
+            Err(_) => AuditArg::Hex { hex: to_hex(bytes) },
+        }
+    }
+
+    /// The argument of a refused request: in full up to [`MAX_LOGGED_REFUSED_ARG`] bytes.
+    pub(crate) fn capped(arg: &std::ffi::OsStr) -> AuditArg {
+        let bytes = arg.as_bytes();
+        if bytes.len() > MAX_LOGGED_REFUSED_ARG {
             let head = String::from_utf8_lossy(&bytes[..64]).into_owned();
             return AuditArg::Long {
                 len: bytes.len(),

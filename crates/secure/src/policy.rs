@@ -446,16 +446,20 @@ impl Policy {
         let Some(log) = &self.inner.audit else {
             return Ok(None);
         };
+        // What runs is logged in full, so the log reproduces it byte for byte; a refused
+        // request (which may be hostile and huge) is logged with long arguments digested.
+        let arg: fn(&OsStr) -> AuditArg = if outcome.is_ok() {
+            AuditArg::new
+        } else {
+            AuditArg::capped
+        };
         let mut record = Decision {
             decision: if outcome.is_ok() { "allowed" } else { "denied" },
             policy: self.inner.id.clone(),
-            caller: request
-                .caller
-                .as_deref()
-                .map(|c| AuditArg::new(OsStr::new(c))),
-            program: AuditArg::new(OsStr::new(&request.program)),
+            caller: request.caller.as_deref().map(|c| arg(OsStr::new(c))),
+            program: arg(OsStr::new(&request.program)),
             exe: None,
-            request: request.args.iter().map(|a| AuditArg::new(a)).collect(),
+            request: request.args.iter().map(|a| arg(a)).collect(),
             argv: None,
             env: env_names(&request.env),
             env_sha256: None,

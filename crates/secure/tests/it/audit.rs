@@ -374,3 +374,110 @@ proptest! {
         prop_assert_eq!(v.findings[0].line, 1);
     }
 }
+
+/// An argument as the log wrote it: a JSON string, or `{"hex": ...}` for bytes that are not
+/// UTF-8. (A refused request's long arguments are digested instead; see below.)
+fn logged_arg(value: &serde_json::Value) -> Vec<u8> {
+    match value {
+        serde_json::Value::String(text) => text.as_bytes().to_vec(),
+        other => {
+            let hex = other["hex"]
+                .as_str()
+                .unwrap_or_else(|| panic!("not in full: {other}"));
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_longest_accepted_argv_runs_and_is_recovered_from_the_log_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    let policy = Policy::builder()
+        .program(
+            "p",
+            ProgramRule::path(probe())
+                .operands(Value::text())
+                .layout(forkyard_secure::Layout::AsGiven),
+        )
+        .sandbox(Sandbox::minimal())
+        .audit(log.clone())
+        .build()
+        .unwrap();
+    // As many arguments as the rule takes (64), each as long as it takes (4096 bytes),
+    // full of what JSON must escape and what a terminal would interpret.
+    let pieces = [
+        "\"quoted\" ",
+        "back\\slash ",
+        "new\nline ",
+        "tab\t ",
+        "\u{1b}[31m ",
+        "é€😀 ",
+    ];
+    let mut args = vec!["argv".to_string()];
+    for i in 0..63 {
+        let mut arg = format!("a{i} ");
+        let mut k = i;
+        while arg.len() < 4096 {
+            let piece = pieces[k % pieces.len()];
+            if arg.len() + piece.len() > 4096 {
+                arg.push_str(&"x".repeat(4096 - arg.len()));
+            } else {
+                arg.push_str(piece);
+            }
+            k += 1;
+        }
+        assert_eq!(arg.len(), 4096);
+        args.push(arg);
+    }
+    let out = policy.run("p", &args).await.unwrap();
+    // The program got exactly these arguments (the probe prints each one hex-encoded).
+    let received: Vec<String> = out.stdout.text().lines().map(String::from).collect();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let expected: Vec<String> = args[1..].iter().map(|a| hex(a.as_bytes())).collect();
+    assert_eq!(received, expected);
+    // And the log has them, byte for byte.
+    let records: Vec<serde_json::Value> = lines(&path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decision = records.iter().find(|r| r["kind"] == "decision").unwrap();
+    assert_eq!(decision["decision"], "allowed");
+    let logged: Vec<Vec<u8>> = decision["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(logged_arg)
+        .collect();
+    let wanted: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+    assert_eq!(logged, wanted);
+    let request: Vec<Vec<u8>> = decision["request"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(logged_arg)
+        .collect();
+    assert_eq!(request, wanted);
+    assert!(audit::verify(&path).unwrap().is_intact());
+
+    // A refused request cannot grow the log by what it sends: a 1 MiB argument is digested.
+    let huge = "y".repeat(1 << 20);
+    assert!(
+        policy
+            .validate(&Request::new("p").args([huge.as_str()]))
+            .is_err()
+    );
+    let last = lines(&path).pop().unwrap();
+    assert!(
+        last.len() < 4096,
+        "a refused record of {} bytes",
+        last.len()
+    );
+    let record: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(record["decision"], "denied");
+    assert_eq!(record["request"][0]["len"], 1 << 20);
+}
