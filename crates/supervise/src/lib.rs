@@ -182,7 +182,7 @@ pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use error::Error;
 pub use event::{ChildState, ChildStatus, Event, EventKind, Health, ProbeRole, StopReason};
 pub use explain::{Decision, Explanation};
-pub use policy::{Ending, ExitReport, Restart, Shutdown, Strategy, Usage};
+pub use policy::{Ending, ExitReport, Restart, Shutdown, Strategy};
 pub use probe::{Heartbeat, Probe};
 pub use spec::{ChildSpec, Launch};
 pub use supervisor::{EventStream, Supervisor, SupervisorBuilder};

@@ -127,17 +127,6 @@ impl fmt::Display for Ending {
     }
 }
 
-/// Resource usage of a finished run (from `wait4`'s rusage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Usage {
-    /// CPU time in user mode.
-    pub user_cpu: Duration,
-    /// CPU time in the kernel.
-    pub system_cpu: Duration,
-    /// Peak resident set size in bytes.
-    pub max_rss_bytes: u64,
-}
-
 /// A finished run of a child, as reported in events and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -146,8 +135,8 @@ pub struct ExitReport {
     pub ending: Ending,
     /// The supervisor had to SIGKILL it because it outlived its grace period.
     pub killed_after_grace: bool,
-    /// Resource usage, when the run was a process.
-    pub usage: Option<Usage>,
+    /// Resource usage, when the run was a process (forkyard-child's, from `wait4`).
+    pub usage: Option<forkyard_child::Rusage>,
 }
 
 impl ExitReport {

@@ -24,7 +24,7 @@ use crate::decide::{Action, Core, GroupPolicy, Input, Outcome};
 use crate::error::Error;
 use crate::event::{ChildState, ChildStatus, Event, EventKind, Health, ProbeRole, StopReason};
 use crate::explain::Explanation;
-use crate::policy::{Ending, ExitReport, Shutdown, Strategy, Usage};
+use crate::policy::{Ending, ExitReport, Shutdown, Strategy};
 use crate::probe::ProbeRunner;
 use crate::spec::{ChildSpec, Launch, Start};
 
@@ -1087,15 +1087,10 @@ async fn watch_process(
                     error: "no exit code and no signal".into(),
                 },
             };
-            let rusage = exit.rusage();
             ExitReport {
                 ending,
                 killed_after_grace: exit.ended_by().is_some_and(|t| t.escalated),
-                usage: Some(Usage {
-                    user_cpu: rusage.user_cpu,
-                    system_cpu: rusage.system_cpu,
-                    max_rss_bytes: rusage.max_rss_bytes,
-                }),
+                usage: Some(*exit.rusage()),
             }
         }
         Err(e) => {
