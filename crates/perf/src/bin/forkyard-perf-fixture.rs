@@ -24,6 +24,11 @@ fn main() {
                     executed,
                 })
             }
+            Job::Echo { key } => Ok(Answer {
+                key,
+                pid: std::process::id(),
+                executed,
+            }),
             Job::Crash => std::process::abort(),
             Job::Fail { key } => Err(format!("key {key} fails")),
         }

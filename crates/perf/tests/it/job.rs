@@ -12,6 +12,11 @@ pub(crate) enum Job {
         /// How long to take.
         ms: u64,
     },
+    /// Answers `key` at once.
+    Echo {
+        /// The key.
+        key: u64,
+    },
     /// The worker process aborts mid-task.
     Crash,
     /// Fails with an error naming `key`.
