@@ -1,5 +1,7 @@
 //! Errors of `forkyard-supervise`.
 
+use crate::event::ChildState;
+
 /// What can go wrong when building, starting or driving a supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -29,11 +31,39 @@ pub enum Error {
     Ended(String),
     /// A child that was asked to start did not come up: it exited, or went into backoff or
     /// breaker-open instead of becoming ready.
-    #[error("child {child} did not start: {state}")]
+    #[error("child {child} did not start: {why}")]
     NotStarted {
         /// The child's name.
         child: String,
-        /// Where it stands instead.
-        state: String,
+        /// Why: where it stands instead.
+        why: NotUp,
     },
+}
+
+/// Why a child asked to start (or restart) did not come up, in [`Error::NotStarted`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotUp {
+    /// It is in this state instead of running: backing off, breaker open, stopped, or
+    /// exited and not restarted.
+    In(ChildState),
+    /// A rolling restart's replacement failed; the old instance was kept.
+    ReplacementFailed {
+        /// What the supervisor recorded about the failure.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for NotUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotUp::In(ChildState::BackingOff { .. }) => f.write_str("backing off after a failure"),
+            NotUp::In(ChildState::BreakerOpen { .. }) => f.write_str("its breaker is open"),
+            NotUp::In(ChildState::Exited) => f.write_str("exited and not restarted"),
+            NotUp::In(state) => write!(f, "{state}"),
+            NotUp::ReplacementFailed { reason } => {
+                write!(f, "replacement failed, old instance kept: {reason}")
+            }
+        }
+    }
 }

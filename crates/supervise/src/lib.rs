@@ -179,7 +179,7 @@ mod supervisor;
 
 pub use backoff::{Backoff, BackoffState};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
-pub use error::Error;
+pub use error::{Error, NotUp};
 pub use event::{ChildState, ChildStatus, Event, EventKind, Health, ProbeRole, StopReason};
 pub use explain::{Decision, Explanation};
 pub use policy::{Ending, ExitReport, Restart, Shutdown, Strategy};

@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::decide::{Action, Core, GroupPolicy, Input, Outcome};
-use crate::error::Error;
+use crate::error::{Error, NotUp};
 use crate::event::{ChildState, ChildStatus, Event, EventKind, Health, ProbeRole, StopReason};
 use crate::explain::Explanation;
 use crate::policy::{Ending, ExitReport, Shutdown, Strategy};
@@ -993,16 +993,16 @@ impl Runtime {
                         | ChildState::Starting
                         | ChildState::Running
                         | ChildState::Stopping => None,
-                        ChildState::BackingOff { .. } => Some("backing off after a failure"),
-                        ChildState::BreakerOpen { .. } => Some("its breaker is open"),
-                        ChildState::Stopped => Some("stopped"),
-                        ChildState::Exited => Some("exited and not restarted"),
+                        state @ (ChildState::BackingOff { .. }
+                        | ChildState::BreakerOpen { .. }
+                        | ChildState::Stopped
+                        | ChildState::Exited) => Some(state),
                     };
                     match failed {
                         Some(state) => {
                             let _ = tx.send(Err(Error::NotStarted {
                                 child: status.name.clone(),
-                                state: state.to_string(),
+                                why: NotUp::In(state),
                             }));
                         }
                         None => self.waiters.push(Waiter::Up(child, tx)),
@@ -1016,7 +1016,9 @@ impl Runtime {
                     let failed = children.into_iter().find_map(|c| {
                         self.core.roll_failure(c).map(|why| Error::NotStarted {
                             child: self.specs[c].name.clone(),
-                            state: format!("replacement failed, old instance kept: {why}"),
+                            why: NotUp::ReplacementFailed {
+                                reason: why.to_owned(),
+                            },
                         })
                     });
                     let _ = tx.send(failed.map_or(Ok(()), Err));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use forkyard_child::Signal;
 use forkyard_supervise::{
-    Backoff, ChildSpec, ChildState, Ending, Error, EventKind, Probe, Shutdown, StopReason,
+    Backoff, ChildSpec, ChildState, Ending, Error, EventKind, NotUp, Probe, Shutdown, StopReason,
     Supervisor,
 };
 
@@ -338,8 +338,8 @@ async fn failed_replacement_keeps_the_old_instance_and_says_so() {
     let old = sup.status().await.unwrap()[0].pid.unwrap();
     let err = crate::bounded(sup.restart_child("web")).await.unwrap_err();
     assert!(
-        matches!(&err, Error::NotStarted { child, state }
-            if child == "web" && state.starts_with("replacement failed")),
+        matches!(&err, Error::NotStarted { child, why: NotUp::ReplacementFailed { .. } }
+            if child == "web"),
         "{err}"
     );
     let status = sup.status().await.unwrap();
