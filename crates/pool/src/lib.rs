@@ -41,6 +41,13 @@
 //!   answers what finishes together in one write; the parent feeds a burst of
 //!   answers to the core under one lock. Tiny tasks run at about 400,000 a
 //!   second on two workers (the crate README has the figures and the command).
+//! - **Events for whoever watches**: [`Pool::subscribe`] (or
+//!   [`Builder::subscribe`], to see the first workers start) gives a typed
+//!   stream of [`PoolEvent`]s: tasks submitted, dispatched, finished, retried;
+//!   workers spawned, ready, sampled, recycled, exited (with their `Exit`). A
+//!   subscriber that falls behind loses the oldest events and is told how
+//!   many; it never slows the pool, and with no subscriber no event is built.
+//!   `forkyard-perf` builds its monitor and verdicts on it.
 //! - **One brain**: every decision is made by a pure state machine (`core.rs`)
 //!   that a property test drives through thousands of random schedules; an
 //!   async shell carries its decisions out with `forkyard-child` processes and
