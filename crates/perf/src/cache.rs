@@ -321,6 +321,15 @@ where
         }
     }
 
+    /// Whether `req` has a live (unexpired) entry; does not count as a lookup.
+    pub fn contains(&self, req: &Req) -> bool {
+        let key = match &self.inner.key {
+            Some(f) => f(req),
+            None => postcard::to_allocvec(req).unwrap_or_default(),
+        };
+        self.inner.cache.contains_key(&key)
+    }
+
     /// Removes `req`'s entry (counted as an explicit eviction).
     pub async fn invalidate(&self, req: &Req) {
         let key = match &self.inner.key {

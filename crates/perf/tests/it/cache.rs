@@ -10,6 +10,7 @@ use proptest::prelude::*;
 
 use crate::job::Job;
 use crate::support::{Baseline, builder};
+use forkyard_testkit::wait_for;
 
 const GRACE: ShutdownMode = ShutdownMode::Drain {
     grace: Duration::from_secs(10),
@@ -154,7 +155,15 @@ proptest! {
                     }
                     Op::Evict(key) => cached.invalidate(&key).await,
                     Op::EvictAll => cached.invalidate_all(),
-                    Op::Expire => tokio::time::sleep(Duration::from_millis(25)).await,
+                    Op::Expire => {
+                        wait_for("every entry to expire", || {
+                            match (0..24u8).find(|k| cached.contains(k)) {
+                                Some(k) => Err(format!("key {k} still cached")),
+                                None => Ok(()),
+                            }
+                        })
+                        .await
+                    }
                 }
             }
             cached.run_pending_tasks().await;
