@@ -38,6 +38,9 @@ struct Args {
     /// Only count FILE single-threaded and print the distinct words (for profiling).
     #[arg(long, value_name = "FILE")]
     single_only: Option<std::path::PathBuf>,
+    /// Only write the corpus to FILE (for profiling).
+    #[arg(long, value_name = "FILE")]
+    corpus_only: Option<std::path::PathBuf>,
 }
 
 /// Every key distinct-ish: the memory-bound job's words are `k<number>`.
@@ -102,14 +105,30 @@ if __name__ == '__main__':
     print(len(total))
 "#;
 
-fn best<T>(runs: usize, mut f: impl FnMut() -> Result<T>) -> Result<(Duration, T)> {
-    let mut best: Option<(Duration, T)> = None;
+/// CPU seconds used so far by this process and its reaped children
+/// (utime, stime, cutime, cstime of /proc/self/stat, in 100 Hz ticks).
+fn cpu_now() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    // After the command: state ppid pgrp session tty_nr tpgid flags minflt
+    // cminflt majflt cmajflt utime stime cutime cstime.
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields.get(11..15).map_or(0.0, |t| {
+        t.iter().filter_map(|f| f.parse::<f64>().ok()).sum::<f64>() / 100.0
+    })
+}
+
+/// Runs `f` `runs` times; the best wall time, the CPU seconds of that run, its output.
+fn best<T>(runs: usize, mut f: impl FnMut() -> Result<T>) -> Result<(Duration, f64, T)> {
+    let mut best: Option<(Duration, f64, T)> = None;
     for _ in 0..runs {
+        let cpu = cpu_now();
         let start = Instant::now();
         let out = f()?;
         let took = start.elapsed();
-        if best.as_ref().is_none_or(|(b, _)| took < *b) {
-            best = Some((took, out));
+        let cpu = cpu_now() - cpu;
+        if best.as_ref().is_none_or(|(b, _, _)| took < *b) {
+            best = Some((took, cpu, out));
         }
     }
     best.ok_or_else(|| anyhow::anyhow!("no runs"))
@@ -141,6 +160,10 @@ fn main() -> Result<()> {
         .job::<Distinct>()
         .serve_if_worker();
     let mut args = Args::parse();
+    if let Some(file) = &args.corpus_only {
+        common::zipf_corpus(file, args.size * 1_000_000, 50_000, 1)?;
+        return Ok(());
+    }
     if let Some(file) = &args.single_only {
         println!("{}", single_thread(file)?);
         return Ok(());
@@ -163,9 +186,9 @@ fn main() -> Result<()> {
     let mb = std::fs::metadata(&corpus)?.len() as f64 / 1e6;
     let _ = std::fs::read(&corpus)?; // warm the page cache
 
-    let (single, distinct) = best(args.runs, || single_thread(&corpus))?;
+    let (single, single_cpu, distinct) = best(args.runs, || single_thread(&corpus))?;
     let mut n = 0;
-    let (engine, report) = best(args.runs, || {
+    let (engine, engine_cpu, report) = best(args.runs, || {
         n += 1;
         let out = dir.path().join(format!("out-{n}"));
         let report = MapReduce::new(WordCount::default())
@@ -174,7 +197,6 @@ fn main() -> Result<()> {
             .workers(2)
             .reducers(4)
             .memory(64 << 20)
-            .split_size(16 << 20)
             .run_blocking()?;
         std::fs::remove_dir_all(&out)?;
         Ok(report)
@@ -185,14 +207,14 @@ fn main() -> Result<()> {
             report.distinct_keys()
         );
     }
-    let mut rows: Vec<(String, Duration)> = vec![
-        ("single-threaded Rust HashMap".into(), single),
-        ("forkyard-mapreduce, 2 workers".into(), engine),
+    let mut rows: Vec<(String, Duration, f64)> = vec![
+        ("single-threaded Rust HashMap".into(), single, single_cpu),
+        ("forkyard-mapreduce, 2 workers".into(), engine, engine_cpu),
     ];
     if have("python3") {
         let script = dir.path().join("wc.py");
         std::fs::write(&script, PYTHON)?;
-        let (t, out) = best(args.runs.min(2), || {
+        let (t, cpu, out) = best(args.runs.min(2), || {
             Ok(Command::new("python3")
                 .arg(&script)
                 .arg(&corpus)
@@ -206,7 +228,7 @@ fn main() -> Result<()> {
         if !out.status.success() || found != distinct {
             println!("  (python3 disagreed: {found} distinct words; left out)");
         } else {
-            rows.push(("Python multiprocessing.Pool(2)".into(), t));
+            rows.push(("Python multiprocessing.Pool(2)".into(), t, cpu));
         }
     }
     if have("sort") && have("uniq") && have("tr") {
@@ -214,22 +236,29 @@ fn main() -> Result<()> {
             "LC_ALL=C tr -s ' ' '\\n' < '{}' | LC_ALL=C sort | uniq -c | wc -l",
             corpus.display()
         );
-        let (t, _) = best(1, || Ok(Command::new("sh").args(["-c", &sh]).output()?))?;
-        rows.push(("LC_ALL=C tr | sort | uniq -c".into(), t));
+        let (t, cpu, _) = best(1, || Ok(Command::new("sh").args(["-c", &sh]).output()?))?;
+        rows.push(("LC_ALL=C tr | sort | uniq -c".into(), t, cpu));
     }
     println!(
-        "  {:<34} {:>9} {:>9} {:>14}",
-        "", "seconds", "MB/s", "engine is"
+        "  {:<34} {:>9} {:>9} {:>12} {:>9}",
+        "", "seconds", "MB/s", "engine is", "CPU s"
     );
-    for (name, t) in &rows {
+    for (name, t, cpu) in &rows {
         println!(
-            "  {:<34} {:>9.2} {:>9.1} {:>13.2}x",
+            "  {:<34} {:>9.2} {:>9.1} {:>11.2}x {:>9.2}",
             name,
             t.as_secs_f64(),
             mb / t.as_secs_f64(),
-            t.as_secs_f64() / engine.as_secs_f64()
+            t.as_secs_f64() / engine.as_secs_f64(),
+            cpu
         );
     }
+    println!(
+        "  (load average now: {})",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     println!("  engine: {}", report.summary());
 
     // Many distinct keys under a small bound: spills, and the workers' peak RSS.

@@ -74,9 +74,11 @@ pub(crate) struct Buffer<K, V> {
 }
 
 impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
-    pub(crate) fn new(reducers: u32) -> Self {
+    /// A buffer sized for `keys` keys (a guess from the worker's last task,
+    /// which saves growing the table step by step).
+    pub(crate) fn new(reducers: u32, keys: usize) -> Self {
         Buffer {
-            map: HashMap::with_hasher(FxBuildHasher),
+            map: HashMap::with_capacity_and_hasher(keys, FxBuildHasher),
             reducers,
             bytes: 0,
             emitted: 0,
@@ -152,6 +154,11 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
             Some((k, slot)) => Self::add(&mut self.bytes, k, slot, value, combine),
             None => self.insert_new(key.to_owned(), value),
         }
+    }
+
+    /// Keys held.
+    pub(crate) fn keys(&self) -> usize {
+        self.map.len()
     }
 
     /// Empties the buffer into one sorted vector per partition.

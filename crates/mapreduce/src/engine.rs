@@ -27,6 +27,10 @@ use crate::task::{
 /// The name of the job directory inside the output directory.
 pub const JOB_DIR: &str = "_forkyard";
 
+const MIN_AUTO_SPLIT: u64 = 4 << 20;
+const MAX_AUTO_SPLIT: u64 = 16 << 20;
+const AUTO_SPLITS: u64 = 8;
+
 /// A phase of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Phase {
@@ -48,7 +52,7 @@ pub struct MapReduce<J: Job> {
     workers: usize,
     reducers: u32,
     memory: u64,
-    split_size: u64,
+    split_size: Option<u64>,
     task_timeout: Duration,
     max_failures: u32,
     max_skipped: usize,
@@ -86,7 +90,8 @@ struct Identity {
 
 impl<J: Job> MapReduce<J> {
     /// A job with default settings: as many workers as cores, 4 reducers,
-    /// 64 MiB per map task's buffer, 8 MiB splits, workers self-exec'd.
+    /// 64 MiB per map task's buffer, splits sized to the input (see
+    /// [`MapReduce::split_size`]), workers self-exec'd.
     pub fn new(job: J) -> Self {
         MapReduce {
             job,
@@ -95,7 +100,7 @@ impl<J: Job> MapReduce<J> {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             reducers: 4,
             memory: 64 << 20,
-            split_size: 8 << 20,
+            split_size: None,
             task_timeout: Duration::from_secs(600),
             max_failures: 4,
             max_skipped: 10,
@@ -140,9 +145,14 @@ impl<J: Job> MapReduce<J> {
         self
     }
 
-    /// About how many input bytes one map task reads.
+    /// About how many input bytes one map task reads. By default, an
+    /// input of known size is cut into about 8 splits (enough for dynamic
+    /// distribution to balance a few workers), each between 4 and 16 MiB;
+    /// otherwise splits are 16 MiB. Every split costs a sort of its distinct
+    /// keys and one more run for each reducer to merge, so smaller is not
+    /// cheaper.
     pub fn split_size(mut self, bytes: u64) -> Self {
-        self.split_size = bytes;
+        self.split_size = Some(bytes);
         self
     }
 
@@ -225,7 +235,14 @@ impl<J: Job> MapReduce<J> {
             .out_dir
             .clone()
             .ok_or_else(|| Error::Invalid("no output directory".into()))?;
-        let splits = input.splits(self.split_size)?;
+        let split_size = self.split_size.unwrap_or_else(|| {
+            // Not from the worker count: the splits are part of the job's
+            // identity, and a job resumed with more workers is the same job.
+            input.size_hint().map_or(MAX_AUTO_SPLIT, |total| {
+                (total / AUTO_SPLITS).clamp(MIN_AUTO_SPLIT, MAX_AUTO_SPLIT)
+            })
+        });
+        let splits = input.splits(split_size)?;
         let params = postcard::to_allocvec(&self.job)
             .map_err(|e| Error::Invalid(format!("cannot encode the job: {e}")))?;
         let identity = Identity {

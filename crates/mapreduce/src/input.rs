@@ -130,6 +130,13 @@ pub trait Input {
     /// Cuts the input into splits of about `split_size` bytes each. Checks
     /// what can be checked up front (files exist and can be read).
     fn splits(&self, split_size: u64) -> Result<Vec<Split>, Error>;
+
+    /// The input's size in bytes, if known cheaply: the engine sizes splits
+    /// from it when no split size is set (several splits per worker, so that
+    /// fast workers take more of them).
+    fn size_hint(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Line-oriented text files, cut into byte ranges aligned to line starts.
@@ -151,6 +158,13 @@ impl LineFiles {
 }
 
 impl Input for LineFiles {
+    fn size_hint(&self) -> Option<u64> {
+        self.paths
+            .iter()
+            .map(|p| std::fs::metadata(p).ok().map(|m| m.len()))
+            .sum()
+    }
+
     fn splits(&self, split_size: u64) -> Result<Vec<Split>, Error> {
         if self.paths.is_empty() {
             return Err(Error::NoInput);

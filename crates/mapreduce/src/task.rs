@@ -10,6 +10,7 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -200,6 +201,9 @@ pub(crate) fn run_task<J: Job>(req: &TaskRequest) -> Result<TaskResponse, String
     }
 }
 
+/// The most keys this worker's last map task held at once.
+static KEYS_HINT: AtomicUsize = AtomicUsize::new(0);
+
 struct MapArgs<'a> {
     task: u32,
     split: &'a Split,
@@ -231,7 +235,11 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
     let combine: Option<Combiner<'_, J::Key, J::Value>> =
         if J::COMBINES { Some(&combine_fn) } else { None };
 
-    let mut buffer = Buffer::<J::Key, J::Value>::new(args.reducers);
+    // Size the table for as many keys as this worker's last map task held at
+    // its fullest (capped: a spilling task's table is bounded by the memory).
+    let mut buffer =
+        Buffer::<J::Key, J::Value>::new(args.reducers, KEYS_HINT.load(Ordering::Relaxed));
+    let mut most_keys = 0usize;
     let mut stats = TaskStats::default();
     let mut spills: Vec<Vec<PathBuf>> = Vec::new();
     let position = Cell::new(0u64);
@@ -279,6 +287,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
                 },
             );
             if buffer.bytes as u64 > args.memory {
+                most_keys = most_keys.max(buffer.keys());
                 spill(&mut buffer, &mut spills)?;
                 stats.spills += 1;
             }
@@ -299,6 +308,8 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
         }
     }
     stats.records_out = buffer.emitted;
+    most_keys = most_keys.max(buffer.keys());
+    KEYS_HINT.store(most_keys.min(1 << 22), Ordering::Relaxed);
 
     let write_err = |e: io::Error| err("cannot write map output", e);
     if spills.is_empty() {
