@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use forkyard_supervise::{Backoff, BackoffState, BreakerConfig, BreakerState, CircuitBreaker};
 
+use crate::error::Why;
 use crate::events::{ExitCause, Outcome, PoolEvent};
 use crate::stats::{Counters, FailureKind, Histograms, WorkerState};
 
@@ -87,8 +88,8 @@ pub(crate) enum Failure {
     Cancelled,
     ShuttingDown,
     Task(String),
-    Protocol(String),
-    Unavailable(String),
+    Protocol(Why),
+    Unavailable(Why),
 }
 
 /// What the shell must do.
@@ -150,7 +151,7 @@ impl ShutdownMode {
 pub(crate) enum Refused {
     QueueFull,
     ShuttingDown,
-    Unavailable(String),
+    Unavailable(Why),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,7 +233,7 @@ pub(crate) struct Core<Req, Resp> {
     fresh_queued: usize,
     /// Deadlines of running tasks, soonest first (an index over `tasks`).
     deadlines: BTreeSet<(Instant, TaskId)>,
-    degraded: Option<String>,
+    degraded: Option<Why>,
     shutdown: Option<Shutdown>,
     pub(crate) counters: Counters,
     pub(crate) histograms: Histograms,
@@ -289,8 +290,8 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         self.tasks.len() - self.queue.len()
     }
 
-    pub(crate) fn degraded(&self) -> Option<&str> {
-        self.degraded.as_deref()
+    pub(crate) fn degraded(&self) -> Option<&Why> {
+        self.degraded.as_ref()
     }
 
     #[cfg(test)]
@@ -419,7 +420,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     }
 
     /// A worker could not be started at all.
-    pub(crate) fn spawn_failed(&mut self, worker: WorkerId, reason: String, now: Instant) {
+    pub(crate) fn spawn_failed(&mut self, worker: WorkerId, reason: Why, now: Instant) {
         if self.workers.remove(&worker).is_some() {
             self.start_failure(reason, now);
         }
@@ -466,7 +467,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         if !known {
             self.protocol_error(
                 worker,
-                format!("reply for task {task}, which it was not running"),
+                Why::new(format!("reply for task {task}, which it was not running")),
                 now,
             );
             return;
@@ -491,7 +492,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     }
 
     /// A worker sent something it must not (garbage, wrong version, unknown task).
-    pub(crate) fn protocol_error(&mut self, worker: WorkerId, message: String, now: Instant) {
+    pub(crate) fn protocol_error(&mut self, worker: WorkerId, message: Why, now: Instant) {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
@@ -507,7 +508,10 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         if starting {
             // A worker that cannot even say hello counts as one that cannot start.
             self.start_failure(
-                format!("worker {worker} broke the protocol at start: {message}"),
+                Why::because(
+                    format!("worker {worker} broke the protocol at start"),
+                    &message,
+                ),
                 now,
             );
         }
@@ -561,16 +565,19 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         let collateral = w.collateral;
         match w.phase {
             Phase::Starting { .. } => {
-                self.start_failure(format!("worker {worker} exited before it was ready"), now);
+                self.start_failure(
+                    Why::new(format!("worker {worker} exited before it was ready")),
+                    now,
+                );
             }
             Phase::Ending {
                 reason: Some(KillReason::StartTimeout),
             } => {
                 self.start_failure(
-                    format!(
+                    Why::new(format!(
                         "worker {worker} was not ready within {:?}",
                         self.rules.start_timeout
-                    ),
+                    )),
                     now,
                 );
             }
@@ -753,13 +760,13 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         self.actions.push(Action::Complete { task, outcome });
     }
 
-    fn start_failure(&mut self, reason: String, now: Instant) {
+    fn start_failure(&mut self, reason: Why, now: Instant) {
         self.counters.start_failures += 1;
         self.breaker.record_failure(now);
         let delay = self.backoff.failed(now);
         self.spawn_after = Some(now + delay);
         if let BreakerState::Open { .. } = self.breaker.state() {
-            self.degraded = Some(format!("workers cannot start: {reason}"));
+            self.degraded = Some(Why::because("workers cannot start", &reason));
         }
     }
 
@@ -782,7 +789,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 
     /// Why nothing can run right now, if so: no worker is up or starting and
     /// the breaker refuses to start one.
-    fn unavailable(&self) -> Option<String> {
+    fn unavailable(&self) -> Option<Why> {
         let anyone = self
             .workers
             .values()
@@ -1111,7 +1118,7 @@ mod tests {
                         }
                     }
                     Op::Crash(n) => if let Some(w) = pick(&sim.live(), n) { sim.ended.insert(w); sim.core.exited(w, now) },
-                    Op::Garbage(n) => if let Some(w) = pick(&sim.live(), n) { sim.core.protocol_error(w, "garbage".into(), now) },
+                    Op::Garbage(n) => if let Some(w) = pick(&sim.live(), n) { sim.core.protocol_error(w, Why::new("garbage"), now) },
                     Op::Rss(n) => if let Some(w) = pick(&sim.live(), n) { sim.core.rss(w, 5000, now) },
                     Op::Advance(ms) => sim.advance(Duration::from_millis(ms)),
                     Op::ProcessExitsAfterKillOrDrain(n) => {
@@ -1287,7 +1294,7 @@ mod tests {
                 for _ in 0..3 {
                     let w = *sim.spawned.last().unwrap();
                     let now = sim.now;
-                    sim.core.spawn_failed(w, "program not found".into(), now);
+                    sim.core.spawn_failed(w, Why::new("program not found"), now);
                     sim.pump();
                     sim.advance(Duration::from_secs(1));
                 }
@@ -1295,7 +1302,12 @@ mod tests {
                     sim.core.breaker_state(),
                     BreakerState::Open { .. }
                 ));
-                assert!(sim.core.degraded().unwrap().contains("program not found"));
+                let degraded = sim.core.degraded().unwrap();
+                assert_eq!(degraded.to_string(), "workers cannot start");
+                let cause = std::error::Error::source(&*degraded.cause())
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
+                assert_eq!(cause, "program not found");
                 let spawned = sim.spawned.len();
                 sim.advance(Duration::from_millis(500));
                 assert_eq!(sim.spawned.len(), spawned, "no spinning while open");
@@ -1322,7 +1334,9 @@ mod tests {
                 .unwrap();
             sim.core.reply(w, 999, Ok(0), now);
             sim.pump();
-            assert!(matches!(&sim.outcomes[&t], Err(Failure::Protocol(m)) if m.contains("999")));
+            assert!(
+                matches!(&sim.outcomes[&t], Err(Failure::Protocol(m)) if m.to_string().contains("999"))
+            );
             assert!(sim.ended.contains(&w));
         });
     }

@@ -1,8 +1,15 @@
 //! Errors of forkyard-pool.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use forkyard_child::Exit;
+
+/// The cause of a [`PoolError::Protocol`] or [`PoolError::Unavailable`] (and of a
+/// [`BuildError::NoWorkers`]): an error with its own causes, shared by every caller it
+/// fails, so `{:#}` and anyhow chains show each one (the ipc error, the spawn error, the
+/// OS error).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
 /// Why a task did not produce a result. Every submitted task ends with exactly
 /// one outcome: its result, or one of these.
@@ -32,16 +39,17 @@ pub enum PoolError {
     /// The pool is shutting down (or has shut down) and did not run the task.
     #[error("the pool is shutting down")]
     ShuttingDown,
-    /// The handler returned an error.
+    /// The handler returned an error. (Its text crossed from the worker process, where
+    /// its own causes stayed.)
     #[error("the task failed: {0}")]
     Task(String),
     /// The worker broke the protocol (garbage, wrong version, a reply for a task
     /// it did not have); it was killed and replaced.
-    #[error("the worker broke the protocol: {0}")]
-    Protocol(String),
+    #[error("the worker broke the protocol")]
+    Protocol(#[source] Cause),
     /// No worker can be started (the circuit breaker is open), so nothing can run.
-    #[error("no worker is available: {0}")]
-    Unavailable(String),
+    #[error("no worker is available")]
+    Unavailable(#[source] Cause),
 }
 
 impl PoolError {
@@ -78,6 +86,77 @@ pub enum BuildError {
     #[error("cannot find the current executable")]
     CurrentExe(#[source] std::io::Error),
     /// Not one worker became ready; the pool gave up (its circuit breaker opened).
-    #[error("no worker could be started: {0}")]
-    NoWorkers(String),
+    #[error("no worker could be started")]
+    NoWorkers(#[source] Cause),
+}
+
+/// A reason the pool gives, with its causes; cheap to clone into every outcome it
+/// decides. Compared by what it says, so the pure core's tests can compare outcomes.
+#[derive(Clone)]
+pub(crate) struct Why(Cause);
+
+impl Why {
+    /// A reason of the pool's own, with no deeper cause.
+    pub(crate) fn new(message: impl Into<String>) -> Why {
+        Why(Arc::new(Because {
+            message: message.into(),
+            source: None,
+        }))
+    }
+
+    /// A reason of the pool's own, caused by `cause`.
+    pub(crate) fn because(message: impl Into<String>, cause: &Why) -> Why {
+        Why(Arc::new(Because {
+            message: message.into(),
+            source: Some(cause.0.clone()),
+        }))
+    }
+
+    /// An error from below (ipc, spawning), kept whole.
+    pub(crate) fn of(error: impl std::error::Error + Send + Sync + 'static) -> Why {
+        Why(Arc::new(error))
+    }
+
+    pub(crate) fn cause(&self) -> Cause {
+        self.0.clone()
+    }
+}
+
+impl PartialEq for Why {
+    fn eq(&self, other: &Why) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Why {}
+
+impl std::fmt::Debug for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+/// A message with an optional cause.
+#[derive(Debug)]
+struct Because {
+    message: String,
+    source: Option<Cause>,
+}
+
+impl std::fmt::Display for Because {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Because {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
 }

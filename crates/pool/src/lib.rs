@@ -129,7 +129,7 @@ mod stats;
 pub mod worker;
 
 pub use crate::core::{RecycleReason, ShutdownMode};
-pub use error::{BuildError, PoolError};
+pub use error::{BuildError, Cause, PoolError};
 pub use events::{ExitCause, Outcome, PoolEvent, Subscription};
 pub use pool::{Builder, Pool, ShutdownReport, TaskOutcome, WorkerEnd};
 pub use stats::{FailureKind, Percentiles, Stats, WorkerState, WorkerStats};

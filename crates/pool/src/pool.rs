@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::core::{Action, Core, Failure, KillReason, Refused, Rules, TaskId, WorkerId};
-use crate::error::{BuildError, PoolError};
+use crate::error::{BuildError, PoolError, Why};
 use crate::events::{Emitter, Outcome, PoolEvent, Subscription};
 use crate::protocol::{FromWorker, ToWorker};
 use crate::stats::{FailureKind, Stats, WorkerStats};
@@ -295,11 +295,11 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
             Ok(Err(reason)) => {
                 // Nothing may outlive a pool that failed to build.
                 drop(Inner { shared });
-                return Err(BuildError::NoWorkers(reason));
+                return Err(BuildError::NoWorkers(reason.cause()));
             }
             Err(_) => {
                 return Err(BuildError::NoWorkers(
-                    "the pool stopped while starting".into(),
+                    Why::new("the pool stopped while starting").cause(),
                 ));
             }
         }
@@ -590,7 +590,7 @@ enum Event<Resp> {
     },
     Protocol {
         worker: WorkerId,
-        message: String,
+        message: Why,
     },
     Sample {
         worker: WorkerId,
@@ -616,7 +616,7 @@ enum Delivery<Resp> {
     /// Room in the queue: dropping the permit lets a waiting caller in.
     Room(OwnedSemaphorePermit),
     /// `build` learns whether the pool reached full size.
-    Started(oneshot::Sender<Result<(), String>>, Result<(), String>),
+    Started(oneshot::Sender<Result<(), Why>>, Result<(), Why>),
     /// A shutdown report, after the outcomes it reports.
     Report(oneshot::Sender<ShutdownReport>, Box<ShutdownReport>),
 }
@@ -670,7 +670,7 @@ struct State<Req, Resp> {
     callers: FxHashMap<TaskId, (Reply<Resp>, Option<OwnedSemaphorePermit>)>,
     drivers: FxHashMap<WorkerId, DriverHandle<Req>>,
     last_exit: FxHashMap<WorkerId, (Exit, Vec<String>)>,
-    started: Option<oneshot::Sender<Result<(), String>>>,
+    started: Option<oneshot::Sender<Result<(), Why>>>,
     shutdown_waiters: Vec<oneshot::Sender<ShutdownReport>>,
     report: Option<ShutdownState>,
     /// The deadline the timer task sleeps to.
@@ -692,7 +692,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 let error = match refused {
                     Refused::QueueFull => PoolError::QueueFull,
                     Refused::ShuttingDown => PoolError::ShuttingDown,
-                    Refused::Unavailable(reason) => PoolError::Unavailable(reason),
+                    Refused::Unavailable(reason) => PoolError::Unavailable(reason.cause()),
                 };
                 self.deliveries
                     .push(Delivery::Reply(reply, Err(error), Some(permit)));
@@ -848,7 +848,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
         if self.started.is_some()
             && let Some(reason) = self.core.degraded()
         {
-            let reason = reason.to_owned();
+            let reason = reason.clone();
             if let Some(started) = self.started.take() {
                 self.deliveries
                     .push(Delivery::Started(started, Err(reason)));
@@ -894,8 +894,8 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
             Failure::Cancelled => PoolError::Cancelled,
             Failure::ShuttingDown => PoolError::ShuttingDown,
             Failure::Task(m) => PoolError::Task(m),
-            Failure::Protocol(m) => PoolError::Protocol(m),
-            Failure::Unavailable(m) => PoolError::Unavailable(m),
+            Failure::Protocol(why) => PoolError::Protocol(why.cause()),
+            Failure::Unavailable(why) => PoolError::Unavailable(why.cause()),
         });
         self.deliveries
             .push(Delivery::Reply(reply, outcome, permit));
@@ -959,7 +959,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 .count(),
             queue_wait: self.core.histograms.queue_wait.summary(),
             service_time: self.core.histograms.service.summary(),
-            degraded: self.core.degraded().map(str::to_owned),
+            degraded: self.core.degraded().map(|why| error_chain(&*why.cause())),
             workers: views
                 .into_iter()
                 .map(|w| {
@@ -1047,7 +1047,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 fn start_worker<Req: Message, Resp: Message>(
     launch: Launch,
     codec: Codec,
-) -> Result<(Child, WorkerChannel<Req, Resp>), String> {
+) -> Result<(Child, WorkerChannel<Req, Resp>), Why> {
     let launch = launch
         .stdin(Input::Null)
         .stderr(Output::lines().max_line(4096));
@@ -1055,7 +1055,7 @@ fn start_worker<Req: Message, Resp: Message>(
         launch,
         forkyard_ipc::Config::new().codec(codec),
     )
-    .map_err(|e| error_chain(&e))
+    .map_err(Why::of)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -1238,7 +1238,7 @@ async fn read<Req: Message + Clone + Sync, Resp: Message>(
                     last = true;
                     batch.push(Event::Protocol {
                         worker,
-                        message: error_chain(&e),
+                        message: Why::of(e),
                     });
                     break;
                 }

@@ -118,11 +118,14 @@ async fn a_worker_that_cannot_start_fails_the_build_instead_of_spinning() {
         .unwrap_err();
     match &err {
         // Depending on how far it got: it exited before saying ready, or before its hello.
-        BuildError::NoWorkers(reason) => assert!(
-            reason.contains("exited before it was ready")
-                || reason.contains("closed the channel before its hello"),
-            "{reason}"
-        ),
+        BuildError::NoWorkers(reason) => {
+            let reason = crate::support::chain(&**reason);
+            assert!(
+                reason.contains("exited before it was ready")
+                    || reason.contains("closed the channel before its hello"),
+                "{reason}"
+            )
+        }
         other => panic!("expected NoWorkers, got {other:?}"),
     }
     let missing = Pool::<Job, u64>::builder()
@@ -135,10 +138,9 @@ async fn a_worker_that_cannot_start_fails_the_build_instead_of_spinning() {
         .build()
         .await
         .unwrap_err();
-    assert!(
-        missing.to_string().contains("program not found"),
-        "{missing}"
-    );
+    // The cause is kept whole: the spawn error under it names the program.
+    let missing = crate::support::chain(&missing);
+    assert!(missing.contains("program not found"), "{missing}");
     base.assert_clean().await;
 }
 
@@ -158,7 +160,8 @@ async fn a_worker_that_never_says_ready_is_killed_at_the_start_timeout() {
         .build()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("not ready within"), "{err}");
+    let err = crate::support::chain(&err);
+    assert!(err.contains("not ready within"), "{err}");
     base.assert_clean().await;
 }
 

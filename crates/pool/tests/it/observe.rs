@@ -92,9 +92,24 @@ fn error_messages() {
         PoolError::QueueFull,
         PoolError::ShuttingDown,
         PoolError::Task("bad input".into()),
-        PoolError::Protocol("reply for task 7, which it was not running".into()),
-        PoolError::Unavailable("workers cannot start: program not found".into()),
+        PoolError::Protocol(Arc::new(Plain(
+            "reply for task 7, which it was not running",
+        ))),
+        PoolError::Unavailable(Arc::new(std::io::Error::other(Plain("program not found")))),
     ];
-    let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    // Each with its causes, as `{:#}` shows them.
+    let messages: Vec<String> = errors.iter().map(|e| crate::support::chain(e)).collect();
     insta::assert_debug_snapshot!(messages);
 }
+
+/// A cause with just a message.
+#[derive(Debug)]
+struct Plain(&'static str);
+
+impl std::fmt::Display for Plain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Plain {}

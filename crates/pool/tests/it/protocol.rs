@@ -18,6 +18,7 @@ async fn a_reply_for_an_unknown_task_is_a_protocol_error() {
     let pool = builder(&["--unknown-id"]).workers(1).build().await.unwrap();
     match pool.call(Job::Echo(1)).await {
         Err(PoolError::Protocol(message)) => {
+            let message = crate::support::chain(&*message);
             assert!(message.contains("was not running"), "{message}")
         }
         other => panic!("expected Protocol, got {other:?}"),
@@ -61,7 +62,10 @@ async fn garbage_and_mismatched_types_never_make_a_pool() {
         .await
         .unwrap_err();
     match err {
-        BuildError::NoWorkers(reason) => assert!(reason.contains("type mismatch"), "{reason}"),
+        BuildError::NoWorkers(reason) => {
+            let reason = crate::support::chain(&*reason);
+            assert!(reason.contains("type mismatch"), "{reason}")
+        }
         other => panic!("expected NoWorkers, got {other:?}"),
     }
     base.assert_clean().await;
@@ -96,7 +100,10 @@ for line in r:
         .unwrap();
     let first_pid = pool.stats().await.workers[0].pid;
     match pool.call(Job::Echo(1)).await {
-        Err(PoolError::Protocol(message)) => assert!(message.contains("undecodable"), "{message}"),
+        Err(PoolError::Protocol(message)) => {
+            let message = crate::support::chain(&*message);
+            assert!(message.contains("undecodable"), "{message}")
+        }
         other => panic!("expected Protocol, got {other:?}"),
     }
     crate::support::wait_full(&pool, 1).await;

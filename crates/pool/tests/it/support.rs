@@ -24,6 +24,18 @@ pub(crate) fn builder(args: &'static [&'static str]) -> Builder<Job, u64> {
 
 pub(crate) use forkyard_testkit::{Baseline, wait_for, wait_for_async};
 
+/// An error and every cause under it, as `{:#}` would show them: `a: b: c`.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Polls the pool's statistics (testkit's [`wait_for_async`]) until `cond` holds,
 /// and returns them; panics with `what` and the last statistics after [`DEADLINE`].
 pub(crate) async fn wait_stats(
