@@ -1,4 +1,4 @@
-//! The optional HTTP endpoint: `/metrics` and `/api/snapshot`, with hyper.
+//! The optional HTTP endpoint: `/metrics`, `/api/snapshot` and `/api/verdicts`, with hyper.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -81,10 +81,15 @@ fn respond(inner: &Inner, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "application/json",
             inner.snapshot().to_json(),
         ),
+        "/api/verdicts" => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&crate::verdicts(&inner.snapshot())).unwrap_or_default(),
+        ),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics or /api/snapshot\n".to_owned(),
+            "not found: try /metrics, /api/snapshot or /api/verdicts\n".to_owned(),
         ),
     };
     Response::builder()

@@ -123,8 +123,8 @@ impl Monitor {
         self.inner.prometheus()
     }
 
-    /// Serves `/metrics` (the exposition) and `/api/snapshot` (the snapshot
-    /// as JSON) over HTTP/1 on `addr` until the returned server is shut down
+    /// Serves `/metrics` (the exposition), `/api/snapshot` (the snapshot as
+    /// JSON) and `/api/verdicts` (the verdicts as JSON) over HTTP/1 on `addr` until the returned server is shut down
     /// or dropped. Use a loopback address unless the figures may be public.
     #[cfg(feature = "http")]
     pub async fn serve(
@@ -168,8 +168,10 @@ async fn run(mut events: Subscription, inner: std::sync::Weak<Inner>) {
                 inner.metrics.record(&event);
                 let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
                 st.event(event, Instant::now());
-                // Take whatever else is waiting under the same lock.
-                while let Some(event) = events.try_recv() {
+                // Take what else is waiting under the same lock (a bounded
+                // batch, so that snapshots are not kept waiting).
+                for _ in 0..1024 {
+                    let Some(event) = events.try_recv() else { break };
                     inner.metrics.record(&event);
                     st.event(event, Instant::now());
                 }

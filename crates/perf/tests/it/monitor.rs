@@ -156,6 +156,10 @@ async fn the_monitor_counts_what_the_pool_did_and_exports_it() {
     assert!(status.contains("200"), "{status}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["totals"]["crashes"], 2);
+    let (status, body) = get("/api/verdicts").await;
+    assert!(status.contains("200"), "{status}");
+    let verdicts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(verdicts[0]["explanation"].is_string(), "{body}");
     let (status, _) = get("/nothing").await;
     assert!(status.contains("404"), "{status}");
     server.shutdown().await;
