@@ -105,7 +105,7 @@ async fn a_record_that_hangs_the_map_function_is_skipped_after_timeouts() {
         ..Count::default()
     };
     let report = job(poison, &inputs, &out)
-        .task_timeout(Duration::from_millis(700))
+        .task_timeout(Duration::from_secs(1))
         .backups(false, Duration::ZERO)
         .run()
         .await
