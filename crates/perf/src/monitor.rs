@@ -90,7 +90,12 @@ impl Monitor {
             cache: Mutex::new(None),
             metrics: Metrics::new(),
         });
-        let task = tokio::spawn(run(events, Arc::downgrade(&inner)));
+        let started = inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .started;
+        let task = tokio::spawn(run(events, Arc::downgrade(&inner), started));
         Monitor { inner, task }
     }
 
@@ -156,8 +161,11 @@ impl Inner {
 
 /// Reads events until the pool is gone or the monitor is dropped; rolls the
 /// seconds over once a second.
-async fn run(mut events: Subscription, inner: std::sync::Weak<Inner>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+async fn run(mut events: Subscription, inner: std::sync::Weak<Inner>, started: Instant) {
+    // Ticks on the seconds' boundaries, so that each sample lands in the
+    // second that just ended.
+    let first = tokio::time::Instant::from_std(started + Duration::from_secs(1));
+    let mut tick = tokio::time::interval_at(first, Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cpu = CpuTimes::read();
     loop {
