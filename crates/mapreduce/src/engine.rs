@@ -666,7 +666,11 @@ impl<J: Job> Ctx<'_, J> {
                                     if backup { report.backup_wins += 1 } else { report.original_wins += 1 }
                                 }
                                 bar.inc(1);
-                                bar.set_message(format!("{:.1} MB in", (totals.bytes_in) as f64 / 1e6));
+                                bar.set_message(format!(
+                                    "{:.1} MB in, {:.1} MB/s",
+                                    totals.bytes_in as f64 / 1e6,
+                                    totals.bytes_in as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3)
+                                ));
                                 if phase == Phase::Map {
                                     map_commits += 1;
                                     if me.exit_after_map_commits == Some(map_commits) {

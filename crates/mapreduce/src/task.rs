@@ -10,7 +10,8 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -375,6 +376,20 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
     })
 }
 
+/// A reader that counts the bytes read through it.
+struct Counted {
+    inner: Box<dyn io::Read + Send>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl io::Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 #[derive(Serialize)]
 struct JsonLine<'a, K, O> {
     key: &'a K,
@@ -391,12 +406,19 @@ fn run_reduce<J: Job>(
 ) -> Result<TaskResponse, String> {
     let storage = LocalStorage::new(&req.job_dir);
     let part = part_name(partition);
+    let read_bytes = Arc::new(AtomicU64::new(0));
     let mut sources = Vec::with_capacity(maps as usize);
     for m in 0..maps {
         let r = storage
             .open(&map_task_name(m), &part)
             .map_err(|e| err(&format!("cannot open the output of map task {m}"), e))?;
-        sources.push(Source::Run(RunReader::<J::Key, J::Value>::new(r)));
+        let counted = Counted {
+            inner: r,
+            bytes: read_bytes.clone(),
+        };
+        sources.push(Source::Run(RunReader::<J::Key, J::Value>::new(Box::new(
+            counted,
+        ))));
     }
     let tmp = reduce_tmp(out_dir, partition, req.attempt);
     let file = File::create(&tmp).map_err(|e| err("cannot create the output", e))?;
@@ -447,6 +469,7 @@ fn run_reduce<J: Job>(
         return Err(err(&format!("reduce partition {partition}"), e));
     }
     drop(out);
+    stats.bytes_in = read_bytes.load(Ordering::Relaxed);
     stats.peak_rss = peak_rss();
     // The part file first, then the marker that records the commit. An
     // attempt that dies between the two leaves a part file a later attempt
