@@ -584,6 +584,7 @@ impl<J: Job> Ctx<'_, J> {
                     states[i].done = true;
                     report.resumed += 1;
                     totals.add(stats);
+                    report.resumed_bytes_in += stats.bytes_in;
                 }
                 None => pending.push_back(i),
             }
@@ -852,4 +853,44 @@ fn progress_bar(on: bool, phase: Phase, len: u64, done: u64) -> ProgressBar {
     });
     bar.set_position(done);
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity {
+            job: "j".into(),
+            params: vec![],
+            reducers: 2,
+            format: OutputFormat::Tsv,
+            splits: vec![],
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn a_second_coordinator_on_the_same_output_is_refused_while_the_first_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let first = prepare_dirs(&out, &identity()).unwrap();
+        let second = prepare_dirs(&out, &identity()).unwrap_err();
+        assert!(matches!(second, Error::Busy { .. }), "{second}");
+        drop(first);
+        prepare_dirs(&out, &identity()).unwrap();
+    }
+
+    #[test]
+    fn another_jobs_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        drop(prepare_dirs(&out, &identity()).unwrap());
+        let other = Identity {
+            job: "k".into(),
+            ..identity()
+        };
+        let err = prepare_dirs(&out, &other).unwrap_err();
+        assert!(err.to_string().contains("job j"), "{err}");
+    }
 }

@@ -48,6 +48,8 @@ pub struct PhaseReport {
     pub records_in: u64,
     /// Bytes read (map: input bytes).
     pub bytes_in: u64,
+    /// Of `bytes_in`, what tasks committed by an earlier run had read.
+    pub resumed_bytes_in: u64,
     /// Records written (map: pairs emitted; reduce: output lines).
     pub records_out: u64,
     /// Bytes written (map: run bytes; reduce: output bytes).
@@ -100,9 +102,13 @@ impl Report {
         self.reduce.keys
     }
 
-    /// Input throughput of the whole job, MB/s (10^6 bytes).
+    /// Input throughput of this run, MB/s (10^6 bytes): the input its map
+    /// tasks read (not counting tasks resumed from an earlier run) over the
+    /// job's wall time.
     pub fn throughput_mb_s(&self) -> f64 {
-        self.map.bytes_in as f64 / 1e6 / self.wall.as_secs_f64().max(1e-9)
+        (self.map.bytes_in - self.map.resumed_bytes_in) as f64
+            / 1e6
+            / self.wall.as_secs_f64().max(1e-9)
     }
 
     /// The report as pretty JSON.
