@@ -105,7 +105,9 @@ pub(crate) fn read_lines<R: Read + Seek, E: From<io::Error>>(
         let mut before = [0u8; 1];
         let n = reader.read(&mut before)?;
         if n == 1 && before[0] != b'\n' {
-            let skipped = reader.read_until(b'\n', &mut line)?;
+            // The line in progress belongs to the previous split: skip it
+            // without keeping it (it may be very long).
+            let skipped = reader.skip_until(b'\n')?;
             pos += skipped as u64;
         }
     }
