@@ -142,3 +142,35 @@ async fn a_finished_job_run_again_runs_nothing_and_keeps_its_output() {
     let counts = reference_count(&data, None);
     assert_output(&out, &expected_parts(&counts_as_rows(&counts), 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_another_source_go_through_the_same_engine() {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = text(6, 400, 60);
+    let records: Vec<Vec<u8>> = data.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    let out = dir.path().join("out");
+    let exe = fixture();
+    let report = forkyard_mapreduce::MapReduce::new(Count::default())
+        .input(forkyard_mapreduce::Records::new("generated", records))
+        .out_dir(&out)
+        .workers(2)
+        .reducers(3)
+        .split_size(1024)
+        .worker_command(move || std::process::Command::new(&exe))
+        .run()
+        .await
+        .unwrap();
+    assert!(report.map.tasks > 3);
+    let counts = reference_count(&data, None);
+    assert_output(&out, &expected_parts(&counts_as_rows(&counts), 3));
+    // The report is JSON too, and the job directory keeps it.
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["reduce"]["keys"], counts.len() as u64);
+    let kept = std::fs::read_to_string(out.join("_forkyard/report.json")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&kept).unwrap()["map"]["tasks"],
+        json["map"]["tasks"]
+    );
+    base.assert_clean().await;
+}
