@@ -412,6 +412,10 @@ impl Table {
     }
 
     /// Doubles the capacity with mmap/mremap.
+    ///
+    /// # Safety
+    /// Async-signal-safe (raw syscalls, no allocation); call it only on the table
+    /// the watchdog made with [`Table::new`].
     unsafe fn grow(&mut self) -> bool {
         let new_cap = (self.cap * 2).max(4096);
         let old_bytes = self.cap * std::mem::size_of::<Entry>();
@@ -444,6 +448,11 @@ impl Table {
         true
     }
 
+    /// Appends an entry, growing the table if needed; false if it cannot grow.
+    ///
+    /// # Safety
+    /// Async-signal-safe (raw syscalls, no allocation); call it only on the table
+    /// the watchdog made with [`Table::new`].
     unsafe fn push(&mut self, e: Entry) -> bool {
         // SAFETY: `len < cap` after a successful grow, and the mapping holds `cap` entries.
         unsafe {
@@ -459,6 +468,10 @@ impl Table {
     /// Applies `set` to the entry for `token`, adding an empty one first if
     /// there is none. Out of memory for the table, it fails closed: the new
     /// entry's group and cgroup are killed rather than left unguarded.
+    ///
+    /// # Safety
+    /// Async-signal-safe (raw syscalls, no allocation); call it only on the table
+    /// the watchdog made with [`Table::new`].
     unsafe fn upsert(&mut self, token: u64, set: impl FnOnce(&mut Entry)) {
         for i in 0..self.len {
             // SAFETY: `i < len <= cap`, and no other reference into the table is live.
@@ -485,6 +498,11 @@ impl Table {
         }
     }
 
+    /// Drops the entry for `token`, closing its fds.
+    ///
+    /// # Safety
+    /// Async-signal-safe (raw syscalls, no allocation); call it only on the table
+    /// the watchdog made with [`Table::new`].
     unsafe fn remove(&mut self, token: u64) {
         let mut i = 0;
         while i < self.len {
@@ -503,6 +521,11 @@ impl Table {
         }
     }
 
+    /// SIGKILLs every registered group and cgroup.
+    ///
+    /// # Safety
+    /// Async-signal-safe (raw syscalls, no allocation); call it only on the table
+    /// the watchdog made with [`Table::new`].
     unsafe fn kill_all(&self) {
         for i in 0..self.len {
             // SAFETY: `i < len`; kill_entry makes plain syscalls.
@@ -511,6 +534,10 @@ impl Table {
     }
 }
 
+/// Closes `fd` unless it is negative.
+///
+/// # Safety
+/// `fd` must be an fd the watchdog received and owns, closed exactly once.
 unsafe fn close_if_open(fd: i32) {
     if fd >= 0 {
         // SAFETY: the fd was received by us and is closed exactly once.
@@ -519,6 +546,9 @@ unsafe fn close_if_open(fd: i32) {
 }
 
 /// SIGKILLs a registered child's cgroup and process group.
+///
+/// # Safety
+/// Async-signal-safe; `e`'s fds must be ones the watchdog received and still owns.
 unsafe fn kill_entry(e: Entry) {
     // SAFETY: plain syscalls on fds we own, with buffers on our stack.
     unsafe {
