@@ -165,6 +165,31 @@
 //!   epoll's wake-up order can give one worker most connections (measured in
 //!   the README); use round-robin or least-connections when fairness matters.
 //!
+//! # How it compares
+//!
+//! - **Node's `child_process.fork` IPC and `cluster`.** The model this crate
+//!   follows: a channel on an inherited fd, announced in an environment
+//!   variable (`NODE_CHANNEL_FD` there, `FORKYARD_IPC_FD` here), JSON messages
+//!   and handle passing. Differences: messages are typed and checked by a
+//!   handshake on both sides (Node sends whatever `JSON.stringify` makes and
+//!   finds out on `message`); a binary codec (postcard) beside JSON lines;
+//!   `send` waits under backpressure instead of buffering without bound
+//!   (Node's `send()` returns `false` and keeps queueing); fds travel as
+//!   `OwnedFd` fields of any message rather than one `sendHandle` per message.
+//!   `Cluster` keeps Node's round-robin with one connection in flight per
+//!   worker, and adds least-connections and generation handoff.
+//! - **ipc-channel (Servo).** Typed channels between processes with bincode,
+//!   one OS channel per `IpcSender` plus a one-shot server to bootstrap;
+//!   fds travel inside `IpcSharedMemory` and `OsIpcChannel`s. forkyard-ipc is
+//!   one socket per child, made by the parent, with the handshake catching a
+//!   type mismatch before the first message; it is Linux only, where
+//!   ipc-channel also covers macOS and Windows.
+//! - **A raw `socketpair` with your own framing.** What most Rust programs do.
+//!   The round trip costs about 1.2x a hand-written ping-pong over the same
+//!   socket (README, "Figures"); in exchange a frame never loses its fds to a
+//!   split read, a hostile peer cannot make the parent allocate or hold more
+//!   than its limits allow, and a dead peer is one error, not several.
+//!
 //! # See also
 //!
 //! - `forkyard-child`: the process under every channel (groups, pidfds,
