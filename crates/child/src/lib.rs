@@ -154,6 +154,7 @@
 #![deny(missing_docs)]
 
 mod cgroup;
+mod deadline;
 mod error;
 mod exit;
 mod output;
@@ -165,6 +166,7 @@ mod spawn;
 mod sys;
 mod watchdog;
 
+pub use deadline::sleep_until;
 pub use error::Error;
 pub use exit::{Exit, Reason, Rusage, Termination};
 pub use output::{Captured, ChildOutput, DEFAULT_MAX_LINE, Input, Line, Output, Stream};

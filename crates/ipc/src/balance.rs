@@ -642,7 +642,7 @@ impl Engine {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                () = sleep_until(deadline) => self.on_deadline(),
+                () = forkyard_child::sleep_until(deadline) => self.on_deadline(),
             }
         }
     }
@@ -1276,13 +1276,6 @@ async fn accept(
 ) -> std::io::Result<std::net::TcpStream> {
     match listener {
         Some(l) => l.accept().await?.0.into_std(),
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

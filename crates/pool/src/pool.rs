@@ -1021,7 +1021,7 @@ async fn tick<Req: Message + Clone + Sync, Resp: Message>(
             st.armed
         };
         tokio::select! {
-            () = sleep_until_opt(deadline.map(Instant::from_std)) => {
+            () = forkyard_child::sleep_until(deadline) => {
                 shared.with(|st| st.core.tick(Instant::now().into_std()));
             }
             () = shared.ticker.notified() => {}
@@ -1033,13 +1033,6 @@ async fn tick<Req: Message + Clone + Sync, Resp: Message>(
                 });
             }
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

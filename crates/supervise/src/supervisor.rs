@@ -596,7 +596,7 @@ impl Runtime {
                         self.feed(Input::Shutdown);
                     }
                 },
-                () = sleep_until(next_timer), if next_timer.is_some() => self.fire_due_timers(),
+                () = forkyard_child::sleep_until(next_timer), if next_timer.is_some() => self.fire_due_timers(),
             }
         }
         let result = match self.outcome.take() {
@@ -1035,12 +1035,6 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_string())
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-    }
 }
 
 fn spawn_process(launch: Launch, spec: &ChildSpec) -> Result<Child, String> {
