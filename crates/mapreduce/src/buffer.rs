@@ -91,9 +91,12 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
     }
 
     fn insert_new(&mut self, key: K, value: V) {
-        self.scratch.clear();
-        // Serializing into a Vec cannot fail for serde types that serialize at all.
-        let _ = postcard::to_io(&key, &mut self.scratch);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        // Into a Vec through `Extend` (not `io::Write`, which costs a call per
+        // byte of a byte-string key); it fails only for types that cannot
+        // serialize at all, and then the key goes to partition 0.
+        self.scratch = postcard::to_extend(&key, scratch).unwrap_or_default();
         let part = partition_of(&self.scratch, self.reducers);
         self.bytes += self.scratch.len() + KEY_OVERHEAD + Self::value_cost();
         self.map.insert(

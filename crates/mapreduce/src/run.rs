@@ -42,9 +42,10 @@ impl<W: Write> RunWriter<W> {
         key: &K,
         values: &[V],
     ) -> io::Result<()> {
-        self.frame.clear();
-        self.frame.extend_from_slice(&[0; 4]);
-        postcard::to_io(&(key, values), &mut self.frame)
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        frame.extend_from_slice(&[0; 4]);
+        self.frame = postcard::to_extend(&(key, values), frame)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let len = (self.frame.len() - 4) as u32;
         self.frame[..4].copy_from_slice(&len.to_le_bytes());
