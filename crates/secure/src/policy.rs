@@ -17,6 +17,7 @@ use crate::limits::Limits;
 use crate::paths::{PathAccess, Root};
 use crate::program::{CompiledProgram, ProgramRule, display_name, to_hex, valid_name};
 use crate::record::{Decision, Event, LimitsRecord, PathRecord, env_digest, env_names};
+use crate::run::{RunOutput, SecureCommand};
 use crate::sandbox::cgroup::CgroupSet;
 use crate::sandbox::{Enforcement, Layer, Sandbox, landlock, seccomp};
 
@@ -331,6 +332,44 @@ impl ValidatedCommand {
 }
 
 impl Policy {
+    /// Validates `args` for `program`, runs it with every layer and limit, waits, and
+    /// records the exit. Must be called within a tokio runtime.
+    ///
+    /// A refused request is [`Error::Denied`]; a program that fails or is killed is a
+    /// successful `run` whose [`RunOutput::cause`] says what happened.
+    pub async fn run<I, S>(&self, program: &str, args: I) -> Result<RunOutput, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run_request(Request::new(program).args(args)).await
+    }
+
+    /// [`run`](Policy::run) for a full [`Request`] (environment, caller).
+    pub async fn run_request(&self, request: Request) -> Result<RunOutput, Error> {
+        self.command_request(&request)?.spawn()?.wait().await
+    }
+
+    /// Validates and hardens a request without running it.
+    pub fn command<I, S>(&self, program: &str, args: I) -> Result<SecureCommand, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command_request(&Request::new(program).args(args))
+    }
+
+    /// [`command`](Policy::command) for a full [`Request`].
+    pub fn command_request(&self, request: &Request) -> Result<SecureCommand, Error> {
+        let validated = self.validate(request)?;
+        self.harden(validated)
+    }
+
+    /// Hardens an already validated command.
+    pub fn harden(&self, validated: ValidatedCommand) -> Result<SecureCommand, Error> {
+        crate::run::harden(self, validated)
+    }
+
     /// Starts a policy.
     ///
     /// ```no_run

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::audit::AuditArg;
 use crate::error::Error;
 use crate::harden::{self, Prepared};
-use crate::policy::{Inner, Policy, ProgramEntry, Request, ValidatedCommand};
+use crate::policy::{Inner, Policy, ProgramEntry, ValidatedCommand};
 use crate::record::{Event, ExitRecord, RusageRecord};
 use crate::sandbox::LayerReport;
 use crate::sandbox::cgroup::CgroupSet;
@@ -142,98 +142,63 @@ struct RunState {
     recorded: bool,
 }
 
-impl Policy {
-    /// Validates `args` for `program`, runs it with every layer and limit, waits, and
-    /// records the exit. Must be called within a tokio runtime.
-    ///
-    /// A refused request is [`Error::Denied`]; a program that fails or is killed is a
-    /// successful `run` whose [`RunOutput::cause`] says what happened.
-    pub async fn run<I, S>(&self, program: &str, args: I) -> Result<RunOutput, Error>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        self.run_request(Request::new(program).args(args)).await
-    }
-
-    /// [`run`](Policy::run) for a full [`Request`] (environment, caller).
-    pub async fn run_request(&self, request: Request) -> Result<RunOutput, Error> {
-        self.command_request(&request)?.spawn()?.wait().await
-    }
-
-    /// Validates and hardens a request without running it.
-    pub fn command<I, S>(&self, program: &str, args: I) -> Result<SecureCommand, Error>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        self.command_request(&Request::new(program).args(args))
-    }
-
-    /// [`command`](Policy::command) for a full [`Request`].
-    pub fn command_request(&self, request: &Request) -> Result<SecureCommand, Error> {
-        let validated = self.validate(request)?;
-        self.harden(validated)
-    }
-
-    /// Hardens an already validated command.
-    pub fn harden(&self, validated: ValidatedCommand) -> Result<SecureCommand, Error> {
-        let ValidatedCommand {
-            entry,
-            exe_fd,
-            argv,
-            env,
-            mut fds,
-            decision,
-            ..
-        } = validated;
-        let n_fds = fds.len() + usize::from(exe_fd.is_some());
-        let mut run = RunState {
-            policy: Arc::clone(&self.inner),
-            entry: Arc::clone(&entry),
-            decision,
-            cgroups: CgroupSet::default(),
-            attest: None,
-            reports: Vec::new(),
-            confirmed: false,
-            pid_namespace: false,
-            seccomp: false,
-            pid: None,
-            pidfd: None,
-            killed: BTreeSet::new(),
-            recorded: false,
-        };
-        let prepared = match harden::prepare(&self.inner, &entry, n_fds) {
-            Ok(p) => p,
-            Err(e) => {
-                run.record(None, Some(&e.to_string()));
-                return Err(e);
-            }
-        };
-        let Prepared {
-            mut hooks,
-            cgroups,
-            attest,
-            reports,
-            pid_namespace,
-            seccomp,
-        } = prepared;
-        run.cgroups = cgroups;
-        run.attest = attest;
-        run.reports = reports;
-        run.pid_namespace = pid_namespace;
-        run.seccomp = seccomp;
-        let exe_n = exe_fd.as_ref().map(|(_, n)| *n);
-        let mut cmd = harden::command(&entry.program.path, exe_n, &argv, &env);
-        // SAFETY: `Hooks::apply` runs between fork and exec and only makes system calls on
-        // values prepared here, before the fork; it never allocates or locks (see
-        // `sandbox::exec`).
-        unsafe {
-            cmd.pre_exec(move || hooks.apply());
+/// Hardens an already validated command: [`Policy::harden`]'s machinery.
+pub(crate) fn harden(policy: &Policy, validated: ValidatedCommand) -> Result<SecureCommand, Error> {
+    let ValidatedCommand {
+        entry,
+        exe_fd,
+        argv,
+        env,
+        mut fds,
+        decision,
+        ..
+    } = validated;
+    let n_fds = fds.len() + usize::from(exe_fd.is_some());
+    let mut run = RunState {
+        policy: Arc::clone(&policy.inner),
+        entry: Arc::clone(&entry),
+        decision,
+        cgroups: CgroupSet::default(),
+        attest: None,
+        reports: Vec::new(),
+        confirmed: false,
+        pid_namespace: false,
+        seccomp: false,
+        pid: None,
+        pidfd: None,
+        killed: BTreeSet::new(),
+        recorded: false,
+    };
+    let prepared = match harden::prepare(&policy.inner, &entry, n_fds) {
+        Ok(p) => p,
+        Err(e) => {
+            run.record(None, Some(&e.to_string()));
+            return Err(e);
         }
-        fds.extend(exe_fd);
-        Ok(SecureCommand { cmd, fds, run })
+    };
+    let Prepared {
+        mut hooks,
+        cgroups,
+        attest,
+        reports,
+        pid_namespace,
+        seccomp,
+    } = prepared;
+    run.cgroups = cgroups;
+    run.attest = attest;
+    run.reports = reports;
+    run.pid_namespace = pid_namespace;
+    run.seccomp = seccomp;
+    let exe_n = exe_fd.as_ref().map(|(_, n)| *n);
+    let mut cmd = harden::command(&entry.program.path, exe_n, &argv, &env);
+    // SAFETY: `Hooks::apply` runs between fork and exec and only makes system calls on
+    // values prepared here, before the fork; it never allocates or locks (see
+    // `sandbox::exec`).
+    unsafe {
+        cmd.pre_exec(move || hooks.apply());
     }
+    fds.extend(exe_fd);
+    Ok(SecureCommand { cmd, fds, run })
 }
 
 impl SecureCommand {
