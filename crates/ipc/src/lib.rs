@@ -205,7 +205,7 @@ mod codec;
 mod error;
 pub mod fd;
 mod frame;
-pub mod handoff;
+pub use balance::handoff;
 mod handshake;
 pub mod pubsub;
 pub mod rpc;
