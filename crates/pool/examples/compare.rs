@@ -281,7 +281,7 @@ async fn run(quick: bool, only: &str) -> Result<()> {
             .await?;
         let mut replace = Vec::new();
         for _ in 0..trials {
-            let old = pool.stats().await.workers[0].pid.context("a worker pid")?;
+            let old = pool.stats().workers[0].pid.context("a worker pid")?;
             let t = Instant::now();
             rustix::process::kill_process(
                 rustix::process::Pid::from_raw(old as i32).context("pid")?,
@@ -289,7 +289,7 @@ async fn run(quick: bool, only: &str) -> Result<()> {
             )?;
             // Poll tightly: this is a measurement, not a test.
             loop {
-                let s = pool.stats().await;
+                let s = pool.stats();
                 if s.workers
                     .iter()
                     .any(|w| w.pid != Some(old) && w.state.is_ready())

@@ -76,7 +76,7 @@ async fn run(quick: bool) -> Result<()> {
         ))
         .build()
         .await?;
-    let stats = pool.stats().await;
+    let stats = pool.stats();
     let pids: Vec<u32> = stats.workers.iter().filter_map(|w| w.pid).collect();
     println!("ready in {:?}: workers {:?}", started.elapsed(), pids);
 
@@ -101,7 +101,7 @@ async fn run(quick: bool) -> Result<()> {
             loop {
                 tokio::time::sleep(Duration::from_millis(25)).await;
                 tick += 1;
-                let s = pool.stats().await;
+                let s = pool.stats();
                 if tick.is_multiple_of(8) {
                     let up = s.workers.iter().filter(|w| w.state.is_ready()).count();
                     let note = if up < 4 {
@@ -186,7 +186,7 @@ async fn run(quick: bool) -> Result<()> {
     for (label, n) in &outcomes {
         println!("  {label:<34} {n:>6}");
     }
-    let s = pool.stats().await;
+    let s = pool.stats();
     let rate = tasks as f64 / elapsed.as_secs_f64();
     println!("\n== Statistics after {elapsed:.2?} ({rate:.0} tasks/s) ==");
     explain_rate(rate, killed);
@@ -302,7 +302,7 @@ async fn sandboxed(quick: bool) -> Result<()> {
     println!(
         "  what /proc says of each worker (seccomp mode 2 = filter; CapEff = its capabilities):"
     );
-    for w in pool.stats().await.workers {
+    for w in pool.stats().workers {
         let Some(pid) = w.pid else { continue };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let field = |name: &str| {

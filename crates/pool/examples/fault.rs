@@ -106,7 +106,7 @@ async fn run(seed: u64, duration: Duration) -> Result<()> {
             ));
         }
         if Instant::now() >= next_kill {
-            let stats = pool.stats().await;
+            let stats = pool.stats();
             let pids: Vec<u32> = stats.workers.iter().filter_map(|w| w.pid).collect();
             if !pids.is_empty() {
                 let pid = pids[rng.below(pids.len() as u64) as usize];
@@ -142,7 +142,7 @@ async fn run(seed: u64, duration: Duration) -> Result<()> {
     }
     let duplicated = answered.values().filter(|&&n| n > 1).count() as u64;
     let submitted = next_id;
-    let stats = pool.stats().await;
+    let stats = pool.stats();
     let grace = Duration::from_secs(10);
     let shutdown_started = Instant::now();
     let report = pool.shutdown(ShutdownMode::Drain { grace }).await;

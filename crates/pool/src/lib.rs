@@ -82,7 +82,7 @@
 //!             .await
 //!             .unwrap();
 //!         assert_eq!(pool.call(12).await.unwrap(), 144);
-//!         println!("{:?}", pool.stats().await);
+//!         println!("{:?}", pool.stats());
 //!         let report = pool.shutdown(ShutdownMode::Drain { grace: Duration::from_secs(10) }).await;
 //!         println!("{} tasks completed during shutdown", report.count(Outcome::Completed));
 //!     });

@@ -425,7 +425,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
     }
 
     /// A snapshot of the statistics.
-    pub async fn stats(&self) -> Stats {
+    pub fn stats(&self) -> Stats {
         self.inner.shared.with(|st| st.stats())
     }
 

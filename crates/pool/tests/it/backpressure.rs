@@ -37,7 +37,7 @@ async fn try_call_says_queue_full_and_call_waits_for_room() {
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u64);
     }
-    let stats = pool.stats().await;
+    let stats = pool.stats();
     assert_eq!(
         stats.submitted, 4,
         "the refused try_call was never submitted"

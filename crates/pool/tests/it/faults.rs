@@ -60,7 +60,7 @@ async fn a_worker_sigkilled_mid_task_fails_only_its_task_and_is_replaced() {
     }
     wait_full(&pool, 2).await;
     assert!(!worker_pids(&pool).await.contains(&victim));
-    let stats = pool.stats().await;
+    let stats = pool.stats();
     assert_eq!((stats.crashes, stats.restarts), (1, 1));
     assert_eq!(stats.failed_total(), 1);
     assert_eq!(stats.completed, 20);
@@ -77,7 +77,7 @@ async fn a_crashed_task_is_retried_on_another_worker_up_to_its_limit() {
         Err(PoolError::WorkerCrashed { exit, .. }) => assert_eq!(exit.signal(), Some(Signal::ABRT)),
         other => panic!("expected WorkerCrashed, got {other:?}"),
     }
-    let stats = pool.stats().await;
+    let stats = pool.stats();
     assert_eq!((stats.retried, stats.crashes), (2, 3), "{stats:?}");
     assert_eq!(
         pool.call(Job::Echo(5)).await.unwrap(),
@@ -193,7 +193,7 @@ async fn a_leaking_worker_is_recycled_by_rss_without_losing_a_task() {
     .await;
     let second = pool.call(Job::Pid).await.unwrap();
     assert_ne!(first, second);
-    let stats = pool.stats().await;
+    let stats = pool.stats();
     assert_eq!(stats.recycled, 1);
     assert_eq!(stats.crashes, 0, "recycling is not a crash");
     assert_eq!(stats.failed_total(), 0);

@@ -30,7 +30,7 @@ async fn every_worker_retiring_at_once_with_tasks_queued_loses_nothing() {
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u64);
     }
-    let stats = pool.stats().await;
+    let stats = pool.stats();
     assert_eq!(stats.completed, 30);
     assert_eq!(stats.failed_total(), 0);
     assert!(
@@ -64,7 +64,7 @@ async fn recycled_workers_never_run_a_task_twice() {
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u64);
     }
-    let stats = pool.stats().await;
+    let stats = pool.stats();
     // Each task answered exactly once: completed equals submitted, nothing retried.
     assert_eq!(
         (stats.submitted, stats.completed, stats.retried),
@@ -96,7 +96,7 @@ async fn recycling_by_age_replaces_workers_on_the_fly() {
         }
     })
     .await;
-    assert!(pool.stats().await.recycled >= 1);
+    assert!(pool.stats().recycled >= 1);
     pool.shutdown(GRACE).await;
     base.assert_clean().await;
 }
@@ -202,7 +202,7 @@ async fn a_cancelled_queued_task_never_starts() {
     assert!(doomed.await.unwrap_err().is_cancelled());
     assert_eq!(blocker.await.unwrap().unwrap(), 1);
     assert_eq!(pool.call(Job::Echo(2)).await.unwrap(), 2);
-    let stats = pool.stats().await;
+    let stats = pool.stats();
     assert_eq!(
         (stats.cancelled, stats.crashes),
         (1, 0),

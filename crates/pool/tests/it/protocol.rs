@@ -23,7 +23,7 @@ async fn a_reply_for_an_unknown_task_is_a_protocol_error() {
         }
         other => panic!("expected Protocol, got {other:?}"),
     }
-    let stats = pool.stats().await;
+    let stats = pool.stats();
     assert_eq!(
         stats.failed.get(&forkyard_pool::FailureKind::Protocol),
         Some(&1)
@@ -98,7 +98,7 @@ for line in r:
         .build()
         .await
         .unwrap();
-    let first_pid = pool.stats().await.workers[0].pid;
+    let first_pid = pool.stats().workers[0].pid;
     match pool.call(Job::Echo(1)).await {
         Err(PoolError::Protocol(message)) => {
             let message = crate::support::chain(&*message);
@@ -107,7 +107,7 @@ for line in r:
         other => panic!("expected Protocol, got {other:?}"),
     }
     crate::support::wait_full(&pool, 1).await;
-    assert_ne!(pool.stats().await.workers[0].pid, first_pid, "replaced");
+    assert_ne!(pool.stats().workers[0].pid, first_pid, "replaced");
     pool.shutdown(ShutdownMode::Cancel {
         grace: Duration::from_secs(5),
     })

@@ -94,7 +94,7 @@ proptest! {
             // lands in at most one bucket: completed or failed beyond what
             // callers saw, cancelled, still queued or running (its result to be
             // dropped), or nowhere if it was aborted before it was submitted.
-            let stats = pool.stats().await;
+            let stats = pool.stats();
             let seen = ok + failed.values().sum::<u64>();
             assert!(stats.completed >= ok, "{stats:?}");
             for (kind, n) in &failed {

@@ -36,16 +36,15 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Polls the pool's statistics (testkit's [`wait_for_async`]) until `cond` holds,
+/// Polls the pool's statistics (testkit's [`wait_for`]) until `cond` holds,
 /// and returns them; panics with `what` and the last statistics after [`DEADLINE`].
 pub(crate) async fn wait_stats(
     pool: &TestPool,
     what: &str,
     cond: impl Fn(&forkyard_pool::Stats) -> bool,
 ) -> forkyard_pool::Stats {
-    let cond = &cond;
-    wait_for_async(what, || async move {
-        let stats = pool.stats().await;
+    wait_for(what, || {
+        let stats = pool.stats();
         if cond(&stats) {
             Ok(stats)
         } else {
@@ -71,7 +70,6 @@ pub(crate) async fn wait_full(pool: &TestPool, n: usize) {
 /// The pids of the pool's workers.
 pub(crate) async fn worker_pids(pool: &TestPool) -> Vec<u32> {
     pool.stats()
-        .await
         .workers
         .iter()
         .filter_map(|w| w.pid)
