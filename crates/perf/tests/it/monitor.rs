@@ -199,7 +199,10 @@ async fn a_monitor_that_falls_behind_counts_the_loss_and_keeps_sane_levels() {
     })
     .await;
     let s = monitor.snapshot();
-    eprintln!("lost {} events, counted {} completions", s.totals.lagged, s.totals.completed);
+    eprintln!(
+        "lost {} events, counted {} completions",
+        s.totals.lagged, s.totals.completed
+    );
     assert!(s.totals.completed <= 2_000);
     if s.totals.lagged == 0 {
         assert_eq!(s.totals.completed, 2_000);

@@ -69,11 +69,7 @@ pub(crate) async fn wait_full(pool: &TestPool, n: usize) {
 
 /// The pids of the pool's workers.
 pub(crate) async fn worker_pids(pool: &TestPool) -> Vec<u32> {
-    pool.stats()
-        .workers
-        .iter()
-        .filter_map(|w| w.pid)
-        .collect()
+    pool.stats().workers.iter().filter_map(|w| w.pid).collect()
 }
 
 /// Kills `pid` (a worker we started) with SIGKILL; a worker that is already
