@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use forkyard_perf::{Cached, Monitor, MonitorConfig, SweepConfig, VerdictKind, sweep};
+use forkyard_perf::{
+    Cached, Monitor, MonitorConfig, Sweep, SweepConfig, SweepRow, VerdictKind, sweep,
+};
 use forkyard_pool::{Builder, Pool, ShutdownMode};
 use futures::StreamExt;
 
@@ -218,16 +220,43 @@ async fn run(quick: bool) -> Result<(), Box<dyn std::error::Error>> {
     // 4. Where the knee is.
     let max = (cpus + 2).min(4);
     println!("\n4. pool-size sweep, 1..={max} workers, tasks of {ms} ms of CPU");
-    let s = sweep(
-        SweepConfig::new(1..=max, if quick { 600 } else { 2000 }),
-        builder,
-        |i| (i, ms),
-    )
-    .await?;
-    println!("{s}");
+    // One size at a time, so each row shows as soon as it is measured (the same load for
+    // every size: as many calls in flight as the largest pool would get).
     println!(
-        "\nsummary: {before:.0} calls/s with 1 worker, {fixed:.0} with {suggest}, {with_cache:.0} with the cache; knee at {} workers on {cpus} CPUs",
-        s.knee
+        "  {:>7}  {:>10}  {:>9}  {:>9}  {:>7}",
+        "workers", "calls/s", "p50", "p99", "speedup"
+    );
+    let mut rows = Vec::new();
+    for workers in 1..=max {
+        let mut config = SweepConfig::new(workers..=workers, if quick { 600 } else { 2000 });
+        config.concurrency = Some(4 * max);
+        // Two tasks in flight per worker, so a worker always has the next one at hand and
+        // the sweep measures the CPUs, not the round trip between tasks.
+        let measured = sweep(
+            config,
+            || builder().max_in_flight_per_worker(2),
+            |i| (i, ms),
+        )
+        .await?;
+        for r in measured.rows {
+            let base = rows
+                .first()
+                .map_or(r.calls_per_sec, |b: &SweepRow| b.calls_per_sec);
+            println!(
+                "  {:>7}  {:>10.0}  {:>7.2}ms  {:>7.2}ms  {:>6.2}x",
+                r.workers,
+                r.calls_per_sec,
+                r.p50_us as f64 / 1000.0,
+                r.p99_us as f64 / 1000.0,
+                r.calls_per_sec / base.max(1e-9),
+            );
+            rows.push(r);
+        }
+    }
+    let knee = Sweep::knee_of(&rows);
+    println!("  knee: {knee} workers (the smallest size within 10% of the best throughput)");
+    println!(
+        "\nsummary: {before:.0} calls/s with 1 worker, {fixed:.0} with {suggest}, {with_cache:.0} with the cache; knee at {knee} workers on {cpus} CPUs"
     );
     Ok(())
 }
