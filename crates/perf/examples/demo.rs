@@ -222,10 +222,7 @@ async fn run(quick: bool) -> Result<(), Box<dyn std::error::Error>> {
     println!("\n4. pool-size sweep, 1..={max} workers, tasks of {ms} ms of CPU");
     // One size at a time, so each row shows as soon as it is measured (the same load for
     // every size: as many calls in flight as the largest pool would get).
-    println!(
-        "  {:>7}  {:>10}  {:>9}  {:>9}  {:>7}",
-        "workers", "calls/s", "p50", "p99", "speedup"
-    );
+    println!("{}", Sweep::header());
     let mut rows = Vec::new();
     for workers in 1..=max {
         let mut config = SweepConfig::new(workers..=workers, if quick { 600 } else { 2000 });
@@ -242,14 +239,7 @@ async fn run(quick: bool) -> Result<(), Box<dyn std::error::Error>> {
             let base = rows
                 .first()
                 .map_or(r.calls_per_sec, |b: &SweepRow| b.calls_per_sec);
-            println!(
-                "  {:>7}  {:>10.0}  {:>7.2}ms  {:>7.2}ms  {:>6.2}x",
-                r.workers,
-                r.calls_per_sec,
-                r.p50_us as f64 / 1000.0,
-                r.p99_us as f64 / 1000.0,
-                r.calls_per_sec / base.max(1e-9),
-            );
+            println!("{}", r.line(base));
             rows.push(r);
         }
     }

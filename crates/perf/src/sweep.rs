@@ -85,29 +85,42 @@ impl Sweep {
     }
 }
 
-impl fmt::Display for Sweep {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let base = self.rows.first().map_or(1.0, |r| r.calls_per_sec.max(1e-9));
-        writeln!(
-            f,
+impl Sweep {
+    /// The header line of the table [`Sweep`]'s `Display` prints, for printing rows
+    /// one by one as they are measured ([`SweepRow::line`]).
+    pub fn header() -> String {
+        format!(
             "  {:>7}  {:>10}  {:>9}  {:>9}  {:>7}",
             "workers", "calls/s", "p50", "p99", "speedup"
-        )?;
+        )
+    }
+}
+
+impl SweepRow {
+    /// The row as a line of the table, its speedup against `base` calls/s.
+    pub fn line(&self, base: f64) -> String {
+        format!(
+            "  {:>7}  {:>10.0}  {:>7.2}ms  {:>7.2}ms  {:>6.2}x",
+            self.workers,
+            self.calls_per_sec,
+            self.p50_us as f64 / 1000.0,
+            self.p99_us as f64 / 1000.0,
+            self.calls_per_sec / base.max(1e-9),
+        )
+    }
+}
+
+impl fmt::Display for Sweep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let base = self.rows.first().map_or(1.0, |r| r.calls_per_sec);
+        writeln!(f, "{}", Sweep::header())?;
         for r in &self.rows {
-            writeln!(
-                f,
-                "  {:>7}  {:>10.0}  {:>7.2}ms  {:>7.2}ms  {:>6.2}x{}",
-                r.workers,
-                r.calls_per_sec,
-                r.p50_us as f64 / 1000.0,
-                r.p99_us as f64 / 1000.0,
-                r.calls_per_sec / base,
-                if r.workers == self.knee {
-                    "  <- knee"
-                } else {
-                    ""
-                }
-            )?;
+            let knee = if r.workers == self.knee {
+                "  <- knee"
+            } else {
+                ""
+            };
+            writeln!(f, "{}{knee}", r.line(base))?;
         }
         write!(
             f,
