@@ -62,6 +62,15 @@ async fn sigkilled_owner_with_cgroups_leaves_not_even_setsid_escapees() {
     let mut removed = 0;
     for entry in std::fs::read_dir(&parent).unwrap().flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            // Its processes are dead, but the kernel empties a cgroup a moment after
+            // they die: wait for `populated 0` (rmdir says EBUSY until then).
+            let events = entry.path().join("cgroup.events");
+            tk::wait_until("the cgroup to empty", DEADLINE, || {
+                std::fs::read_to_string(&events)
+                    .ok()
+                    .filter(|e| e.lines().any(|l| l.trim() == "populated 0"))
+            })
+            .unwrap();
             std::fs::remove_dir(entry.path()).unwrap();
             removed += 1;
         }
