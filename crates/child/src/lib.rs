@@ -173,5 +173,5 @@ pub use output::{Captured, ChildOutput, DEFAULT_MAX_LINE, Input, Line, Output, S
 pub use process::{Child, ChildPipe, ChildStdin, Lines};
 pub use sample::{GroupSample, Sample};
 pub use signal::Signal;
-pub use spawn::{Builder, DEFAULT_GRACE, Launch};
+pub use spawn::{Builder, DEFAULT_GRACE, Launch, panic_message};
 pub use watchdog::watchdog_pid;

@@ -354,7 +354,7 @@ impl Child {
             if let Err(panic) = ran {
                 tracing::warn!(
                     pid = self.id(),
-                    panic = %crate::spawn::panic_message(panic.as_ref()),
+                    panic = %crate::panic_message(panic.as_ref()),
                     "an on_exit hook panicked"
                 );
             }

@@ -461,8 +461,14 @@ impl<C: BorrowMut<Command>> Launch<C> {
     }
 }
 
-/// The text of a caught panic.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+/// The message of a caught panic (from `catch_unwind` or a `JoinError`): its
+/// `&str` or `String` payload, or a placeholder for any other payload.
+///
+/// ```
+/// let caught = std::panic::catch_unwind(|| panic!("the hook refuses")).unwrap_err();
+/// assert_eq!(forkyard_child::panic_message(&*caught), "the hook refuses");
+/// ```
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

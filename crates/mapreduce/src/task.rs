@@ -302,7 +302,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
             return Ok(TaskResponse {
                 outcome: Outcome::BadRecord {
                     position: position.get(),
-                    message: panic_message(payload),
+                    message: forkyard_child::panic_message(&*payload),
                 },
                 stats,
             });
@@ -508,14 +508,6 @@ fn peak_rss() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kib| kib << 10)
-}
-
-pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-string payload".into())
 }
 
 #[cfg(test)]

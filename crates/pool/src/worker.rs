@@ -172,10 +172,8 @@ where
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string payload".into());
-    format!("the handler panicked: {what}")
+    format!(
+        "the handler panicked: {}",
+        forkyard_child::panic_message(&*payload)
+    )
 }

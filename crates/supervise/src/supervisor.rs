@@ -759,7 +759,10 @@ impl Runtime {
                         return Input::SpawnFailed {
                             child,
                             instance,
-                            error: format!("the launch function panicked: {}", panic_text(&panic)),
+                            error: format!(
+                                "the launch function panicked: {}",
+                                forkyard_child::panic_message(&*panic)
+                            ),
                         };
                     }
                 };
@@ -1027,14 +1030,6 @@ impl Runtime {
             }
         }
     }
-}
-
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_string())
 }
 
 fn spawn_process(launch: Launch, spec: &ChildSpec) -> Result<Child, String> {
