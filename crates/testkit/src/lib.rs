@@ -102,6 +102,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod bench;
+pub mod nats;
+
 /// The name of the fixture binary.
 pub const FIXTURE_BIN: &str = "forkyard-fixture";
 
