@@ -27,9 +27,9 @@ use crate::task::{
 /// The name of the job directory inside the output directory.
 pub const JOB_DIR: &str = "_forkyard";
 
-const MIN_AUTO_SPLIT: u64 = 4 << 20;
-const MAX_AUTO_SPLIT: u64 = 16 << 20;
-const AUTO_SPLITS: u64 = 8;
+pub(crate) const MIN_AUTO_SPLIT: u64 = 4 << 20;
+pub(crate) const MAX_AUTO_SPLIT: u64 = 16 << 20;
+pub(crate) const AUTO_SPLITS: u64 = 8;
 
 /// A phase of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -40,29 +40,29 @@ pub enum Phase {
     Reduce,
 }
 
-type CommandFactory = Arc<dyn Fn() -> Command + Send + Sync>;
+pub(crate) type CommandFactory = Arc<dyn Fn() -> Command + Send + Sync>;
 
 /// A job ready to run: the job, its input, where its output goes, and the
 /// engine's settings. Made by [`MapReduce::new`].
 #[must_use = "a MapReduce does nothing until .run() is awaited"]
 pub struct MapReduce<J: Job> {
-    job: J,
-    input: Option<Box<dyn Input + Send + Sync>>,
-    out_dir: Option<PathBuf>,
-    workers: usize,
-    reducers: u32,
-    memory: u64,
-    split_size: Option<u64>,
-    task_timeout: Duration,
-    max_failures: u32,
-    max_skipped: usize,
-    backups: bool,
-    backup_after: Duration,
-    format: OutputFormat,
-    progress: bool,
-    command: Option<CommandFactory>,
-    faults: HashMap<(Phase, u32), Fault>,
-    exit_after_map_commits: Option<usize>,
+    pub(crate) job: J,
+    pub(crate) input: Option<Box<dyn Input + Send + Sync>>,
+    pub(crate) out_dir: Option<PathBuf>,
+    pub(crate) workers: usize,
+    pub(crate) reducers: u32,
+    pub(crate) memory: u64,
+    pub(crate) split_size: Option<u64>,
+    pub(crate) task_timeout: Duration,
+    pub(crate) max_failures: u32,
+    pub(crate) max_skipped: usize,
+    pub(crate) backups: bool,
+    pub(crate) backup_after: Duration,
+    pub(crate) format: OutputFormat,
+    pub(crate) progress: bool,
+    pub(crate) command: Option<CommandFactory>,
+    pub(crate) faults: HashMap<(Phase, u32), Fault>,
+    pub(crate) exit_after_map_commits: Option<usize>,
 }
 
 impl<J: Job> std::fmt::Debug for MapReduce<J> {
@@ -78,14 +78,14 @@ impl<J: Job> std::fmt::Debug for MapReduce<J> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Identity {
-    job: String,
-    params: Vec<u8>,
-    reducers: u32,
-    format: OutputFormat,
-    splits: Vec<Split>,
+pub(crate) struct Identity {
+    pub(crate) job: String,
+    pub(crate) params: Vec<u8>,
+    pub(crate) reducers: u32,
+    pub(crate) format: OutputFormat,
+    pub(crate) splits: Vec<Split>,
     /// (path, length, modification time in ns) of every input file.
-    files: Vec<(PathBuf, u64, i128)>,
+    pub(crate) files: Vec<(PathBuf, u64, i128)>,
 }
 
 impl<J: Job> MapReduce<J> {
@@ -366,14 +366,14 @@ impl<J: Job> MapReduce<J> {
     }
 }
 
-fn read_stats(path: &Path) -> TaskStats {
+pub(crate) fn read_stats(path: &Path) -> TaskStats {
     std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
-fn file_facts(splits: &[Split]) -> Vec<(PathBuf, u64, i128)> {
+pub(crate) fn file_facts(splits: &[Split]) -> Vec<(PathBuf, u64, i128)> {
     let mut facts: Vec<(PathBuf, u64, i128)> = Vec::new();
     for s in splits {
         if let Split::Lines { path, .. } = s
@@ -393,7 +393,10 @@ fn file_facts(splits: &[Split]) -> Vec<(PathBuf, u64, i128)> {
 
 /// Creates (or reopens) the output and job directories, locks the job
 /// directory, and checks it belongs to this job.
-fn prepare_dirs(out_dir: &Path, identity: &Identity) -> Result<(PathBuf, PathBuf, File), Error> {
+pub(crate) fn prepare_dirs(
+    out_dir: &Path,
+    identity: &Identity,
+) -> Result<(PathBuf, PathBuf, File), Error> {
     let out_err = |source| Error::OutputDir {
         path: out_dir.to_path_buf(),
         source,
@@ -456,7 +459,7 @@ fn prepare_dirs(out_dir: &Path, identity: &Identity) -> Result<(PathBuf, PathBuf
 }
 
 /// Removes the temporary files attempts left in `dir`.
-fn sweep_tmp(dir: &Path) {
+pub(crate) fn sweep_tmp(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
