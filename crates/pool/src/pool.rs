@@ -1218,6 +1218,15 @@ async fn read<Req: Message + Clone + Sync, Resp: Message>(
                     task: id,
                     result,
                 },
+                Ok(Some(FromWorker::Items { id, .. } | FromWorker::Cancelled { id })) => {
+                    // The pool sends no chunk and no cancel (yet).
+                    Event::Protocol {
+                        worker,
+                        message: Why::new(format!(
+                            "an answer for chunk or cancel {id}, which it was not sent"
+                        )),
+                    }
+                }
                 Ok(None) => {
                     last = true;
                     break;

@@ -14,17 +14,30 @@
 //! them overlapped when the handler awaits I/O; CPU-bound handlers run one at
 //! a time, as a worker process is one core's worth of work), and answers each
 //! exactly once. A handler that panics answers with an error naming the
-//! panic, and the worker keeps serving. On `Drain` (recycling, shutdown) it
-//! stops reading, finishes and answers what it has, and exits 0; when the
-//! parent goes away it exits too.
+//! panic, and the worker keeps serving. A chunk of a batch
+//! (`Pool::map`) runs its items one after the other and
+//! sends their results every 20 ms or so while it runs, so a worker that dies
+//! mid-chunk loses only the items since. On `Cancel` the task's future (or the
+//! chunk's) is dropped, which stops an async handler at its next `.await`; a
+//! handler that never awaits cannot be stopped this way, and the pool kills
+//! the worker once its cancel grace has passed. On `Drain` (recycling,
+//! shutdown) it stops reading, finishes and answers what it has, and exits 0;
+//! when the parent goes away it exits too. The messages are in
+//! [`protocol`](crate::protocol).
 
+use std::collections::VecDeque;
 use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use forkyard_ipc::{Channel, Message};
 use futures::FutureExt;
+use futures::future::{AbortHandle, Abortable, Either};
 use futures::stream::{FuturesUnordered, StreamExt};
+use rustc_hash::FxHashMap;
 
 use crate::protocol::{FromWorker, ToWorker};
 
@@ -94,21 +107,46 @@ where
     let channel = Channel::<FromWorker<Resp>, ToWorker<Req>>::from_parent()?;
     let (mut tx, mut rx) = channel.split();
     tx.send(&FromWorker::Ready).await?;
-    // Running handlers are polled right here, not spawned: no task hop between
-    // reading a task, running it and writing its answer. A panic is caught
-    // around each handler's future and becomes an error answer.
+    let handler = Rc::new(handler);
+    // Running tasks and chunks are polled right here, not spawned: no task
+    // hop between reading a task, running it and writing its answer. A panic
+    // is caught around each handler's future and becomes an error answer.
+    // Each can be aborted through its handle when the pool says `Cancel`.
     let mut running = FuturesUnordered::new();
+    let mut aborts: FxHashMap<u64, AbortHandle> = FxHashMap::default();
     let mut draining = false;
     let mut failed = None;
     loop {
         tokio::select! {
             // Answers first: they free the parent's pipeline.
             biased;
-            Some((id, result)) = running.next(), if !running.is_empty() => {
-                tx.feed(&FromWorker::Done { id, result }).await?;
+            Some(answer) = running.next(), if !running.is_empty() => {
+                let mut next = Some(answer);
                 // Batch every other answer already available before a write.
-                while let Some(Some((id, result))) = running.next().now_or_never() {
-                    tx.feed(&FromWorker::Done { id, result }).await?;
+                while let Some(answer) = next.take() {
+                    match answer {
+                        Answer::Done(id, result) => {
+                            aborts.remove(&id);
+                            send_done(&mut tx, id, result).await?;
+                        }
+                        Answer::Part { id, results, rest } => {
+                            send_items(&mut tx, id, results).await?;
+                            match rest {
+                                Some(rest) => running.push(track(
+                                    &mut aborts,
+                                    id,
+                                    Either::Right(Box::pin(run_chunk(handler.clone(), id, rest))),
+                                )),
+                                None => {
+                                    aborts.remove(&id);
+                                }
+                            }
+                        }
+                        Answer::Cancelled(id) => {
+                            tx.feed(&FromWorker::Cancelled { id }).await?;
+                        }
+                    }
+                    next = running.next().now_or_never().flatten();
                 }
                 tx.flush().await?;
             }
@@ -119,7 +157,20 @@ where
                 let mut next = Some(msg);
                 while let Some(msg) = next.take() {
                     match msg {
-                        Ok(Some(ToWorker::Task { id, req })) => running.push(start(&handler, id, req)),
+                        Ok(Some(ToWorker::Task { id, req })) => {
+                            running.push(track(&mut aborts, id, Either::Left(start(&*handler, id, req))));
+                        }
+                        Ok(Some(ToWorker::Chunk { id, items })) => {
+                            let items = (0u32..).zip(items).collect();
+                            let chunk = Box::pin(run_chunk(handler.clone(), id, items));
+                            running.push(track(&mut aborts, id, Either::Right(chunk)));
+                        }
+                        Ok(Some(ToWorker::Cancel { id })) => {
+                            // Unknown, or already answered: nothing to do.
+                            if let Some(handle) = aborts.remove(&id) {
+                                handle.abort();
+                            }
+                        }
                         Ok(Some(ToWorker::Drain) | None) => draining = true,
                         // Answer what already runs, then report the error.
                         Err(e) => {
@@ -145,13 +196,165 @@ where
     }
 }
 
-/// Starts `handler` on one task; the future answers `(id, result)` and
-/// never panics (a panic, also one while making the future, becomes an error).
+/// How often, at most, the finished items of a running chunk are sent, so
+/// that a worker dying mid-chunk loses only the items since.
+const PART_EVERY: Duration = Duration::from_millis(20);
+
+/// Items between two looks at the clock while a chunk runs items that finish
+/// at once (a look costs about as much as a tiny item).
+const CLOCK_EVERY: u32 = 8;
+
+/// What a running task or chunk yields.
+enum Answer<Req, Resp> {
+    /// A task's result.
+    Done(u64, Result<Resp, String>),
+    /// Some of a chunk's results, and what is left of it, if anything.
+    Part {
+        id: u64,
+        results: Vec<(u32, Result<Resp, String>)>,
+        rest: Option<VecDeque<(u32, Req)>>,
+    },
+    /// Aborted on `Cancel`.
+    Cancelled(u64),
+}
+
+type ChunkFuture<'a, Req, Resp> = Pin<Box<dyn Future<Output = Answer<Req, Resp>> + 'a>>;
+
+/// Registers an abort handle for `id`; aborting the work makes it answer
+/// `Cancelled` (and drops it, with the handler's future).
+fn track<'a, Req, Resp, T>(
+    aborts: &mut FxHashMap<u64, AbortHandle>,
+    id: u64,
+    work: Either<T, ChunkFuture<'a, Req, Resp>>,
+) -> impl Future<Output = Answer<Req, Resp>> + use<'a, Req, Resp, T>
+where
+    T: Future<Output = Answer<Req, Resp>>,
+{
+    let (handle, registration) = AbortHandle::new_pair();
+    aborts.insert(id, handle);
+    Abortable::new(work, registration).map(move |r| r.unwrap_or(Answer::Cancelled(id)))
+}
+
+/// Runs a chunk's items one after the other; yields what finished once
+/// [`PART_EVERY`] has passed (the rest goes on as a new future) or at the end.
+async fn run_chunk<Req, Resp, E, F, Fut>(
+    handler: Rc<F>,
+    id: u64,
+    mut items: VecDeque<(u32, Req)>,
+) -> Answer<Req, Resp>
+where
+    E: Display,
+    F: Fn(Req) -> Fut,
+    Fut: Future<Output = Result<Resp, E>>,
+{
+    let began = Instant::now();
+    let mut results = Vec::with_capacity(items.len());
+    let mut since_look = 0;
+    while let Some((index, req)) = items.pop_front() {
+        let made = std::panic::catch_unwind(AssertUnwindSafe(|| handler(req)));
+        let mut waited = false;
+        let result = match made {
+            Ok(fut) => {
+                let mut fut = std::pin::pin!(AssertUnwindSafe(fut).catch_unwind());
+                let out = match (&mut fut).now_or_never() {
+                    Some(out) => out,
+                    None => {
+                        waited = true;
+                        fut.await
+                    }
+                };
+                match out {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(payload) => Err(panic_message(payload)),
+                }
+            }
+            Err(payload) => Err(panic_message(payload)),
+        };
+        results.push((index, result));
+        since_look += 1;
+        if !items.is_empty() && (waited || since_look >= CLOCK_EVERY) {
+            since_look = 0;
+            if began.elapsed() >= PART_EVERY {
+                return Answer::Part {
+                    id,
+                    results,
+                    rest: Some(items),
+                };
+            }
+        }
+    }
+    Answer::Part {
+        id,
+        results,
+        rest: None,
+    }
+}
+
+/// Whether a send error refused only that message (the stream is in step).
+fn refused(e: &forkyard_ipc::Error) -> bool {
+    matches!(
+        e,
+        forkyard_ipc::Error::FrameTooLarge { .. } | forkyard_ipc::Error::Encode(_)
+    )
+}
+
+/// Queues a task's answer; a result that cannot be sent (too large for a
+/// frame, or one serde cannot encode) is answered with an error saying so.
+async fn send_done<Resp: Message + Sync>(
+    tx: &mut forkyard_ipc::Sender<FromWorker<Resp>>,
+    id: u64,
+    result: Result<Resp, String>,
+) -> Result<(), forkyard_ipc::Error> {
+    match tx.feed(&FromWorker::Done { id, result }).await {
+        Err(e) if refused(&e) => {
+            let result = Err(format!("the result cannot be sent: {e}"));
+            tx.feed(&FromWorker::Done { id, result }).await
+        }
+        other => other,
+    }
+}
+
+/// Queues a chunk's results, split into several `Items` if one would not fit
+/// in a frame; a single result that cannot be sent is answered with an error.
+async fn send_items<Resp: Message + Sync>(
+    tx: &mut forkyard_ipc::Sender<FromWorker<Resp>>,
+    id: u64,
+    results: Vec<(u32, Result<Resp, String>)>,
+) -> Result<(), forkyard_ipc::Error> {
+    let mut pending = vec![results];
+    while let Some(results) = pending.pop() {
+        let msg = FromWorker::Items { id, results };
+        match tx.feed(&msg).await {
+            Err(e) if refused(&e) => {
+                let FromWorker::Items { mut results, .. } = msg else {
+                    unreachable!("built above")
+                };
+                if results.len() == 1 {
+                    let index = results[0].0;
+                    let msg = FromWorker::Items {
+                        id,
+                        results: vec![(index, Err(format!("the result cannot be sent: {e}")))],
+                    };
+                    tx.feed(&msg).await?;
+                } else {
+                    let back = results.split_off(results.len() / 2);
+                    pending.push(back);
+                    pending.push(results);
+                }
+            }
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Starts `handler` on one task; the future answers `Done` and never panics
+/// (a panic, also one while making the future, becomes an error).
 fn start<Req, Resp, E, F, Fut>(
     handler: &F,
     id: u64,
     req: Req,
-) -> impl Future<Output = (u64, Result<Resp, String>)> + use<Req, Resp, E, F, Fut>
+) -> impl Future<Output = Answer<Req, Resp>> + use<Req, Resp, E, F, Fut>
 where
     E: Display,
     F: Fn(Req) -> Fut,
@@ -167,7 +370,7 @@ where
             },
             Err(payload) => Err(panic_message(payload)),
         };
-        (id, result)
+        Answer::Done(id, result)
     }
 }
 
