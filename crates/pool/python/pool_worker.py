@@ -1,70 +1,24 @@
 #!/usr/bin/env python3
-"""A forkyard-pool worker in Python.
+"""The `Job` worker of forkyard-pool's tests, on the forkyard_pool package.
 
-forkyard-pool starts this script with a Unix socket at the fd named by
-FORKYARD_IPC_FD and FORKYARD_IPC_CODEC=json-lines (build the pool with
-`.codec(forkyard_ipc::Codec::JsonLines)`). The wire, one JSON document per line:
+Kept at this path for those who run it as a script (`python3
+crates/pool/python/pool_worker.py`): it imports the package from the
+directory beside it, so it needs no install. Your own workers import the
+installed package instead (`pip install ./crates/pool/python`; see README.md):
 
-    parent -> worker  {"forkyard_ipc":1,"codec":"json-lines","sends":{...},"receives":{...}}
-    worker -> parent  the same hello with "sends" and "receives" swapped
-    worker -> parent  "Ready"
-    parent -> worker  {"Task":{"id":7,"req":<request>}}
-    worker -> parent  {"Done":{"id":7,"result":{"Ok":<response>}}}   or {"Err":"message"}
-    parent -> worker  "Drain"            (answer what you have, then exit 0)
+    import forkyard_pool
+    forkyard_pool.serve(handler)
 
-A Python worker cannot compute the Rust types' fingerprints, so it declares
-the ones the parent announced: the parent's type check then trusts this
-worker to speak them. Use `serve(handler)` with your own handler; run as a
-script, it serves the `Job` requests forkyard-pool's tests send.
+`serve` is re-exported here for scripts written against the old example
+(`from pool_worker import serve`).
 """
 
-import json
 import os
-import socket
-import sys
 import time
 
+from forkyard_pool import serve
 
-def serve(handler):
-    """Answer tasks with `handler(request) -> response` until drained.
-
-    An exception in the handler answers the task with an error; the worker
-    keeps serving. Returns (exits the process) when the parent says Drain or
-    closes the channel.
-    """
-    fd = int(os.environ["FORKYARD_IPC_FD"])
-    codec = os.environ.get("FORKYARD_IPC_CODEC", "json-lines")
-    if codec != "json-lines":
-        sys.exit(f"pool_worker.py speaks json-lines, the parent chose {codec}")
-    sock = socket.socket(fileno=fd)
-    reader = sock.makefile("rb")
-    writer = sock.makefile("wb")
-
-    def send(message):
-        writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-
-    hello = json.loads(reader.readline())
-    send({
-        "forkyard_ipc": hello["forkyard_ipc"],
-        "codec": "json-lines",
-        "sends": hello["receives"],
-        "receives": hello["sends"],
-    })
-    send("Ready")
-    writer.flush()
-    for line in reader:
-        message = json.loads(line)
-        if message == "Drain":
-            break
-        task = message["Task"]
-        try:
-            result = {"Ok": handler(task["req"])}
-        except Exception as error:  # the task fails, the worker lives on
-            result = {"Err": f"{type(error).__name__}: {error}"}
-        send({"Done": {"id": task["id"], "result": result}})
-        writer.flush()
-    writer.flush()
-    sys.exit(0)
+__all__ = ["serve", "job"]
 
 
 def job(request):
