@@ -4,12 +4,20 @@
 //!
 //! - `crates/<name>/examples/demo.rs` is the narrated demo `cargo xtask demo <name>` runs;
 //!   it must accept `--quick` (a short run for CI), exit 0, and leave no process behind.
-//! - `crates/<name>/benches/*.rs` are criterion benches, and
-//!   `crates/<name>/examples/compare.rs` (optional) measures side by side with the
-//!   baselines and peers present on the machine; `cargo xtask bench <name>` runs both.
+//! - `crates/<name>/benches/*.rs` are criterion benches (each a `[[bench]]` of the
+//!   same name), and `crates/<name>/examples/compare.rs` (optional) measures side by
+//!   side with the baselines and peers present on the machine; `cargo xtask bench
+//!   <name>` runs both. In a criterion group the function whose id ends with
+//!   ` (baseline)` is the baseline the others are reported against, and a compare
+//!   example records the rows it prints with `forkyard_testkit::bench::Recorder`;
+//!   `cargo xtask bench --summary` turns both into `docs/bench.md` (see [`report`]).
 //! - `crates/<name>/examples/fault.rs` is the fault-injection suite
 //!   `cargo xtask fault <name> --seed N` runs; it must accept `--quick` (a run of
 //!   seconds, as CI runs it).
+//!
+//! `cargo xtask ci` is what CI runs, cheapest first (see [`ci`]); `cargo xtask tools`
+//! installs the system packages its tests drive (chromium, chromedriver,
+//! nats-server) when they are missing.
 //!
 //! Every example is built first, all of them in one cargo invocation with cargo's
 //! progress on screen (see [`build_examples`]), and then run as a binary, so what a
@@ -21,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod report;
 
 #[derive(Parser)]
 #[command(
@@ -45,11 +55,19 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// Run benchmarks and side-by-side comparisons (all crates, or one).
+    /// Run benchmarks and side-by-side comparisons (all crates, or one); ends with
+    /// where criterion's HTML report is and each group's medians as ratios to its
+    /// baseline.
     Bench {
         /// A crate folder name or `all`.
         name: Option<String>,
-        /// Extra arguments for criterion (after `--`).
+        /// Then write `docs/bench.md` from every crate's saved results.
+        #[arg(long)]
+        summary: bool,
+        /// With `--summary`: run nothing, only write the page from the saved results.
+        #[arg(long, requires = "summary")]
+        saved: bool,
+        /// Extra arguments for criterion (after `--`), e.g. `--save-baseline before`.
         #[arg(last = true)]
         criterion_args: Vec<String>,
     },
@@ -68,6 +86,9 @@ enum Task {
         #[arg(long)]
         dev: bool,
     },
+    /// Install the system packages the tests need (chromium, chromedriver,
+    /// nats-server) when they are missing from PATH, with apt-get.
+    Tools,
     /// Everything CI checks, cheapest first.
     Ci,
 }
@@ -84,8 +105,21 @@ fn main() -> Result<()> {
         } => demo(&root, name.as_deref(), quick, release),
         Task::Bench {
             name,
+            summary,
+            saved,
             criterion_args,
-        } => bench(&root, name.as_deref(), &criterion_args),
+        } => {
+            if !saved {
+                bench(&root, name.as_deref(), &criterion_args)?;
+            }
+            if summary {
+                let names = crates_with(&root, "Cargo.toml");
+                let page = report::write_summary(&root, &names)?;
+                eprintln!("\nwrote {}", page.display());
+            }
+            Ok(())
+        }
+        Task::Tools => install_tools().map(|_| ()),
         Task::Fault {
             name,
             seed,
@@ -364,6 +398,30 @@ fn ancestors(mut pid: u32) -> Vec<u32> {
     chain
 }
 
+/// The bench targets of crate `name`: `crates/<name>/benches/<bench>.rs`, each
+/// declared as a `[[bench]]` of the same name.
+fn bench_targets(root: &Path, name: &str) -> Vec<String> {
+    let mut benches: Vec<String> =
+        std::fs::read_dir(root.join("crates").join(name).join("benches"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| {
+                        let file = e.file_name().to_string_lossy().into_owned();
+                        file.strip_suffix(".rs").map(str::to_owned)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    benches.sort();
+    benches
+}
+
+/// `cargo xtask bench [name]`: every bench target of the crate(s), then its
+/// `examples/compare.rs` (release), one crate after the other in the order the
+/// lessons build on each other. Everything is built first, in two cargo invocations
+/// (the benches, the compare examples), so nothing builds mid-run. Ends with the
+/// medians of what criterion measured, each as a ratio to its group's baseline, and
+/// where criterion's HTML report is.
 fn bench(root: &Path, name: Option<&str>, criterion_args: &[String]) -> Result<()> {
     let benches = select(root, name, "benches", "benchmarks").unwrap_or_default();
     let compares = select(root, name, "examples/compare.rs", "comparison").unwrap_or_default();
@@ -372,6 +430,17 @@ fn bench(root: &Path, name: Option<&str>, criterion_args: &[String]) -> Result<(
             "no benchmarks found{}",
             name.map(|n| format!(" for `{n}`")).unwrap_or_default()
         );
+    }
+    if !benches.is_empty() {
+        let mut build = cargo();
+        build.args(["bench", "--no-run"]);
+        for name in &benches {
+            build.args(["--package", &format!("forkyard-{name}")]);
+        }
+        run(
+            &format!("building the benches of {}", benches.join(", ")),
+            &mut build,
+        )?;
     }
     let mut compares = if compares.is_empty() {
         Vec::new()
@@ -383,20 +452,36 @@ fn bench(root: &Path, name: Option<&str>, criterion_args: &[String]) -> Result<(
         .into_iter()
         .filter(|n| benches.contains(n) || compares.iter().any(|(c, _)| c == n))
         .collect();
+    let mut measured = Vec::new();
     for name in names {
         let before = target_processes(root);
         if benches.contains(&name) {
-            let mut cmd = cargo();
-            cmd.args(["bench", "--package", &format!("forkyard-{name}"), "--"])
-                .args(criterion_args);
-            run(&format!("bench {name}"), &mut cmd)?;
+            let mut rows = Vec::new();
+            for bench in bench_targets(root, &name) {
+                let since = std::time::SystemTime::now();
+                let mut cmd = cargo();
+                cmd.args(["bench", "--package", &format!("forkyard-{name}")])
+                    .args(["--bench", &bench, "--"])
+                    .args(criterion_args);
+                run(&format!("bench {name} ({bench})"), &mut cmd)?;
+                rows.extend(report::snapshot_criterion(root, &name, &bench, since)?);
+            }
+            measured.push((name.clone(), rows));
         }
         if let Some(i) = compares.iter().position(|(n, _)| *n == name) {
             let (_, mut cmd) = compares.remove(i);
+            // The example appends its rows (forkyard_testkit::bench::Recorder):
+            // start from an empty file, so the rows are this run's.
+            let rows = report::compare_rows_path(root, &name);
+            if rows.exists() {
+                std::fs::remove_file(&rows)
+                    .with_context(|| format!("removing {}", rows.display()))?;
+            }
             run(&format!("compare {name}"), &mut cmd)?;
         }
         check_nothing_left(root, &before, &format!("bench {name}"))?;
     }
+    report::print_run(root, &measured);
     Ok(())
 }
 
@@ -427,6 +512,109 @@ fn fault(
     Ok(())
 }
 
+/// Programs the tests need that cargo does not build, and the Debian packages that
+/// provide them: the monitor's browser tests drive chromium through chromedriver
+/// (issue #16), mapreduce's NATS engine tests start a nats-server (issue #15).
+const TOOLS: [(&str, &str); 3] = [
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
+    ("nats-server", "nats-server"),
+];
+
+/// The first `program` on PATH.
+fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .is_some_and(|effective| effective == "0")
+}
+
+/// Installs, with apt-get, the packages of the [`TOOLS`] missing from PATH: one
+/// `apt-get update`, then one non-interactive `apt-get install -y` of only those.
+/// Does nothing when all are there. Returns the packages it installed.
+fn install_tools() -> Result<Vec<&'static str>> {
+    let missing: Vec<(&str, &str)> = TOOLS
+        .iter()
+        .copied()
+        .filter(|(program, _)| on_path(program).is_none())
+        .collect();
+    if missing.is_empty() {
+        eprintln!(
+            "\n==> tools: {} all on PATH; nothing to install",
+            TOOLS.map(|(program, _)| program).join(", ")
+        );
+        return Ok(Vec::new());
+    }
+    let programs: Vec<&str> = missing.iter().map(|(program, _)| *program).collect();
+    let packages: Vec<&'static str> = missing.iter().map(|(_, package)| *package).collect();
+    eprintln!(
+        "\n==> tools: {} not on PATH; installing {} with apt-get",
+        programs.join(", "),
+        packages.join(" ")
+    );
+    let by_hand = format!(
+        "install them by hand (`apt-get install -y {}`) and run again",
+        packages.join(" ")
+    );
+    let apt_get = |args: &[&str]| -> Result<Command> {
+        let mut cmd = if is_root() {
+            Command::new("apt-get")
+        } else if on_path("sudo").is_some() {
+            let mut sudo = Command::new("sudo");
+            // -n: fail rather than wait for a password nobody will type.
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        } else {
+            bail!(
+                "installing {} needs root (or sudo): {by_hand}",
+                packages.join(" ")
+            );
+        };
+        cmd.args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(std::process::Stdio::null());
+        Ok(cmd)
+    };
+    run("apt-get update", &mut apt_get(&["update"])?)
+        .with_context(|| format!("apt-get update failed: {by_hand}"))?;
+    let mut install = apt_get(&["install", "-y"])?;
+    install.args(&packages);
+    run(
+        &format!("apt-get install {}", packages.join(" ")),
+        &mut install,
+    )
+    .with_context(|| {
+        format!(
+            "apt-get could not install {}: {by_hand}",
+            packages.join(" ")
+        )
+    })?;
+    let still: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|program| on_path(program).is_none())
+        .collect();
+    if !still.is_empty() {
+        bail!(
+            "apt-get installed {} but {} is still not on PATH ({}); nats-server goes to \
+             /usr/sbin, which some PATHs lack",
+            packages.join(" "),
+            still.join(", "),
+            std::env::var("PATH").unwrap_or_default()
+        );
+    }
+    Ok(packages)
+}
+
 /// How many times CI runs every test, so that a test that fails one run in a few
 /// fails the change that made it flaky. The budget is 25 minutes on 2 cores from a
 /// clean checkout; ARCHITECTURE.md ("The cold build") has the measured figures.
@@ -436,12 +624,16 @@ const STRESS_COUNT: u32 = 3;
 fn ci(root: &Path) -> Result<()> {
     let start = Instant::now();
     let mut timings = Vec::new();
-    let mut step = |label: &str, cmd: &mut Command| -> Result<()> {
-        timings.push((label.to_owned(), run(label, cmd)?));
-        Ok(())
+    let step = |timings: &mut Vec<(String, Duration)>, label: &str, cmd: &mut Command| {
+        run(label, cmd).map(|took| timings.push((label.to_owned(), took)))
     };
-    step("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     step(
+        &mut timings,
+        "fmt",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        &mut timings,
         "clippy",
         cargo().args([
             "clippy",
@@ -453,15 +645,21 @@ fn ci(root: &Path) -> Result<()> {
         ]),
     )?;
     step(
+        &mut timings,
         "doc",
         cargo()
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    // The programs the browser and NATS tests drive, before any test runs.
+    let tools_started = Instant::now();
+    install_tools()?;
+    timings.push(("tools".into(), tools_started.elapsed()));
     // CI=true makes insta refuse to write new snapshots: a missing one fails.
     // Every test runs STRESS_COUNT times, so a flaky test fails the change that
     // made it flaky rather than a later one.
     step(
+        &mut timings,
         "nextest",
         cargo()
             .args(["nextest", "run", "--workspace", "--profile", "ci"])
@@ -469,10 +667,20 @@ fn ci(root: &Path) -> Result<()> {
             .env("CI", "true"),
     )?;
     step(
+        &mut timings,
         "doc tests",
         cargo()
             .args(["test", "--doc", "--workspace"])
             .env("CI", "true"),
+    )?;
+    // Build every bench so none rots, without running them (their figures mean
+    // something only on a quiet machine, and take minutes). The dev profile reuses
+    // the dependencies the tests were built with; the bench profile would build the
+    // whole workspace again in release.
+    step(
+        &mut timings,
+        "bench build",
+        cargo().args(["bench", "--no-run", "--workspace", "--profile", "dev"]),
     )?;
     let demos_started = Instant::now();
     demo(root, None, true, false)?;

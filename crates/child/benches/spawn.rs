@@ -1,7 +1,12 @@
 //! Spawn + wait of `/bin/true`: forkyard-child against std and tokio, in one run.
 //!
-//! `cargo bench -p forkyard-child --bench spawn` (or `cargo xtask bench child`).
+//! `cargo bench -p forkyard-child --bench spawn` (or `cargo xtask bench child`, which prints
+//! each row as a ratio to the baseline, std's `Command`, and `docs/bench.md`).
 //! Compare the ratios, not the absolute times: the machines are shared and noisy.
+//! The hardened spawn (forkyard-secure's `Policy::run`) is measured against a plain
+//! forkyard-child spawn in secure's `spawn` bench.
+
+use std::time::Duration;
 
 use std::process::Command;
 
@@ -14,7 +19,10 @@ fn spawn(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("spawn_wait_true");
-    group.bench_function("std::process::Command", |b| {
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(4));
+    group.bench_function("std::process::Command (baseline)", |b| {
         b.iter(|| {
             let status = Command::new("/bin/true").status().unwrap();
             assert!(status.success());
@@ -41,6 +49,7 @@ fn spawn(c: &mut Criterion) {
             assert!(status.success());
         })
     });
+    // bench target: `spawn_wait_true/forkyard_child::Child` at most 1.3x (the fastest peer)
     group.bench_function("forkyard_child::Child", |b| {
         b.to_async(&rt).iter(|| async {
             let exit = Child::spawn(&mut Command::new("/bin/true"))

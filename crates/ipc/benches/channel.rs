@@ -30,7 +30,7 @@ fn round_trip(c: &mut Criterion) {
         }
     });
     let mut raw = a;
-    group.bench_function("raw_socketpair", |bench| {
+    group.bench_function("raw_socketpair (baseline)", |bench| {
         bench.iter(|| {
             raw.write_all(&7u64.to_le_bytes()).unwrap();
             let mut back = [0u8; 8];
@@ -56,6 +56,7 @@ fn round_trip(c: &mut Criterion) {
         let _guard = rt.enter();
         Channel::from_stream(a).unwrap()
     };
+    // bench target: `round_trip/channel` at most 1.3x
     group.bench_function("channel", |bench| {
         bench.iter(|| {
             rt.block_on(async {
@@ -87,7 +88,7 @@ fn streaming(c: &mut Criterion) {
             }
         }
     });
-    group.bench_function("raw_write_per_message", |bench| {
+    group.bench_function("raw_write_per_message (baseline)", |bench| {
         let msg = [7u8; 64];
         bench.iter(|| {
             for _ in 0..N {
@@ -110,6 +111,8 @@ fn streaming(c: &mut Criterion) {
         let _guard = rt.enter();
         Channel::from_stream(a).unwrap()
     };
+    // Times for N messages: at most 1x is at least the raw rate.
+    // bench target: `stream_64_bytes/channel_feed` at most 1x
     group.bench_function("channel_feed", |bench| {
         let msg = Msg64([7; 32], [9; 32]);
         bench.iter(|| {

@@ -10,6 +10,10 @@
 //! ```text
 //! cargo run --release -p forkyard-ipc --example compare [-- --quick]
 //! ```
+//!
+//! Each ratio it prints is also recorded in `target/bench/ipc.jsonl`
+//! (`forkyard_testkit::bench`), from which `cargo xtask bench --summary` writes
+//! `docs/bench.md`.
 
 #[path = "common/http.rs"]
 mod http;
@@ -24,6 +28,7 @@ use forkyard_child::{Child, Output};
 use forkyard_ipc::Channel;
 use forkyard_ipc::balance::Mode;
 use forkyard_ipc::rpc::{Rpc, RpcChannel, RpcConfig};
+use forkyard_testkit::bench::{Figure, Recorder, Row, Target};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +93,22 @@ fn exe(arg: &str) -> std::process::Command {
 
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// A quantile of a histogram of nanoseconds, as a duration.
+fn at(h: &Histogram<u64>, q: f64) -> Duration {
+    Duration::from_nanos(h.value_at_quantile(q))
+}
+
+/// Records a row of the comparison for `docs/bench.md`.
+fn record(measure: &str, forkyard: Figure, baseline: Figure, target: Target) -> anyhow::Result<()> {
+    Recorder::new("ipc").record(&Row {
+        measure: measure.into(),
+        forkyard,
+        baseline,
+        target,
+    })?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -177,6 +198,21 @@ fn round_trip(quick: bool) -> anyhow::Result<()> {
         us(&chan_h, 0.5) / us(&raw_h, 0.5),
         us(&chan_h, 0.99) / us(&raw_h, 0.99)
     );
+    for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+        let raw = Figure::time("raw blocking socketpair ping-pong", at(&raw_h, q));
+        record(
+            &format!("round trip, small message, same two processes, {name}"),
+            Figure::time("Channel send + recv", at(&chan_h, q)),
+            raw.clone(),
+            Target::RatioAtMost(1.3),
+        )?;
+        record(
+            &format!("round trip, Rpc::call (information), {name}"),
+            Figure::time("Rpc::call", at(&rpc_h, q)),
+            raw,
+            Target::None,
+        )?;
+    }
     Ok(())
 }
 
@@ -241,6 +277,12 @@ fn streaming(quick: bool) -> anyhow::Result<()> {
         "  Channel / raw: {:.1}x (target: at least 1x)\n",
         chan_best / raw_best
     );
+    record(
+        "one-way 64-byte messages",
+        Figure::rate("Channel::feed (+ one flush)", chan_best, "msg/s"),
+        Figure::rate("one write(2) per message", raw_best, "msg/s"),
+        Target::RatioAtLeast(1.0),
+    )?;
     Ok(())
 }
 
@@ -425,6 +467,20 @@ fn http_bench(quick: bool) -> anyhow::Result<()> {
             ours[0] / node_rps,
             ours[1] / node_rps
         );
+        let node = Figure::rate("node cluster (SCHED_RR)", node_rps, "req/s");
+        let measure = format!("HTTP/1.1 keep-alive, 2 workers, wrk -t1 -c64 -d{seconds}s");
+        record(
+            &measure,
+            Figure::rate("forkyard-ipc, round-robin", ours[0], "req/s"),
+            node.clone(),
+            Target::RatioAtLeast(2.0),
+        )?;
+        record(
+            &format!("{measure}, shared listener"),
+            Figure::rate("forkyard-ipc, shared listener", ours[1], "req/s"),
+            node,
+            Target::None,
+        )?;
         anyhow::Ok(())
     })
 }

@@ -12,6 +12,10 @@
 //! * `minimal`: `Policy::run` with `Sandbox::minimal()` (session, pdeathsig, rlimits, nnp);
 //! * `strict`: `Policy::run` with `Sandbox::strict()` (every layer) and an audit log;
 //! * `strict+pidns`: the same in a pid namespace.
+//!
+//! Each variant's median is also recorded against the baseline in
+//! `target/bench/secure.jsonl` (`forkyard_testkit::bench`), from which
+//! `cargo xtask bench --summary` writes `docs/bench.md`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,6 +25,7 @@ use forkyard_secure::audit::AuditLog;
 use forkyard_secure::{
     Enforcement, Layout, Limits, Operand, Policy, ProgramRule, Request, Sandbox, Value,
 };
+use forkyard_testkit::bench::{Figure, Recorder, Row, Target};
 
 /// This crate's probe binary, next to the example (built if `cargo run --example` did not).
 fn probe() -> Result<PathBuf> {
@@ -158,6 +163,7 @@ async fn main() -> Result<()> {
         "{:<14} {:>10} {:>10} {:>8}",
         "variant", "median", "p90", "ratio"
     );
+    let recorder = Recorder::new("secure");
     for (name, (median, p90)) in &results {
         println!(
             "{name:<14} {:>8.0}us {:>8.0}us {:>7.2}x",
@@ -165,6 +171,19 @@ async fn main() -> Result<()> {
             p90.as_secs_f64() * 1e6,
             median.as_secs_f64() / base.as_secs_f64()
         );
+        if *name != "child" {
+            recorder.record(&Row {
+                measure: format!("spawn + wait of the probe, median of {runs} runs: {name}"),
+                forkyard: Figure::time(*name, *median),
+                baseline: Figure::time("child (plain forkyard-child spawn)", base),
+                // The target: hardened under 2x a plain spawn.
+                target: if *name == "strict" {
+                    Target::RatioAtMost(2.0)
+                } else {
+                    Target::None
+                },
+            })?;
+        }
     }
     Ok(())
 }
