@@ -8,9 +8,13 @@
 //!    Python's `multiprocessing.Pool(2).apply_async`, when `node` and `python3`
 //!    are on the machine.
 //! 3. Spawn-to-ready of a worker, and SIGKILL-to-replacement-ready.
+//! 4. A crash storm: tiny tasks through a 4-worker pool with one worker
+//!    SIGKILLed every 50 ms, against the same pool with no kills; and the
+//!    longest stretch the pool reported fewer than 3 ready workers, against
+//!    the longest time a replacement took to start.
 //!
 //! Prints ratios; the machines are shared, so compare ratios, not absolute times.
-//! `--only round-trip|throughput|start` runs one section (for profiling),
+//! `--only round-trip|throughput|start|storm` runs one section (for profiling),
 //! `--quick` fewer rounds.
 
 use std::io::{Read, Write};
@@ -315,7 +319,143 @@ async fn run(quick: bool, only: &str) -> Result<()> {
             percentile(&replace, 0.5)
         );
     }
+
+    if want("storm") {
+        // 4. The crash storm, against a calm run of the same pool.
+        let secs = if quick { 1 } else { 3 };
+        println!(
+            "\n== 4. Crash storm: 4 workers, tiny tasks, one worker SIGKILLed every 50 ms, {secs} s each =="
+        );
+        let calm = storm(false, Duration::from_secs(secs)).await?;
+        let storm = storm(true, Duration::from_secs(secs)).await?;
+        println!(
+            "  no kills                           {:>10.0} tasks/s",
+            calm.rate
+        );
+        println!(
+            "  a kill every 50 ms ({:>3} kills)     {:>10.0} tasks/s   {:.0}% of the calm rate (target >= 50%), {} failed",
+            storm.kills,
+            storm.rate,
+            100.0 * storm.rate / calm.rate,
+            storm.failed
+        );
+        println!(
+            "  longest stretch with < 3 ready workers {:>8.2?}; longest replacement start {:>8.2?} (target: no longer)",
+            storm.longest_dip, storm.longest_start
+        );
+    }
     Ok(())
+}
+
+/// What one crash-storm run measured.
+struct Storm {
+    rate: f64,
+    kills: u64,
+    failed: u64,
+    /// The longest time the pool's statistics showed fewer than 3 ready workers.
+    longest_dip: Duration,
+    /// The longest time a worker was seen starting (spawned, not yet ready).
+    longest_start: Duration,
+}
+
+/// Tiny tasks from 1,000 callers through a 4-worker pool for `length`, with
+/// one worker SIGKILLed every 50 ms if `kill`; the statistics sampled every ms.
+async fn storm(kill: bool, length: Duration) -> Result<Storm> {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let pool = Pool::<u64, u64>::builder()
+        .self_exec(std::iter::empty::<&str>())?
+        .workers(4)
+        .max_in_flight_per_worker(64)
+        .queue_capacity(2_000)
+        .retries(5)
+        .build()
+        .await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut callers = Vec::new();
+    for c in 0..1_000u64 {
+        let (pool, stop, done, failed) = (pool.clone(), stop.clone(), done.clone(), failed.clone());
+        callers.push(tokio::spawn(async move {
+            let mut n = c;
+            while !stop.load(Relaxed) {
+                match pool.call(n).await {
+                    Ok(_) => done.fetch_add(1, Relaxed),
+                    Err(_) => failed.fetch_add(1, Relaxed),
+                };
+                n += 1_000;
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut next_kill = started + Duration::from_millis(50);
+    let mut rng = 0x5eed_u64;
+    let mut dip_since: Option<Instant> = None;
+    let mut longest_dip = Duration::ZERO;
+    let mut starting_since: HashMap<u64, Instant> = HashMap::new();
+    let mut longest_start = Duration::ZERO;
+    let mut sampler = tokio::time::interval(Duration::from_millis(1));
+    sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while started.elapsed() < length {
+        sampler.tick().await;
+        let now = Instant::now();
+        let stats = pool.stats();
+        let ready: Vec<_> = stats
+            .workers
+            .iter()
+            .filter(|w| w.state.is_ready())
+            .collect();
+        match (ready.len() < 3, dip_since) {
+            (true, None) => dip_since = Some(now),
+            (false, Some(since)) => {
+                longest_dip = longest_dip.max(now - since);
+                dip_since = None;
+            }
+            _ => {}
+        }
+        for w in &stats.workers {
+            if w.state == forkyard_pool::WorkerState::Starting {
+                starting_since.entry(w.worker).or_insert(now);
+            } else if let Some(since) = starting_since.remove(&w.worker) {
+                longest_start = longest_start.max(now - since);
+            }
+        }
+        if kill && now >= next_kill && !ready.is_empty() {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let victim = ready[(rng >> 33) as usize % ready.len()];
+            if let Some(pid) = victim.pid {
+                let pid = rustix::process::Pid::from_raw(pid as i32).context("pid")?;
+                if rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok() {
+                    kills += 1;
+                }
+            }
+            next_kill += Duration::from_millis(50);
+        }
+    }
+    let elapsed = started.elapsed();
+    let completed = done.load(Relaxed);
+    stop.store(true, Relaxed);
+    for c in callers {
+        c.await?;
+    }
+    if let Some(since) = dip_since {
+        longest_dip = longest_dip.max(Instant::now() - since);
+    }
+    pool.shutdown(ShutdownMode::Drain {
+        grace: Duration::from_secs(5),
+    })
+    .await;
+    Ok(Storm {
+        rate: completed as f64 / elapsed.as_secs_f64(),
+        kills,
+        failed: failed.load(Relaxed),
+        longest_dip,
+        longest_start,
+    })
 }
 
 /// Runs a peer's benchmark script; `None` when its interpreter is missing.

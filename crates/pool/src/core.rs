@@ -23,6 +23,19 @@ use crate::stats::{Counters, FailureKind, Histograms, WorkerState};
 
 pub(crate) type TaskId = u64;
 pub(crate) type WorkerId = u64;
+/// A place for one worker in the pool's size: its replacements take the same
+/// slot, and each slot keeps its own restart backoff.
+pub(crate) type SlotId = u64;
+
+/// A worker that completed a task or stayed up this long is replaced at once
+/// when it dies; one that dies sooner, having done nothing, is in a crash loop
+/// and its slot backs off.
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Failed starts in a row in one slot from which each further one also
+/// counts against the pool-wide circuit breaker (a single start killed from
+/// outside, say by the OOM killer, does not).
+pub(crate) const BREAKER_STREAK: u32 = 2;
 
 /// The rules the core applies; built by the pool's builder.
 #[derive(Debug, Clone)]
@@ -96,7 +109,11 @@ pub(crate) enum Failure {
 #[derive(Debug)]
 pub(crate) enum Action<Req, Resp> {
     /// Start a worker process with this id.
-    Spawn { worker: WorkerId },
+    Spawn {
+        worker: WorkerId,
+        /// Whether it replaces another in its slot.
+        replacement: bool,
+    },
     /// Send a task to a ready worker.
     Dispatch {
         worker: WorkerId,
@@ -170,6 +187,8 @@ enum Phase {
 
 #[derive(Debug)]
 struct Worker {
+    /// Its slot; `None` once the slot was removed by a resize.
+    slot: Option<SlotId>,
     phase: Phase,
     in_flight: BTreeSet<TaskId>,
     completed: u64,
@@ -177,6 +196,18 @@ struct Worker {
     /// Tasks that were in flight when we killed it for someone else's sake:
     /// re-queued at its exit without charging an attempt.
     collateral: BTreeSet<TaskId>,
+}
+
+/// One slot of the pool's size.
+#[derive(Debug)]
+struct Slot {
+    backoff: BackoffState,
+    /// No spawn for this slot before this (backoff after a failure).
+    spawn_after: Option<Instant>,
+    /// Failed starts in a row.
+    start_streak: u32,
+    /// Whether a worker was ever started in it (the next one is a restart).
+    used: bool,
 }
 
 #[derive(Debug)]
@@ -225,10 +256,11 @@ pub(crate) struct Core<Req, Resp> {
     tasks: FxHashMap<TaskId, Task<Req>>,
     workers: BTreeMap<WorkerId, Worker>,
     next_worker: WorkerId,
-    backoff: BackoffState,
+    slots: BTreeMap<SlotId, Slot>,
+    next_slot: SlotId,
+    /// Seeds each slot's backoff jitter.
+    seed: u64,
     breaker: CircuitBreaker,
-    /// No spawn for a replacement before this (backoff after a failure).
-    spawn_after: Option<Instant>,
     /// Queued tasks that were never dispatched (what the capacity limits).
     fresh_queued: usize,
     /// Deadlines of running tasks, soonest first (an index over `tasks`).
@@ -247,14 +279,15 @@ pub(crate) struct Core<Req, Resp> {
 impl<Req: Clone, Resp> Core<Req, Resp> {
     pub(crate) fn new(rules: Rules, seed: u64, now: Instant) -> Self {
         let mut core = Core {
-            backoff: BackoffState::new(rules.backoff, seed),
+            slots: BTreeMap::new(),
+            next_slot: 1,
+            seed,
             breaker: CircuitBreaker::new(rules.breaker),
             rules,
             queue: VecDeque::new(),
             tasks: FxHashMap::default(),
             workers: BTreeMap::new(),
             next_worker: 1,
-            spawn_after: None,
             fresh_queued: 0,
             deadlines: BTreeSet::new(),
             degraded: None,
@@ -265,8 +298,30 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             observe: false,
             notes: Vec::new(),
         };
+        for _ in 0..core.rules.workers {
+            core.add_slot();
+        }
         core.settle(now);
         core
+    }
+
+    fn add_slot(&mut self) -> SlotId {
+        let id = self.next_slot;
+        self.next_slot += 1;
+        self.slots.insert(
+            id,
+            Slot {
+                backoff: BackoffState::new(
+                    self.rules.backoff,
+                    self.seed
+                        .wrapping_add(id.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                ),
+                spawn_after: None,
+                start_streak: 0,
+                used: false,
+            },
+        );
+        id
     }
 
     /// The actions decided since the last call, in order.
@@ -343,8 +398,10 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             }
         }
         if self.deficit() > 0 {
-            if let Some(t) = self.spawn_after {
-                consider(t);
+            for slot in self.empty_slots() {
+                if let Some(t) = self.slots[&slot].spawn_after {
+                    consider(t);
+                }
             }
             if let BreakerState::Open { until } = self.breaker.state() {
                 consider(until);
@@ -421,8 +478,8 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 
     /// A worker could not be started at all.
     pub(crate) fn spawn_failed(&mut self, worker: WorkerId, reason: Why, now: Instant) {
-        if self.workers.remove(&worker).is_some() {
-            self.start_failure(reason, now);
+        if let Some(w) = self.workers.remove(&worker) {
+            self.start_failure(w.slot, reason, now);
         }
         self.settle(now);
     }
@@ -437,8 +494,11 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         }
         w.phase = Phase::Ready;
         w.ready_at = Some(now);
+        if let Some(slot) = w.slot.and_then(|s| self.slots.get_mut(&s)) {
+            slot.start_streak = 0;
+            slot.backoff.up(now);
+        }
         self.breaker.record_success(now);
-        self.backoff.up(now);
         self.degraded = None;
         // A worker due for recycling gives way to this one.
         let retiring = self
@@ -507,7 +567,9 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         self.counters.protocol_errors += 1;
         if starting {
             // A worker that cannot even say hello counts as one that cannot start.
+            let slot = w.slot;
             self.start_failure(
+                slot,
                 Why::because(
                     format!("worker {worker} broke the protocol at start"),
                     &message,
@@ -566,6 +628,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         match w.phase {
             Phase::Starting { .. } => {
                 self.start_failure(
+                    w.slot,
                     Why::new(format!("worker {worker} exited before it was ready")),
                     now,
                 );
@@ -574,6 +637,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 reason: Some(KillReason::StartTimeout),
             } => {
                 self.start_failure(
+                    w.slot,
                     Why::new(format!(
                         "worker {worker} was not ready within {:?}",
                         self.rules.start_timeout
@@ -585,10 +649,22 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             Phase::Ending { .. } => {}
             Phase::Draining { .. } if in_flight.is_empty() => {}
             Phase::Ready | Phase::Retiring(_) | Phase::Draining { .. } => {
-                // An unexpected death: back off before the replacement.
+                // An unexpected death. A worker that served (a task done, or
+                // up a while) is replaced at once; one that died at once with
+                // nothing done is in a crash loop, and its slot backs off.
                 self.counters.crashes += 1;
-                let delay = self.backoff.failed(now);
-                self.spawn_after = Some(now + delay);
+                let served = w.completed > 0
+                    || w.ready_at
+                        .is_some_and(|r| now.saturating_duration_since(r) >= STABLE_AFTER);
+                if let Some(slot) = w.slot.and_then(|s| self.slots.get_mut(&s)) {
+                    if served {
+                        slot.backoff.reset();
+                        slot.spawn_after = None;
+                    } else {
+                        let delay = slot.backoff.failed(now);
+                        slot.spawn_after = Some(now + delay);
+                    }
+                }
             }
         }
         for task in in_flight {
@@ -760,22 +836,45 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         self.actions.push(Action::Complete { task, outcome });
     }
 
-    fn start_failure(&mut self, reason: Why, now: Instant) {
+    /// A start failed in `slot`: the slot backs off; the pool-wide breaker
+    /// counts it only once starts in that slot keep failing.
+    fn start_failure(&mut self, slot: Option<SlotId>, reason: Why, now: Instant) {
         self.counters.start_failures += 1;
-        self.breaker.record_failure(now);
-        let delay = self.backoff.failed(now);
-        self.spawn_after = Some(now + delay);
+        let streak = match slot.and_then(|s| self.slots.get_mut(&s)) {
+            Some(slot) => {
+                slot.start_streak += 1;
+                let delay = slot.backoff.failed(now);
+                slot.spawn_after = Some(now + delay);
+                slot.start_streak
+            }
+            None => BREAKER_STREAK,
+        };
+        // A trial start while half-open that fails opens the breaker again.
+        if streak >= BREAKER_STREAK || matches!(self.breaker.state(), BreakerState::HalfOpen { .. })
+        {
+            self.breaker.record_failure(now);
+        }
         if let BreakerState::Open { .. } = self.breaker.state() {
             self.degraded = Some(Why::because("workers cannot start", &reason));
         }
     }
 
-    /// Live workers that count towards the pool's size.
-    fn serving(&self) -> usize {
-        self.workers
-            .values()
-            .filter(|w| matches!(w.phase, Phase::Starting { .. } | Phase::Ready))
-            .count()
+    /// Slots with no worker starting or ready in them.
+    fn empty_slots(&self) -> Vec<SlotId> {
+        let mut empty: BTreeSet<SlotId> = self.slots.keys().copied().collect();
+        for w in self.workers.values() {
+            if matches!(w.phase, Phase::Starting { .. } | Phase::Ready)
+                && let Some(s) = w.slot
+            {
+                empty.remove(&s);
+            }
+        }
+        empty.into_iter().collect()
+    }
+
+    /// Slots with a worker starting or ready in them.
+    fn serving_in_slots(&self) -> usize {
+        self.slots.len() - self.empty_slots().len()
     }
 
     /// Workers missing from the pool's size. During a shutdown only while
@@ -783,7 +882,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     fn deficit(&self) -> usize {
         match &self.shutdown {
             Some(s) if s.stopping || self.tasks.is_empty() => 0,
-            _ => self.rules.workers.saturating_sub(self.serving()),
+            _ => self.slots.len().saturating_sub(self.serving_in_slots()),
         }
     }
 
@@ -862,16 +961,27 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     /// After every event: spawn what is missing, dispatch what can run, and
     /// during shutdown drain workers once there is nothing left for them.
     fn settle(&mut self, now: Instant) {
-        // Spawns: replacements for the missing, gated by backoff and breaker.
-        while self.deficit() > 0
-            && self.spawn_after.is_none_or(|t| t <= now)
-            && self.breaker.admit(now)
-        {
+        // Spawns: a worker for each empty slot, gated by the slot's backoff
+        // and the pool's breaker.
+        let empty = if self.deficit() > 0 {
+            self.empty_slots()
+        } else {
+            Vec::new()
+        };
+        for slot_id in empty {
+            let slot = &self.slots[&slot_id];
+            if slot.spawn_after.is_some_and(|t| t > now) || !self.breaker.admit(now) {
+                continue;
+            }
+            let slot = self.slots.get_mut(&slot_id).expect("listed");
+            slot.spawn_after = None;
+            let restart = std::mem::replace(&mut slot.used, true);
             let id = self.next_worker;
             self.next_worker += 1;
             self.workers.insert(
                 id,
                 Worker {
+                    slot: Some(slot_id),
                     phase: Phase::Starting { since: now },
                     in_flight: BTreeSet::new(),
                     completed: 0,
@@ -879,10 +989,13 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                     collateral: BTreeSet::new(),
                 },
             );
-            if id > self.rules.workers as u64 {
+            if restart {
                 self.counters.restarts += 1;
             }
-            self.actions.push(Action::Spawn { worker: id });
+            self.actions.push(Action::Spawn {
+                worker: id,
+                replacement: restart,
+            });
         }
         // Nobody can run anything and nobody will be started: fail the queue
         // rather than let it wait forever.
@@ -1021,7 +1134,7 @@ mod tests {
         fn pump(&mut self) {
             for action in self.core.take_actions() {
                 match action {
-                    Action::Spawn { worker } => {
+                    Action::Spawn { worker, .. } => {
                         self.spawned.push(worker);
                         self.sent.insert(worker, Vec::new());
                     }
@@ -1156,7 +1269,7 @@ mod tests {
                 }
                 sim.advance(Duration::from_secs(2));
             }
-            prop_assert!(sim.core.is_finished(), "pool did not finish: workers {:?} tasks {:?} queue {:?} shutdown {:?} spawn_after {:?} breaker {:?} deg {:?}", sim.core.workers(), sim.core.tasks.keys().collect::<Vec<_>>(), sim.core.queue, sim.core.shutdown, sim.core.spawn_after, sim.core.breaker.state(), sim.core.degraded);
+            prop_assert!(sim.core.is_finished(), "pool did not finish: workers {:?} tasks {:?} queue {:?} shutdown {:?} slots {:?} breaker {:?} deg {:?}", sim.core.workers(), sim.core.tasks.keys().collect::<Vec<_>>(), sim.core.queue, sim.core.shutdown, sim.core.slots, sim.core.breaker.state(), sim.core.degraded);
             for t in &submitted {
                 prop_assert!(sim.outcomes.contains_key(t), "task {} has no outcome", t);
             }
@@ -1291,7 +1404,9 @@ mod tests {
                 ..rules()
             },
             |sim| {
-                for _ in 0..3 {
+                // The first failure counts against the slot only; from the
+                // second in a row on, each also counts for the breaker (3).
+                for _ in 0..4 {
                     let w = *sim.spawned.last().unwrap();
                     let now = sim.now;
                     sim.core.spawn_failed(w, Why::new("program not found"), now);
@@ -1315,6 +1430,78 @@ mod tests {
                     sim.core.submit(101, 1, sim.now),
                     Err(Refused::Unavailable(_))
                 ));
+            },
+        );
+    }
+
+    #[test]
+    fn a_worker_that_served_is_replaced_at_once_and_a_crash_loop_backs_off_in_its_slot_only() {
+        run(
+            Rules {
+                recycle_after_tasks: None,
+                ..rules()
+            },
+            |sim| {
+                let now = sim.now;
+                sim.core.ready(1, now);
+                sim.core.ready(2, now);
+                let t = sim.core.submit(101, 1, now).unwrap();
+                sim.pump();
+                assert_eq!(sim.sent[&1], vec![t]);
+                sim.core.reply(1, t, Ok(1), now);
+                // Worker 1 served a task: its death is replaced at once.
+                sim.core.exited(1, now);
+                sim.pump();
+                assert_eq!(sim.spawned, vec![1, 2, 3], "replaced with no backoff");
+                // Worker 2 dies having done nothing, right after its start:
+                // a crash loop, so its slot waits; slot 1 is not held back.
+                sim.core.exited(2, now);
+                sim.pump();
+                assert_eq!(sim.spawned, vec![1, 2, 3], "slot 2 backs off");
+                sim.core.ready(3, now);
+                sim.core.exited(3, now);
+                sim.pump();
+                assert_eq!(sim.spawned, vec![1, 2, 3], "a crash loop in slot 1 too");
+                sim.advance(Duration::from_millis(100));
+                assert_eq!(
+                    sim.spawned.len(),
+                    5,
+                    "both slots refill after their backoff"
+                );
+                assert_eq!(sim.core.counters.crashes, 3);
+                assert_eq!(sim.core.counters.restarts, 3);
+                assert_eq!(sim.core.breaker_state(), BreakerState::Closed);
+            },
+        );
+    }
+
+    #[test]
+    fn a_worker_killed_while_starting_counts_against_its_slot_not_the_breaker() {
+        run(
+            Rules {
+                workers: 1,
+                breaker: BreakerConfig::new(1, Duration::from_secs(10)),
+                ..rules()
+            },
+            |sim| {
+                let now = sim.now;
+                sim.core.exited(1, now); // killed (say by the OOM killer) while starting
+                sim.pump();
+                assert_eq!(sim.core.breaker_state(), BreakerState::Closed);
+                assert!(sim.core.degraded().is_none());
+                assert_eq!(sim.core.counters.start_failures, 1);
+                assert_eq!(sim.spawned, vec![1], "the slot backs off first");
+                sim.advance(Duration::from_millis(100));
+                assert_eq!(sim.spawned, vec![1, 2]);
+                // A second failed start in a row in that slot: starts keep failing.
+                let now = sim.now;
+                sim.core.exited(2, now);
+                sim.pump();
+                assert!(matches!(
+                    sim.core.breaker_state(),
+                    BreakerState::Open { .. }
+                ));
+                assert!(sim.core.degraded().is_some());
             },
         );
     }

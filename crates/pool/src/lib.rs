@@ -32,10 +32,16 @@
 //! - **Backpressure**: the queue is bounded; [`Pool::call`] waits for room,
 //!   [`Pool::try_call`] returns `QueueFull`. Several tasks may be in flight per
 //!   worker (pipelining); each goes to the least-loaded worker.
-//! - **Restarts with backoff and a circuit breaker** (from `forkyard-supervise`):
-//!   a crashed worker is replaced after an exponential backoff; a worker that
-//!   cannot start at all opens the breaker, the pool reports itself degraded,
-//!   and calls fail fast with `Unavailable` instead of waiting forever.
+//! - **Restarts that keep capacity**, with backoff and a circuit breaker
+//!   (from `forkyard-supervise`), **per worker slot**: a worker that served
+//!   (completed a task, or stayed up a second) is replaced at once when it
+//!   dies, as OTP and Node's cluster do; only a slot whose workers die at once
+//!   (a crash loop) or fail to start backs off, and the others are not held
+//!   back. A start killed from outside (the OOM killer during a slow start)
+//!   counts against its slot only; when starts in a slot keep failing (twice
+//!   in a row), each further failure also counts for the pool-wide breaker,
+//!   which opens when workers cannot start at all: the pool reports itself
+//!   degraded and calls fail fast with `Unavailable` instead of waiting forever.
 //! - **Bursts, not messages**: tasks waiting for a worker go out in one write;
 //!   the worker takes every task one read brought before it answers, and
 //!   answers what finishes together in one write; the parent feeds a burst of

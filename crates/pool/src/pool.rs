@@ -190,7 +190,10 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
         self
     }
 
-    /// Delay before replacing a crashed worker (default: exponential, 50 ms to 10 s).
+    /// Delay before starting a worker again in a slot whose last start failed
+    /// or whose last worker died at once with nothing done (a crash loop;
+    /// default: exponential, 50 ms to 10 s). Each slot backs off on its own;
+    /// a worker that completed a task or was up for a second is replaced at once.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.rules.backoff = backoff;
         self
@@ -198,6 +201,8 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
 
     /// When to stop trying to start workers that cannot start (default: 5
     /// start failures within 30 s open the breaker for 5 s, then 1 trial).
+    /// A failed start counts here only from the second failure in a row in
+    /// its slot: one start killed from outside does not stop the pool.
     pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
         self.rules.breaker = breaker;
         self
@@ -801,7 +806,10 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
             }
             for action in actions.drain(..) {
                 match action {
-                    Action::Spawn { worker } => self.spawn(worker, shared),
+                    Action::Spawn {
+                        worker,
+                        replacement,
+                    } => self.spawn(worker, replacement, shared),
                     Action::Dispatch { worker, task, req } => {
                         debug!(
                             worker,
@@ -901,14 +909,12 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
             .push(Delivery::Reply(reply, outcome, permit));
     }
 
-    fn spawn(&mut self, worker: WorkerId, shared: &Arc<Shared<Req, Resp>>) {
+    fn spawn(&mut self, worker: WorkerId, restart: bool, shared: &Arc<Shared<Req, Resp>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let launch = (self.command)();
         match start_worker::<Req, Resp>(launch, self.codec) {
             Ok((child, channel)) => {
                 let pid = child.id();
-                // Ids beyond the pool's size are replacements.
-                let restart = worker > self.rules.workers as u64;
                 info!(worker, pid, restart, "worker spawned");
                 if self.core.observe {
                     self.core.notes.push(PoolEvent::WorkerSpawned {
