@@ -8,11 +8,22 @@
 //! Writes `DIR/part-00000`... sorted by word, lines `word<TAB>count`; a word
 //! is a maximal run of bytes that are not ASCII whitespace. The last line
 //! printed starts with `job done in `.
+//!
+//! Across machines, through a NATS JetStream server (credentials from
+//! `NATS_USER`/`NATS_PASSWORD` or `NATS_NKEY` when set):
+//!
+//! ```sh
+//! # on each machine, a node (until SIGINT/SIGTERM):
+//! wordcount --serve --nats nats://HOST:4222 --workers 2
+//! # anywhere, the job: the same output directory and last line as locally
+//! wordcount --input FILE --workers 2 --reducers 4 --out DIR --nats nats://HOST:4222
+//! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use forkyard_mapreduce::dist::{DistOptions, NatsConfig, Node, Services};
 use forkyard_mapreduce::{Emit, Job, LineFiles, MapReduce};
 
 /// Counts words.
@@ -46,7 +57,7 @@ impl Job for WordCount {
 #[command(about = "Counts words with forkyard-mapreduce")]
 struct Args {
     /// Input files (line-oriented text).
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "serve")]
     input: Vec<PathBuf>,
     /// Worker processes.
     #[arg(long, default_value_t = 2)]
@@ -55,14 +66,39 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     reducers: u32,
     /// Output directory.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "serve")]
+    out: Option<PathBuf>,
     /// Memory bound of a map task's buffer (e.g. 64MiB, 512KiB, 1GiB, or bytes).
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     memory: u64,
     /// Also print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Run on the nodes of this NATS JetStream server instead of locally
+    /// (with --serve: be one of those nodes).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Run a node (needs --nats): pull tasks of any word-count job and run
+    /// them on --workers worker processes, until SIGINT or SIGTERM.
+    #[arg(long, requires = "nats")]
+    serve: bool,
+    /// Print a line per task attempt (with --serve).
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// A remote call a node serves: the words of a line, counted (used by the
+/// distributed benchmark and demo).
+#[derive(Debug)]
+pub struct CountWords;
+
+impl forkyard_mapreduce::dist::Service for CountWords {
+    type Req = String;
+    type Resp = u64;
+    const NAME: &'static str = "count-words";
+    fn call(line: String) -> Result<u64, String> {
+        Ok(line.split_ascii_whitespace().count() as u64)
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -82,16 +118,34 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    forkyard_mapreduce::dist::Services::new()
+        .service::<CountWords>()
+        .serve_if_worker();
     forkyard_mapreduce::serve_if_worker::<WordCount>();
     let args = Args::parse();
+    if args.serve {
+        return serve(&args);
+    }
     let job = MapReduce::new(WordCount)
         .input(LineFiles::new(&args.input))
-        .out_dir(&args.out)
+        .out_dir(args.out.as_deref().unwrap_or(Path::new(".")))
         .workers(args.workers)
         .reducers(args.reducers)
         .memory(args.memory)
         .progress(true);
-    match job.run_blocking() {
+    let result = match &args.nats {
+        Some(url) => job
+            .run_on_blocking(
+                &NatsConfig::new(url).credentials_from_env(),
+                DistOptions::new(),
+            )
+            .map(|r| r.report)
+            .map_err(Box::<dyn std::error::Error>::from),
+        None => job
+            .run_blocking()
+            .map_err(Box::<dyn std::error::Error>::from),
+    };
+    match result {
         Ok(report) => {
             println!("{report}");
             if args.json {
@@ -100,15 +154,49 @@ fn main() -> ExitCode {
             println!("{}", report.summary());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprint!("wordcount: error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                eprint!(": {s}");
-                source = s.source();
-            }
-            eprintln!();
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&*e),
+    }
+}
+
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprint!("wordcount: error: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        eprint!(": {s}");
+        source = s.source();
+    }
+    eprintln!();
+    ExitCode::FAILURE
+}
+
+/// `--serve`: a node until SIGINT/SIGTERM, then exit 0 with its workers gone.
+fn serve(args: &Args) -> ExitCode {
+    let url = args.nats.clone().unwrap_or_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let workers = args.workers;
+    let verbose = args.verbose;
+    let result = rt.block_on(async move {
+        let cluster = NatsConfig::new(&url)
+            .credentials_from_env()
+            .connect()
+            .await?;
+        eprintln!("wordcount node: serving {url} with {workers} workers");
+        Node::new(cluster)
+            .workers(workers)
+            .calls(Services::new().service::<CountWords>())
+            .verbose(verbose)
+            .run_until_signal()
+            .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }

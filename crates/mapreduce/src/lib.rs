@@ -166,6 +166,9 @@ mod storage;
 mod task;
 mod worker;
 
+#[cfg(feature = "nats")]
+pub mod dist;
+
 pub use engine::{JOB_DIR, MapReduce, Phase};
 pub use error::Error;
 pub use input::{Input, LineFiles, Records, Split};

@@ -1,0 +1,780 @@
+//! The coordinator: publishes a job's tasks, follows the job's KV bucket,
+//! decides retries, skips and backups as the local engine does, and writes
+//! the output locally.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::kv::Store;
+use async_nats::jetstream::object_store::ObjectStore;
+use async_nats::jetstream::stream::{RetentionPolicy, StorageType};
+use async_nats::jetstream::{kv, object_store, stream};
+use futures::StreamExt;
+
+use super::node::download;
+use super::wire::{
+    CONSUMER, Commit, Failure, Rejection, TaskMsg, WireKind, stream_name, task_subject,
+    task_subjects,
+};
+use super::{Cluster, DistError};
+use crate::engine::{
+    AUTO_SPLITS, Identity, MAX_AUTO_SPLIT, MIN_AUTO_SPLIT, MapReduce, Phase, file_facts,
+    prepare_dirs, sweep_tmp,
+};
+use crate::error::Error;
+use crate::job::Job;
+use crate::report::{PhaseReport, Report, SkippedRecord};
+use crate::task::{STATS_FILE, TaskStats, map_task_name, part_name, reduce_marker};
+
+/// How a job runs on the cluster: the broker's redelivery settings.
+#[derive(Debug, Clone)]
+pub struct DistOptions {
+    ack_wait: Duration,
+    max_deliver: i64,
+    job_id: Option<String>,
+}
+
+impl Default for DistOptions {
+    fn default() -> Self {
+        DistOptions {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 4,
+            job_id: None,
+        }
+    }
+}
+
+impl DistOptions {
+    /// The defaults: 30 s ack wait, 4 deliveries, a random job id.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long the broker waits for a node's ack (or in-progress ack)
+    /// before it hands the task to another node: what a dead or stopped
+    /// node costs. Nodes send in-progress acks every third of it while a
+    /// task runs, so it need not exceed the task time.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// How many times the broker delivers one attempt of a task before the
+    /// job fails with [`DistError::Undeliverable`] (default 4).
+    pub fn max_deliver(mut self, n: u32) -> Self {
+        self.max_deliver = i64::from(n.max(1));
+        self
+    }
+
+    /// The job's id on the server (letters, digits, `-`; default random): its
+    /// stream, KV bucket and object store are `FY_<id>`, its subjects
+    /// `fy.<id>.>`.
+    pub fn job_id(mut self, id: impl Into<String>) -> Self {
+        self.job_id = Some(id.into());
+        self
+    }
+}
+
+/// A job's report, plus what the cluster did.
+#[derive(Debug, Clone)]
+pub struct DistReport {
+    /// The same report as a local run's.
+    pub report: Report,
+    /// The job's id on the server.
+    pub job_id: String,
+    /// Bytes through the broker: task messages, map runs up and down,
+    /// output parts up and down.
+    pub broker_bytes: u64,
+    /// Deliveries beyond the first (tasks handed to another node after a
+    /// node died or stalled).
+    pub redeliveries: u64,
+    /// The nodes whose attempts committed.
+    pub nodes: Vec<String>,
+    /// Messages on the job's stream that were not tasks, as nodes reported them.
+    pub rejected: Vec<String>,
+}
+
+impl<J: Job> MapReduce<J> {
+    /// Runs the job on the nodes of `cluster` (see [`Node`](super::Node)),
+    /// writing the output here, as [`MapReduce::run`] would.
+    pub async fn run_on(self, cluster: &Cluster) -> Result<DistReport, DistError> {
+        self.run_on_with(cluster, DistOptions::default()).await
+    }
+
+    /// [`MapReduce::run_on`] with explicit broker settings.
+    pub async fn run_on_with(
+        self,
+        cluster: &Cluster,
+        options: DistOptions,
+    ) -> Result<DistReport, DistError> {
+        let started = Instant::now();
+        if self.reducers == 0 {
+            return Err(Error::Invalid("reducers must be at least 1".into()).into());
+        }
+        let input = self.input.as_ref().ok_or(Error::NoInput)?;
+        let out_dir = self
+            .out_dir
+            .clone()
+            .ok_or_else(|| Error::Invalid("no output directory".into()))?;
+        let split_size = self.split_size.unwrap_or_else(|| {
+            input.size_hint().map_or(MAX_AUTO_SPLIT, |total| {
+                (total / AUTO_SPLITS).clamp(MIN_AUTO_SPLIT, MAX_AUTO_SPLIT)
+            })
+        });
+        let splits = input.splits(split_size)?;
+        let params = postcard::to_allocvec(&self.job)
+            .map_err(|e| Error::Invalid(format!("cannot encode the job: {e}")))?;
+        let identity = Identity {
+            job: J::name().to_string(),
+            params: params.clone(),
+            reducers: self.reducers,
+            format: self.format,
+            files: file_facts(&splits),
+            splits: splits.clone(),
+        };
+        let (out_dir, job_dir, _lock) = prepare_dirs(&out_dir, &identity)?;
+        let id = match &options.job_id {
+            Some(id) => {
+                if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(Error::Invalid(format!(
+                        "job id {id:?}: use letters, digits and '-'"
+                    ))
+                    .into());
+                }
+                id.clone()
+            }
+            None => format!(
+                "{:016x}",
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            ),
+        };
+        let infra = match Infra::create(cluster, &id, &options).await {
+            Ok(infra) => infra,
+            Err(e) => {
+                Infra::delete(cluster, &id).await;
+                return Err(e);
+            }
+        };
+        let mut run = Run {
+            me: &self,
+            cluster,
+            infra: &infra,
+            id: id.clone(),
+            job_name: J::name().to_string(),
+            params,
+            broker_bytes: 0,
+            redeliveries: 0,
+            nodes: HashSet::new(),
+            rejected: Vec::new(),
+            seen_rejections: HashSet::new(),
+            skipped: Vec::new(),
+        };
+        let result = run.job(&splits, &out_dir, &job_dir).await;
+        Infra::delete(cluster, &id).await;
+        let (map, reduce) = result?;
+        let mut report = Report {
+            job: J::name().to_string(),
+            workers: self.workers,
+            reducers: self.reducers,
+            memory: self.memory,
+            map,
+            reduce,
+            skipped: std::mem::take(&mut run.skipped),
+            ..Report::default()
+        };
+        report.wall = started.elapsed();
+        let _ = std::fs::write(job_dir.join("report.json"), report.to_json());
+        let mut nodes: Vec<String> = run.nodes.into_iter().collect();
+        nodes.sort();
+        Ok(DistReport {
+            report,
+            job_id: id,
+            broker_bytes: run.broker_bytes,
+            redeliveries: run.redeliveries,
+            nodes,
+            rejected: run.rejected,
+        })
+    }
+
+    /// [`MapReduce::run_on_with`] on a runtime of its own, connecting first.
+    pub fn run_on_blocking(
+        self,
+        config: &super::NatsConfig,
+        options: DistOptions,
+    ) -> Result<DistReport, DistError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|source| DistError::Io {
+                what: "cannot start a tokio runtime".into(),
+                source,
+            })?;
+        rt.block_on(async {
+            let cluster = config.connect().await?;
+            self.run_on_with(&cluster, options).await
+        })
+    }
+}
+
+/// The job's stream, bucket and object store.
+struct Infra {
+    kv: Store,
+    os: ObjectStore,
+    max_payload: usize,
+}
+
+impl Infra {
+    async fn create(cluster: &Cluster, id: &str, options: &DistOptions) -> Result<Self, DistError> {
+        let name = stream_name(id);
+        let js = &cluster.js;
+        let stream = js
+            .create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![task_subjects(id)],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| DistError::broker(format!("cannot create the stream {name}"), e))?;
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some(CONSUMER.into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: options.ack_wait,
+                max_deliver: options.max_deliver,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| DistError::broker("cannot create the job's consumer", e))?;
+        // The bucket's stream, as `create_key_value` would make it: that
+        // call first reads the account info, which async-nats 0.46 cannot
+        // parse from a 2.9 server (no `reserved_memory`).
+        js.create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            storage: StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| DistError::broker(format!("cannot create the KV bucket {name}"), e))?;
+        let kv = js
+            .get_key_value(&name)
+            .await
+            .map_err(|e| DistError::broker(format!("cannot open the KV bucket {name}"), e))?;
+        let os = js
+            .create_object_store(object_store::Config {
+                bucket: name.clone(),
+                storage: StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| DistError::broker(format!("cannot create the object store {name}"), e))?;
+        let max_payload = cluster.client.server_info().max_payload;
+        Ok(Infra {
+            kv,
+            os,
+            max_payload,
+        })
+    }
+
+    /// Removes everything the job put on the server (best effort).
+    async fn delete(cluster: &Cluster, id: &str) {
+        let name = stream_name(id);
+        let js = &cluster.js;
+        let _ = js.delete_stream(&name).await;
+        let _ = js.delete_key_value(&name).await;
+        let _ = js.delete_object_store(&name).await;
+    }
+}
+
+struct Run<'a, J: Job> {
+    me: &'a MapReduce<J>,
+    cluster: &'a Cluster,
+    infra: &'a Infra,
+    id: String,
+    job_name: String,
+    params: Vec<u8>,
+    broker_bytes: u64,
+    redeliveries: u64,
+    nodes: HashSet<String>,
+    rejected: Vec<String>,
+    seen_rejections: HashSet<String>,
+    skipped: Vec<SkippedRecord>,
+}
+
+#[derive(Default)]
+struct TaskState {
+    done: bool,
+    attempts: u32,
+    started: Option<Instant>,
+    backup: Option<u32>,
+    careful: bool,
+    skip: Vec<u64>,
+    seen: HashMap<u64, u32>,
+    fruitless: u32,
+    last_failure: String,
+}
+
+/// A KV key of this job, parsed.
+enum Key<'k> {
+    Commit(char, usize),
+    Start(char, usize),
+    Fail(char, usize),
+    Reject(&'k str),
+}
+
+fn parse_key(key: &str) -> Option<Key<'_>> {
+    let mut parts = key.split('.');
+    let what = parts.next()?;
+    if what == "reject" {
+        return Some(Key::Reject(parts.next()?));
+    }
+    let phase = parts.next()?.chars().next()?;
+    let task: usize = parts.next()?.parse().ok()?;
+    match what {
+        "commit" => Some(Key::Commit(phase, task)),
+        "start" => Some(Key::Start(phase, task)),
+        "fail" => Some(Key::Fail(phase, task)),
+        _ => None,
+    }
+}
+
+fn label(phase: Phase, i: usize) -> String {
+    match phase {
+        Phase::Map => format!("map task {i}"),
+        Phase::Reduce => format!("reduce partition {i}"),
+    }
+}
+
+impl<J: Job> Run<'_, J> {
+    async fn job(
+        &mut self,
+        splits: &[crate::input::Split],
+        out_dir: &Path,
+        job_dir: &Path,
+    ) -> Result<(PhaseReport, PhaseReport), DistError> {
+        let me = self.me;
+        let maps: Vec<WireKind> = splits
+            .iter()
+            .enumerate()
+            .map(|(i, split)| WireKind::Map {
+                task: i as u32,
+                split: split.clone(),
+                reducers: me.reducers,
+                memory: me.memory,
+                skip: Vec::new(),
+                careful: false,
+            })
+            .collect();
+        let (map_report, map_commits) = self.phase(Phase::Map, maps).await?;
+        let inputs: Vec<String> = map_commits.iter().map(|c| c.prefix.clone()).collect();
+        let reduces: Vec<WireKind> = (0..me.reducers)
+            .map(|r| WireKind::Reduce {
+                partition: r,
+                inputs: inputs.clone(),
+                format: me.format,
+            })
+            .collect();
+        let (mut reduce_report, reduce_commits) = self.phase(Phase::Reduce, reduces).await?;
+        // The output: each part from the object store, renamed into place;
+        // then the records a local run keeps, so the directory reads the same.
+        let fetch_started = Instant::now();
+        for (r, c) in reduce_commits.iter().enumerate() {
+            let tmp = out_dir.join(format!(".{}.dist.tmp", part_name(r as u32)));
+            let n = download(&self.infra.os, &c.prefix, &tmp)
+                .await
+                .map_err(|e| DistError::Io {
+                    what: format!("cannot fetch {}: {e}", part_name(r as u32)),
+                    source: std::io::Error::other(e.clone()),
+                })?;
+            self.broker_bytes += n;
+            std::fs::rename(&tmp, out_dir.join(part_name(r as u32))).map_err(|source| {
+                DistError::Io {
+                    what: format!("cannot write {}", part_name(r as u32)),
+                    source,
+                }
+            })?;
+            let marker = reduce_marker(job_dir, r as u32);
+            let _ = std::fs::write(&marker, serde_json::to_vec(&c.stats).unwrap_or_default());
+        }
+        for (m, c) in map_commits.iter().enumerate() {
+            let dir = job_dir.join("committed").join(map_task_name(m as u32));
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(
+                dir.join(STATS_FILE),
+                serde_json::to_vec(&c.stats).unwrap_or_default(),
+            );
+        }
+        sweep_tmp(out_dir);
+        reduce_report.wall += fetch_started.elapsed();
+        Ok((map_report, reduce_report))
+    }
+
+    async fn publish(
+        &mut self,
+        phase: Phase,
+        kind: &WireKind,
+        attempt: u32,
+    ) -> Result<u64, DistError> {
+        let (letter, task) = match kind {
+            WireKind::Map { task, .. } => ("m", *task),
+            WireKind::Reduce { partition, .. } => ("r", *partition),
+        };
+        let fault = if attempt == 0 {
+            self.me.faults.get(&(phase, task)).copied()
+        } else {
+            None
+        };
+        let msg = TaskMsg {
+            job_name: self.job_name.clone(),
+            params: self.params.clone(),
+            attempt,
+            fault,
+            kind: kind.clone(),
+        };
+        let payload = postcard::to_allocvec(&msg)
+            .map_err(|e| DistError::broker("cannot encode a task", e))?;
+        if payload.len() + 1024 > self.infra.max_payload {
+            return Err(DistError::TooLarge {
+                what: label(phase, task as usize),
+                bytes: payload.len(),
+                limit: self.infra.max_payload,
+            });
+        }
+        self.broker_bytes += payload.len() as u64;
+        let subject = task_subject(&self.id, letter, task, attempt);
+        let msg_id = format!("{}/{letter}/{task}/a{attempt}", self.id);
+        // Through a broker restart: the message id makes a retried publish
+        // that did land the first time a duplicate the server drops.
+        let mut last = None;
+        for i in 0..100u32 {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", msg_id.as_str());
+            let sent = self
+                .cluster
+                .js
+                .publish_with_headers(subject.clone(), headers, payload.clone().into())
+                .await;
+            match sent {
+                Ok(ack) => match ack.await {
+                    Ok(ack) => return Ok(ack.sequence),
+                    Err(e) => last = Some(DistError::broker("the broker did not store a task", e)),
+                },
+                Err(e) => last = Some(DistError::broker("cannot publish a task", e)),
+            }
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(i.min(10)) + 50)).await;
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    async fn phase(
+        &mut self,
+        phase: Phase,
+        tasks: Vec<WireKind>,
+    ) -> Result<(PhaseReport, Vec<Commit>), DistError> {
+        let me = self.me;
+        let started = Instant::now();
+        let letter = match phase {
+            Phase::Map => 'm',
+            Phase::Reduce => 'r',
+        };
+        let mut report = PhaseReport {
+            tasks: tasks.len(),
+            ..PhaseReport::default()
+        };
+        let mut states: Vec<TaskState> = (0..tasks.len()).map(|_| TaskState::default()).collect();
+        let mut commits: Vec<Option<Commit>> = vec![None; tasks.len()];
+        let mut totals = TaskStats::default();
+        let mut by_seq: HashMap<u64, usize> = HashMap::new();
+        let mut durations: Vec<Duration> = Vec::new();
+        let mut seen_keys: HashSet<String> = HashSet::new();
+        let mut remaining = tasks.len();
+
+        let mut advisories = self
+            .cluster
+            .client
+            .subscribe(format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{CONSUMER}",
+                stream_name(&self.id)
+            ))
+            .await
+            .map_err(|e| DistError::broker("cannot subscribe to advisories", e))?;
+        let mut watch = Some(
+            self.infra
+                .kv
+                .watch_all()
+                .await
+                .map_err(|e| DistError::broker("cannot watch the job's bucket", e))?,
+        );
+        for (i, kind) in tasks.iter().enumerate() {
+            let seq = self.publish(phase, kind, 0).await?;
+            by_seq.insert(seq, i);
+            states[i].attempts = 1;
+        }
+        let bar = progress_bar(me.progress, phase, tasks.len() as u64);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        while remaining > 0 {
+            let entry = tokio::select! {
+                e = async {
+                    match watch.as_mut() {
+                        Some(w) => w.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => e,
+                Some(adv) = advisories.next() => {
+                    #[derive(serde::Deserialize)]
+                    struct MaxDeliveries { stream_seq: u64, deliveries: u64 }
+                    if let Ok(a) = serde_json::from_slice::<MaxDeliveries>(&adv.payload)
+                        && let Some(&i) = by_seq.get(&a.stream_seq)
+                        && !states[i].done
+                    {
+                        return Err(DistError::Undeliverable { task: label(phase, i), deliveries: a.deliveries });
+                    }
+                    continue;
+                }
+                _ = tick.tick() => {
+                    if watch.is_none() {
+                        // The watch ended (a broker restart): start another;
+                        // it replays every key, and seen_keys drops repeats.
+                        watch = self.infra.kv.watch_all().await.ok();
+                    }
+                    if me.backups {
+                        let all_started = states.iter().all(|s| s.done || s.started.is_some());
+                        if all_started {
+                            let mut sorted = durations.clone();
+                            sorted.sort();
+                            let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+                            let threshold = me.backup_after.max(median * 2);
+                            for i in 0..states.len() {
+                                let s = &states[i];
+                                if !s.done && s.backup.is_none() && s.started.is_some_and(|t| t.elapsed() > threshold) {
+                                    let attempt = s.attempts;
+                                    let kind = self.with_state(&tasks[i], &states[i]);
+                                    let seq = self.publish(phase, &kind, attempt).await?;
+                                    by_seq.insert(seq, i);
+                                    states[i].attempts += 1;
+                                    states[i].backup = Some(attempt);
+                                    report.backups += 1;
+                                }
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            let entry = match entry {
+                Some(Ok(e)) => e,
+                Some(Err(_)) | None => {
+                    watch = None;
+                    continue;
+                }
+            };
+            if entry.operation != kv::Operation::Put || !seen_keys.insert(entry.key.clone()) {
+                continue;
+            }
+            match parse_key(&entry.key) {
+                Some(Key::Reject(seq)) => {
+                    if self.seen_rejections.insert(seq.to_string())
+                        && let Ok(r) = serde_json::from_slice::<Rejection>(&entry.value)
+                    {
+                        let line = format!(
+                            "message {seq} on {} rejected by node {}: {}",
+                            r.subject, r.node, r.reason
+                        );
+                        tracing::warn!("{line}");
+                        if me.progress {
+                            bar.println(format!("warning: {line}"));
+                        }
+                        self.rejected.push(line);
+                    }
+                }
+                Some(Key::Start(p, i)) if p == letter && i < states.len() => {
+                    report.attempts += 1;
+                    let s = &mut states[i];
+                    if s.started.is_none() {
+                        s.started = Some(Instant::now());
+                    }
+                }
+                Some(Key::Commit(p, i)) if p == letter && i < states.len() => {
+                    let Ok(c) = serde_json::from_slice::<Commit>(&entry.value) else {
+                        continue;
+                    };
+                    let s = &mut states[i];
+                    if s.done {
+                        continue;
+                    }
+                    s.done = true;
+                    remaining -= 1;
+                    if let Some(t) = s.started {
+                        durations.push(t.elapsed());
+                    }
+                    if let Some(b) = s.backup {
+                        if c.attempt == b {
+                            report.backup_wins += 1
+                        } else {
+                            report.original_wins += 1
+                        }
+                    }
+                    let redelivered = c.delivery.saturating_sub(1);
+                    self.redeliveries += redelivered;
+                    report.retries += redelivered;
+                    if redelivered > 0 && report.failures.len() < 20 {
+                        report.failures.push(format!(
+                            "{}: redelivered {redelivered} time(s) (a node died or stalled holding it)",
+                            label(phase, i)
+                        ));
+                    }
+                    self.broker_bytes += c.uploaded + c.downloaded;
+                    self.nodes.insert(c.node.clone());
+                    totals.add(&c.stats);
+                    bar.inc(1);
+                    bar.set_message(format!(
+                        "{:.1} MB in, {} node(s)",
+                        totals.bytes_in as f64 / 1e6,
+                        self.nodes.len()
+                    ));
+                    commits[i] = Some(c);
+                }
+                Some(Key::Fail(p, i)) if p == letter && i < states.len() => {
+                    let Ok(f) = serde_json::from_slice::<Failure>(&entry.value) else {
+                        continue;
+                    };
+                    if states[i].done {
+                        continue;
+                    }
+                    report.retries += 1;
+                    let message = format!("{} (on node {})", f.message, f.node);
+                    if report.failures.len() < 20 {
+                        report
+                            .failures
+                            .push(format!("{}: {message}", label(phase, i)));
+                    }
+                    let s = &mut states[i];
+                    s.last_failure = message.clone();
+                    let learned = match f.position {
+                        Some(pos) => {
+                            let seen = s.seen.entry(pos).or_insert(0);
+                            *seen += 1;
+                            if *seen == 2 {
+                                s.skip.push(pos);
+                                let source = match &tasks[i] {
+                                    WireKind::Map { split, .. } => split.source(),
+                                    WireKind::Reduce { partition, .. } => part_name(*partition),
+                                };
+                                self.skipped.push(SkippedRecord {
+                                    task: i as u32,
+                                    source,
+                                    position: pos,
+                                    message: f.message.clone(),
+                                });
+                                if self.skipped.len() > me.max_skipped {
+                                    return Err(Error::TooManyBadRecords {
+                                        count: self.skipped.len(),
+                                        limit: me.max_skipped,
+                                        records: self
+                                            .skipped
+                                            .iter()
+                                            .map(|s| s.to_string())
+                                            .collect::<Vec<_>>()
+                                            .join("; "),
+                                    }
+                                    .into());
+                                }
+                            }
+                            true
+                        }
+                        None => false,
+                    };
+                    if !learned {
+                        s.fruitless += 1;
+                    }
+                    if phase == Phase::Map {
+                        s.careful = true;
+                    }
+                    if s.fruitless >= me.max_failures {
+                        return Err(Error::TaskFailed {
+                            task: label(phase, i),
+                            attempts: s.attempts,
+                            last: s.last_failure.clone(),
+                        }
+                        .into());
+                    }
+                    let attempt = s.attempts;
+                    let kind = self.with_state(&tasks[i], &states[i]);
+                    let seq = self.publish(phase, &kind, attempt).await?;
+                    by_seq.insert(seq, i);
+                    states[i].attempts += 1;
+                }
+                _ => {}
+            }
+        }
+        bar.finish_and_clear();
+        report.records_in = totals.records_in;
+        report.bytes_in = totals.bytes_in;
+        report.records_out = totals.records_out;
+        report.bytes_out = totals.bytes_out;
+        report.spills = totals.spills;
+        report.keys = totals.keys;
+        report.peak_worker_rss = totals.peak_rss;
+        report.wall = started.elapsed();
+        let commits = commits.into_iter().flatten().collect();
+        Ok((report, commits))
+    }
+
+    /// Task `kind` with what the coordinator learned: records to skip, and
+    /// whether to run carefully (say which record is being mapped).
+    fn with_state(&self, kind: &WireKind, state: &TaskState) -> WireKind {
+        match kind.clone() {
+            WireKind::Map {
+                task,
+                split,
+                reducers,
+                memory,
+                ..
+            } => WireKind::Map {
+                task,
+                split,
+                reducers,
+                memory,
+                skip: state.skip.clone(),
+                careful: state.careful,
+            },
+            reduce => reduce,
+        }
+    }
+}
+
+fn progress_bar(on: bool, phase: Phase, len: u64) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if !on {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    let style =
+        ProgressStyle::with_template("{prefix:>6} [{bar:30}] {pos}/{len} tasks {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(match phase {
+        Phase::Map => "map",
+        Phase::Reduce => "reduce",
+    });
+    bar
+}

@@ -1,0 +1,729 @@
+//! The node: a long-running process that pulls tasks of any job from the
+//! broker and runs them on its own forkyard-pool workers.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::kv::{CreateErrorKind, Store};
+use async_nats::jetstream::object_store::ObjectStore;
+use async_nats::jetstream::{AckKind, Message};
+use forkyard_pool::{Pool, PoolError, ShutdownMode};
+use futures::StreamExt;
+use tokio::sync::{Semaphore, watch};
+
+use super::call::{CallPool, Services};
+use super::wire::{
+    CONSUMER, Commit, Failure, FailureKind, Rejection, STREAM_PREFIX, Start, TaskMsg, WireKind,
+    stream_name,
+};
+use super::{Cluster, DistError};
+use crate::engine::CommandFactory;
+use crate::task::{
+    Outcome, TaskKind, TaskRequest, TaskResponse, cursor_path, map_task_name, part_name,
+};
+
+/// How often a node looks for new jobs on the server.
+const DISCOVER_EVERY: Duration = Duration::from_millis(250);
+
+/// A node: pulls the tasks of every job on the server and runs them on a
+/// pool of local worker processes; also serves remote calls
+/// ([`Node::calls`]). Made with [`Node::new`], run with [`Node::run_until`].
+///
+/// The workers are this binary started again (as with
+/// [`MapReduce`](crate::MapReduce)), so `main` must first call
+/// [`serve_if_worker`](crate::serve_if_worker) (and
+/// [`Services::serve_if_worker`] when it serves calls).
+pub struct Node {
+    cluster: Cluster,
+    workers: usize,
+    name: String,
+    command: Option<CommandFactory>,
+    task_timeout: Duration,
+    services: Option<Services>,
+    verbose: bool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    cluster: Cluster,
+    name: String,
+    pool: Pool<TaskRequest, TaskResponse>,
+    slots: Arc<Semaphore>,
+    scratch: PathBuf,
+    verbose: bool,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Node {
+    /// A node on `cluster` with 2 workers, named `HOST-PID`.
+    pub fn new(cluster: Cluster) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "node".into());
+        Node {
+            cluster,
+            workers: 2,
+            name: format!("{host}-{}", std::process::id()),
+            command: None,
+            task_timeout: Duration::from_secs(600),
+            services: None,
+            verbose: false,
+        }
+    }
+
+    /// Worker processes (and so tasks run at once) on this node.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// The node's name in commit records and logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How one attempt may run on a worker before the worker is killed and
+    /// the attempt reported failed (default 10 minutes).
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = timeout;
+        self
+    }
+
+    /// How to start a worker instead of this very binary (see
+    /// [`MapReduce::worker_command`](crate::MapReduce::worker_command)).
+    pub fn worker_command(mut self, make: impl Fn() -> Command + Send + Sync + 'static) -> Self {
+        self.command = Some(Arc::new(make));
+        self
+    }
+
+    /// Also serves remote calls to these services (see [`Caller`](super::Caller)).
+    pub fn calls(mut self, services: Services) -> Self {
+        self.services = Some(services);
+        self
+    }
+
+    /// Prints one line per task attempt to stderr.
+    pub fn verbose(mut self, on: bool) -> Self {
+        self.verbose = on;
+        self
+    }
+
+    /// Runs until `shutdown` completes: then stops taking tasks, hands the
+    /// running ones back to the broker (nak, so another node takes them at
+    /// once), stops the workers and returns.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), DistError> {
+        let builder = Pool::<TaskRequest, TaskResponse>::builder()
+            .workers(self.workers)
+            .max_in_flight_per_worker(1)
+            .queue_capacity(4 * self.workers + 16)
+            .task_timeout(self.task_timeout)
+            .retries(0)
+            .stop_grace(Duration::from_millis(200));
+        let builder = match &self.command {
+            Some(make) => {
+                let make = make.clone();
+                builder.command(move || {
+                    let mut cmd = make();
+                    cmd.env(forkyard_pool::worker::WORKER_ENV, "1");
+                    cmd
+                })
+            }
+            None => builder
+                .self_exec(std::iter::empty::<&str>())
+                .map_err(|e| DistError::Job(crate::Error::Pool(e)))?,
+        };
+        let pool = builder
+            .build()
+            .await
+            .map_err(|e| DistError::Job(crate::Error::Pool(e)))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("forkyard-node-")
+            .tempdir()
+            .map_err(|source| DistError::Io {
+                what: "cannot create the node's scratch directory".into(),
+                source,
+            })?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            cluster: self.cluster.clone(),
+            name: self.name.clone(),
+            pool: pool.clone(),
+            slots: Arc::new(Semaphore::new(self.workers)),
+            scratch: scratch.path().to_path_buf(),
+            verbose: self.verbose,
+            shutdown: stop_rx.clone(),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        let call_pool = match self.services {
+            Some(services) => {
+                let cp = CallPool::start(&services, self.workers, self.command.clone()).await?;
+                tasks.spawn(super::call::serve(
+                    self.cluster.clone(),
+                    cp.clone(),
+                    stop_rx.clone(),
+                ));
+                Some(cp)
+            }
+            None => None,
+        };
+        tasks.spawn(discover(shared.clone()));
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        pool.shutdown(ShutdownMode::Cancel {
+            grace: Duration::from_millis(200),
+        })
+        .await;
+        if let Some(cp) = call_pool {
+            cp.shutdown().await;
+        }
+        drop(scratch);
+        Ok(())
+    }
+
+    /// [`Node::run_until`] SIGINT or SIGTERM.
+    pub async fn run_until_signal(self) -> Result<(), DistError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(|source| DistError::Io {
+            what: "cannot handle SIGTERM".into(),
+            source,
+        })?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|source| DistError::Io {
+            what: "cannot handle SIGINT".into(),
+            source,
+        })?;
+        self.run_until(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+        .await
+    }
+}
+
+/// Looks for job streams and runs a puller for each new one.
+async fn discover(shared: Arc<Shared>) {
+    let mut known: HashSet<String> = HashSet::new();
+    let mut pullers = tokio::task::JoinSet::new();
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let mut names = shared.cluster.js.stream_names();
+        let mut live = HashSet::new();
+        while let Some(Ok(name)) = names.next().await {
+            if let Some(id) = name.strip_prefix(STREAM_PREFIX) {
+                live.insert(id.to_string());
+            }
+        }
+        for id in &live {
+            if known.insert(id.clone()) {
+                pullers.spawn(pull_job(shared.clone(), id.clone()));
+            }
+        }
+        while pullers.try_join_next().is_some() {}
+        tokio::select! {
+            _ = tokio::time::sleep(DISCOVER_EVERY) => {}
+            _ = super::stopped(&mut shutdown) => break,
+        }
+    }
+    while pullers.join_next().await.is_some() {}
+}
+
+struct JobHandles {
+    consumer: PullConsumer,
+    kv: Store,
+    os: ObjectStore,
+    ack_wait: Duration,
+}
+
+async fn open_job(shared: &Shared, id: &str) -> Result<Option<JobHandles>, DistError> {
+    let name = stream_name(id);
+    let js = &shared.cluster.js;
+    let stream = match js.get_stream(&name).await {
+        Ok(s) => s,
+        Err(e) if e.to_string().to_lowercase().contains("not found") => {
+            return Ok(None);
+        }
+        Err(e) => return Err(DistError::broker("cannot open the job's stream", e)),
+    };
+    let mut consumer: PullConsumer = stream
+        .get_consumer(CONSUMER)
+        .await
+        .map_err(|e| DistError::broker("cannot open the job's consumer", e))?;
+    let ack_wait = consumer
+        .info()
+        .await
+        .map(|i| i.config.ack_wait)
+        .unwrap_or(Duration::from_secs(30));
+    let kv = js
+        .get_key_value(&name)
+        .await
+        .map_err(|e| DistError::broker("cannot open the job's KV bucket", e))?;
+    let os = js
+        .get_object_store(&name)
+        .await
+        .map_err(|e| DistError::broker("cannot open the job's object store", e))?;
+    Ok(Some(JobHandles {
+        consumer,
+        kv,
+        os,
+        ack_wait,
+    }))
+}
+
+/// Pulls job `id`'s tasks, one per free worker, until the job's stream is
+/// gone or the node shuts down.
+async fn pull_job(shared: Arc<Shared>, id: String) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut running = tokio::task::JoinSet::new();
+    'outer: loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
+        let handles = match open_job(&shared, &id).await {
+            Ok(Some(h)) => Arc::new(h),
+            Ok(None) => break,
+            Err(e) => {
+                // The consumer may not exist yet, or the broker is restarting.
+                if shared.verbose {
+                    eprintln!("node {}: job {id}: {e}", shared.name);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    _ = super::stopped(&mut shutdown) => break,
+                }
+            }
+        };
+        loop {
+            let permit = tokio::select! {
+                p = shared.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
+                _ = super::stopped(&mut shutdown) => break 'outer,
+            };
+            let fetched = tokio::select! {
+                f = fetch_one(&handles.consumer) => f,
+                _ = super::stopped(&mut shutdown) => break 'outer,
+            };
+            match fetched {
+                Ok(Some(msg)) => {
+                    running.spawn(handle(
+                        shared.clone(),
+                        handles.clone(),
+                        id.clone(),
+                        msg,
+                        permit,
+                    ));
+                }
+                Ok(None) => drop(permit),
+                Err(_) => {
+                    drop(permit);
+                    // The stream was deleted (the job is over) or the broker
+                    // went away: reopen, or stop when the stream is gone.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue 'outer,
+                        _ = super::stopped(&mut shutdown) => break 'outer,
+                    }
+                }
+            }
+            while running.try_join_next().is_some() {}
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+async fn fetch_one(consumer: &PullConsumer) -> Result<Option<Message>, DistError> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .map_err(|e| DistError::broker("cannot fetch a task", e))?;
+    match batch.next().await {
+        Some(Ok(m)) => Ok(Some(m)),
+        Some(Err(e)) => Err(DistError::broker("cannot fetch a task", e)),
+        None => Ok(None),
+    }
+}
+
+/// What became of one delivery.
+enum Done {
+    Committed,
+    Lost,
+    Failed(Failure),
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    job: Arc<JobHandles>,
+    id: String,
+    msg: Message,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (delivery, seq) = match msg.info() {
+        Ok(i) => (i.delivered.max(1) as u64, i.stream_sequence),
+        Err(_) => (1, 0),
+    };
+    let task: TaskMsg = match postcard::from_bytes(&msg.payload) {
+        Ok(t) => t,
+        Err(e) => {
+            // Not a task: never redeliver it, and say so where the
+            // coordinator (and whoever watches the bucket) will see it.
+            let _ = msg.ack_with(AckKind::Term).await;
+            let rejection = Rejection {
+                node: shared.name.clone(),
+                subject: msg.subject.to_string(),
+                reason: format!("not a task message ({} bytes): {e}", msg.payload.len()),
+            };
+            eprintln!(
+                "node {}: job {id}: rejected message {seq} on {}: {}",
+                shared.name, rejection.subject, rejection.reason
+            );
+            let _ = put_json(&job.kv, &format!("reject.{seq}"), &rejection).await;
+            return;
+        }
+    };
+    let key = task.kind.key();
+    // A duplicate of a task that has committed (a redelivery after a late
+    // commit, a backup): nothing to do.
+    if let Ok(Some(_)) = job.kv.get(format!("commit.{key}")).await {
+        let _ = msg.double_ack().await;
+        return;
+    }
+    let tag = format!("{key}.a{}.d{delivery}", task.attempt);
+    let _ = put_json(
+        &job.kv,
+        &format!("start.{tag}"),
+        &Start {
+            node: shared.name.clone(),
+        },
+    )
+    .await;
+    if shared.verbose {
+        eprintln!("node {}: job {id}: {tag} started", shared.name);
+    }
+    let work = run(&shared, &job, &task, delivery);
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval((job.ack_wait / 3).max(Duration::from_millis(100)));
+    tick.tick().await;
+    let mut shutdown = shared.shutdown.clone();
+    let done = loop {
+        tokio::select! {
+            d = &mut work => break d,
+            _ = tick.tick() => {
+                // In progress: resets the server's ack wait, so a long task
+                // is not redelivered while it runs.
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+            _ = super::stopped(&mut shutdown) => {
+                // Hand it back now rather than after the ack wait.
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
+        }
+    };
+    let what = match done {
+        Done::Committed => "committed",
+        Done::Lost => "lost to an earlier commit",
+        Done::Failed(f) => {
+            if let Ok(bytes) = serde_json::to_vec(&f) {
+                let _ = put_retrying(&job.kv, &format!("fail.{tag}"), bytes).await;
+            }
+            match f.kind {
+                FailureKind::BadRecord => "failed: bad record",
+                FailureKind::WorkerLost => "failed: worker lost",
+                FailureKind::Error => "failed",
+            }
+        }
+    };
+    if shared.verbose {
+        eprintln!("node {}: job {id}: {tag} {what}", shared.name);
+    }
+    let _ = msg.double_ack().await;
+}
+
+async fn put_json<T: serde::Serialize>(kv: &Store, key: &str, value: &T) -> Result<(), DistError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| DistError::broker("cannot encode", e))?;
+    kv.put(key, bytes.into())
+        .await
+        .map_err(|e| DistError::broker(format!("cannot put {key}"), e))?;
+    Ok(())
+}
+
+/// Puts through a broker restart (a few seconds of retries).
+async fn put_retrying(kv: &Store, key: &str, bytes: Vec<u8>) -> Result<(), DistError> {
+    let mut last = None;
+    for i in 0..40u32 {
+        match kv.put(key, bytes.clone().into()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50 * u64::from(i.min(10)) + 50)).await;
+    }
+    Err(DistError::broker(
+        format!("cannot put {key}"),
+        last.expect("at least one attempt"),
+    ))
+}
+
+/// Runs one delivery of a task: inputs from the object store into a scratch
+/// directory, the engine's own task on a local worker, outputs back to the
+/// object store, then the commit (create-if-absent).
+async fn run(shared: &Shared, job: &JobHandles, task: &TaskMsg, delivery: u64) -> Done {
+    let failed = |kind, position, message: String| {
+        Done::Failed(Failure {
+            node: shared.name.clone(),
+            kind,
+            position,
+            message,
+        })
+    };
+    let dir = match tempfile::Builder::new()
+        .prefix("task-")
+        .tempdir_in(&shared.scratch)
+    {
+        Ok(d) => d,
+        Err(e) => return failed(FailureKind::Error, None, format!("scratch dir: {e}")),
+    };
+    let job_dir = dir.path().join("job");
+    let out_dir = dir.path().join("out");
+    for d in [&job_dir.join("committed"), &job_dir.join("reduce"), &out_dir] {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            return failed(FailureKind::Error, None, format!("scratch dir: {e}"));
+        }
+    }
+    let fault = if delivery == 1 { task.fault } else { None };
+    let prefix = format!(
+        "{}.a{}.d{delivery}.{}",
+        task.kind.key(),
+        task.attempt,
+        shared.name
+    );
+    let mut downloaded = 0u64;
+    let (kind, careful, map_task) = match &task.kind {
+        WireKind::Map {
+            task: t,
+            split,
+            reducers,
+            memory,
+            skip,
+            careful,
+        } => (
+            TaskKind::Map {
+                task: *t,
+                split: split.clone(),
+                reducers: *reducers,
+                memory: *memory,
+                skip: skip.clone(),
+                careful: *careful,
+            },
+            *careful,
+            Some(*t),
+        ),
+        WireKind::Reduce {
+            partition,
+            inputs,
+            format,
+        } => {
+            for (m, input) in inputs.iter().enumerate() {
+                let dest = job_dir
+                    .join("committed")
+                    .join(map_task_name(m as u32))
+                    .join(part_name(*partition));
+                match download(
+                    &job.os,
+                    &format!("{input}/{}", part_name(*partition)),
+                    &dest,
+                )
+                .await
+                {
+                    Ok(n) => downloaded += n,
+                    Err(e) => {
+                        return failed(
+                            FailureKind::Error,
+                            None,
+                            format!("cannot fetch the output of map task {m}: {e}"),
+                        );
+                    }
+                }
+            }
+            (
+                TaskKind::Reduce {
+                    partition: *partition,
+                    maps: inputs.len() as u32,
+                    out_dir: out_dir.clone(),
+                    format: *format,
+                },
+                false,
+                None,
+            )
+        }
+    };
+    let req = TaskRequest {
+        job_name: task.job_name.clone(),
+        job: task.params.clone(),
+        job_dir: job_dir.clone(),
+        attempt: task.attempt,
+        fault,
+        kind,
+    };
+    let stats = match shared.pool.call(req).await {
+        Ok(TaskResponse {
+            outcome: Outcome::Committed | Outcome::Lost,
+            stats,
+        }) => stats,
+        Ok(TaskResponse {
+            outcome: Outcome::BadRecord { position, message },
+            ..
+        }) => {
+            return failed(
+                FailureKind::BadRecord,
+                Some(position),
+                format!("the map function panicked: {message}"),
+            );
+        }
+        Err(e @ (PoolError::WorkerCrashed { .. } | PoolError::TimedOut { .. })) => {
+            let position = match map_task {
+                Some(t) if careful => read_cursor(&cursor_path(&job_dir, t, task.attempt)),
+                _ => None,
+            };
+            let message = match &e {
+                PoolError::TimedOut { after } => {
+                    format!("the map function hung (timed out after {after:?})")
+                }
+                other => other.to_string(),
+            };
+            return failed(FailureKind::WorkerLost, position, message);
+        }
+        Err(e) => return failed(FailureKind::Error, None, e.to_string()),
+    };
+    // Upload what the attempt committed locally.
+    let mut uploaded = 0u64;
+    let mut objects = Vec::new();
+    let files: Vec<(PathBuf, String)> = match map_task {
+        Some(t) => {
+            let committed = job_dir.join("committed").join(map_task_name(t));
+            match std::fs::read_dir(&committed) {
+                Ok(entries) => entries
+                    .filter_map(Result::ok)
+                    .map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        (e.path(), format!("{prefix}/{name}"))
+                    })
+                    .collect(),
+                Err(e) => return failed(FailureKind::Error, None, format!("map output: {e}")),
+            }
+        }
+        None => {
+            let partition = match &task.kind {
+                WireKind::Reduce { partition, .. } => *partition,
+                WireKind::Map { .. } => 0,
+            };
+            vec![(out_dir.join(part_name(partition)), prefix.clone())]
+        }
+    };
+    for (path, name) in &files {
+        match upload(&job.os, name, path).await {
+            Ok(n) => {
+                uploaded += n;
+                objects.push(name.clone());
+            }
+            Err(e) => {
+                for o in &objects {
+                    let _ = job.os.delete(o).await;
+                }
+                return failed(
+                    FailureKind::Error,
+                    None,
+                    format!("cannot upload {name}: {e}"),
+                );
+            }
+        }
+    }
+    let commit = Commit {
+        node: shared.name.clone(),
+        attempt: task.attempt,
+        delivery,
+        prefix,
+        stats,
+        uploaded,
+        downloaded,
+    };
+    let bytes = match serde_json::to_vec(&commit) {
+        Ok(b) => b,
+        Err(e) => return failed(FailureKind::Error, None, e.to_string()),
+    };
+    let key = format!("commit.{}", task.kind.key());
+    // The commit: the first attempt to create the key wins. Retried through
+    // a broker restart; a retry that finds the key may be our own earlier
+    // try whose answer was lost, so compare.
+    for i in 0..40u32 {
+        match job.kv.create(&key, bytes.clone().into()).await {
+            Ok(_) => return Done::Committed,
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                let ours =
+                    matches!(job.kv.get(&key).await, Ok(Some(v)) if v.as_ref() == bytes.as_slice());
+                if ours {
+                    return Done::Committed;
+                }
+                for o in &objects {
+                    let _ = job.os.delete(o).await;
+                }
+                return Done::Lost;
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(i.min(10)) + 50)).await;
+            }
+        }
+    }
+    failed(
+        FailureKind::Error,
+        None,
+        "cannot record the commit: the broker did not answer".into(),
+    )
+}
+
+fn read_cursor(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let bytes: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+pub(crate) async fn upload(os: &ObjectStore, name: &str, path: &Path) -> Result<u64, String> {
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = os.put(name, &mut f).await.map_err(|e| e.to_string())?;
+    Ok(info.size as u64)
+}
+
+pub(crate) async fn download(os: &ObjectStore, name: &str, dest: &Path) -> Result<u64, String> {
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut obj = os.get(name).await.map_err(|e| e.to_string())?;
+    let mut f = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| e.to_string())?;
+    let n = tokio::io::copy(&mut obj, &mut f)
+        .await
+        .map_err(|e| e.to_string())?;
+    use tokio::io::AsyncWriteExt;
+    f.flush().await.map_err(|e| e.to_string())?;
+    Ok(n)
+}

@@ -1,0 +1,120 @@
+//! What travels through the broker: task messages (postcard), and the
+//! records nodes leave in the job's KV bucket (JSON, readable with `nats kv`).
+//!
+//! Names, for a job with id `ID`:
+//!
+//! | what | name |
+//! |---|---|
+//! | task stream (work queue, file storage) | `FY_ID`, subjects `fy.ID.task.>` |
+//! | its consumer, shared by every node | `nodes` |
+//! | KV bucket (commits, starts, failures, rejections) | `FY_ID` |
+//! | object store (map runs, reduce parts) | `FY_ID` |
+
+use serde::{Deserialize, Serialize};
+
+use crate::input::Split;
+use crate::task::{Fault, OutputFormat, TaskStats};
+
+/// The prefix of every job's stream name.
+pub(crate) const STREAM_PREFIX: &str = "FY_";
+/// The durable consumer every node pulls a job's tasks through.
+pub(crate) const CONSUMER: &str = "nodes";
+
+pub(crate) fn stream_name(job_id: &str) -> String {
+    format!("{STREAM_PREFIX}{job_id}")
+}
+pub(crate) fn task_subject(job_id: &str, phase: &str, task: u32, attempt: u32) -> String {
+    format!("fy.{job_id}.task.{phase}.{task}.a{attempt}")
+}
+pub(crate) fn task_subjects(job_id: &str) -> String {
+    format!("fy.{job_id}.task.>")
+}
+
+/// One attempt of one task, as a node receives it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TaskMsg {
+    pub(crate) job_name: String,
+    pub(crate) params: Vec<u8>,
+    pub(crate) attempt: u32,
+    /// Injected into the first delivery only (tests, the fault suite, demos).
+    pub(crate) fault: Option<Fault>,
+    pub(crate) kind: WireKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum WireKind {
+    Map {
+        task: u32,
+        split: Split,
+        reducers: u32,
+        memory: u64,
+        skip: Vec<u64>,
+        careful: bool,
+    },
+    Reduce {
+        partition: u32,
+        /// The object prefix of each map task's committed output, in task order.
+        inputs: Vec<String>,
+        format: OutputFormat,
+    },
+}
+
+impl WireKind {
+    pub(crate) fn key(&self) -> String {
+        match self {
+            WireKind::Map { task, .. } => format!("m.{task:05}"),
+            WireKind::Reduce { partition, .. } => format!("r.{partition:05}"),
+        }
+    }
+}
+
+/// `commit.m.00003` / `commit.r.00001`: created once, by the first attempt
+/// to finish (KV create-if-absent); later attempts lose.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Commit {
+    pub(crate) node: String,
+    pub(crate) attempt: u32,
+    pub(crate) delivery: u64,
+    /// Where the output is in the object store: `PREFIX/part-0000R` for a map
+    /// task, the object `PREFIX` itself for a reduce part.
+    pub(crate) prefix: String,
+    pub(crate) stats: TaskStats,
+    /// Bytes this attempt put into and got from the object store.
+    pub(crate) uploaded: u64,
+    pub(crate) downloaded: u64,
+}
+
+/// `start.m.00003.a0.d1`: a node began an attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Start {
+    pub(crate) node: String,
+}
+
+/// `fail.m.00003.a0.d1`: an attempt failed on a node (the node acked it: the
+/// coordinator decides what runs next).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Failure {
+    pub(crate) node: String,
+    pub(crate) kind: FailureKind,
+    /// The record the map function was on, when it is known.
+    pub(crate) position: Option<u64>,
+    pub(crate) message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum FailureKind {
+    /// The map function panicked on a record.
+    BadRecord,
+    /// The worker process died or timed out.
+    WorkerLost,
+    /// The task returned an error (I/O, missing input...).
+    Error,
+}
+
+/// `reject.SEQ`: a message on the task stream that is not a task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Rejection {
+    pub(crate) node: String,
+    pub(crate) subject: String,
+    pub(crate) reason: String,
+}
