@@ -41,6 +41,13 @@ struct Args {
     /// Only write the corpus to FILE (for profiling).
     #[arg(long, value_name = "FILE")]
     corpus_only: Option<std::path::PathBuf>,
+    /// Only count FILE with the engine and print its report (for profiling);
+    /// `--wrap 'valgrind --tool=callgrind'` starts each worker under that command.
+    #[arg(long, value_name = "FILE")]
+    engine_only: Option<std::path::PathBuf>,
+    /// A command (split at spaces) to start each worker under, with `--engine-only`.
+    #[arg(long, value_name = "COMMAND", requires = "engine_only")]
+    wrap: Option<String>,
 }
 
 /// Every key distinct-ish: the memory-bound job's words are `k<number>`.
@@ -166,6 +173,30 @@ fn main() -> Result<()> {
     }
     if let Some(file) = &args.single_only {
         println!("{}", single_thread(file)?);
+        return Ok(());
+    }
+    if let Some(file) = &args.engine_only {
+        let dir = tempfile::tempdir()?;
+        let mut job = MapReduce::new(WordCount::default())
+            .input(LineFiles::new([file]))
+            .out_dir(dir.path().join("out"))
+            .workers(2)
+            .reducers(4)
+            .memory(64 << 20);
+        if let Some(wrap) = &args.wrap {
+            let words: Vec<String> = wrap.split_whitespace().map(String::from).collect();
+            if words.is_empty() {
+                bail!("--wrap needs a command");
+            }
+            let exe = std::env::current_exe()?;
+            job = job.worker_command(move || {
+                let mut cmd = Command::new(&words[0]);
+                cmd.args(&words[1..]).arg(&exe);
+                cmd
+            });
+        }
+        let report = job.run_blocking()?;
+        println!("{report}\n{}", report.summary());
         return Ok(());
     }
     if args.quick {

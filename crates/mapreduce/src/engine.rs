@@ -40,7 +40,55 @@ pub enum Phase {
     Reduce,
 }
 
+/// What the engine is doing, as it does it: for an observer set with
+/// [`MapReduce::on_event`] (a fault injector, a monitor, a log).
+///
+/// Worker pids come from the pool's own event stream, so an observer can
+/// signal a worker from outside, as an operator (or the OOM killer) would:
+/// the fault suite SIGKILLs and SIGSTOPs workers picked this way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobEvent {
+    /// A phase begins: `tasks` tasks, of which `resumed` were committed by
+    /// an earlier run and will not run again.
+    PhaseStarted {
+        /// The phase.
+        phase: Phase,
+        /// Its tasks.
+        tasks: usize,
+        /// Those already committed.
+        resumed: usize,
+    },
+    /// A worker process is ready for tasks.
+    WorkerReady {
+        /// Its pid.
+        pid: u32,
+    },
+    /// A worker process ended and was reaped: its pid is no longer its own.
+    WorkerExited {
+        /// Its pid.
+        pid: u32,
+    },
+    /// An attempt of a task was handed to the pool.
+    AttemptStarted {
+        /// The phase.
+        phase: Phase,
+        /// The map task or reduce partition.
+        task: u32,
+        /// 0 for the first attempt.
+        attempt: u32,
+        /// Whether it is a backup of a straggler.
+        backup: bool,
+    },
+    /// Every task of the phase has committed.
+    PhaseFinished {
+        /// The phase.
+        phase: Phase,
+    },
+}
+
 pub(crate) type CommandFactory = Arc<dyn Fn() -> Command + Send + Sync>;
+pub(crate) type Observer = Arc<dyn Fn(&JobEvent) + Send + Sync>;
 
 /// A job ready to run: the job, its input, where its output goes, and the
 /// engine's settings. Made by [`MapReduce::new`].
@@ -63,6 +111,7 @@ pub struct MapReduce<J: Job> {
     pub(crate) command: Option<CommandFactory>,
     pub(crate) faults: HashMap<(Phase, u32), Fault>,
     pub(crate) exit_after_map_commits: Option<usize>,
+    pub(crate) observer: Option<Observer>,
 }
 
 impl<J: Job> std::fmt::Debug for MapReduce<J> {
@@ -111,6 +160,7 @@ impl<J: Job> MapReduce<J> {
             command: None,
             faults: HashMap::new(),
             exit_after_map_commits: None,
+            observer: None,
         }
     }
 
@@ -212,6 +262,14 @@ impl<J: Job> MapReduce<J> {
         self
     }
 
+    /// Calls `observer` with each [`JobEvent`]: phases, attempts, and the
+    /// pids of worker processes as they become ready and exit. It runs on
+    /// the coordinator's runtime: it must return quickly and never block.
+    pub fn on_event(mut self, observer: impl Fn(&JobEvent) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
     /// The coordinator SIGKILLs itself once this many map tasks have
     /// committed: for testing resumption.
     #[doc(hidden)]
@@ -270,6 +328,7 @@ impl<J: Job> MapReduce<J> {
             params,
             job_dir: job_dir.clone(),
             out_dir: out_dir.clone(),
+            forwarders: std::sync::Mutex::new(Vec::new()),
         };
 
         let all_reduced = (0..self.reducers).all(|r| reduce_marker(&job_dir, r).exists());
@@ -343,6 +402,7 @@ impl<J: Job> MapReduce<J> {
             })
             .await;
         }
+        ctx.drain_forwarders().await;
         result?;
         // The output is complete: the runs are no longer needed. Keep the
         // small commit records, so a re-run finds the job done.
@@ -476,6 +536,8 @@ struct Ctx<'a, J: Job> {
     params: Vec<u8>,
     job_dir: PathBuf,
     out_dir: PathBuf,
+    /// Tasks passing the pools' worker events on to the observer.
+    forwarders: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -495,6 +557,62 @@ struct TaskState {
 type AttemptResult = (usize, u32, bool, bool, Result<TaskResponse, PoolError>);
 
 impl<J: Job> Ctx<'_, J> {
+    fn notify(&self, event: JobEvent) {
+        if let Some(observer) = &self.me.observer {
+            observer(&event);
+        }
+    }
+
+    /// Passes a pool's worker events to the observer, from before its first
+    /// worker spawns until the pool is gone.
+    fn forward_worker_events(&self, mut events: forkyard_pool::events::Subscription) {
+        let Some(observer) = self.me.observer.clone() else {
+            return;
+        };
+        let task = tokio::spawn(async move {
+            use forkyard_pool::events::PoolEvent;
+            let mut pids: HashMap<u64, u32> = HashMap::new();
+            while let Some(event) = events.recv().await {
+                match event {
+                    PoolEvent::WorkerSpawned { worker, pid, .. } => {
+                        pids.insert(worker, pid);
+                    }
+                    PoolEvent::WorkerReady { worker, .. } => {
+                        if let Some(&pid) = pids.get(&worker) {
+                            observer(&JobEvent::WorkerReady { pid });
+                        }
+                    }
+                    PoolEvent::WorkerExited { worker, .. } => {
+                        if let Some(pid) = pids.remove(&worker) {
+                            observer(&JobEvent::WorkerExited { pid });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        if let Ok(mut tasks) = self.forwarders.lock() {
+            tasks.push(task);
+        }
+    }
+
+    /// Waits for the forwarders of pools that are shut down to pass on their
+    /// last events (a worker's exit), briefly; then drops them.
+    async fn drain_forwarders(&self) {
+        let tasks = match self.forwarders.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(_) => return,
+        };
+        for mut task in tasks {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+
     async fn pool(
         &self,
         pool: &mut Option<Pool<TaskRequest, TaskResponse>>,
@@ -512,6 +630,9 @@ impl<J: Job> Ctx<'_, J> {
             // count it, switch to careful mode, and find bad records.
             .retries(0)
             .stop_grace(Duration::from_millis(200));
+        if me.observer.is_some() {
+            self.forward_worker_events(builder.subscribe());
+        }
         let builder = match &me.command {
             Some(make) => {
                 let make = make.clone();
@@ -593,6 +714,11 @@ impl<J: Job> Ctx<'_, J> {
             }
         }
         let mut remaining = pending.len();
+        self.notify(JobEvent::PhaseStarted {
+            phase,
+            tasks: tasks.len(),
+            resumed: report.resumed,
+        });
         let bar = progress_bar(
             me.progress,
             phase,
@@ -629,6 +755,12 @@ impl<J: Job> Ctx<'_, J> {
                 None
             };
             let req = self.request(&tasks[i], state, attempt, fault);
+            self.notify(JobEvent::AttemptStarted {
+                phase,
+                task: i as u32,
+                attempt,
+                backup,
+            });
             let careful = state.careful;
             let pool = pool.clone();
             running.push(async move {
@@ -789,6 +921,7 @@ impl<J: Job> Ctx<'_, J> {
             }
         }
         bar.finish_and_clear();
+        self.notify(JobEvent::PhaseFinished { phase });
         if in_flight > 0 {
             // Attempts that lost to a backup still hold workers (a stopped
             // one holds its worker until the task timeout): the pool cannot

@@ -119,6 +119,16 @@
 //! `examples/fault.rs` is the fault suite; `examples/logs.rs` an access-log
 //! report; `examples/compare.rs` the comparison with the usual tools.
 //!
+//! # Watching a job from outside
+//!
+//! [`MapReduce::on_event`] hands an observer each [`JobEvent`]: a phase
+//! starting and finishing, an attempt handed to the pool, and the pid of
+//! each worker process as it becomes ready and as it exits. The fault suite
+//! (`examples/fault.rs`, `cargo xtask fault mapreduce --seed N`) is such an
+//! observer: it SIGKILLs and SIGSTOPs workers from outside, at random moments
+//! of both phases, as an operator's `kill -9` or the OOM killer would, and
+//! checks that every output is byte-identical to a clean run's.
+//!
 //! # Caveats
 //!
 //! - **Combine is a fold** (`acc`, `value`), not the paper's list of values:
@@ -169,7 +179,7 @@ mod worker;
 #[cfg(feature = "nats")]
 pub mod dist;
 
-pub use engine::{JOB_DIR, MapReduce, Phase};
+pub use engine::{JOB_DIR, JobEvent, MapReduce, Phase};
 pub use error::Error;
 pub use input::{Input, LineFiles, Records, Split};
 pub use job::{Emit, Field, Job};

@@ -1,6 +1,7 @@
 //! The worker (and coordinator) the integration tests run: serves the test
 //! jobs as a pool worker; as a coordinator (`coordinate`), runs a word count
-//! that may SIGKILL itself half-way, for the resume test; `partition KEY R`
+//! that a test kills half-way (or that SIGKILLs itself after N map commits),
+//! for the resume test; `partition KEY R`
 //! prints a key's partition, for the stability test.
 
 #![forbid(unsafe_code)]
@@ -24,8 +25,19 @@ fn main() {
                 forkyard_mapreduce::partition(&args[1].as_bytes().to_vec(), r)
             );
         }
-        Some("coordinate") if args.len() == 5 => {
-            let mut job = MapReduce::new(jobs::Count::default())
+        Some("coordinate") if args.len() == 5 || args.len() == 6 => {
+            // With a sixth argument, the job parks the first attempt to map a
+            // `holdmap` record (see `jobs::Hold`), so that its map phase
+            // cannot end before a test kills this coordinator.
+            let count = jobs::Count {
+                hold: args.get(5).map(|dir| jobs::Hold {
+                    dir: dir.into(),
+                    map_on: Some("holdmap".into()),
+                    reduce_on: None,
+                }),
+                ..jobs::Count::default()
+            };
+            let mut job = MapReduce::new(count)
                 .input(LineFiles::new([&args[1]]))
                 .out_dir(&args[2])
                 .workers(2)
@@ -45,7 +57,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: forkyard-mapreduce-fixture partition KEY R | coordinate INPUT OUT SPLIT_SIZE EXIT_AFTER"
+                "usage: forkyard-mapreduce-fixture partition KEY R | coordinate INPUT OUT SPLIT_SIZE EXIT_AFTER [HOLD_DIR]"
             );
             std::process::exit(2);
         }

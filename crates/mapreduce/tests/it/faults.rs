@@ -1,11 +1,21 @@
 //! Crashes, hangs, poison records, stragglers, a killed coordinator: each
 //! with real worker processes, each ending with the reference output.
+//!
+//! Crashes and stragglers come from outside, as `kill -9` or `kill -STOP`
+//! would: the test job parks one attempt mid-task and says which worker runs
+//! it, and the test signals that pid (one the engine reported as a worker).
+//! Bad records are faults in the data, so the job itself panics, aborts or
+//! hangs on them.
 
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::jobs::Count;
+use crate::jobs::{Count, Hold};
 use crate::support::*;
-use forkyard_mapreduce::{Error, Fault, Phase};
+use forkyard_mapreduce::{Error, JOB_DIR, JobEvent};
+use forkyard_testkit::wait_for;
+use rustix::process::Signal;
 
 fn poisoned(seed: u64, poison: &str, at: &[usize]) -> Vec<u8> {
     let data = text(seed, 1500, 200);
@@ -23,22 +33,34 @@ fn poisoned(seed: u64, poison: &str, at: &[usize]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_killed_mid_map_and_mid_reduce_are_replaced_and_their_tasks_rerun() {
+async fn workers_killed_from_outside_mid_map_and_mid_reduce_are_replaced_and_their_tasks_rerun() {
     let base = Baseline::take().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = text(10, 2000, 300);
+    let data = marked(10, &[(1200, "holdmap"), (40, "holdreduce")]);
     let inputs = [write(dir.path(), "in.txt", &data)];
     let out = dir.path().join("out");
-    let report = job(Count::default(), &inputs, &out)
-        .inject(Phase::Map, 1, Fault::Kill { at: 10 })
-        .inject(Phase::Map, 3, Fault::Kill { at: 0 })
-        .inject(Phase::Reduce, 2, Fault::Kill { at: 5 })
-        .run()
-        .await
-        .unwrap();
-    assert_eq!(report.map.retries, 2, "{report}");
+    let workers = Workers::default();
+    let mr = job(held(dir.path()), &inputs, &out)
+        // No backup may overtake the parked attempts: each task's one
+        // failure must be the kill.
+        .backups(false, Duration::ZERO)
+        .on_event(workers.observer());
+    let strike = async {
+        let mut killed = Vec::new();
+        for phase in ["map", "reduce"] {
+            let pid = parked(dir.path(), phase).await;
+            workers.wait_for(pid).await;
+            signal(pid, Signal::KILL);
+            killed.push(pid);
+        }
+        killed
+    };
+    let (report, killed) = tokio::join!(mr.run(), strike);
+    let report = report.unwrap();
+    assert_eq!(report.map.retries, 1, "{report}");
     assert_eq!(report.reduce.retries, 1, "{report}");
-    assert!(report.skipped.is_empty());
+    assert!(report.skipped.is_empty(), "{report}");
+    assert!(killed.iter().all(|&pid| !forkyard_testkit::is_alive(pid)));
     let counts = reference_count(&data, None);
     assert_output(&out, &expected_parts(&counts_as_rows(&counts), 3));
     base.assert_clean().await;
@@ -152,24 +174,39 @@ async fn past_the_skip_limit_the_job_fails_naming_the_records() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_straggler_is_overtaken_by_its_backup() {
+async fn a_worker_stopped_from_outside_is_overtaken_by_a_backup_in_both_phases() {
     let base = Baseline::take().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = text(15, 2000, 300);
+    let data = marked(15, &[(300, "holdmap"), (7, "holdreduce")]);
     let inputs = [write(dir.path(), "in.txt", &data)];
     let out = dir.path().join("out");
-    // The worker of map task 0 stops itself for good: only a backup can
+    let workers = Workers::default();
+    // The parked attempt's worker is SIGSTOPped for good: only a backup can
     // finish the phase before the (long) task timeout.
-    let report = job(Count::default(), &inputs, &out)
-        .inject(Phase::Map, 0, Fault::Stop { at: 3 })
-        .inject(Phase::Reduce, 1, Fault::Stop { at: 0 })
+    let mr = job(held(dir.path()), &inputs, &out)
         .backups(true, Duration::from_millis(100))
         .task_timeout(Duration::from_secs(600))
-        .run()
-        .await
-        .unwrap();
+        .on_event(workers.observer());
+    let strike = async {
+        for phase in ["map", "reduce"] {
+            let pid = parked(dir.path(), phase).await;
+            workers.wait_for(pid).await;
+            signal(pid, Signal::STOP);
+            wait_for(
+                "the worker to be stopped",
+                || match forkyard_testkit::stat(pid).map(|s| s.state) {
+                    Some('T') => Ok(()),
+                    other => Err(format!("state {other:?}")),
+                },
+            )
+            .await;
+        }
+    };
+    let (report, ()) = tokio::join!(mr.run(), strike);
+    let report = report.unwrap();
     assert!(report.map.backup_wins >= 1, "{report}");
     assert!(report.reduce.backup_wins >= 1, "{report}");
+    assert_eq!(report.map.retries + report.reduce.retries, 0, "{report}");
     let counts = reference_count(&data, None);
     assert_output(&out, &expected_parts(&counts_as_rows(&counts), 3));
     base.assert_clean().await;
@@ -179,28 +216,59 @@ async fn a_straggler_is_overtaken_by_its_backup() {
 async fn a_job_resumes_after_its_coordinator_is_killed() {
     let base = Baseline::take().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = text(16, 3000, 300);
+    let data = marked(16, &[(2500, "holdmap")]);
     let input = write(dir.path(), "in.txt", &data);
     let out = dir.path().join("out");
-    // The fixture coordinator SIGKILLs itself after 3 map commits.
-    let status = std::process::Command::new(fixture())
+    // A coordinator in a process of its own (the fixture), whose map phase
+    // cannot end: one attempt is parked. Once it has committed 3 map tasks,
+    // it is SIGKILLed from here; its workers die with it.
+    let mut coordinator = std::process::Command::new(fixture())
         .arg("coordinate")
         .arg(&input)
         .arg(&out)
-        .args(["4096", "3"])
-        .status()
+        .args(["4096", "0"])
+        .arg(dir.path())
+        .spawn()
         .unwrap();
+    let parked_pid = parked(dir.path(), "map").await;
+    let committed = out.join(JOB_DIR).join("committed");
+    wait_for("3 committed map tasks", || {
+        let n = std::fs::read_dir(&committed).map_or(0, |d| d.count());
+        if n >= 3 { Ok(()) } else { Err(format!("{n}")) }
+    })
+    .await;
+    coordinator.kill().unwrap();
+    let status = coordinator.wait().unwrap();
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
     );
+    wait_for("the parked worker to die with its coordinator", || {
+        if forkyard_testkit::is_alive(parked_pid) {
+            Err(format!("{parked_pid} alive"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     assert!(!out.join("part-00000").exists());
-    let report = job(Count::default(), std::slice::from_ref(&input), &out)
+    // The same job (the same parameters, so the same identity): the parked
+    // record's marker is there now, so no attempt parks again.
+    let count = Count {
+        hold: Some(Hold {
+            dir: dir.path().to_path_buf(),
+            map_on: Some("holdmap".into()),
+            reduce_on: None,
+        }),
+        ..Count::default()
+    };
+    let report = job(count, std::slice::from_ref(&input), &out)
         .split_size(4096)
         .run()
         .await
         .unwrap();
     assert!(report.map.resumed >= 3, "{report}");
+    assert!(report.map.resumed < report.map.tasks, "{report}");
     assert_eq!(
         report.map.attempts as usize,
         report.map.tasks - report.map.resumed,
@@ -210,4 +278,77 @@ async fn a_job_resumes_after_its_coordinator_is_killed() {
     assert_output(&out, &expected_parts(&counts_as_rows(&counts), 3));
     assert_eq!(report.records(), 3000);
     base.assert_clean().await;
+}
+
+/// A text with `word` appended to line `line`, for each pair.
+fn marked(seed: u64, marks: &[(usize, &str)]) -> Vec<u8> {
+    let data = text(seed, 3000, 300);
+    let mut out = Vec::new();
+    for (i, l) in data.split_inclusive(|&b| b == b'\n').enumerate() {
+        out.extend_from_slice(l.strip_suffix(b"\n").unwrap_or(l));
+        for (_, word) in marks.iter().filter(|(at, _)| *at == i) {
+            out.extend_from_slice(format!(" {word}").as_bytes());
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Word count parking the first attempt to map a `holdmap` record and the
+/// first to reduce the key `holdreduce`.
+fn held(dir: &Path) -> Count {
+    Count {
+        hold: Some(Hold {
+            dir: dir.to_path_buf(),
+            map_on: Some("holdmap".into()),
+            reduce_on: Some("holdreduce".into()),
+        }),
+        ..Count::default()
+    }
+}
+
+/// Waits for an attempt of `phase` to park, and returns its worker's pid.
+async fn parked(dir: &Path, phase: &str) -> u32 {
+    let path = dir.join(format!("held-{phase}"));
+    wait_for(&format!("an attempt parked in {phase}"), || {
+        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        let pid = text.strip_suffix('\n').ok_or("not written yet")?;
+        pid.parse::<u32>().map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Sends `signal` to `pid`: one of this process's workers, which cannot have
+/// been reaped (and its pid reused) before the pool saw it exit.
+fn signal(pid: u32, signal: Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+/// The pids of the workers the engine reported ready.
+#[derive(Debug, Clone, Default)]
+struct Workers(Arc<Mutex<Vec<u32>>>);
+
+impl Workers {
+    fn observer(&self) -> impl Fn(&JobEvent) + Send + Sync + 'static {
+        let pids = self.0.clone();
+        move |event| {
+            if let JobEvent::WorkerReady { pid } = event {
+                pids.lock().unwrap().push(*pid);
+            }
+        }
+    }
+
+    /// Waits until the engine has reported `pid` as one of its workers.
+    async fn wait_for(&self, pid: u32) {
+        wait_for(&format!("{pid} among the workers"), || {
+            let pids = self.0.lock().unwrap();
+            if pids.contains(&pid) {
+                Ok(())
+            } else {
+                Err(format!("{pids:?}"))
+            }
+        })
+        .await;
+    }
 }

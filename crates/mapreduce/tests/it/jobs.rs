@@ -11,12 +11,46 @@ fn contains(haystack: &[u8], needle: &Option<String>) -> bool {
 }
 
 /// Word count with a combiner; records containing `panic_on` make the map
-/// function panic, `abort_on` abort the worker, `hang_on` hang it.
+/// function panic, `abort_on` abort the worker, `hang_on` hang it (those are
+/// bad records: the fault is in the data). `hold` parks one attempt mid-task
+/// so that a test can strike its worker from outside.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Count {
     pub(crate) panic_on: Option<String>,
     pub(crate) abort_on: Option<String>,
     pub(crate) hang_on: Option<String>,
+    pub(crate) hold: Option<Hold>,
+}
+
+/// Where to park one attempt: the first attempt to map a record containing
+/// `map_on`, or to reduce the key `reduce_on`, writes its pid to
+/// `dir/held-map` (or `dir/held-reduce`) and parks for good; every later
+/// attempt, finding the file there, goes on. A test waits for the file and
+/// then kills or stops that worker from outside, knowing it is mid-task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Hold {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) map_on: Option<String>,
+    pub(crate) reduce_on: Option<String>,
+}
+
+impl Hold {
+    fn park_once(&self, what: &str) {
+        let path = self.dir.join(format!("held-{what}"));
+        let first = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path);
+        if let Ok(mut file) = first {
+            use std::io::Write;
+            // The pid, then a newline: a reader that sees the newline has it all.
+            let _ = writeln!(file, "{}", std::process::id());
+            drop(file);
+            loop {
+                std::thread::park();
+            }
+        }
+    }
 }
 
 impl Job for Count {
@@ -36,6 +70,11 @@ impl Job for Count {
         if contains(line, &self.abort_on) {
             std::process::abort();
         }
+        if let Some(hold) = &self.hold
+            && contains(line, &hold.map_on)
+        {
+            hold.park_once("map");
+        }
         if contains(line, &self.hang_on) {
             // A map function stuck for good (the engine's timeout ends it).
             loop {
@@ -53,7 +92,12 @@ impl Job for Count {
         *count += more;
     }
 
-    fn reduce(&self, _word: &Vec<u8>, counts: Vec<u64>, emit: &mut dyn FnMut(u64)) {
+    fn reduce(&self, word: &Vec<u8>, counts: Vec<u64>, emit: &mut dyn FnMut(u64)) {
+        if let Some(hold) = &self.hold
+            && hold.reduce_on.as_deref().map(str::as_bytes) == Some(word.as_slice())
+        {
+            hold.park_once("reduce");
+        }
         emit(counts.iter().sum());
     }
 }
