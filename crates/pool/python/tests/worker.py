@@ -60,6 +60,8 @@ def common(request):
         ((kind, value),) = request.items()
         if kind == "Echo":
             return True, value
+        if kind == "Big":
+            return True, "x" * value
         if kind == "Fail":
             fail(value["kind"], value["message"])
         if kind == "CrashOnce":
@@ -93,6 +95,7 @@ async def handle_async(request):
             raise TimeoutError(f"{waiting + 1} of {n} tasks ran at once")
         return n
     if kind == "WaitFile":
+        open(value + ".started", "w").close()
         deadline = time.monotonic() + 20
         while not os.path.exists(value) and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
@@ -121,6 +124,7 @@ def handle_sync(request):
                 raise TimeoutError(f"{waiting + 1} of {n} tasks ran at once")
             return n
     if kind == "WaitFile":
+        open(value + ".started", "w").close()
         deadline = time.monotonic() + 20
         while not os.path.exists(value) and time.monotonic() < deadline:
             time.sleep(0.005)

@@ -7,6 +7,7 @@ mod backpressure;
 mod events;
 mod faults;
 mod lifecycle;
+mod node;
 mod observe;
 mod protocol;
 mod python;

@@ -5,10 +5,14 @@
 //! (`python/tests/worker.py`, `node/test/worker.js`); `node.rs` runs them
 //! against Node.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use forkyard_ipc::Codec;
+use forkyard_pool::protocol::{FromWorker, ToWorker};
 use forkyard_pool::{Builder, Outcome, Pool, PoolError, ShutdownMode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -32,7 +36,8 @@ pub(crate) enum Work {
     /// worker running tasks one at a time fails it: evidence of overlap
     /// without measuring time).
     Meet { n: u64, within_ms: u64 },
-    /// Waits (up to 20 s) until the file exists; answers whether it does.
+    /// Creates `<path>.started`, then waits (up to 20 s) until `path`
+    /// exists; answers whether it does.
     WaitFile(String),
     /// The process aborts (SIGABRT) mid-task.
     Crash,
@@ -51,38 +56,50 @@ pub(crate) enum Work {
     Pid,
     /// Answers where the worker package was loaded from.
     Module,
+    /// Answers a string of this many `x`s (for answers near the frame limit).
+    Big(u64),
 }
 
 pub(crate) type WorkPool = Pool<Work, Value>;
+
+/// How to start one test worker (a language and a mode).
+pub(crate) type Cmd = Arc<dyn Fn() -> Command + Send + Sync>;
+
+/// A pool builder for workers started with `cmd`, over JSON lines.
+pub(crate) fn pool_of(cmd: &Cmd) -> Builder<Work, Value> {
+    let cmd = cmd.clone();
+    Pool::<Work, Value>::builder()
+        .command(move || cmd())
+        .codec(Codec::JsonLines)
+}
 
 /// The package's source directory, put on `PYTHONPATH` by the tests that run
 /// it uninstalled.
 const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
 
-/// A pool of `python3 python/tests/worker.py <mode...>` workers, the package
-/// taken from the source tree.
-fn python(mode: &'static [&'static str]) -> Builder<Work, Value> {
-    python_with("python3", Some(PYTHON_DIR), mode)
+/// `python3 python/tests/worker.py <mode...>`, the package taken from the
+/// source tree.
+fn python(mode: &'static [&'static str]) -> Cmd {
+    python_with("python3".into(), Some(PYTHON_DIR), mode)
 }
 
 fn python_with(
-    interpreter: &str,
+    interpreter: std::path::PathBuf,
     pythonpath: Option<&'static str>,
     mode: &'static [&'static str],
-) -> Builder<Work, Value> {
-    let interpreter = interpreter.to_owned();
+) -> Cmd {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/tests/worker.py");
-    Pool::<Work, Value>::builder()
-        .command(move || {
-            let mut cmd = std::process::Command::new(&interpreter);
-            cmd.arg(script).args(mode);
-            cmd.env_remove("PYTHONPATH");
-            if let Some(path) = pythonpath {
-                cmd.env("PYTHONPATH", path);
-            }
-            cmd
-        })
-        .codec(Codec::JsonLines)
+    Arc::new(move || {
+        let mut cmd = Command::new(&interpreter);
+        cmd.arg(script).args(mode);
+        // No __pycache__ in the source tree.
+        cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        cmd.env_remove("PYTHONPATH");
+        if let Some(path) = pythonpath {
+            cmd.env("PYTHONPATH", path);
+        }
+        cmd
+    })
 }
 
 async fn call(pool: &WorkPool, work: Work) -> Result<Value, PoolError> {
@@ -139,16 +156,16 @@ async fn drain(pool: WorkPool) -> forkyard_pool::ShutdownReport {
 
 /// Answers of any JSON shape; errors come back typed (`Kind: message`) as
 /// `PoolError::Task`, not as a crash, and the worker lives on.
-pub(crate) async fn answers_and_typed_errors(builder: Builder<Work, Value>, builtin: &str) {
+pub(crate) async fn answers_and_typed_errors(cmd: &Cmd, builtin: &str) {
     let base = Baseline::take().await;
-    let pool = builder.workers(1).build().await.unwrap();
+    let pool = pool_of(cmd).workers(1).build().await.unwrap();
     let first = pid(&pool).await;
     let value = json!({"name": "ünïcode", "list": [1, 2.5, null, true], "nested": {"a": "b"}});
     assert_eq!(call(&pool, Work::Echo(value.clone())).await.unwrap(), value);
-    assert_eq!(
-        call(&pool, Work::Echo(json!(u64::MAX))).await.unwrap(),
-        json!(u64::MAX)
-    );
+    // The largest integer a JSON number keeps exactly in every language
+    // (Node's are doubles).
+    let big = json!((1u64 << 53) - 1);
+    assert_eq!(call(&pool, Work::Echo(big.clone())).await.unwrap(), big);
     assert_eq!(
         task_error(call(&pool, fail(builtin, "bad input")).await),
         format!("{builtin}: bad input")
@@ -183,10 +200,10 @@ pub(crate) async fn answers_and_typed_errors(builder: Builder<Work, Value>, buil
 
 /// A worker that dies mid-task fails that task with `WorkerCrashed` (its
 /// exit says how), or re-runs it when it has retries left; never loses it.
-pub(crate) async fn crashes_fail_or_rerun(builder: Builder<Work, Value>) {
+pub(crate) async fn crashes_fail_or_rerun(cmd: &Cmd) {
     let base = Baseline::take().await;
     let dir = tempfile::tempdir().unwrap();
-    let pool = builder.workers(2).retries(1).build().await.unwrap();
+    let pool = pool_of(cmd).workers(2).retries(1).build().await.unwrap();
     // With a retry left, the task re-runs on a fresh worker, once.
     let marker = dir.path().join("crashed-once");
     let survived = call(
@@ -225,9 +242,9 @@ pub(crate) async fn crashes_fail_or_rerun(builder: Builder<Work, Value>) {
 }
 
 /// A task that never returns is timed out: its worker is killed and replaced.
-pub(crate) async fn hangs_time_out_and_are_replaced(builder: Builder<Work, Value>) {
+pub(crate) async fn hangs_time_out_and_are_replaced(cmd: &Cmd) {
     let base = Baseline::take().await;
-    let pool = builder
+    let pool = pool_of(cmd)
         .workers(1)
         .task_timeout(Duration::from_secs(1))
         .build()
@@ -247,9 +264,9 @@ pub(crate) async fn hangs_time_out_and_are_replaced(builder: Builder<Work, Value
 /// A handler that writes garbage into the channel: its task fails with
 /// `Protocol` (a clear error naming the bytes), the worker is replaced, and
 /// the pool goes on.
-pub(crate) async fn garbage_is_a_protocol_error(builder: Builder<Work, Value>) {
+pub(crate) async fn garbage_is_a_protocol_error(cmd: &Cmd) {
     let base = Baseline::take().await;
-    let pool = builder.workers(1).build().await.unwrap();
+    let pool = pool_of(cmd).workers(1).build().await.unwrap();
     let before = pid(&pool).await;
     match call(&pool, Work::Garbage).await {
         Err(PoolError::Protocol(cause)) => {
@@ -274,9 +291,9 @@ pub(crate) async fn garbage_is_a_protocol_error(builder: Builder<Work, Value>) {
 /// `n` tasks sent to one worker at once all run at once: each waits in the
 /// handler until it sees all `n` there (a worker running them one at a time
 /// would fail every one of them).
-pub(crate) async fn tasks_overlap(builder: Builder<Work, Value>, n: u64) {
+pub(crate) async fn tasks_overlap(cmd: &Cmd, n: u64) {
     let base = Baseline::take().await;
-    let pool = builder
+    let pool = pool_of(cmd)
         .workers(1)
         .max_in_flight_per_worker(n as usize)
         .build()
@@ -303,11 +320,11 @@ pub(crate) async fn tasks_overlap(builder: Builder<Work, Value>, n: u64) {
 
 /// A shutdown in drain mode lets the tasks in flight finish and answer; then
 /// the worker gets `Drain` and exits 0.
-pub(crate) async fn drain_answers_tasks_in_flight(builder: Builder<Work, Value>) {
+pub(crate) async fn drain_answers_tasks_in_flight(cmd: &Cmd) {
     let base = Baseline::take().await;
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
-    let pool = builder
+    let pool = pool_of(cmd)
         .workers(1)
         .max_in_flight_per_worker(3)
         .build()
@@ -344,37 +361,358 @@ pub(crate) async fn drain_answers_tasks_in_flight(builder: Builder<Work, Value>)
     base.assert_clean().await;
 }
 
+// ---- the wire, spoken by the test itself -------------------------------------
+
+/// One worker with a bare channel to it: the test plays the pool, message by
+/// message, to check the worker keeps the protocol's rules exactly.
+struct Wire {
+    child: forkyard_child::Child,
+    tx: forkyard_ipc::Sender<ToWorker<Work>>,
+    rx: forkyard_ipc::Receiver<FromWorker<Value>>,
+}
+
+impl Wire {
+    async fn start(cmd: &Cmd) -> Wire {
+        let mut command = cmd();
+        let (child, channel) = forkyard_ipc::spawn_with(
+            forkyard_child::Child::builder(&mut command),
+            forkyard_ipc::Config::new().codec(Codec::JsonLines),
+        )
+        .unwrap();
+        let (tx, mut rx) = channel.split();
+        assert_eq!(next(&mut rx).await, FromWorker::Ready);
+        Wire { child, tx, rx }
+    }
+
+    async fn send(&mut self, messages: impl IntoIterator<Item = ToWorker<Work>>) {
+        for message in messages {
+            self.tx.feed(&message).await.unwrap();
+        }
+        self.tx.flush().await.unwrap();
+    }
+
+    async fn next(&mut self) -> FromWorker<Value> {
+        next(&mut self.rx).await
+    }
+
+    /// Sends `Drain`; the worker must answer nothing more, close, and exit 0.
+    async fn drain(mut self) {
+        self.send([ToWorker::Drain]).await;
+        let end = tokio::time::timeout(Duration::from_secs(20), self.rx.recv()).await;
+        assert!(
+            matches!(end, Ok(Ok(None))),
+            "expected the channel closed, got {end:?}"
+        );
+        let exit = self.child.wait().await.unwrap();
+        assert!(exit.success(), "a drained worker exits 0: {exit}");
+    }
+}
+
+/// The next message (a deadline against a stuck worker, not a timing).
+async fn next<T: forkyard_ipc::Message + std::fmt::Debug>(rx: &mut forkyard_ipc::Receiver<T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+        Ok(Ok(Some(message))) => message,
+        other => panic!("expected a message from the worker, got {other:?}"),
+    }
+}
+
+fn task(id: u64, req: Work) -> ToWorker<Work> {
+    ToWorker::Task { id, req }
+}
+
+fn echo(i: u64) -> Work {
+    Work::Echo(json!(i))
+}
+
+/// Collects the results of chunk `chunk` until all `len` items are answered,
+/// checking none is answered twice; other messages go to `others`.
+async fn chunk_results(
+    wire: &mut Wire,
+    chunk: u64,
+    len: usize,
+    others: &mut Vec<FromWorker<Value>>,
+) -> (BTreeMap<u32, Result<Value, String>>, usize) {
+    let mut results = BTreeMap::new();
+    let mut messages = 0;
+    while results.len() < len {
+        match wire.next().await {
+            FromWorker::Items { id, results: part } if id == chunk => {
+                messages += 1;
+                for (index, result) in part {
+                    assert!((index as usize) < len, "index {index} out of range");
+                    assert!(
+                        results.insert(index, result).is_none(),
+                        "item {index} answered twice"
+                    );
+                }
+            }
+            FromWorker::Done { id, .. } | FromWorker::Cancelled { id } if id == chunk => {
+                panic!("a chunk gets only Items")
+            }
+            other => others.push(other),
+        }
+    }
+    (results, messages)
+}
+
+/// A chunk's items each get exactly one result (a failing item fails alone),
+/// next to a task; answers that together exceed a frame come in several
+/// `Items`, and one that alone exceeds it is an error, not a broken frame.
+pub(crate) async fn wire_chunks_answer_every_item_once(cmd: &Cmd, builtin: &str) {
+    let base = Baseline::take().await;
+    let mut wire = Wire::start(cmd).await;
+    let mut items: Vec<Work> = (0..200).map(echo).collect();
+    items[7] = fail(builtin, "item 7");
+    wire.send([
+        ToWorker::Chunk { id: 1, items },
+        task(2, Work::Echo(json!("alone"))),
+    ])
+    .await;
+    let mut others = Vec::new();
+    let (results, _) = chunk_results(&mut wire, 1, 200, &mut others).await;
+    for (index, result) in &results {
+        match index {
+            7 => assert_eq!(result, &Err(format!("{builtin}: item 7"))),
+            i => assert_eq!(result, &Ok(json!(i))),
+        }
+    }
+    if others.is_empty() {
+        others.push(wire.next().await);
+    }
+    assert_eq!(
+        others,
+        [FromWorker::Done {
+            id: 2,
+            result: Ok(json!("alone"))
+        }]
+    );
+    // Three answers of 9 MiB each: no two fit in one 16 MiB frame.
+    const MIB: u64 = 1 << 20;
+    let items = vec![
+        Work::Big(9 * MIB),
+        Work::Big(9 * MIB),
+        Work::Big(9 * MIB),
+        Work::Big(17 * MIB),
+    ];
+    wire.send([ToWorker::Chunk { id: 3, items }]).await;
+    let (results, messages) = chunk_results(&mut wire, 3, 4, &mut Vec::new()).await;
+    assert!(
+        messages >= 3,
+        "split into frames that fit: {messages} Items"
+    );
+    for index in 0..3 {
+        let text = results[&index].as_ref().unwrap();
+        assert_eq!(text.as_str().map(str::len), Some(9 * MIB as usize));
+    }
+    let too_large = results[&3].as_ref().unwrap_err();
+    assert!(too_large.contains("over the frame limit"), "{too_large}");
+    wire.drain().await;
+    base.assert_clean().await;
+}
+
+/// `Cancel` stops async work at its `await`: the task answers `Cancelled`
+/// (never `Done`), a chunk starts none of its remaining items, and a cancel
+/// for an unknown id is ignored.
+pub(crate) async fn wire_cancel_stops_async_work(cmd: &Cmd) {
+    let base = Baseline::take().await;
+    let mut wire = Wire::start(cmd).await;
+    wire.send([
+        task(1, Work::Hang),
+        task(2, echo(2)),
+        ToWorker::Cancel { id: 1 },
+        ToWorker::Cancel { id: 99 },
+    ])
+    .await;
+    let mut got = vec![wire.next().await, wire.next().await];
+    got.sort_by_key(|m| format!("{m:?}"));
+    assert_eq!(
+        got,
+        [
+            FromWorker::Cancelled { id: 1 },
+            FromWorker::Done {
+                id: 2,
+                result: Ok(json!(2))
+            }
+        ]
+    );
+    // Item 0 answers, item 1 hangs: cancel then, and items 2 and 3 never run.
+    let items = vec![echo(0), Work::Hang, echo(2), echo(3)];
+    wire.send([ToWorker::Chunk { id: 3, items }]).await;
+    assert_eq!(
+        wire.next().await,
+        FromWorker::Items {
+            id: 3,
+            results: vec![(0, Ok(json!(0)))]
+        }
+    );
+    wire.send([ToWorker::Cancel { id: 3 }]).await;
+    assert_eq!(wire.next().await, FromWorker::Cancelled { id: 3 });
+    // Nothing more for 3: the next answer is this task's.
+    wire.send([task(4, echo(4))]).await;
+    assert_eq!(
+        wire.next().await,
+        FromWorker::Done {
+            id: 4,
+            result: Ok(json!(4))
+        }
+    );
+    wire.drain().await;
+    base.assert_clean().await;
+}
+
+/// Sync handlers on one thread: a queued task is cancelled (it never starts);
+/// a running one cannot be, so the worker says nothing and answers it when
+/// it ends; a running chunk stops before its next item.
+pub(crate) async fn wire_cancel_in_threads(cmd: &Cmd) {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let wait = |p: &Path| Work::WaitFile(p.to_str().unwrap().into());
+    let mut wire = Wire::start(cmd).await;
+    wire.send([task(1, wait(&a))]).await;
+    started(&a).await;
+    wire.send([
+        task(2, echo(2)),
+        ToWorker::Cancel { id: 2 },
+        ToWorker::Cancel { id: 1 },
+    ])
+    .await;
+    assert_eq!(wire.next().await, FromWorker::Cancelled { id: 2 });
+    std::fs::write(&a, b"").unwrap();
+    assert_eq!(
+        wire.next().await,
+        FromWorker::Done {
+            id: 1,
+            result: Ok(json!(true))
+        },
+        "a running sync handler is not claimed cancelled"
+    );
+    let items = vec![wait(&b), echo(1), echo(2)];
+    wire.send([ToWorker::Chunk { id: 3, items }]).await;
+    started(&b).await;
+    wire.send([ToWorker::Cancel { id: 3 }]).await;
+    std::fs::write(&b, b"").unwrap();
+    let mut answered = Vec::new();
+    loop {
+        match wire.next().await {
+            FromWorker::Items { id: 3, results } => answered.extend(results),
+            FromWorker::Cancelled { id: 3 } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(answered, [(0, Ok(json!(true)))], "items 1 and 2 never ran");
+    wire.drain().await;
+    base.assert_clean().await;
+}
+
+/// Waits until a `WaitFile(path)` handler has begun (it made `<path>.started`).
+async fn started(path: &Path) {
+    let mut marker = path.as_os_str().to_owned();
+    marker.push(".started");
+    wait_for("the handler started", || {
+        if Path::new(&marker).exists() {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await
+}
+
+/// `Drain` with tasks in flight: they finish and answer, then the worker exits 0.
+pub(crate) async fn wire_drain_answers_tasks_in_flight(cmd: &Cmd) {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let wait = Work::WaitFile(release.to_str().unwrap().into());
+    let mut wire = Wire::start(cmd).await;
+    wire.send([task(1, wait.clone()), task(2, wait), ToWorker::Drain])
+        .await;
+    std::fs::write(&release, b"").unwrap();
+    let mut got = vec![wire.next().await, wire.next().await];
+    got.sort_by_key(|m| format!("{m:?}"));
+    let done = |id| FromWorker::Done {
+        id,
+        result: Ok(json!(true)),
+    };
+    assert_eq!(got, [done(1), done(2)]);
+    let end = tokio::time::timeout(Duration::from_secs(20), wire.rx.recv()).await;
+    assert!(matches!(end, Ok(Ok(None))), "{end:?}");
+    assert!(wire.child.wait().await.unwrap().success());
+    drop(wire);
+    base.assert_clean().await;
+}
+
+/// A message the worker cannot read: it answers what it has, names the
+/// message on stderr, and exits 1 (the pool then sees a crash, never garbage).
+pub(crate) async fn wire_unreadable_message_exits_1(cmd: &Cmd) {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let mut command = cmd();
+    let (child, channel) = forkyard_ipc::spawn_with::<Value, FromWorker<Value>>(
+        forkyard_child::Child::builder(&mut command)
+            .stderr(forkyard_child::Output::capture(64 << 10)),
+        forkyard_ipc::Config::new().codec(Codec::JsonLines),
+    )
+    .unwrap();
+    let (mut tx, mut rx) = channel.split();
+    assert_eq!(next(&mut rx).await, FromWorker::Ready);
+    tx.feed(&json!({"Task": {"id": 1, "req": {"WaitFile": release.to_str().unwrap()}}}))
+        .await
+        .unwrap();
+    tx.feed(&json!({"Bogus": {"id": 2}})).await.unwrap();
+    tx.flush().await.unwrap();
+    std::fs::write(&release, b"").unwrap();
+    assert_eq!(
+        next(&mut rx).await,
+        FromWorker::Done {
+            id: 1,
+            result: Ok(json!(true))
+        }
+    );
+    drop((tx, rx));
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(output.exit.code(), Some(1), "{}", output.exit);
+    let stderr = output.stderr.text();
+    assert!(
+        stderr.contains("does not know") && stderr.contains("Bogus"),
+        "{stderr}"
+    );
+    base.assert_clean().await;
+}
+
 // ---- Python ------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_answers_and_typed_errors() {
-    answers_and_typed_errors(python(&["async"]), "ValueError").await;
-    answers_and_typed_errors(python(&["threads", "1"]), "ValueError").await;
+    answers_and_typed_errors(&python(&["async"]), "ValueError").await;
+    answers_and_typed_errors(&python(&["threads", "1"]), "ValueError").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_crashes_fail_or_rerun() {
-    crashes_fail_or_rerun(python(&["async"])).await;
+    crashes_fail_or_rerun(&python(&["async"])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_hangs_time_out_and_are_replaced() {
-    hangs_time_out_and_are_replaced(python(&["threads", "1"])).await;
+    hangs_time_out_and_are_replaced(&python(&["threads", "1"])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_garbage_is_a_protocol_error() {
-    garbage_is_a_protocol_error(python(&["async"])).await;
+    garbage_is_a_protocol_error(&python(&["async"])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_async_handlers_run_concurrently() {
-    tasks_overlap(python(&["async"]), 8).await;
+    tasks_overlap(&python(&["async"]), 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sync_handlers_run_on_a_thread_pool() {
-    tasks_overlap(python(&["threads", "4"]), 4).await;
+    tasks_overlap(&python(&["threads", "4"]), 4).await;
 }
 
 /// `threads=1`: two tasks in flight on one worker still run one at a time,
@@ -382,7 +720,7 @@ async fn python_sync_handlers_run_on_a_thread_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sync_handlers_run_one_at_a_time_by_default() {
     let base = Baseline::take().await;
-    let pool = python(&["threads", "1"])
+    let pool = pool_of(&python(&["threads", "1"]))
         .workers(1)
         .max_in_flight_per_worker(2)
         .build()
@@ -402,8 +740,8 @@ async fn python_sync_handlers_run_one_at_a_time_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_drain_answers_tasks_in_flight() {
-    drain_answers_tasks_in_flight(python(&["async"])).await;
-    drain_answers_tasks_in_flight(python(&["threads", "3"])).await;
+    drain_answers_tasks_in_flight(&python(&["async"])).await;
+    drain_answers_tasks_in_flight(&python(&["threads", "3"])).await;
 }
 
 /// `pip install` of the package into a fresh venv (offline: no index, no
@@ -428,7 +766,7 @@ async fn python_package_installs_with_pip_and_serves() {
         ])
         .arg(PYTHON_DIR)
         .env("PIP_NO_INPUT", "1"));
-    let pool = python_with(python.to_str().unwrap(), None, &["async"])
+    let pool = pool_of(&python_with(python.clone(), None, &["async"]))
         .workers(1)
         .build()
         .await
@@ -511,4 +849,31 @@ async fn the_pool_worker_script_still_serves_jobs() {
         .await;
     assert!(report.workers.iter().all(|w| w.exit.success()));
     base.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_chunks_answer_every_item_once() {
+    wire_chunks_answer_every_item_once(&python(&["async"]), "ValueError").await;
+    wire_chunks_answer_every_item_once(&python(&["threads", "2"]), "ValueError").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_cancel_stops_async_handlers() {
+    wire_cancel_stops_async_work(&python(&["async"])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_cancel_with_sync_handlers_stops_only_what_has_not_started() {
+    wire_cancel_in_threads(&python(&["threads", "1"])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drain_on_the_wire_answers_tasks_in_flight() {
+    wire_drain_answers_tasks_in_flight(&python(&["async"])).await;
+    wire_drain_answers_tasks_in_flight(&python(&["threads", "2"])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_unreadable_message_is_named_and_exits_1() {
+    wire_unreadable_message_exits_1(&python(&["async"])).await;
 }
