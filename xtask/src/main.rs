@@ -433,7 +433,7 @@ fn bench(root: &Path, name: Option<&str>, criterion_args: &[String]) -> Result<(
     }
     if !benches.is_empty() {
         let mut build = cargo();
-        build.args(["bench", "--no-run"]);
+        build.args(["bench", "--no-run", "--bench", "*"]);
         for name in &benches {
             build.args(["--package", &format!("forkyard-{name}")]);
         }
@@ -675,12 +675,22 @@ fn ci(root: &Path) -> Result<()> {
     )?;
     // Build every bench so none rots, without running them (their figures mean
     // something only on a quiet machine, and take minutes). The dev profile reuses
-    // the dependencies the tests were built with; the bench profile would build the
-    // whole workspace again in release.
+    // the dependencies the tests were built with (criterion is a dev-dependency, so
+    // nextest built it); the bench profile would build the whole workspace again in
+    // release. `--bench '*'`: the `[[bench]]` targets only, not every library's unit
+    // tests once more in bench mode.
     step(
         &mut timings,
         "bench build",
-        cargo().args(["bench", "--no-run", "--workspace", "--profile", "dev"]),
+        cargo().args([
+            "bench",
+            "--no-run",
+            "--workspace",
+            "--bench",
+            "*",
+            "--profile",
+            "dev",
+        ]),
     )?;
     let demos_started = Instant::now();
     demo(root, None, true, false)?;

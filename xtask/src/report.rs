@@ -168,15 +168,16 @@ pub(crate) fn snapshot_criterion(
     let load = load_average();
     let now = unix_now();
     let mut measured = Vec::new();
+    let mut order = Vec::new();
     for dir in dirs {
         let estimates = dir.join("estimates.json");
-        let fresh = estimates
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t >= since);
-        if !fresh {
+        let Ok(written) = estimates.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if written < since {
             continue;
         }
+        order.push(written);
         let id = read_json(&dir.join("benchmark.json"))?;
         let est = read_json(&estimates)?;
         let median = &est["median"];
@@ -199,19 +200,22 @@ pub(crate) fn snapshot_criterion(
             unix_time: now,
         });
     }
-    measured.sort_by_key(|m| m.full_id());
+    // In the order they ran, which is the order of the bench's code.
+    let mut ordered: Vec<(SystemTime, Measured)> = order.into_iter().zip(measured).collect();
+    ordered.sort_by_key(|(written, _)| *written);
+    let measured: Vec<Measured> = ordered.into_iter().map(|(_, m)| m).collect();
     // Merge: a filtered run (`-- <filter>`) replaces only what it measured.
-    let mut all: BTreeMap<String, Measured> = load_criterion(root, name)
-        .into_iter()
-        .map(|m| (m.full_id(), m))
-        .collect();
+    let mut all = load_criterion(root, name);
     for m in &measured {
-        all.insert(m.full_id(), m.clone());
+        match all.iter_mut().find(|old| old.full_id() == m.full_id()) {
+            Some(old) => *old = m.clone(),
+            None => all.push(m.clone()),
+        }
     }
     let path = criterion_rows_path(root, name);
     std::fs::create_dir_all(bench_dir(root))?;
     let mut text = String::new();
-    for m in all.values() {
+    for m in &all {
         text.push_str(&m.to_json().to_string());
         text.push('\n');
     }
@@ -232,6 +236,18 @@ fn read_lines(path: &Path) -> Vec<Value> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// `rows` by group, groups and members in the order they ran.
+fn groups(rows: &[Measured]) -> Vec<(&str, Vec<&Measured>)> {
+    let mut groups: Vec<(&str, Vec<&Measured>)> = Vec::new();
+    for m in rows {
+        match groups.iter_mut().find(|(g, _)| *g == m.group) {
+            Some((_, members)) => members.push(m),
+            None => groups.push((&m.group, vec![m])),
+        }
+    }
+    groups
 }
 
 /// A row of the summary: one criterion function against its group's baseline, or one
@@ -306,11 +322,7 @@ fn parse_target(line: &str) -> Option<(String, Target)> {
 /// baseline.
 fn criterion_lines(name: &str, rows: &[Measured], targets: &BTreeMap<String, Target>) -> Vec<Line> {
     let mut lines = Vec::new();
-    let mut groups: BTreeMap<&str, Vec<&Measured>> = BTreeMap::new();
-    for m in rows {
-        groups.entry(&m.group).or_default().push(m);
-    }
-    for (group, members) in groups {
+    for (group, members) in groups(rows) {
         let baseline = members.iter().find(|m| m.is_baseline());
         for m in &members {
             if m.is_baseline() && members.len() > 1 {
@@ -427,11 +439,7 @@ pub(crate) fn print_run(root: &Path, measured: &[(String, Vec<Measured>)]) {
             "crate", "group", "function", "median", "ratio"
         );
         for (name, rows) in measured {
-            let mut groups: BTreeMap<&str, Vec<&Measured>> = BTreeMap::new();
-            for m in rows {
-                groups.entry(&m.group).or_default().push(m);
-            }
-            for (group, members) in groups {
+            for (group, members) in groups(rows) {
                 let baseline = members.iter().find(|m| m.is_baseline());
                 for m in &members {
                     let ratio = baseline.map(|b| m.median / b.median);
@@ -508,13 +516,16 @@ const HOW_TO_READ: &str = "\
 - **Read the ratios, not the absolute times.** Every ratio here compares two things
   measured side by side in one run, on one machine, under one load: a criterion group
   runs its functions one after the other within seconds, and the compare examples
-  interleave their contenders in turns, so a busier moment falls on both. Absolute
+  take turns between their contenders (round by round, or best of a few runs each),
+  so a busier moment falls on all of them alike. Absolute
   times move with the machine (its CPU, its kernel, what else runs); the ratio moves
   much less. A ratio of two rows measured in different runs means little.
 - **Ratio = forkyard ÷ baseline**, in the row's unit: for times (lower is better)
   below 1x means forkyard is faster; for rates (msg/s, req/s, tasks/s; higher is
   better) above 1x means forkyard is faster. The target column says which way the
-  goal points.
+  goal points. In criterion rows the forkyard column holds each function of the
+  group in turn (forkyard's, and also peers and reference rows such as tokio's),
+  each against the group's baseline, the function marked `(baseline)` in the bench.
 - **Medians and tails.** Criterion's figure is the median of its samples (each
   sample is the mean over many iterations), with a 95 % interval in the HTML report;
   it hides the tail. The compare examples time every call and report p50 and p99
