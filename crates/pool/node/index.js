@@ -143,7 +143,10 @@ function serve(handler, options = {}) {
     fail(`the parent chose the ${codec} codec; a Node worker speaks json-lines: build the pool with .codec(Codec::JsonLines)`);
     process.exit(2);
   }
-  new Worker(handler, new net.Socket({ fd: Number(fd), readable: true, writable: true }), maxLine);
+  // allowHalfOpen: a parent that shuts its side for writing still reads the
+  // answers to the tasks it sent.
+  const socket = new net.Socket({ fd: Number(fd), readable: true, writable: true, allowHalfOpen: true });
+  new Worker(handler, socket, maxLine);
 }
 
 class Worker {

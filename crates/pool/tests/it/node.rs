@@ -70,7 +70,7 @@ async fn node_drain_answers_tasks_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_chunks_answer_every_item_once() {
-    wire_chunks_answer_every_item_once(&node(), "TypeError").await;
+    wire_chunks_answer_every_item_once(&node(), "TypeError", true).await;
 }
 
 /// The handler's `AbortSignal` aborts on `Cancel`: a handler that honours it
