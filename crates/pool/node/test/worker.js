@@ -101,6 +101,12 @@ async function handle(request, { signal }) {
       return value;
     case 'Big':
       return 'x'.repeat(value);
+    case 'Pause':
+      await sleep(value);
+      return value;
+    case 'Once':
+      fs.writeFileSync(value, '', { flag: 'wx' });
+      return value;
     case 'Fail':
       return fail(value);
     case 'Meet':

@@ -62,6 +62,9 @@ def common(request):
             return True, value
         if kind == "Big":
             return True, "x" * value
+        if kind == "Once":
+            open(value, "x").close()
+            return True, value
         if kind == "Fail":
             fail(value["kind"], value["message"])
         if kind == "CrashOnce":
@@ -81,6 +84,9 @@ async def handle_async(request):
     if request == "Hang":
         await asyncio.Event().wait()
     ((kind, value),) = request.items()
+    if kind == "Pause":
+        await asyncio.sleep(value / 1000)
+        return value
     if kind == "Meet":
         n, mine = value["n"], generation
         waiting += 1
@@ -111,6 +117,9 @@ def handle_sync(request):
     if request == "Hang":
         threading.Event().wait()
     ((kind, value),) = request.items()
+    if kind == "Pause":
+        time.sleep(value / 1000)
+        return value
     if kind == "Meet":
         with cond:
             n, mine = value["n"], generation

@@ -10,8 +10,9 @@ use serde_json::json;
 use crate::python::{
     Cmd, Work, answers_and_typed_errors, crashes_fail_or_rerun, drain_answers_tasks_in_flight,
     garbage_is_a_protocol_error, hangs_time_out_and_are_replaced, pool_of, tasks_overlap,
-    wire_cancel_stops_async_work, wire_chunks_answer_every_item_once,
-    wire_drain_answers_tasks_in_flight, wire_unreadable_message_exits_1,
+    wire_cancel_stops_async_work, wire_chunk_results_go_out_before_a_crash,
+    wire_chunks_answer_every_item_once, wire_drain_answers_tasks_in_flight,
+    wire_unreadable_message_exits_1,
 };
 use crate::support::Baseline;
 
@@ -71,6 +72,11 @@ async fn node_drain_answers_tasks_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_chunks_answer_every_item_once() {
     wire_chunks_answer_every_item_once(&node(), "TypeError", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_chunk_results_go_out_before_a_crash() {
+    wire_chunk_results_go_out_before_a_crash(&node()).await;
 }
 
 /// The handler's `AbortSignal` aborts on `Cancel`: a handler that honours it

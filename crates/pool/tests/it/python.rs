@@ -58,6 +58,11 @@ pub(crate) enum Work {
     Module,
     /// Answers a string of this many `x`s (for answers near the frame limit).
     Big(u64),
+    /// Sleeps (awaits, in async handlers) this many milliseconds, then
+    /// answers them: a piece of work that takes a while, not a synchronisation.
+    Pause(u64),
+    /// Creates this file, failing if it exists: an item that must never run twice.
+    Once(String),
 }
 
 pub(crate) type WorkPool = Pool<Work, Value>;
@@ -625,6 +630,29 @@ async fn started(path: &Path) {
     .await
 }
 
+/// A worker that dies in the middle of a chunk has already sent the results
+/// of the items it finished before its last pause (results go out every 20 ms
+/// while a chunk runs), so the pool re-runs only the rest.
+pub(crate) async fn wire_chunk_results_go_out_before_a_crash(cmd: &Cmd) {
+    let base = Baseline::take().await;
+    let mut wire = Wire::start(cmd).await;
+    let items = vec![echo(0), echo(1), Work::Pause(200), Work::Crash, echo(4)];
+    wire.send([ToWorker::Chunk { id: 1, items }]).await;
+    let mut answered = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), wire.rx.recv()).await {
+            Ok(Ok(Some(FromWorker::Items { id: 1, results }))) => answered.extend(results),
+            Ok(Ok(None) | Err(_)) => break, // the worker died
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(answered, [(0, Ok(json!(0))), (1, Ok(json!(1)))]);
+    let exit = wire.child.wait().await.unwrap();
+    assert_eq!(exit.signal(), Some(forkyard_child::Signal::ABRT), "{exit}");
+    drop(wire);
+    base.assert_clean().await;
+}
+
 /// `Drain` with tasks in flight: they finish and answer, then the worker exits 0.
 pub(crate) async fn wire_drain_answers_tasks_in_flight(cmd: &Cmd) {
     let base = Baseline::take().await;
@@ -861,6 +889,11 @@ async fn the_pool_worker_script_still_serves_jobs() {
 async fn python_chunks_answer_every_item_once() {
     wire_chunks_answer_every_item_once(&python(&["async"]), "ValueError", true).await;
     wire_chunks_answer_every_item_once(&python(&["threads", "2"]), "ValueError", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_chunk_results_go_out_before_a_crash() {
+    wire_chunk_results_go_out_before_a_crash(&python(&["async"])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
