@@ -1,0 +1,356 @@
+//! The page in a real headless Chromium, driven over WebDriver (chromedriver
+//! and fantoccini): live data, the numbers `/api/snapshot` gives, a killed
+//! worker in the event log, an alert firing and resolving, and a viewer's
+//! click refused where an operator's works.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use forkyard_monitor::{AlertRule, Condition};
+
+use crate::support::{Baseline, Job, OPERATOR, Rig, VIEWER, wait_for_async};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a free port, in its own process group (owned by
+/// forkyard-child): dropping it kills the group, the browser with it.
+struct Browser {
+    client: Client,
+    driver: forkyard_child::Child,
+    profile: tempfile::TempDir,
+}
+
+/// `None` (and a note) when the machine has no Chromium, outside CI; in CI
+/// (`CI=true`) a missing browser is a failure.
+fn browser_available() -> bool {
+    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "chromium and chromedriver are required in CI ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver"
+        );
+    }
+    println!("skipped: chromium not installed");
+    false
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut cmd = std::process::Command::new(CHROMEDRIVER);
+        cmd.arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let driver = forkyard_child::Child::spawn(&mut cmd).expect("chromedriver starts");
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--window-size=1400,2400",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({"binary": CHROMIUM, "args": args}),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let client = wait_for_async("chromedriver to accept a session", || {
+            let caps = caps.clone();
+            let url = url.clone();
+            async move {
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        Browser {
+            client,
+            driver,
+            profile,
+        }
+    }
+
+    /// Ends the session (Chromium exits), then chromedriver.
+    async fn stop(self) {
+        let _ = self.client.close().await;
+        let mut driver = self.driver;
+        let _ = driver.stop(Duration::from_secs(2)).await;
+        drop(self.profile);
+    }
+
+    /// The text of the first element matching `css`, if there is one now.
+    async fn text(&self, css: &str) -> Result<String, String> {
+        let script =
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;";
+        match self.client.execute(script, vec![css.into()]).await {
+            Ok(serde_json::Value::String(s)) => Ok(s),
+            Ok(_) => Err(format!("no {css}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn wait_text(&self, what: &str, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        wait_for_async(what, || async {
+            let t = self.text(css).await?;
+            if ok(&t) { Ok(t) } else { Err(t) }
+        })
+        .await
+    }
+
+    /// Clicks the element matching `css` as a person would (WebDriver's
+    /// click); the page redraws every sample, so a stale element is looked
+    /// up again.
+    async fn click(&self, css: &str) {
+        wait_for_async(&format!("a click on {css}"), || async {
+            let e = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .map_err(|e| e.to_string())?;
+            e.click().await.map_err(|e| e.to_string())
+        })
+        .await;
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("monitor-screenshots")
+}
+
+fn sigkill(pid: u32) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+}
+
+/// What the overview card of the pool shows, field by field.
+async fn card(b: &Browser, field: &str) -> Result<String, String> {
+    b.text(&format!("[data-testid=pool-images] [data-field={field}]"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_follows_the_pool_and_its_alerts_and_refuses_a_viewer_but_not_an_operator() {
+    if !browser_available() {
+        return;
+    }
+    let base = Baseline::take().await;
+    let rule = AlertRule::new("HighErrorRate", Condition::ErrorRateAbove { per_sec: 2.0 })
+        .for_duration(Duration::from_millis(300));
+    let rig = Rig::start(vec![rule], |b| b.sample_every(Duration::from_millis(250))).await;
+    let b = Browser::start().await;
+    b.client
+        .goto(&format!("{}/#token={VIEWER}", rig.base))
+        .await
+        .unwrap();
+    b.wait_text("the page to go live", "#conn-text", |t| t == "live")
+        .await;
+    assert_eq!(b.text("[data-testid=role]").await.unwrap(), "viewer");
+
+    // The numbers shown are the snapshot's.
+    for n in 0..25 {
+        rig.pool.call(Job::Sleep { n, ms: 0 }).await.unwrap();
+    }
+    b.wait_text(
+        "25 completed on the page",
+        "[data-testid=pool-images] [data-field=completed]",
+        |t| t == "25",
+    )
+    .await;
+    let snap = rig.get("/api/snapshot", Some(VIEWER)).await.json();
+    let pool = &snap["pools"][0];
+    assert_eq!(
+        card(&b, "completed").await.unwrap(),
+        pool["totals"]["completed"].to_string()
+    );
+    assert_eq!(
+        card(&b, "workers").await.unwrap(),
+        format!("{}/{}", pool["workers_ready"], pool["workers"])
+    );
+    assert_eq!(
+        card(&b, "failed").await.unwrap(),
+        pool["totals"]["failed"].to_string()
+    );
+    let running = snap["supervisors"][0]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == "running")
+        .count();
+    b.wait_text(
+        "the supervisor's running children",
+        "[data-testid=supervisor-root] [data-field=running]",
+        |t| t == format!("{running}/3"),
+    )
+    .await;
+
+    // Kill a worker: the crash, with its cause, reaches the event log, and
+    // the charts keep moving (one point per sample).
+    let points_js =
+        "return document.querySelector('[data-testid=chart-images-tasks]').dataset.points";
+    let points = |v: serde_json::Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let before = points(b.client.execute(points_js, vec![]).await.unwrap());
+    let victim = rig.pool.stats().workers[0].clone();
+    sigkill(victim.pid.unwrap());
+    let crash = b
+        .wait_text(
+            "the crash in the event log",
+            "tr.log-row[data-kind=crash]",
+            |t| t.contains(&format!("worker {}", victim.worker)) && t.contains("SIGKILL"),
+        )
+        .await;
+    assert!(crash.contains("crashed"), "{crash}");
+    wait_for_async("the charts to move", || async {
+        let now = points(
+            b.client
+                .execute(points_js, vec![])
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        if now >= before + 2 {
+            Ok(())
+        } else {
+            Err(format!("{before} -> {now} points"))
+        }
+    })
+    .await;
+    b.wait_text(
+        "the crash counted on the card",
+        "[data-testid=pool-images] [data-field=crashes]",
+        |t| t == "1",
+    )
+    .await;
+
+    // Trip the alert with a storm of failing tasks: it fires, then resolves.
+    let pool = rig.pool.clone();
+    let storm = tokio::spawn(async move {
+        loop {
+            let _ = pool.call(Job::Fail).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let alert = "[data-alert='HighErrorRate:images']";
+    b.wait_text(
+        "the alert to fire on the page",
+        &format!("{alert}[data-status=firing]"),
+        |t| t.contains("FIRING"),
+    )
+    .await;
+    storm.abort();
+    let _ = storm.await;
+    b.wait_text(
+        "the alert to resolve on the page",
+        &format!("{alert}[data-status=resolved]"),
+        |t| t.contains("RESOLVED"),
+    )
+    .await;
+
+    // A viewer's click on "restart" is refused, and nothing changes.
+    let pid = rig.child_pid("web").await;
+    b.click("button[data-action=restart-child][data-child=web]")
+        .await;
+    let toast = b
+        .wait_text("the refusal", "#toast[data-result=refused]", |t| {
+            t.contains("403")
+        })
+        .await;
+    assert!(toast.contains("may not act"), "{toast}");
+    assert_eq!(rig.child_pid("web").await, pid);
+
+    std::fs::create_dir_all(screenshot_dir()).unwrap();
+    let png = b.client.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join("viewer.png"), png).unwrap();
+
+    // The viewer signs out; an operator signs in with the form, and the same
+    // click works.
+    b.click("#logout").await;
+    b.wait_text("the sign-in help", "#conn-text", |t| t == "signed out")
+        .await;
+    let input = b.client.find(Locator::Css("#token")).await.unwrap();
+    input.send_keys(OPERATOR).await.unwrap();
+    b.click("#login button[type=submit]").await;
+    b.wait_text("the page to go live again", "#conn-text", |t| t == "live")
+        .await;
+    assert_eq!(b.text("[data-testid=role]").await.unwrap(), "operator");
+    let pid = rig.child_pid("jobs/indexer").await.unwrap();
+    b.click("button[data-action=restart-child][data-child='jobs/indexer']")
+        .await;
+    b.wait_text("the restart to be done", "#toast[data-result=ok]", |t| {
+        t.contains("restarted")
+    })
+    .await;
+    let new_pid = rig.child_pid("jobs/indexer").await.unwrap();
+    assert_ne!(new_pid, pid);
+    // The page shows the new instance once it samples again.
+    b.wait_text(
+        "the new pid on the page",
+        "tr[data-child='jobs/indexer'] td:nth-child(3)",
+        |t| t == new_pid.to_string(),
+    )
+    .await;
+    // Both clicks are in the action log: who, what, and how each ended.
+    let actions = rig.get("/api/actions", Some(OPERATOR)).await.json();
+    let log: Vec<(&str, &str, &str)> = actions["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["who"].as_str().unwrap(),
+                r["request"].as_str().unwrap(),
+                r["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        log,
+        [
+            (
+                "vera",
+                "POST /api/supervisors/root/children/web/restart",
+                "forbidden"
+            ),
+            (
+                "otto",
+                "POST /api/supervisors/root/children/jobs/indexer/restart",
+                "done"
+            ),
+        ]
+    );
+
+    let png = b.client.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join("operator.png"), png).unwrap();
+    b.stop().await;
+    rig.stop().await;
+    base.assert_clean().await;
+}
