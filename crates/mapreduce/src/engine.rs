@@ -28,7 +28,7 @@ use crate::task::{
 pub const JOB_DIR: &str = "_forkyard";
 
 pub(crate) const MIN_AUTO_SPLIT: u64 = 4 << 20;
-pub(crate) const MAX_AUTO_SPLIT: u64 = 16 << 20;
+pub(crate) const MAX_AUTO_SPLIT: u64 = 32 << 20;
 pub(crate) const AUTO_SPLITS: u64 = 8;
 
 /// A phase of a job.
@@ -197,8 +197,8 @@ impl<J: Job> MapReduce<J> {
 
     /// About how many input bytes one map task reads. By default, an
     /// input of known size is cut into about 8 splits (enough for dynamic
-    /// distribution to balance a few workers), each between 4 and 16 MiB;
-    /// otherwise splits are 16 MiB. Every split costs a sort of its distinct
+    /// distribution to balance a few workers), each between 4 and 32 MiB;
+    /// otherwise splits are 32 MiB. Every split costs a sort of its distinct
     /// keys and one more run for each reducer to merge, so smaller is not
     /// cheaper.
     pub fn split_size(mut self, bytes: u64) -> Self {

@@ -88,9 +88,20 @@ const READ_BUFFER: usize = 1 << 20;
 /// Reads the lines of `input` whose first byte lies in `start..end` (see
 /// [`Split::Lines`]), without their `\n`.
 pub(crate) fn read_lines<R: Read + Seek, E: From<io::Error>>(
+    input: R,
+    start: u64,
+    end: u64,
+    each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    read_lines_through(input, start, end, READ_BUFFER, each)
+}
+
+/// [`read_lines`] through a read buffer of `capacity` bytes.
+fn read_lines_through<R: Read + Seek, E: From<io::Error>>(
     mut input: R,
     start: u64,
     end: u64,
+    capacity: usize,
     mut each: impl FnMut(u64, &[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
     // A line starts at `start` only if the byte before it ends a line;
@@ -99,8 +110,7 @@ pub(crate) fn read_lines<R: Read + Seek, E: From<io::Error>>(
     if start > 0 {
         input.seek(SeekFrom::Start(start - 1))?;
     }
-    let mut reader = BufReader::with_capacity(READ_BUFFER, input);
-    let mut line = Vec::new();
+    let mut reader = BufReader::with_capacity(capacity, input);
     if start > 0 {
         let mut before = [0u8; 1];
         let n = reader.read(&mut before)?;
@@ -111,17 +121,68 @@ pub(crate) fn read_lines<R: Read + Seek, E: From<io::Error>>(
             pos += skipped as u64;
         }
     }
+    // Lines are handed out where they lie in the read buffer; only a line
+    // that straddles two fills of the buffer is copied (into `long`).
+    let mut long = Vec::new();
     while pos < end {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            // The last line, without a final newline.
+            if !long.is_empty() {
+                each(pos, &long)?;
+            }
             break;
         }
-        let record = line.strip_suffix(b"\n").unwrap_or(&line);
-        each(pos, record)?;
-        pos += n as u64;
+        let mut used = 0;
+        while pos < end {
+            let rest = &buf[used..];
+            let Some(nl) = find_newline(rest) else {
+                break;
+            };
+            if long.is_empty() {
+                each(pos, &rest[..nl])?;
+                pos += nl as u64 + 1;
+            } else {
+                long.extend_from_slice(&rest[..nl]);
+                each(pos, &long)?;
+                pos += long.len() as u64 + 1;
+                long.clear();
+            }
+            used += nl + 1;
+        }
+        if pos < end && used < buf.len() {
+            // A line that goes on past the buffer: keep its start.
+            long.extend_from_slice(&buf[used..]);
+            used = buf.len();
+        }
+        reader.consume(used);
     }
     Ok(())
+}
+
+/// The index of the first `\n` in `bytes`: eight bytes at a time (a word
+/// has a zero byte where `word ^ 0x0a0a..` does), then byte by byte.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ NL;
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| at + i)
 }
 
 /// A source of records, cut into splits.
@@ -253,9 +314,9 @@ mod tests {
     use proptest::prelude::*;
     use std::io::Cursor;
 
-    fn lines_of(data: &[u8], start: u64, end: u64) -> Vec<(u64, Vec<u8>)> {
+    fn lines_of(data: &[u8], start: u64, end: u64, capacity: usize) -> Vec<(u64, Vec<u8>)> {
         let mut got = Vec::new();
-        read_lines::<_, io::Error>(Cursor::new(data), start, end, |pos, l| {
+        read_lines_through::<_, io::Error>(Cursor::new(data), start, end, capacity, |pos, l| {
             got.push((pos, l.to_vec()));
             Ok(())
         })
@@ -275,23 +336,37 @@ mod tests {
 
     proptest! {
         // Two splits cut at every byte offset, and three at two offsets,
-        // together read every line exactly once, in order.
+        // together read every line exactly once, in order; through a read
+        // buffer of any size, so lines straddle fills of the buffer too.
         #[test]
         fn splits_at_every_byte_offset_read_each_line_once(
             data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'a'), Just(b' '), any::<u8>()], 0..64),
             third in 0usize..64,
+            capacity in prop_oneof![1usize..20, Just(READ_BUFFER)],
         ) {
             let n = data.len() as u64;
             let want = all_lines(&data);
             for cut in 0..=n {
-                let mut got = lines_of(&data, 0, cut);
-                got.extend(lines_of(&data, cut, n));
+                let mut got = lines_of(&data, 0, cut, capacity);
+                got.extend(lines_of(&data, cut, n, capacity));
                 prop_assert_eq!(&got, &want, "cut at {}", cut);
                 let c2 = (third as u64).min(n).max(cut);
-                let mut got = lines_of(&data, 0, cut);
-                got.extend(lines_of(&data, cut, c2));
-                got.extend(lines_of(&data, c2, n));
+                let mut got = lines_of(&data, 0, cut, capacity);
+                got.extend(lines_of(&data, cut, c2, capacity));
+                got.extend(lines_of(&data, c2, n, capacity));
                 prop_assert_eq!(&got, &want, "cuts at {} and {}", cut, c2);
+            }
+        }
+
+        // The newline search agrees with a byte-by-byte one at every length
+        // and alignment.
+        #[test]
+        fn find_newline_finds_the_first_newline(
+            bytes in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\n' ^ 0x80), Just(0u8), Just(b'\x0b'), any::<u8>()], 0..40),
+        ) {
+            for from in 0..=bytes.len() {
+                let slice = &bytes[from..];
+                prop_assert_eq!(find_newline(slice), slice.iter().position(|&b| b == b'\n'));
             }
         }
     }

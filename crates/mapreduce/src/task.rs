@@ -3,15 +3,18 @@
 //! partition r": everything a worker needs travels in the request, so the
 //! same request could be sent to a worker on another machine.
 
+use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::File;
+use std::hash::Hash;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -202,8 +205,36 @@ pub(crate) fn run_task<J: Job>(req: &TaskRequest) -> Result<TaskResponse, String
     }
 }
 
-/// The most keys this worker's last map task held at once.
-static KEYS_HINT: AtomicUsize = AtomicUsize::new(0);
+/// The buffer of this worker's last map task, kept for the next one (see
+/// [`Buffer`]): a `Buffer<J::Key, J::Value>`.
+static KEPT: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);
+
+/// The buffer this worker kept from its last map task, if it has the same
+/// types and reducers and its keys take at most half the memory bound; or a
+/// new one.
+fn take_buffer<K, V>(reducers: u32, memory: u64) -> Buffer<K, V>
+where
+    K: Hash + Eq + Serialize + Send + 'static,
+    V: Send + 'static,
+{
+    let kept = KEPT.lock().ok().and_then(|mut kept| kept.take());
+    match kept.and_then(|b| b.downcast::<Buffer<K, V>>().ok()) {
+        Some(mut buffer) if buffer.reducers == reducers => {
+            if buffer.bytes as u64 > memory / 2 {
+                buffer.clear();
+            }
+            buffer.emitted = 0;
+            *buffer
+        }
+        _ => Buffer::new(reducers),
+    }
+}
+
+fn keep_buffer<K: Send + 'static, V: Send + 'static>(buffer: Buffer<K, V>) {
+    if let Ok(mut kept) = KEPT.lock() {
+        *kept = Some(Box::new(buffer));
+    }
+}
 
 struct MapArgs<'a> {
     task: u32,
@@ -236,11 +267,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
     let combine: Option<Combiner<'_, J::Key, J::Value>> =
         if J::COMBINES { Some(&combine_fn) } else { None };
 
-    // Size the table for as many keys as this worker's last map task held at
-    // its fullest (capped: a spilling task's table is bounded by the memory).
-    let mut buffer =
-        Buffer::<J::Key, J::Value>::new(args.reducers, KEYS_HINT.load(Ordering::Relaxed));
-    let mut most_keys = 0usize;
+    let mut buffer = take_buffer::<J::Key, J::Value>(args.reducers, args.memory);
     let mut stats = TaskStats::default();
     let mut spills: Vec<Vec<PathBuf>> = Vec::new();
     let position = Cell::new(0u64);
@@ -288,7 +315,6 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
                 },
             );
             if buffer.bytes as u64 > args.memory {
-                most_keys = most_keys.max(buffer.keys());
                 spill(&mut buffer, &mut spills)?;
                 stats.spills += 1;
             }
@@ -309,23 +335,22 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
         }
     }
     stats.records_out = buffer.emitted;
-    most_keys = most_keys.max(buffer.keys());
-    KEYS_HINT.store(most_keys.min(1 << 22), Ordering::Relaxed);
 
     let write_err = |e: io::Error| err("cannot write map output", e);
     if spills.is_empty() {
-        for (r, part) in buffer.drain_sorted().into_iter().enumerate() {
+        buffer.write_sorted(|r, part| {
             let mut w = RunWriter::new(
                 storage
                     .create(&attempt, &part_name(r as u32))
                     .map_err(write_err)?,
             );
-            for (k, v) in &part {
-                w.write(k, v.as_slice()).map_err(write_err)?;
+            for (k, v) in part {
+                w.write(*k, v).map_err(write_err)?;
             }
             stats.bytes_out += w.bytes;
             w.finish().map_err(write_err)?;
-        }
+            Ok::<(), String>(())
+        })?;
     } else {
         // What is still in memory joins the merge as one more (sorted) source.
         let mut in_memory = buffer.drain_sorted().into_iter();
@@ -355,6 +380,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
         }
     }
     drop(scratch);
+    keep_buffer(buffer);
     stats.peak_rss = peak_rss();
     let mut w = storage.create(&attempt, STATS_FILE).map_err(write_err)?;
     serde_json::to_writer(&mut w, &stats).map_err(|e| err("cannot write stats", e))?;
