@@ -56,11 +56,11 @@ async function meet({ n, within_ms: withinMs }) {
   return n;
 }
 
-async function waitFile(path) {
+async function waitFile(path, signal) {
   fs.writeFileSync(`${path}.started`, '');
   const deadline = Date.now() + 20000;
   while (!fs.existsSync(path) && Date.now() < deadline) {
-    await sleep(5);
+    await sleep(5, undefined, { signal }); // rejects when the task is cancelled
   }
   return fs.existsSync(path);
 }
@@ -104,6 +104,9 @@ async function handle(request, { signal }) {
     case 'Pause':
       await sleep(value);
       return value;
+    case 'Deaf':
+      fs.writeFileSync(`${value}.started`, '');
+      return new Promise(() => {}); // never settles, never looks at the signal
     case 'Once':
       fs.writeFileSync(value, '', { flag: 'wx' });
       return value;
@@ -112,7 +115,7 @@ async function handle(request, { signal }) {
     case 'Meet':
       return meet(value);
     case 'WaitFile':
-      return waitFile(value);
+      return waitFile(value, signal);
     case 'CrashOnce':
       if (!fs.existsSync(value.marker)) {
         fs.writeFileSync(value.marker, '');

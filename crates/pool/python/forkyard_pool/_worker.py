@@ -34,7 +34,8 @@ import os
 import socket
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from queue import SimpleQueue
 
 # forkyard-ipc's default frame limit: no parent sends a longer line.
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
@@ -89,8 +90,12 @@ def _is_async(handler):
     return inspect.iscoroutinefunction(call)
 
 
+# One encoder for every answer (json.dumps with options builds a new one per call).
+_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def _encode(message):
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    return _to_json(message).encode() + b"\n"
 
 
 def _short(line, limit=200):
@@ -170,28 +175,78 @@ def _exit(code):
 class _Job:
     """A task or a chunk on this worker."""
 
-    __slots__ = ("id", "task", "future", "started", "cancel_requested", "pending", "lock", "timer")
+    __slots__ = ("id", "task", "started", "claimed", "cancel_requested", "pending", "lock", "timer")
 
     def __init__(self, job_id):
         self.id = job_id
         self.task = None  # the asyncio task answering it
-        self.future = None  # sync mode: the thread pool's future
-        self.started = False
+        self.started = False  # its asyncio task began
+        self.claimed = False  # sync mode: a thread took it (it can no longer be skipped)
         self.cancel_requested = False
         self.pending = []  # a chunk's (index, encoded result) not sent yet
-        self.lock = threading.Lock()  # guards pending and timer (sync chunks append from threads)
+        # Guards claimed/cancel_requested, pending and timer against the threads.
+        self.lock = threading.Lock()
         self.timer = None  # the scheduled send of pending results
+
+
+class _Threads:
+    """The threads that run a sync handler.
+
+    Each job is claimed by one thread, which runs it unless a Cancel came
+    first; the outcomes go back to the event loop in batches (one wake-up of
+    the loop for all that finished meanwhile), not one future per task.
+    """
+
+    def __init__(self, n, loop):
+        self.loop = loop
+        self.queue = SimpleQueue()
+        self.done = deque()
+        self.lock = threading.Lock()
+        self.wake_scheduled = False
+        for i in range(n):
+            threading.Thread(target=self.work, name=f"forkyard-task-{i}", daemon=True).start()
+
+    def run(self, job, fn, *args):
+        """A future of ("ran", value) | ("skipped", None) | ("raise", BaseException)."""
+        future = self.loop.create_future()
+        self.queue.put((job, future, fn, args))
+        return future
+
+    def work(self):
+        while True:
+            job, future, fn, args = self.queue.get()
+            with job.lock:
+                skip = job.cancel_requested
+                job.claimed = True
+            if skip:
+                outcome = ("skipped", None)
+            else:
+                try:
+                    outcome = ("ran", fn(*args))
+                except BaseException as error:  # SystemExit and the like: the loop re-raises
+                    outcome = ("raise", error)
+            self.done.append((future, outcome))
+            with self.lock:
+                if self.wake_scheduled:
+                    continue
+                self.wake_scheduled = True
+            self.loop.call_soon_threadsafe(self.collect)
+
+    def collect(self):
+        with self.lock:
+            self.wake_scheduled = False
+        while self.done:
+            future, outcome = self.done.popleft()
+            if not future.done():
+                future.set_result(outcome)
 
 
 class _Worker:
     def __init__(self, handler, threads, max_line):
         self.handler = handler
         self.is_async = threads is None
-        self.executor = (
-            None
-            if self.is_async
-            else ThreadPoolExecutor(max_workers=threads, thread_name_prefix="forkyard-task")
-        )
+        self.threads = threads
+        self.pool = None  # the _Threads, once the loop runs
         self.max_line = max_line
         self.running = {}  # id -> _Job
         self.outbox = []
@@ -204,6 +259,8 @@ class _Worker:
 
     async def run(self):
         self.loop = asyncio.get_running_loop()
+        if not self.is_async:
+            self.pool = _Threads(self.threads, self.loop)
         fd = os.environ.get("FORKYARD_IPC_FD")
         if fd is None:
             self.fail("FORKYARD_IPC_FD is not set: start this worker from a forkyard pool")
@@ -312,10 +369,10 @@ class _Worker:
         job = self.running.get(job_id)
         if job is None or job.cancel_requested:
             return
-        job.cancel_requested = True
-        if job.future is not None:
-            job.future.cancel()  # only succeeds if no thread took it yet
-        elif job.started and self.is_async:
+        with job.lock:
+            # A thread that has not claimed the job yet will skip it.
+            job.cancel_requested = True
+        if job.started and self.is_async:
             job.task.cancel()
         # Not started yet: the job answers Cancelled when it starts.
 
@@ -333,10 +390,9 @@ class _Worker:
                 value = self.handler(request)
                 if inspect.isawaitable(value):
                     value = await value
+                result = self.ok(value)
             else:
-                job.future = self.executor.submit(self.call_sync, request)
-                value = await asyncio.wrap_future(job.future)
-            result = self.ok(value)
+                result = await self.in_thread(job, self.sync_task, request)
         except asyncio.CancelledError:
             if not job.cancel_requested:
                 raise
@@ -351,6 +407,22 @@ class _Worker:
             error = f"the response is {len(line) - 1} bytes, over the frame limit ({self.max_line})"
             line = b'{"Done":{"id":%d,"result":%s}}\n' % (job.id, self.err_text("ValueError", error))
         self.send_line(line)
+
+    async def in_thread(self, job, fn, *args):
+        """Runs fn on a thread; CancelledError if a Cancel made the thread skip it."""
+        what, value = await self.pool.run(job, fn, *args)
+        if what == "skipped":
+            raise asyncio.CancelledError
+        if what == "raise":
+            raise value
+        return value
+
+    def sync_task(self, request):
+        """A task on a thread: its encoded result (errors encoded too)."""
+        try:
+            return self.ok(self.call_sync(request))
+        except Exception as error:
+            return self.err(error)
 
     def call_sync(self, request):
         value = self.handler(request)
@@ -396,9 +468,8 @@ class _Worker:
                         result = self.err(error)
                     self.add_result(job, index, result)
             else:
-                job.future = self.executor.submit(self.chunk_in_thread, job, items)
                 try:
-                    stopped = not await asyncio.wrap_future(job.future)
+                    stopped = not await self.in_thread(job, self.chunk_in_thread, job, items)
                 except asyncio.CancelledError:
                     if not job.cancel_requested:
                         raise
@@ -422,15 +493,18 @@ class _Worker:
         return True
 
     def add_result(self, job, index, result, threadsafe=False):
+        if not threadsafe:  # on the loop's thread: no lock needed
+            job.pending.append((index, result))
+            if job.timer is None:
+                job.timer = True
+                self.schedule_results(job)
+            return
         with job.lock:
             job.pending.append((index, result))
             if job.timer is not None:
                 return
             job.timer = True  # a send is being scheduled
-        if threadsafe:
-            self.loop.call_soon_threadsafe(self.schedule_results, job)
-        else:
-            self.schedule_results(job)
+        self.loop.call_soon_threadsafe(self.schedule_results, job)
 
     def schedule_results(self, job):
         with job.lock:
@@ -465,15 +539,15 @@ class _Worker:
     def ok(self, value):
         """`{"Ok":value}` as JSON bytes, or an Err if the value has no JSON form."""
         try:
-            return b'{"Ok":%s}' % json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+            return b'{"Ok":' + _to_json(value).encode() + b"}"
         except (TypeError, ValueError, RecursionError) as error:
             return self.err_text(type(error).__name__, f"the response is not JSON: {error}")
 
     def err(self, error):
-        return b'{"Err":%s}' % json.dumps(describe_error(error)).encode()
+        return b'{"Err":' + _to_json(describe_error(error)).encode() + b"}"
 
     def err_text(self, kind, message):
-        return b'{"Err":%s}' % json.dumps(f"{kind}: {message}").encode()
+        return b'{"Err":' + _to_json(f"{kind}: {message}").encode() + b"}"
 
     def send(self, message):
         self.send_line(_encode(message))

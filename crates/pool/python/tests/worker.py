@@ -87,6 +87,13 @@ async def handle_async(request):
     if kind == "Pause":
         await asyncio.sleep(value / 1000)
         return value
+    if kind == "Deaf":
+        open(value + ".started", "w").close()
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass  # a handler that will not be cancelled
     if kind == "Meet":
         n, mine = value["n"], generation
         waiting += 1
@@ -120,6 +127,9 @@ def handle_sync(request):
     if kind == "Pause":
         time.sleep(value / 1000)
         return value
+    if kind == "Deaf":
+        open(value + ".started", "w").close()
+        threading.Event().wait()
     if kind == "Meet":
         with cond:
             n, mine = value["n"], generation
