@@ -1,9 +1,123 @@
 //! The same jobs across machines, through NATS JetStream (feature `nats`).
 //!
-//! A coordinator publishes a job's tasks to a JetStream work-queue stream;
-//! [`Node`]s on any machine pull them and run them on their own
-//! forkyard-pool workers; map output travels through the object store and
-//! commits are KV creates, so the first attempt to commit wins.
+//! # The problem
+//!
+//! A job that outgrows one machine should not need another tool: the same
+//! job type, the same binary, should run on several machines. What changes
+//! when tasks cross machines is not the map or the reduce but the failures:
+//! a machine dies with its disk (its map output with it), a network
+//! partition makes a live node look dead, a message can arrive twice, a
+//! stalled node holds a task nobody else sees.
+//!
+//! # The approach: a proven broker, not a home-made network layer
+//!
+//! One `nats-server -js` (a single binary, Debian-packaged) carries
+//! everything:
+//!
+//! - **Tasks** are messages on a per-job *work-queue* stream `FY_<id>`
+//!   (subjects `fy.<id>.task.>`), pulled through one durable consumer with
+//!   explicit acks. A [`Node`] pulls one task per free worker, so a fast node
+//!   takes more, and runs it on its own forkyard-pool workers with the local
+//!   engine's task functions (so everything the pool guarantees still holds
+//!   on each machine).
+//! - **Data**: inputs are read by path (a shared filesystem) or travel
+//!   inline ([`Records`](crate::Records)); map runs and output parts go
+//!   through the job's *object store* (nodes share no disk).
+//! - **Commits** are `create` calls on the job's *KV bucket*
+//!   (`commit.m.00003`): create-if-absent, so the first attempt to commit
+//!   wins and every later one (a redelivery, a backup) discards its output.
+//!   The coordinator follows the bucket, decides retries, bad-record skips
+//!   and backups exactly as the local engine does, and writes the output
+//!   directory itself: the same part files, job records and report.
+//!
+//! # Lesson: what changes when tasks cross machines
+//!
+//! - **Delivery is at least once.** The broker redelivers a task whose node
+//!   did not ack it within the *ack wait*: the node may be dead, or only
+//!   slow, or cut off. So the same task can run twice, at once, on two
+//!   nodes. Nothing here tries to prevent that (it cannot be prevented
+//!   without giving up liveness); instead every effect is **idempotent**:
+//!   attempts write under their own names, and one atomic create-if-absent
+//!   decides whose output counts. A late ack from a stale node (nats-server
+//!   #4786) changes nothing either.
+//! - **Ack wait versus task time.** A short ack wait finds dead nodes fast
+//!   but redelivers long tasks that are merely running; a long one makes a
+//!   dead node expensive. Nodes send an *in-progress* ack every third of the
+//!   ack wait while a task runs, so the ack wait bounds the time to notice a
+//!   dead or stopped node, not the task time ([`DistOptions::ack_wait`]).
+//!   A node that is alive but whose *worker* stalls keeps acking: that
+//!   straggler is what backup tasks are for, near the end of a phase.
+//! - **Max deliveries.** A task whose deliveries all die (a record that
+//!   kills whole nodes) fails the job with [`DistError::Undeliverable`] once
+//!   the stream's delivery cap is reached, rather than circling forever.
+//!   Failures a node *can* report (a panic on a record, a crashed worker, an
+//!   I/O error) are acked and reported, and the coordinator re-publishes the
+//!   task with what it learned (records to skip, careful mode).
+//! - **Poison messages.** A message on a job's stream that is not a task is
+//!   terminated (never redelivered) and reported in [`DistReport::rejected`].
+//! - **The broker restarts.** Streams are on file storage: a restarted
+//!   server still has the queue, the commits and the map output; the
+//!   clients reconnect, publishes and commits are retried (a task message
+//!   carries a `Nats-Msg-Id`, so a retried publish is not a second task).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use forkyard_mapreduce::dist::{DistOptions, NatsConfig, Node};
+//! use forkyard_mapreduce::{Emit, Job, LineFiles, MapReduce};
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct WordCount;
+//! # impl Job for WordCount { type Key = Vec<u8>; type Value = u64; type Output = u64;
+//! #   fn map(&self, _: &[u8], _: &mut Emit<'_, Vec<u8>, u64>) {}
+//! #   fn reduce(&self, _: &Vec<u8>, _: Vec<u64>, _: &mut dyn FnMut(u64)) {} }
+//!
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! forkyard_mapreduce::serve_if_worker::<WordCount>(); // first thing in main
+//! let cluster = NatsConfig::new("nats://127.0.0.1:4222").connect().await?;
+//! if std::env::args().any(|a| a == "--serve") {
+//!     // On every machine: a node with 2 workers, until SIGINT/SIGTERM.
+//!     Node::new(cluster).workers(2).run_until_signal().await?;
+//! } else {
+//!     // Anywhere: the job, on whatever nodes are up.
+//!     let done = MapReduce::new(WordCount)
+//!         .input(LineFiles::new(["corpus.txt"])) // read by path on the nodes
+//!         .out_dir("counts")
+//!         .run_on_with(&cluster, DistOptions::new().ack_wait(std::time::Duration::from_secs(10)))
+//!         .await?;
+//!     println!("{}", done.report.summary());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! `examples/wordcount.rs` is this with a command line (`--serve`, `--nats`).
+//!
+//! # Caveats
+//!
+//! - Input files are read **by path** on the nodes: they need a shared
+//!   filesystem (or the records travel inline, up to the server's
+//!   `max_payload`, 1 MiB by default: [`DistError::TooLarge`] past it).
+//! - Map output is not kept when a node dies: it is already in the object
+//!   store, so completed maps never re-run (unlike the paper's, whose output
+//!   was on the dead machine's disk).
+//! - A job's stream, bucket and object store are deleted when the job ends
+//!   (done or failed); a coordinator killed mid-job leaves them behind
+//!   (`FY_<id>`, `KV_FY_<id>`, `OBJ_FY_<id>`), and nodes keep serving its
+//!   queue until someone deletes them.
+//! - Security: use [`NatsConfig::user`] or [`NatsConfig::nkey`] and a server
+//!   that requires them; subjects are namespaced per job (`fy.<id>.`), which
+//!   a server's permissions can restrict. Nothing here listens on a port: only
+//!   the server does (the tests bind it to 127.0.0.1).
+//! - async-nats 0.46 cannot read a 2.9 server's account info, so the KV
+//!   bucket's stream is created by hand with the layout `create_key_value`
+//!   uses.
+//!
+//! # Compared with
+//!
+//! Redis Streams consumer groups leave a dead consumer's entries pending
+//! until someone runs `XAUTOCLAIM`, with no delivery cap; RabbitMQ requeues
+//! on channel close but needs Erlang and a cluster to be useful; Ballista
+//! re-runs stages but only for SQL plans; timely dataflow stops on the first
+//! failure. JetStream redelivers, caps and accepts progress acks by itself,
+//! so the node has no janitor loop.
 
 mod call;
 mod coordinator;
@@ -161,6 +275,13 @@ impl Cluster {
     /// The underlying client (to publish or subscribe to anything else).
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// Flushes what was published and closes the connection (every clone of
+    /// this `Cluster` with it). Dropping the last clone also closes it, but
+    /// only once the client's background task notices.
+    pub async fn close(self) {
+        let _ = self.client.drain().await;
     }
 }
 

@@ -500,7 +500,11 @@ async fn run(shared: &Shared, job: &JobHandles, task: &TaskMsg, delivery: u64) -
     };
     let job_dir = dir.path().join("job");
     let out_dir = dir.path().join("out");
-    for d in [&job_dir.join("committed"), &job_dir.join("reduce"), &out_dir] {
+    for d in [
+        &job_dir.join("committed"),
+        &job_dir.join("reduce"),
+        &out_dir,
+    ] {
         if let Err(e) = std::fs::create_dir_all(d) {
             return failed(FailureKind::Error, None, format!("scratch dir: {e}"));
         }

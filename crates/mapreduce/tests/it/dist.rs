@@ -1,0 +1,508 @@
+//! The distributed engine against a real `nats-server` on loopback and real
+//! node processes (the `wordcount` example, `--serve`), each killed by pid.
+//!
+//! Every test starts its own server (testkit's `NatsServer`: free port,
+//! temporary store) and skips, saying so, when `nats-server` is not on PATH
+//! (it fails instead under `CI=true`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use forkyard_mapreduce::dist::{
+    CallError, Caller, ConnectFailure, DistError, DistOptions, NatsConfig, Service,
+};
+use forkyard_mapreduce::{Emit, Fault, Job, LineFiles, MapReduce, Phase};
+use forkyard_testkit::nats::NatsServer;
+use forkyard_testkit::{live_descendants, stat, wait_for};
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::support::*;
+
+/// The `wordcount` example's job, by its name: the nodes run the example's
+/// code, the test only describes the job.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct WordCount;
+
+impl Job for WordCount {
+    type Key = Vec<u8>;
+    type Value = u64;
+    type Output = u64;
+    const COMBINES: bool = true;
+    fn name() -> &'static str {
+        "wordcount::WordCount"
+    }
+    fn map(&self, line: &[u8], emit: &mut Emit<'_, Vec<u8>, u64>) {
+        for w in line.split(|b| b.is_ascii_whitespace()) {
+            if !w.is_empty() {
+                emit.emit_ref(w, 1);
+            }
+        }
+    }
+    fn combine(&self, _w: &Vec<u8>, c: &mut u64, more: u64) {
+        *c += more;
+    }
+    fn reduce(&self, _w: &Vec<u8>, counts: Vec<u64>, emit: &mut dyn FnMut(u64)) {
+        emit(counts.iter().sum());
+    }
+}
+
+/// The example's remote call, by its name.
+struct CountWords;
+impl Service for CountWords {
+    type Req = String;
+    type Resp = u64;
+    const NAME: &'static str = "count-words";
+    fn call(_: String) -> Result<u64, String> {
+        unreachable!("served by the nodes")
+    }
+}
+
+/// The `wordcount` example binary, built by `cargo test`/nextest next to
+/// this test binary (built here, once, if it is not).
+fn wordcount_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let bin = dir.join("examples").join("wordcount");
+        if !bin.is_file() {
+            eprintln!("building the wordcount example for the distributed tests");
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "-p",
+                    "forkyard-mapreduce",
+                    "--example",
+                    "wordcount",
+                ])
+                .status()
+                .expect("cargo");
+            assert!(status.success(), "cannot build the wordcount example");
+        }
+        bin
+    })
+    .clone()
+}
+
+/// A server and node processes.
+struct Rig {
+    server: NatsServer,
+    nodes: Vec<Child>,
+}
+
+impl Rig {
+    fn start(nodes: usize) -> Option<Rig> {
+        if !NatsServer::available() {
+            return None;
+        }
+        let server = NatsServer::start().expect("nats-server");
+        let mut rig = Rig {
+            server,
+            nodes: Vec::new(),
+        };
+        for _ in 0..nodes {
+            rig.add_node();
+        }
+        Some(rig)
+    }
+
+    fn add_node(&mut self) {
+        let child = Command::new(wordcount_bin())
+            .args(["--serve", "--nats", &self.server.url(), "--workers", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node");
+        self.nodes.push(child);
+    }
+
+    fn cluster_config(&self) -> NatsConfig {
+        NatsConfig::new(self.server.url())
+    }
+
+    /// Waits until a worker of some node has stopped itself (an injected
+    /// `Fault::Stop`): returns that node's index.
+    async fn node_with_stopped_worker(&self) -> usize {
+        let pids: Vec<u32> = self.nodes.iter().map(Child::id).collect();
+        wait_for("a node's worker to stop itself", || {
+            pids.iter()
+                .position(|&p| {
+                    live_descendants(p)
+                        .iter()
+                        .any(|&d| stat(d).is_some_and(|s| s.state == 'T'))
+                })
+                .ok_or_else(|| "no stopped worker yet".to_string())
+        })
+        .await
+    }
+
+    fn signal(&self, node: usize, sig: Signal) {
+        let pid = Pid::from_raw(self.nodes[node].id() as i32).expect("pid");
+        kill_process(pid, sig).expect("kill");
+    }
+
+    /// SIGKILLs and reaps every node; then the server goes (on drop).
+    fn stop(mut self) {
+        for n in &mut self.nodes {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+        self.server.kill();
+    }
+}
+
+fn input(dir: &Path, seed: u64) -> (PathBuf, Vec<u8>) {
+    let data = text(seed, 6000, 400);
+    (write(dir, "in.txt", &data), data)
+}
+
+fn dist_job(input: &Path, out: &Path) -> MapReduce<WordCount> {
+    MapReduce::new(WordCount)
+        .input(LineFiles::new([input]))
+        .out_dir(out)
+        .reducers(3)
+        .split_size(8 << 10)
+}
+
+fn expected(data: &[u8]) -> Vec<Vec<u8>> {
+    expected_parts(&counts_as_rows(&reference_count(data, None)), 3)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_three_nodes_writes_what_the_local_engine_writes() {
+    let base = Baseline::take().await;
+    let Some(rig) = Rig::start(3) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, _) = input(dir.path(), 1);
+    let cluster = rig.cluster_config().connect().await.unwrap();
+    let dist = dist_job(&inp, &dir.path().join("dist"))
+        .run_on(&cluster)
+        .await
+        .unwrap();
+    let exe = wordcount_bin();
+    let local = dist_job(&inp, &dir.path().join("local"))
+        .workers(2)
+        .worker_command(move || Command::new(&exe))
+        .run()
+        .await
+        .unwrap();
+    for r in 0..3 {
+        let name = format!("part-{r:05}");
+        let a = std::fs::read(dir.path().join("dist").join(&name)).unwrap();
+        let b = std::fs::read(dir.path().join("local").join(&name)).unwrap();
+        assert!(
+            a == b,
+            "{name} differs between the cluster and the local engine"
+        );
+    }
+    assert_eq!(dist.report.map.tasks, local.map.tasks);
+    assert_eq!(dist.report.records(), local.records());
+    assert_eq!(dist.report.distinct_keys(), local.distinct_keys());
+    assert_eq!(dist.report.reduce.records_out, local.reduce.records_out);
+    assert!(dist.broker_bytes > 0);
+    assert_eq!(dist.redeliveries, 0, "{:?}", dist.report.map.failures);
+    assert!(dist.rejected.is_empty());
+    // The job cleaned up after itself on the server.
+    let js = async_nats::jetstream::new(cluster.client().clone());
+    let mut streams = js.stream_names();
+    let mut left = Vec::new();
+    while let Some(Ok(n)) = futures::StreamExt::next(&mut streams).await {
+        if n.contains(&dist.job_id) {
+            left.push(n);
+        }
+    }
+    assert!(left.is_empty(), "streams left on the server: {left:?}");
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_killed_mid_map_and_mid_reduce_have_their_tasks_redelivered() {
+    let base = Baseline::take().await;
+    let Some(rig) = Rig::start(3) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, data) = input(dir.path(), 2);
+    let out = dir.path().join("out");
+    let cluster = rig.cluster_config().connect().await.unwrap();
+    // A worker stops itself mid-task; its node is then SIGKILLed: only the
+    // broker's redelivery (after the ack wait) can finish the task.
+    let job = dist_job(&inp, &out)
+        .backups(false, Duration::from_secs(600))
+        .inject(Phase::Map, 1, Fault::Stop { at: 20 })
+        .inject(Phase::Reduce, 1, Fault::Stop { at: 20 });
+    let c = cluster.clone();
+    let job = tokio::spawn(async move {
+        job.run_on_with(&c, DistOptions::new().ack_wait(Duration::from_secs(1)))
+            .await
+    });
+    let first = rig.node_with_stopped_worker().await;
+    rig.signal(first, Signal::KILL);
+    let second = wait_for("the reduce worker to stop itself", || {
+        let pids: Vec<u32> = rig.nodes.iter().map(Child::id).collect();
+        pids.iter()
+            .enumerate()
+            .filter(|(i, _)| *i != first)
+            .find(|(_, p)| {
+                live_descendants(**p)
+                    .iter()
+                    .any(|&d| stat(d).is_some_and(|s| s.state == 'T'))
+            })
+            .map(|(i, _)| i)
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    rig.signal(second, Signal::KILL);
+    let report = job.await.unwrap().unwrap();
+    assert_output(&out, &expected(&data));
+    // Each killed node held the stalled task and maybe one more (2 workers).
+    assert!(report.redeliveries >= 2, "{}", report.report);
+    assert!(report.report.map.retries >= 1, "{}", report.report);
+    assert!(report.report.reduce.retries >= 1, "{}", report.report);
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_mid_job_loses_no_committed_work() {
+    let base = Baseline::take().await;
+    let Some(mut rig) = Rig::start(2) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, data) = input(dir.path(), 3);
+    let out = dir.path().join("out");
+    let cluster = rig.cluster_config().connect().await.unwrap();
+    // Map task 0 stalls for good: the job cannot end before its backup
+    // runs, so the restart lands mid-job.
+    let job = dist_job(&inp, &out)
+        .backups(true, Duration::from_millis(300))
+        .inject(Phase::Map, 0, Fault::Stop { at: 5 });
+    let c = cluster.clone();
+    let job = tokio::spawn(async move {
+        job.run_on_with(&c, DistOptions::new().ack_wait(Duration::from_secs(2)))
+            .await
+    });
+    rig.node_with_stopped_worker().await;
+    rig.server.restart().expect("restart nats-server");
+    let report = tokio::time::timeout(Duration::from_secs(60), job)
+        .await
+        .expect("the job ends after the restart")
+        .unwrap()
+        .unwrap();
+    assert_output(&out, &expected(&data));
+    assert!(report.report.map.backups >= 1, "{}", report.report);
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_does_not_stall_the_job_its_task_is_backed_up() {
+    let base = Baseline::take().await;
+    let Some(rig) = Rig::start(2) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, data) = input(dir.path(), 4);
+    let out = dir.path().join("out");
+    let cluster = rig.cluster_config().connect().await.unwrap();
+    // An ack wait far longer than the test: redelivery cannot save the job,
+    // only a backup attempt can.
+    let job = dist_job(&inp, &out)
+        .backups(true, Duration::from_millis(300))
+        .inject(Phase::Map, 2, Fault::Stop { at: 5 });
+    let c = cluster.clone();
+    let job = tokio::spawn(async move {
+        job.run_on_with(&c, DistOptions::new().ack_wait(Duration::from_secs(300)))
+            .await
+    });
+    let stalled = rig.node_with_stopped_worker().await;
+    rig.signal(stalled, Signal::STOP);
+    let report = job.await.unwrap().unwrap();
+    assert_output(&out, &expected(&data));
+    // Map task 2's backup won (a slow task on a busy machine may get one too).
+    assert!(report.report.map.backup_wins >= 1, "{}", report.report);
+    assert_eq!(report.redeliveries, 0, "{}", report.report);
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_a_clear_error_and_so_is_a_wrong_password() {
+    let base = Baseline::take().await;
+    if !NatsServer::available() {
+        return;
+    }
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = NatsConfig::new(format!("nats://127.0.0.1:{port}"))
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DistError::Connect {
+                kind: ConnectFailure::Unreachable | ConnectFailure::TimedOut,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("cannot connect to NATS at nats://127.0.0.1:")
+    );
+
+    let server = NatsServer::start_with_user("fy", "right").unwrap();
+    let err = NatsConfig::new(server.url())
+        .user("fy", "wrong")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DistError::Connect {
+                kind: ConnectFailure::Credentials,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    NatsConfig::new(server.url())
+        .user("fy", "right")
+        .connect()
+        .await
+        .expect("the right password is accepted")
+        .close()
+        .await;
+    // The node says so and exits non-zero.
+    let out = Command::new(wordcount_bin())
+        .args(["--serve", "--nats", &server.url()])
+        .env("NATS_USER", "fy")
+        .env("NATS_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the server refused the credentials"),
+        "{stderr}"
+    );
+    drop(server);
+    base.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_task_message_is_rejected_and_reported() {
+    let base = Baseline::take().await;
+    let Some(rig) = Rig::start(1) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, data) = input(dir.path(), 5);
+    let out = dir.path().join("out");
+    let cluster = rig.cluster_config().connect().await.unwrap();
+    // The job cannot end before the backup of its stalled task, so the
+    // junk is taken while it runs.
+    let job = dist_job(&inp, &out)
+        .backups(true, Duration::from_millis(500))
+        .inject(Phase::Map, 0, Fault::Stop { at: 0 });
+    let c = cluster.clone();
+    let job = tokio::spawn(async move {
+        job.run_on_with(&c, DistOptions::new().job_id("junk-test"))
+            .await
+    });
+    let js = async_nats::jetstream::new(cluster.client().clone());
+    wait_for_async_publish(&js, "fy.junk-test.task.m.99.a0", b"\xffnot a task").await;
+    let report = job.await.unwrap().unwrap();
+    assert_output(&out, &expected(&data));
+    assert_eq!(report.rejected.len(), 1, "{:?}", report.rejected);
+    assert!(
+        report.rejected[0].contains("not a task message"),
+        "{:?}",
+        report.rejected
+    );
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
+
+/// Publishes to the job's stream as soon as it exists (the coordinator
+/// creates it).
+async fn wait_for_async_publish(js: &async_nats::jetstream::Context, subject: &str, body: &[u8]) {
+    forkyard_testkit::wait_for_async("the job's stream to accept a message", || async {
+        match js.publish(subject.to_string(), body.to_vec().into()).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_calls_are_answered_by_a_node_and_honour_their_deadline() {
+    let base = Baseline::take().await;
+    let Some(rig) = Rig::start(1) else { return };
+    let cluster = rig.cluster_config().connect().await.unwrap();
+    let caller = Caller::<CountWords>::new(&cluster).await.unwrap();
+    for (line, n) in [("a b c", 3), ("", 0), ("  one  ", 1)] {
+        let got = caller
+            .call(&line.to_string(), Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(got, n, "{line:?}");
+    }
+    // With the only node stopped, nobody answers: the deadline ends the call.
+    rig.signal(0, Signal::STOP);
+    let node = rig.nodes[0].id();
+    wait_for("the node to be stopped", || {
+        let stopped = std::fs::read_dir(format!("/proc/{node}/task"))
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .all(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('T'))
+                })
+            });
+        stopped.then_some(()).ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    let err = caller
+        .call(&"x".to_string(), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::Deadline { .. }), "{err:?}");
+    drop(caller);
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_exits_0_on_sigterm_and_leaves_no_process() {
+    let base = Baseline::take().await;
+    let Some(mut rig) = Rig::start(1) else { return };
+    let node = rig.nodes[0].id();
+    wait_for("the node's workers", || {
+        (live_descendants(node).len() >= 2)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    let workers = live_descendants(node);
+    rig.signal(0, Signal::TERM);
+    let status = rig.nodes[0].wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    forkyard_testkit::wait_all_dead(&workers, forkyard_testkit::DEADLINE).unwrap();
+    rig.nodes.clear();
+    rig.stop();
+    base.assert_clean().await;
+}
