@@ -255,8 +255,10 @@ impl<J: Job> MapReduce<J> {
         self
     }
 
-    /// Injects `fault` into the first attempt of task `task` of `phase`
-    /// (demos, the fault suite, tests).
+    /// Injects `fault` into the first attempt of task `task` of `phase`: the
+    /// worker strikes itself at a chosen record or key, for a narrated demo
+    /// with a fixed story. The fault suite and the crash tests strike from
+    /// outside instead (see [`MapReduce::on_event`]).
     pub fn inject(mut self, phase: Phase, task: u32, fault: Fault) -> Self {
         self.faults.insert((phase, task), fault);
         self

@@ -138,9 +138,10 @@
 //!   must fit in memory (a partition need not).
 //! - The memory bound is an estimate (serialized key size plus a fixed
 //!   overhead per key and per value), checked after each record; a worker's
-//!   resident memory also holds the runtime, its read buffer and the table's
-//!   spare capacity (measured: under 3x the bound with 5 million keys, see
-//!   the README).
+//!   resident memory also holds the runtime, its read buffer, the table's
+//!   spare capacity, and the keys it keeps from one map task for the next
+//!   (while they take at most half the bound): measured under 3x the bound
+//!   with 5 million keys, see the README.
 //! - Fault tolerance assumes deterministic tasks: a re-run or a backup must
 //!   write the same output as the attempt it replaces.
 //! - Attempts that lose to a backup keep running on their worker (the pool

@@ -35,9 +35,13 @@ pub enum OutputFormat {
     JsonLines,
 }
 
-/// A fault to inject into one attempt of a task: for demos, the fault suite
-/// and tests. The worker does it to itself when it reaches the given record
-/// (map) or key (reduce).
+/// A fault to inject into one attempt of a task ([`MapReduce::inject`]):
+/// the worker does it to itself when it reaches the given record (map) or key
+/// (reduce), for a demo with a fixed story. Faults from outside go through
+/// [`MapReduce::on_event`].
+///
+/// [`MapReduce::inject`]: crate::MapReduce::inject
+/// [`MapReduce::on_event`]: crate::MapReduce::on_event
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Fault {
