@@ -8,6 +8,10 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/demo_dist.rs"]
+mod demo_dist;
+#[path = "common/fault_dist.rs"]
+mod fault_dist;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -166,7 +170,8 @@ fn main() -> Result<()> {
         format!("{:.1}", faulty.throughput_mb_s()),
     );
     println!("{}", faulty.summary());
-    Ok(())
+    // Then across machines, when nats-server is on PATH.
+    demo_dist::run(&corpus, split, say)
 }
 
 fn say(line: &str) {

@@ -22,6 +22,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/fault_dist.rs"]
+mod fault_dist;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -68,7 +70,8 @@ fn main() -> ExitCode {
     forkyard_mapreduce::serve_if_worker::<WordCount>();
     let args = Args::parse();
     match run(&args) {
-        Ok(true) => ExitCode::SUCCESS,
+        // Then the distributed engine, when nats-server is on PATH.
+        Ok(true) => fault_dist::exit_code(args.seed, args.quick),
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             println!("fault mapreduce seed {}: FAILED: {e:#}", args.seed);

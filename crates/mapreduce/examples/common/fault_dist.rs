@@ -147,6 +147,19 @@ struct Struck {
     restarts: u32,
 }
 
+/// [`run`] as the fault suite's exit code (a failure to even start prints
+/// the same kind of line as a difference).
+pub(crate) fn exit_code(seed: u64, quick: bool) -> std::process::ExitCode {
+    match run(seed, quick) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            println!("fault mapreduce dist seed {seed}: FAILED: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the distributed part; prints one line. Ok(false) on a difference
 /// or a failed job; Ok(true) also when skipped (no nats-server).
 pub(crate) fn run(seed: u64, quick: bool) -> Result<bool> {

@@ -143,8 +143,15 @@ impl Rig {
         kill_process(pid, sig).expect("kill");
     }
 
-    /// SIGKILLs and reaps every node; then the server goes (on drop).
-    fn stop(mut self) {
+    /// SIGKILLs and reaps every node and the server (what drop does, also
+    /// when a test fails half-way).
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
         for n in &mut self.nodes {
             let _ = n.kill();
             let _ = n.wait();
