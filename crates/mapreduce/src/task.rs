@@ -434,6 +434,9 @@ fn run_reduce<J: Job>(
     out_dir: &Path,
     format: OutputFormat,
 ) -> Result<TaskResponse, String> {
+    // The map phase is over for this worker: the keys it kept for a next map
+    // task would only weigh on the reduce's memory.
+    drop(KEPT.lock().ok().and_then(|mut kept| kept.take()));
     let storage = LocalStorage::new(&req.job_dir);
     let part = part_name(partition);
     let read_bytes = Arc::new(AtomicU64::new(0));
