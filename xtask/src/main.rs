@@ -42,6 +42,15 @@ struct Cli {
     task: Task,
 }
 
+/// The two halves of `cargo xtask bench`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchPart {
+    /// `benches/*.rs`, run by criterion.
+    Criterion,
+    /// `examples/compare.rs`, side by side with peers.
+    Compare,
+}
+
 #[derive(Subcommand)]
 enum Task {
     /// Run the narrated demos (all crates, or one).
@@ -67,6 +76,9 @@ enum Task {
         /// With `--summary`: run nothing, only write the page from the saved results.
         #[arg(long, requires = "summary")]
         saved: bool,
+        /// Run only the criterion benches, or only the compare examples.
+        #[arg(long, value_enum)]
+        only: Option<BenchPart>,
         /// Extra arguments for criterion (after `--`), e.g. `--save-baseline before`.
         #[arg(last = true)]
         criterion_args: Vec<String>,
@@ -107,10 +119,11 @@ fn main() -> Result<()> {
             name,
             summary,
             saved,
+            only,
             criterion_args,
         } => {
             if !saved {
-                bench(&root, name.as_deref(), &criterion_args)?;
+                bench(&root, name.as_deref(), only, &criterion_args)?;
             }
             if summary {
                 let names = crates_with(&root, "Cargo.toml");
@@ -422,9 +435,22 @@ fn bench_targets(root: &Path, name: &str) -> Vec<String> {
 /// (the benches, the compare examples), so nothing builds mid-run. Ends with the
 /// medians of what criterion measured, each as a ratio to its group's baseline, and
 /// where criterion's HTML report is.
-fn bench(root: &Path, name: Option<&str>, criterion_args: &[String]) -> Result<()> {
-    let benches = select(root, name, "benches", "benchmarks").unwrap_or_default();
-    let compares = select(root, name, "examples/compare.rs", "comparison").unwrap_or_default();
+fn bench(
+    root: &Path,
+    name: Option<&str>,
+    only: Option<BenchPart>,
+    criterion_args: &[String],
+) -> Result<()> {
+    let benches = if only == Some(BenchPart::Compare) {
+        Vec::new()
+    } else {
+        select(root, name, "benches", "benchmarks").unwrap_or_default()
+    };
+    let compares = if only == Some(BenchPart::Criterion) {
+        Vec::new()
+    } else {
+        select(root, name, "examples/compare.rs", "comparison").unwrap_or_default()
+    };
     if benches.is_empty() && compares.is_empty() {
         bail!(
             "no benchmarks found{}",

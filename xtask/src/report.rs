@@ -365,18 +365,22 @@ fn figure(v: &Value) -> String {
     format!("{}: {amount}", v["label"].as_str().unwrap_or_default())
 }
 
-/// The compare rows of `name` (the last row of each measure).
+/// The compare rows of `name`: the last row of each measure and contender (a
+/// comparison run by hand appends to the rows of the previous run).
 fn compare_lines(rows: &[Value]) -> Vec<Line> {
-    let mut last: Vec<(&str, &Value)> = Vec::new();
+    let mut last: Vec<((&str, &str), &Value)> = Vec::new();
     for row in rows {
-        let measure = row["measure"].as_str().unwrap_or_default();
-        match last.iter_mut().find(|(m, _)| *m == measure) {
+        let key = (
+            row["measure"].as_str().unwrap_or_default(),
+            row["forkyard"]["label"].as_str().unwrap_or_default(),
+        );
+        match last.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = row,
-            None => last.push((measure, row)),
+            None => last.push((key, row)),
         }
     }
     last.into_iter()
-        .map(|(measure, row)| Line {
+        .map(|((measure, _), row)| Line {
             measure: measure.to_owned(),
             forkyard: figure(&row["forkyard"]),
             baseline: figure(&row["baseline"]),

@@ -173,7 +173,7 @@ async fn main() -> Result<()> {
         );
         if *name != "child" {
             recorder.record(&Row {
-                measure: format!("spawn + wait of the probe, median of {runs} runs: {name}"),
+                measure: format!("spawn + wait of the probe, median of {runs} runs"),
                 forkyard: Figure::time(*name, *median),
                 baseline: Figure::time("child (plain forkyard-child spawn)", base),
                 // The target: hardened under 2x a plain spawn.

@@ -153,10 +153,7 @@ async fn compare(rounds: usize) -> anyhow::Result<ExitCode> {
         let recorder = Recorder::new("supervise");
         for row in rows.iter().filter(|r| !r.name.starts_with("node")) {
             recorder.record(&BenchRow {
-                measure: format!(
-                    "death (SIGKILL) to replacement ready, median of {rounds}: {}",
-                    row.name
-                ),
+                measure: format!("death (SIGKILL) to replacement ready, median of {rounds}"),
                 forkyard: Figure::time(&row.name, percentile(&row.samples, 50)),
                 baseline: Figure::time("node cluster re-fork (listening)", node),
                 // The target: under 10 ms plus the backoff (none here), for a
