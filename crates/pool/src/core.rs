@@ -51,6 +51,26 @@ pub(crate) struct Rules {
     pub(crate) start_timeout: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) breaker: BreakerConfig,
+    /// How long a worker told to abandon a task has before it is killed.
+    pub(crate) cancel_grace: Duration,
+}
+
+/// What a task carries: one request, or a chunk of a batch's items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Payload<Req> {
+    One(Req),
+    Chunk(Vec<Req>),
+}
+
+/// A task's own settings (from `CallOptions`; `None` takes the pool's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TaskRules {
+    /// Re-runs after its worker died.
+    pub(crate) retries: Option<u32>,
+    /// Longest run per dispatch (per item for a chunk).
+    pub(crate) timeout: Option<Duration>,
+    /// When it must have its outcome, queued or running.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// Why the core wants a worker gone.
@@ -66,6 +86,10 @@ pub(crate) enum KillReason {
     Shutdown,
     /// It was draining for longer than the grace period.
     DrainTimeout,
+    /// A task on it was cancelled and did not stop within the cancel grace.
+    CancelGrace,
+    /// A resize removed its slot while it was starting.
+    Resize,
 }
 
 /// Why a worker is being retired.
@@ -78,6 +102,8 @@ pub enum RecycleReason {
     Memory,
     /// It reached its maximum age.
     Age,
+    /// An operator asked for it ([`Pool::recycle`](crate::Pool::recycle)).
+    Operator,
 }
 
 impl std::fmt::Display for RecycleReason {
@@ -86,6 +112,7 @@ impl std::fmt::Display for RecycleReason {
             RecycleReason::Tasks => "task quota",
             RecycleReason::Memory => "memory limit",
             RecycleReason::Age => "maximum age",
+            RecycleReason::Operator => "operator's request",
         })
     }
 }
@@ -97,12 +124,16 @@ pub(crate) enum Failure {
     Crashed {
         worker: WorkerId,
     },
-    TimedOut,
+    TimedOut {
+        after: Duration,
+    },
     Cancelled,
     ShuttingDown,
     Task(String),
     Protocol(Why),
     Unavailable(Why),
+    /// Its request could not be sent (too large for a frame, or not encodable).
+    Unsendable(Why),
 }
 
 /// What the shell must do.
@@ -114,11 +145,24 @@ pub(crate) enum Action<Req, Resp> {
         /// Whether it replaces another in its slot.
         replacement: bool,
     },
-    /// Send a task to a ready worker.
+    /// Send a task (or a chunk) to a ready worker.
     Dispatch {
         worker: WorkerId,
         task: TaskId,
-        req: Req,
+        req: Payload<Req>,
+    },
+    /// Tell a worker to abandon a task.
+    Cancel { worker: WorkerId, task: TaskId },
+    /// Results of some of a chunk's items, by their index in the whole chunk.
+    Items {
+        task: TaskId,
+        results: Vec<(u32, Result<Resp, String>)>,
+    },
+    /// A chunk's end: every item answered (`None`), or the failure of every
+    /// item not answered.
+    ChunkEnd {
+        task: TaskId,
+        failure: Option<Failure>,
     },
     /// Ask a worker to finish what it has and exit.
     Drain {
@@ -212,7 +256,17 @@ struct Slot {
 
 #[derive(Debug)]
 struct Task<Req> {
-    req: Req,
+    req: Payload<Req>,
+    /// A chunk's items of the current (or next) dispatch, by position: their
+    /// index in the whole chunk, and whether they were answered.
+    sent: Vec<(u32, bool)>,
+    /// A chunk's items not answered yet.
+    unanswered: usize,
+    rules: TaskRules,
+    /// When the worker told to abandon it gets killed if it has not.
+    cancel_by: Option<Instant>,
+    /// Its entry in the alarm index, if any.
+    alarm: Option<Instant>,
     /// How many times it was dispatched.
     attempts: u32,
     /// Runs that were cut short through no fault of the task (its worker was
@@ -230,7 +284,10 @@ struct Task<Req> {
 struct Running {
     worker: WorkerId,
     dispatched_at: Instant,
+    /// The run deadline (dispatch time plus `timeout`).
     deadline: Option<Instant>,
+    /// The run time it is allowed.
+    timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -261,9 +318,12 @@ pub(crate) struct Core<Req, Resp> {
     /// Seeds each slot's backoff jitter.
     seed: u64,
     breaker: CircuitBreaker,
+    /// An operator opened the breaker: no worker starts until it is closed.
+    held: bool,
     /// Queued tasks that were never dispatched (what the capacity limits).
     fresh_queued: usize,
-    /// Deadlines of running tasks, soonest first (an index over `tasks`).
+    /// Alarms of tasks (run deadlines, end-to-end deadlines, cancel graces),
+    /// soonest first (an index over `tasks`).
     deadlines: BTreeSet<(Instant, TaskId)>,
     degraded: Option<Why>,
     shutdown: Option<Shutdown>,
@@ -283,6 +343,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             next_slot: 1,
             seed,
             breaker: CircuitBreaker::new(rules.breaker),
+            held: false,
             rules,
             queue: VecDeque::new(),
             tasks: FxHashMap::default(),
@@ -426,7 +487,19 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     // ---- events ---------------------------------------------------------
 
     /// A new task with a fresh id chosen by the caller. `Ok(id)`, or refused at once.
+    #[cfg(test)]
     pub(crate) fn submit(&mut self, id: TaskId, req: Req, now: Instant) -> Result<TaskId, Refused> {
+        self.submit_with(id, Payload::One(req), TaskRules::default(), now)
+    }
+
+    /// A new task (or chunk) with its own rules; `Ok(id)`, or refused at once.
+    pub(crate) fn submit_with(
+        &mut self,
+        id: TaskId,
+        req: Payload<Req>,
+        rules: TaskRules,
+        now: Instant,
+    ) -> Result<TaskId, Refused> {
         if self.shutdown.is_some() {
             return Err(Refused::ShuttingDown);
         }
@@ -439,10 +512,22 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             return Err(Refused::Unavailable(reason));
         }
         debug_assert!(!self.tasks.contains_key(&id), "task id {id} reused");
+        let (sent, items) = match &req {
+            Payload::One(_) => (Vec::new(), 1),
+            Payload::Chunk(items) => (
+                (0..items.len() as u32).map(|i| (i, false)).collect(),
+                items.len(),
+            ),
+        };
         self.tasks.insert(
             id,
             Task {
                 req,
+                sent,
+                unanswered: items,
+                rules,
+                cancel_by: None,
+                alarm: None,
                 attempts: 0,
                 forgiven: 0,
                 enqueued_at: now,
@@ -456,9 +541,38 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         }
         self.queue.push_back(id);
         self.fresh_queued += 1;
-        self.counters.submitted += 1;
+        self.counters.submitted += items as u64;
+        self.rearm(id);
+        if items == 0 {
+            // An empty chunk has nothing to wait for.
+            self.queue.retain(|&q| q != id);
+            self.finish(id, Ok(None), now);
+        }
         self.settle(now);
         Ok(id)
+    }
+
+    /// Puts `task`'s alarm in the index: its end-to-end deadline, and while it
+    /// runs its run deadline and cancel grace, whichever comes first.
+    fn rearm(&mut self, task: TaskId) {
+        let Some(t) = self.tasks.get_mut(&task) else {
+            return;
+        };
+        let mut alarm = t.rules.deadline;
+        if let Some(r) = t.running {
+            for a in [r.deadline, t.cancel_by].into_iter().flatten() {
+                alarm = Some(alarm.map_or(a, |b| b.min(a)));
+            }
+        }
+        if alarm != t.alarm {
+            if let Some(old) = t.alarm {
+                self.deadlines.remove(&(old, task));
+            }
+            if let Some(new) = alarm {
+                self.deadlines.insert((new, task));
+            }
+            t.alarm = alarm;
+        }
     }
 
     /// The caller stopped waiting for `task`.
@@ -466,9 +580,19 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         let Some(t) = self.tasks.get_mut(&task) else {
             return;
         };
-        if t.running.is_some() {
-            // It runs to completion on its worker; its result will be dropped.
+        if let Some(r) = t.running {
+            // Tell its worker to abandon it; kill the worker if it has not
+            // within the grace. Its outcome is `Cancelled` either way.
+            if t.abandoned {
+                return;
+            }
             t.abandoned = true;
+            t.cancel_by = Some(now + self.rules.cancel_grace);
+            self.actions.push(Action::Cancel {
+                worker: r.worker,
+                task,
+            });
+            self.rearm(task);
         } else {
             self.queue.retain(|&q| q != task);
             self.finish(task, Err(Failure::Cancelled), now);
@@ -498,8 +622,15 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             slot.start_streak = 0;
             slot.backoff.up(now);
         }
+        let was_closed = self.breaker.state() == BreakerState::Closed;
         self.breaker.record_success(now);
-        self.degraded = None;
+        if !was_closed && self.breaker.state() == BreakerState::Closed && self.observe {
+            self.notes
+                .push(PoolEvent::BreakerClosed { operator: false });
+        }
+        if !self.held {
+            self.degraded = None;
+        }
         // A worker due for recycling gives way to this one.
         let retiring = self
             .workers
@@ -523,7 +654,11 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         let known = self
             .workers
             .get(&worker)
-            .is_some_and(|w| w.in_flight.contains(&task));
+            .is_some_and(|w| w.in_flight.contains(&task))
+            && self
+                .tasks
+                .get(&task)
+                .is_some_and(|t| matches!(t.req, Payload::One(_)));
         if !known {
             self.protocol_error(
                 worker,
@@ -532,7 +667,21 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             );
             return;
         }
-        let w = self.workers.get_mut(&worker).expect("checked above");
+        self.answered(worker, task, result.map(Some).map_err(Failure::Task), now);
+    }
+
+    /// A task or chunk on `worker` got its last answer.
+    fn answered(
+        &mut self,
+        worker: WorkerId,
+        task: TaskId,
+        outcome: Result<Option<Resp>, Failure>,
+        now: Instant,
+    ) {
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("checked by the caller");
         w.in_flight.remove(&task);
         w.completed += 1;
         let quota_reached = self
@@ -544,10 +693,114 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 .service
                 .record(now.saturating_duration_since(running.dispatched_at));
         }
-        self.finish(task, result.map_err(Failure::Task), now);
+        self.finish(task, outcome, now);
         if quota_reached {
             self.retire(worker, RecycleReason::Tasks);
         }
+        self.settle(now);
+    }
+
+    /// A worker answered some of a chunk's items (`results` by their position
+    /// in what it was sent).
+    pub(crate) fn items(
+        &mut self,
+        worker: WorkerId,
+        task: TaskId,
+        mut results: Vec<(u32, Result<Resp, String>)>,
+        now: Instant,
+    ) {
+        let on_worker = self
+            .workers
+            .get(&worker)
+            .is_some_and(|w| w.in_flight.contains(&task));
+        let problem = match self.tasks.get_mut(&task) {
+            Some(t) if on_worker && matches!(t.req, Payload::Chunk(_)) => {
+                // Check every position before taking any, so a bad answer
+                // changes nothing.
+                let mut bad = None;
+                for (pos, _) in &results {
+                    match t.sent.get(*pos as usize) {
+                        Some((_, false)) => {}
+                        Some((_, true)) => {
+                            bad = Some(format!("item {pos} of chunk {task} answered twice"))
+                        }
+                        None => {
+                            bad = Some(format!(
+                                "item {pos} of chunk {task}, which has {} items",
+                                t.sent.len()
+                            ))
+                        }
+                    }
+                    if bad.is_none() {
+                        t.sent[*pos as usize].1 = true;
+                    }
+                }
+                // (On a bad answer the worker is killed and the chunk fails
+                // with `Protocol`: the marks no longer matter.)
+                bad
+            }
+            _ => Some(format!("items for chunk {task}, which it was not running")),
+        };
+        if let Some(problem) = problem {
+            self.protocol_error(worker, Why::new(problem), now);
+            return;
+        }
+        let t = self.tasks.get_mut(&task).expect("checked above");
+        let (mut ok, mut failed) = (0u64, 0u64);
+        for (pos, result) in &mut results {
+            *pos = t.sent[*pos as usize].0;
+            if result.is_ok() {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        t.unanswered -= results.len();
+        let last = t.unanswered == 0;
+        self.counters.completed += ok;
+        if failed > 0 {
+            *self.counters.failed.entry(FailureKind::Task).or_default() += failed;
+        }
+        self.actions.push(Action::Items { task, results });
+        if last {
+            self.answered(worker, task, Ok(None), now);
+        }
+    }
+
+    /// A worker says it abandoned `task`, as it was told to.
+    pub(crate) fn cancelled(&mut self, worker: WorkerId, task: TaskId, now: Instant) {
+        let told = self
+            .workers
+            .get(&worker)
+            .is_some_and(|w| w.in_flight.contains(&task))
+            && self.tasks.get(&task).is_some_and(|t| t.cancel_by.is_some());
+        if !told {
+            self.protocol_error(
+                worker,
+                Why::new(format!(
+                    "`Cancelled` for task {task}, which it was not told to cancel"
+                )),
+                now,
+            );
+            return;
+        }
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.in_flight.remove(&task);
+        }
+        self.finish(task, Err(Failure::Cancelled), now);
+        self.settle(now);
+    }
+
+    /// The request of `task` could not be sent to `worker` (too large for a
+    /// frame, or not encodable); the worker never saw it.
+    pub(crate) fn unsendable(&mut self, worker: WorkerId, task: TaskId, why: Why, now: Instant) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if !w.in_flight.remove(&task) {
+            return;
+        }
+        self.finish(task, Err(Failure::Unsendable(why)), now);
         self.settle(now);
     }
 
@@ -604,13 +857,13 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 reason: Some(KillReason::StartTimeout),
             } => ExitCause::StartFailed,
             Phase::Ending {
-                reason: Some(KillReason::Timeout),
+                reason: Some(KillReason::Timeout | KillReason::CancelGrace),
             } => ExitCause::TimedOut,
             Phase::Ending {
                 reason: Some(KillReason::Protocol),
             } => ExitCause::Protocol,
             Phase::Ending {
-                reason: Some(KillReason::DrainTimeout),
+                reason: Some(KillReason::DrainTimeout | KillReason::Resize),
             } => ExitCause::Drained,
             Phase::Ending { .. } => ExitCause::Shutdown,
             Phase::Draining { .. } if w.in_flight.is_empty() => ExitCause::Drained,
@@ -671,19 +924,20 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             let Some(t) = self.tasks.get_mut(&task) else {
                 continue;
             };
-            if let Some(Running {
-                deadline: Some(d), ..
-            }) = t.running.take()
-            {
-                self.deadlines.remove(&(d, task));
-            }
+            t.running = None;
+            // Only its unanswered items run again.
+            t.sent.retain(|&(_, answered)| !answered);
+            self.rearm(task);
+            let t = self.tasks.get_mut(&task).expect("present above");
             let shutting_down = self.shutdown.as_ref().is_some_and(|s| s.stopping);
             if shutting_down {
                 self.finish(task, Err(Failure::ShuttingDown), now);
             } else if t.abandoned {
                 // Nobody waits for it any more: do not run it again.
                 self.finish(task, Err(Failure::Cancelled), now);
-            } else if collateral.contains(&task) || t.attempts - t.forgiven <= self.rules.retries {
+            } else if collateral.contains(&task)
+                || t.attempts - t.forgiven <= t.rules.retries.unwrap_or(self.rules.retries)
+            {
                 if !collateral.contains(&task) {
                     self.counters.retried += 1;
                     if self.observe {
@@ -724,19 +978,46 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
 
     /// Time passed: deadlines, start timeouts, age limits, scheduled spawns.
     pub(crate) fn tick(&mut self, now: Instant) {
-        // Tasks past their deadline: fail them, kill their workers.
-        let overdue: Vec<(TaskId, WorkerId)> = self
+        // Alarms: a running task past its deadline fails and its worker is
+        // killed; one cancelled whose worker did not stop within the grace
+        // ends cancelled, and the worker is killed; a queued task past its
+        // end-to-end deadline fails without running.
+        let due: Vec<TaskId> = self
             .deadlines
             .iter()
             .take_while(|&&(d, _)| d <= now)
-            .filter_map(|&(_, id)| Some((id, self.tasks.get(&id)?.running?.worker)))
+            .map(|&(_, id)| id)
             .collect();
-        for (task, worker) in overdue {
-            if let Some(w) = self.workers.get_mut(&worker) {
-                w.in_flight.remove(&task);
+        for task in due {
+            let Some(t) = self.tasks.get(&task) else {
+                continue;
+            };
+            let late = t.rules.deadline.filter(|&d| d <= now);
+            let timed_out = Failure::TimedOut {
+                after: match late {
+                    Some(d) => d.saturating_duration_since(t.submitted_at),
+                    None => t.running.map(|r| r.timeout).unwrap_or_default(),
+                },
+            };
+            match t.running {
+                Some(r) => {
+                    let grace_over = t.cancel_by.is_some_and(|c| c <= now);
+                    if let Some(w) = self.workers.get_mut(&r.worker) {
+                        w.in_flight.remove(&task);
+                    }
+                    if grace_over {
+                        self.finish(task, Err(Failure::Cancelled), now);
+                        self.kill(r.worker, KillReason::CancelGrace);
+                    } else {
+                        self.finish(task, Err(timed_out), now);
+                        self.kill(r.worker, KillReason::Timeout);
+                    }
+                }
+                None => {
+                    self.queue.retain(|&q| q != task);
+                    self.finish(task, Err(timed_out), now);
+                }
             }
-            self.finish(task, Err(Failure::TimedOut), now);
-            self.kill(worker, KillReason::Timeout);
         }
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
@@ -778,6 +1059,12 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             deadline: now + mode.grace(),
             stopping: false,
         });
+        if self.observe {
+            self.notes.push(PoolEvent::ShuttingDown {
+                drain: matches!(mode, ShutdownMode::Drain { .. }),
+                grace: mode.grace(),
+            });
+        }
         if matches!(mode, ShutdownMode::Cancel { .. }) {
             for task in std::mem::take(&mut self.queue) {
                 self.finish(task, Err(Failure::ShuttingDown), now);
@@ -786,10 +1073,119 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         self.settle(now);
     }
 
+    // ---- sizing and operator controls ----------------------------------------
+
+    /// The pool's target size (its slots).
+    pub(crate) fn size(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Sets the pool's size to `n` (at least 1). Growing adds slots, filled at
+    /// once; shrinking removes the slots that matter least (empty, then
+    /// starting, then the least busy) and drains their workers: they take no
+    /// new task, answer what they have and exit. Returns the size before.
+    pub(crate) fn resize(&mut self, n: usize, now: Instant) -> usize {
+        let from = self.slots.len();
+        if n > from {
+            for _ in from..n {
+                self.add_slot();
+            }
+        } else if n < from {
+            let mut scored: Vec<(u8, usize, SlotId)> = self
+                .slots
+                .keys()
+                .map(|&slot| {
+                    let serving = self.workers.values().find(|w| {
+                        w.slot == Some(slot)
+                            && matches!(w.phase, Phase::Starting { .. } | Phase::Ready)
+                    });
+                    match serving.map(|w| (w.phase, w.in_flight.len())) {
+                        None => (0, 0, slot),
+                        Some((Phase::Starting { .. }, _)) => (1, 0, slot),
+                        Some((_, busy)) => (2, busy, slot),
+                    }
+                })
+                .collect();
+            scored.sort_unstable();
+            for &(_, _, slot) in scored.iter().take(from - n) {
+                self.slots.remove(&slot);
+                let ids: Vec<WorkerId> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.slot == Some(slot))
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in ids {
+                    let w = self.workers.get_mut(&id).expect("listed");
+                    w.slot = None;
+                    match w.phase {
+                        Phase::Starting { .. } => self.kill(id, KillReason::Resize),
+                        Phase::Ready | Phase::Retiring(_) => self.drain(id, now),
+                        Phase::Draining { .. } | Phase::Ending { .. } => {}
+                    }
+                }
+            }
+        }
+        self.rules.workers = n;
+        if self.observe && n != from {
+            self.notes.push(PoolEvent::Resized { from, to: n });
+        }
+        self.settle(now);
+        from
+    }
+
+    /// An operator's recycle: `worker` is replaced (the replacement is ready
+    /// before it drains). `false` if it is not a ready worker.
+    pub(crate) fn recycle(&mut self, worker: WorkerId, now: Instant) -> bool {
+        let ok = match self.workers.get(&worker).map(|w| w.phase) {
+            Some(Phase::Ready) => {
+                self.retire(worker, RecycleReason::Operator);
+                true
+            }
+            Some(Phase::Retiring(_)) => true,
+            _ => false,
+        };
+        self.settle(now);
+        ok
+    }
+
+    /// An operator opens (`true`) or closes the breaker. Open: no worker
+    /// starts (running ones keep serving; with none left, calls fail fast
+    /// with `Unavailable`). Closed: failures are forgotten and starts resume.
+    pub(crate) fn hold_breaker(&mut self, open: bool, now: Instant) {
+        if open == self.held {
+            return;
+        }
+        self.held = open;
+        if open {
+            self.degraded = Some(Why::new("the breaker was opened by an operator"));
+            if self.observe {
+                self.notes.push(PoolEvent::BreakerOpened { operator: true });
+            }
+        } else {
+            self.breaker.reset();
+            self.degraded = None;
+            for slot in self.slots.values_mut() {
+                slot.spawn_after = None;
+                slot.start_streak = 0;
+                slot.backoff.reset();
+            }
+            if self.observe {
+                self.notes.push(PoolEvent::BreakerClosed { operator: true });
+            }
+        }
+        self.settle(now);
+    }
+
     // ---- internals ------------------------------------------------------
 
     /// Delivers a task's outcome (exactly once) and updates the counters.
-    fn finish(&mut self, task: TaskId, outcome: Result<Resp, Failure>, now: Instant) {
+    ///
+    /// `Ok(Some(response))` for a task, `Ok(None)` for a chunk whose every
+    /// item was answered; a failure fails the task, or every item of the
+    /// chunk not answered. A task whose caller cancelled it ends `Cancelled`
+    /// whatever came back.
+    fn finish(&mut self, task: TaskId, outcome: Result<Option<Resp>, Failure>, now: Instant) {
         let Some(t) = self.tasks.remove(&task) else {
             debug_assert!(false, "task {task} finished twice");
             return;
@@ -798,29 +1194,37 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             // It leaves the queue without ever having run.
             self.fresh_queued -= 1;
         }
-        if let Some(Running {
-            deadline: Some(d), ..
-        }) = t.running
-        {
-            self.deadlines.remove(&(d, task));
+        if let Some(alarm) = t.alarm {
+            self.deadlines.remove(&(alarm, task));
         }
-        let kind = match (&outcome, t.abandoned) {
-            (_, true) | (Err(Failure::Cancelled), _) => None,
-            (Ok(_), false) => {
-                self.counters.completed += 1;
+        let outcome = if t.abandoned {
+            Err(Failure::Cancelled)
+        } else {
+            outcome
+        };
+        // Items this outcome decides (a chunk's answered items were counted
+        // as they came).
+        let items = match t.req {
+            Payload::One(_) => 1,
+            Payload::Chunk(_) => t.unanswered as u64,
+        };
+        let kind = match &outcome {
+            Err(Failure::Cancelled) => None,
+            Ok(_) => {
+                self.counters.completed += items;
                 None
             }
-            (Err(f), false) => Some(FailureKind::of(f)),
+            Err(f) => Some(FailureKind::of(f)),
         };
         match kind {
-            Some(kind) => *self.counters.failed.entry(kind).or_default() += 1,
-            None if outcome.is_err() || t.abandoned => self.counters.cancelled += 1,
+            Some(kind) => *self.counters.failed.entry(kind).or_default() += items,
+            None if outcome.is_err() => self.counters.cancelled += items,
             None => {}
         }
         if self.observe {
             let outcome = match kind {
                 Some(kind) => Outcome::Failed(kind),
-                None if outcome.is_err() || t.abandoned => Outcome::Cancelled,
+                None if outcome.is_err() => Outcome::Cancelled,
                 None => Outcome::Completed,
             };
             self.notes.push(PoolEvent::Finished {
@@ -833,7 +1237,21 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 outcome,
             });
         }
-        self.actions.push(Action::Complete { task, outcome });
+        match (t.req, outcome) {
+            (Payload::Chunk(_), outcome) => self.actions.push(Action::ChunkEnd {
+                task,
+                failure: outcome.err(),
+            }),
+            (Payload::One(_), Ok(Some(resp))) => self.actions.push(Action::Complete {
+                task,
+                outcome: Ok(resp),
+            }),
+            (Payload::One(_), Err(f)) => self.actions.push(Action::Complete {
+                task,
+                outcome: Err(f),
+            }),
+            (Payload::One(_), Ok(None)) => unreachable!("a task's answer carries its response"),
+        }
     }
 
     /// A start failed in `slot`: the slot backs off; the pool-wide breaker
@@ -852,7 +1270,15 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         // A trial start while half-open that fails opens the breaker again.
         if streak >= BREAKER_STREAK || matches!(self.breaker.state(), BreakerState::HalfOpen { .. })
         {
+            let was_open = matches!(self.breaker.state(), BreakerState::Open { .. });
             self.breaker.record_failure(now);
+            if !was_open
+                && matches!(self.breaker.state(), BreakerState::Open { .. })
+                && self.observe
+            {
+                self.notes
+                    .push(PoolEvent::BreakerOpened { operator: false });
+            }
         }
         if let BreakerState::Open { .. } = self.breaker.state() {
             self.degraded = Some(Why::because("workers cannot start", &reason));
@@ -895,6 +1321,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             .any(|w| !matches!(w.phase, Phase::Ending { .. }));
         match (&self.degraded, anyone, self.breaker.state()) {
             (Some(reason), false, BreakerState::Open { .. }) => Some(reason.clone()),
+            (Some(reason), false, _) if self.held => Some(reason.clone()),
             _ => None,
         }
     }
@@ -970,7 +1397,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         };
         for slot_id in empty {
             let slot = &self.slots[&slot_id];
-            if slot.spawn_after.is_some_and(|t| t > now) || !self.breaker.admit(now) {
+            if slot.spawn_after.is_some_and(|t| t > now) || self.held || !self.breaker.admit(now) {
                 continue;
             }
             let slot = self.slots.get_mut(&slot_id).expect("listed");
@@ -1048,15 +1475,22 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 self.fresh_queued -= 1;
             }
             t.attempts += 1;
-            let deadline = self.rules.task_timeout.map(|d| now + d);
+            // A chunk gets the timeout once per item it carries.
+            let per_item = match t.req {
+                Payload::One(_) => 1,
+                Payload::Chunk(_) => t.sent.len().max(1) as u32,
+            };
+            let timeout = t
+                .rules
+                .timeout
+                .or(self.rules.task_timeout)
+                .map(|d| d.saturating_mul(per_item));
             t.running = Some(Running {
                 worker,
                 dispatched_at: now,
-                deadline,
+                deadline: timeout.map(|d| now + d),
+                timeout: timeout.unwrap_or_default(),
             });
-            if let Some(d) = deadline {
-                self.deadlines.insert((d, task));
-            }
             let queue_wait = now.saturating_duration_since(t.enqueued_at);
             self.histograms.queue_wait.record(queue_wait);
             if self.observe {
@@ -1067,7 +1501,16 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                     attempt: t.attempts,
                 });
             }
-            let req = t.req.clone();
+            let req = match &t.req {
+                Payload::One(req) => Payload::One(req.clone()),
+                Payload::Chunk(items) => Payload::Chunk(
+                    t.sent
+                        .iter()
+                        .map(|&(i, _)| items[i as usize].clone())
+                        .collect(),
+                ),
+            };
+            self.rearm(task);
             self.workers
                 .get_mut(&worker)
                 .expect("chosen")
@@ -1100,6 +1543,7 @@ mod tests {
             breaker: BreakerConfig::new(3, Duration::from_secs(10))
                 .open_for(Duration::from_secs(3))
                 .trials(1),
+            cancel_grace: Duration::from_secs(1),
         }
     }
 
@@ -1108,11 +1552,26 @@ mod tests {
         core: Core<u32, u32>,
         now: Instant,
         outcomes: HashMap<TaskId, Result<u32, Failure>>,
+        /// Per item of a chunk: its one outcome (`Ok` value or failure).
+        item_outcomes: HashMap<(TaskId, u32), Result<u32, Failure>>,
+        /// Chunks submitted, with their number of items.
+        chunks: HashMap<TaskId, u32>,
+        /// A chunk's items in its current dispatch: their values, and
+        /// whether the worker answered them.
+        dispatched: HashMap<TaskId, Vec<(u32, bool)>>,
         spawned: Vec<WorkerId>,
         /// Tasks each worker process has been sent and not answered.
         sent: HashMap<WorkerId, Vec<TaskId>>,
+        /// Tasks a worker was told to abandon.
+        told: BTreeSet<(WorkerId, TaskId)>,
         drained: BTreeSet<WorkerId>,
         ended: BTreeSet<WorkerId>,
+    }
+
+    /// The value of item `i` of chunk `task` (so the sim can check that
+    /// results come back under the right index).
+    fn item_value(task: TaskId, i: u32) -> u32 {
+        task as u32 * 100 + i
     }
 
     impl Sim {
@@ -1122,8 +1581,12 @@ mod tests {
                 core: Core::new(rules, 7, now),
                 now,
                 outcomes: HashMap::new(),
+                item_outcomes: HashMap::new(),
+                chunks: HashMap::new(),
+                dispatched: HashMap::new(),
                 spawned: Vec::new(),
                 sent: HashMap::new(),
+                told: BTreeSet::new(),
                 drained: BTreeSet::new(),
                 ended: BTreeSet::new(),
             };
@@ -1138,12 +1601,64 @@ mod tests {
                         self.spawned.push(worker);
                         self.sent.insert(worker, Vec::new());
                     }
-                    Action::Dispatch { worker, task, .. } => {
+                    Action::Dispatch { worker, task, req } => {
                         assert!(
                             !self.ended.contains(&worker) && !self.drained.contains(&worker),
                             "dispatch to a worker on its way out"
                         );
+                        if let Payload::Chunk(items) = req {
+                            assert!(!items.is_empty(), "an empty chunk dispatched");
+                            for v in &items {
+                                assert!(
+                                    !self.item_outcomes.contains_key(&(task, v % 100)),
+                                    "item {} of chunk {task} runs again after its outcome",
+                                    v % 100
+                                );
+                            }
+                            self.dispatched
+                                .insert(task, items.into_iter().map(|v| (v, false)).collect());
+                        }
                         self.sent.get_mut(&worker).unwrap().push(task);
+                    }
+                    Action::Cancel { worker, task } => {
+                        assert!(
+                            self.told.insert((worker, task)),
+                            "told to cancel {task} twice"
+                        );
+                    }
+                    Action::Items { task, results } => {
+                        for (i, r) in results {
+                            if let Ok(v) = r {
+                                assert_eq!(v, item_value(task, i), "result under the wrong index");
+                            }
+                            let outcome = r.map_err(Failure::Task);
+                            assert!(
+                                self.item_outcomes.insert((task, i), outcome).is_none(),
+                                "item {i} of chunk {task} got two outcomes"
+                            );
+                        }
+                    }
+                    Action::ChunkEnd { task, failure } => {
+                        let n = self.chunks[&task];
+                        for i in 0..n {
+                            match &failure {
+                                None => assert!(
+                                    self.item_outcomes.contains_key(&(task, i)),
+                                    "chunk {task} ended with item {i} unanswered"
+                                ),
+                                Some(f) => {
+                                    self.item_outcomes
+                                        .entry((task, i))
+                                        .or_insert(Err(f.clone()));
+                                }
+                            }
+                        }
+                        assert!(
+                            self.outcomes
+                                .insert(task, Err(Failure::Cancelled))
+                                .is_none(),
+                            "chunk {task} ended twice"
+                        );
                     }
                     Action::Drain { worker, .. } => {
                         self.drained.insert(worker);
@@ -1161,6 +1676,31 @@ mod tests {
             }
         }
 
+        /// Worker `w` answers the first `k` unanswered items of chunk `task`.
+        fn answer_items(&mut self, w: WorkerId, task: TaskId, k: usize) {
+            let items = self.dispatched.get_mut(&task).unwrap();
+            let mut results = Vec::new();
+            for (pos, (v, done)) in items.iter_mut().enumerate() {
+                if results.len() == k {
+                    break;
+                }
+                if !*done {
+                    *done = true;
+                    let r = if v.is_multiple_of(7) {
+                        Err("bad item".into())
+                    } else {
+                        Ok(*v)
+                    };
+                    results.push((pos as u32, r));
+                }
+            }
+            if items.iter().all(|&(_, done)| done) {
+                self.sent.get_mut(&w).unwrap().retain(|&t| t != task);
+            }
+            let now = self.now;
+            self.core.items(w, task, results, now);
+        }
+
         fn live(&self) -> Vec<WorkerId> {
             self.core.workers.keys().copied().collect()
         }
@@ -1175,6 +1715,19 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Submit,
+        /// A chunk of 0 to 5 items.
+        SubmitChunk(u32),
+        /// A task with its own deadline (ms from now) and retries.
+        SubmitWith(u64, u32),
+        /// A worker answers up to this many items of one of its chunks.
+        ReplyItems(usize, usize),
+        /// A worker says it abandoned a task it was told to cancel.
+        AckCancel(usize),
+        /// A request that could not be sent.
+        Unsendable(usize),
+        Resize(usize),
+        Recycle(usize),
+        HoldBreaker(bool),
         Cancel(usize),
         Ready(usize),
         Reply(usize),
@@ -1189,7 +1742,15 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             4 => Just(Op::Submit),
-            1 => any::<usize>().prop_map(Op::Cancel),
+            2 => (0u32..6).prop_map(Op::SubmitChunk),
+            1 => (0u64..6000, 0u32..3).prop_map(|(d, r)| Op::SubmitWith(d, r)),
+            3 => (any::<usize>(), 1usize..4).prop_map(|(w, k)| Op::ReplyItems(w, k)),
+            1 => any::<usize>().prop_map(Op::AckCancel),
+            1 => any::<usize>().prop_map(Op::Unsendable),
+            1 => (1usize..5).prop_map(Op::Resize),
+            1 => any::<usize>().prop_map(Op::Recycle),
+            1 => any::<bool>().prop_map(Op::HoldBreaker),
+            2 => any::<usize>().prop_map(Op::Cancel),
             3 => any::<usize>().prop_map(Op::Ready),
             4 => any::<usize>().prop_map(Op::Reply),
             1 => any::<usize>().prop_map(Op::Crash),
@@ -1214,19 +1775,68 @@ mod tests {
         fn every_task_gets_exactly_one_outcome(ops in proptest::collection::vec(op(), 1..120)) {
             let mut sim = Sim::new(rules());
             let mut submitted = Vec::new();
+            // Calls count one item each; chunks their number of items.
+            let mut items_submitted = 0u64;
             let mut next_id: TaskId = 1;
             for op in ops {
                 let now = sim.now;
                 match op {
                     Op::Submit => {
-                        let id = next_id; next_id += 1; if let Ok(id) = sim.core.submit(id, id as u32, now) { submitted.push(id); }
+                        let id = next_id; next_id += 1; if let Ok(id) = sim.core.submit(id, id as u32, now) { submitted.push(id); items_submitted += 1; }
                     }
+                    Op::SubmitChunk(n) => {
+                        let id = next_id; next_id += 1;
+                        let items = (0..n).map(|i| item_value(id, i)).collect();
+                        sim.chunks.insert(id, n);
+                        match sim.core.submit_with(id, Payload::Chunk(items), TaskRules::default(), now) {
+                            Ok(id) => { submitted.push(id); items_submitted += u64::from(n); }
+                            Err(_) => { sim.chunks.remove(&id); }
+                        }
+                    }
+                    Op::SubmitWith(ms, retries) => {
+                        let id = next_id; next_id += 1;
+                        let rules = TaskRules { retries: Some(retries), timeout: None, deadline: Some(now + Duration::from_millis(ms)) };
+                        if let Ok(id) = sim.core.submit_with(id, Payload::One(id as u32), rules, now) { submitted.push(id); items_submitted += 1; }
+                    }
+                    Op::ReplyItems(n, k) => {
+                        let busy: Vec<(WorkerId, TaskId)> = sim.sent.iter()
+                            .filter(|(w, _)| !sim.ended.contains(w))
+                            .flat_map(|(&w, ts)| ts.iter().filter(|t| sim.chunks.contains_key(t)).map(move |&t| (w, t)))
+                            .collect::<BTreeSet<_>>().into_iter().collect();
+                        if let Some((w, t)) = pick(&busy, n) { sim.answer_items(w, t, k) }
+                    }
+                    Op::AckCancel(n) => {
+                        let told: Vec<(WorkerId, TaskId)> = sim.told.iter().copied()
+                            .filter(|(w, t)| !sim.ended.contains(w) && sim.sent.get(w).is_some_and(|ts| ts.contains(t)))
+                            .collect();
+                        if let Some((w, t)) = pick(&told, n) {
+                            sim.sent.get_mut(&w).unwrap().retain(|&x| x != t);
+                            sim.core.cancelled(w, t, now);
+                        }
+                    }
+                    Op::Unsendable(n) => {
+                        let held: Vec<(WorkerId, TaskId)> = sim.sent.iter()
+                            .filter(|(w, _)| !sim.ended.contains(w))
+                            .flat_map(|(&w, ts)| ts.iter().map(move |&t| (w, t)))
+                            .collect::<BTreeSet<_>>().into_iter().collect();
+                        if let Some((w, t)) = pick(&held, n) {
+                            // The worker never saw it (no item answered yet, as the shell sees it).
+                            if sim.dispatched.get(&t).is_none_or(|items| items.iter().all(|&(_, done)| !done)) {
+                                sim.sent.get_mut(&w).unwrap().retain(|&x| x != t);
+                                sim.core.unsendable(w, t, Why::new("frame too large"), now);
+                            }
+                        }
+                    }
+                    Op::Resize(n) => { sim.core.resize(n, now); }
+                    Op::Recycle(n) => if let Some(w) = pick(&sim.live(), n) { sim.core.recycle(w, now); },
+                    Op::HoldBreaker(open) => sim.core.hold_breaker(open, now),
                     Op::Cancel(n) => if let Some(t) = pick(&submitted, n) { sim.core.cancel(t, now) },
                     Op::Ready(n) => if let Some(w) = pick(&sim.live(), n) { sim.core.ready(w, now) },
                     Op::Reply(n) => {
-                        let busy: Vec<WorkerId> = sim.sent.iter().filter(|(w, t)| !t.is_empty() && !sim.ended.contains(w)).map(|(&w, _)| w).collect();
+                        let busy: Vec<WorkerId> = sim.sent.iter().filter(|(w, t)| t.iter().any(|t| !sim.chunks.contains_key(t)) && !sim.ended.contains(w)).map(|(&w, _)| w).collect::<BTreeSet<_>>().into_iter().collect();
                         if let Some(w) = pick(&busy, n) {
-                            let task = sim.sent.get_mut(&w).unwrap().remove(0);
+                            let at = sim.sent[&w].iter().position(|t| !sim.chunks.contains_key(t)).unwrap();
+                            let task = sim.sent.get_mut(&w).unwrap().remove(at);
                             sim.core.reply(w, task, if task.is_multiple_of(5) { Err("bad input".into()) } else { Ok(task as u32) }, now);
                         }
                     }
@@ -1247,10 +1857,23 @@ mod tests {
                     }
                 }
                 sim.pump();
-                // The deadline index holds exactly the running tasks' deadlines.
+                // The alarm index holds exactly the tasks' alarms, and a running
+                // task's alarm comes no later than its run deadline.
                 let expected: BTreeSet<(Instant, TaskId)> = sim.core.tasks.iter()
-                    .filter_map(|(&id, t)| Some((t.running?.deadline?, id))).collect();
+                    .filter_map(|(&id, t)| Some((t.alarm?, id))).collect();
                 prop_assert_eq!(&sim.core.deadlines, &expected);
+                for t in sim.core.tasks.values() {
+                    if let Some(d) = t.running.and_then(|r| r.deadline) {
+                        prop_assert!(t.alarm.is_some_and(|a| a <= d));
+                    }
+                    if let Some(d) = t.rules.deadline {
+                        prop_assert!(t.alarm.is_some_and(|a| a <= d));
+                    }
+                }
+                // The pool's size follows resizes: no more workers starting or
+                // ready than slots.
+                let serving = sim.core.workers.values().filter(|w| matches!(w.phase, Phase::Starting { .. } | Phase::Ready)).count();
+                prop_assert!(serving <= sim.core.size(), "{} serving, size {}", serving, sim.core.size());
                 // Invariant at every step: each live task is either queued or on exactly one worker.
                 for (&id, t) in &sim.core.tasks {
                     let holders = sim.core.workers.values().filter(|w| w.in_flight.contains(&id)).count();
@@ -1272,10 +1895,15 @@ mod tests {
             prop_assert!(sim.core.is_finished(), "pool did not finish: workers {:?} tasks {:?} queue {:?} shutdown {:?} slots {:?} breaker {:?} deg {:?}", sim.core.workers(), sim.core.tasks.keys().collect::<Vec<_>>(), sim.core.queue, sim.core.shutdown, sim.core.slots, sim.core.breaker.state(), sim.core.degraded);
             for t in &submitted {
                 prop_assert!(sim.outcomes.contains_key(t), "task {} has no outcome", t);
+                if let Some(&n) = sim.chunks.get(t) {
+                    for i in 0..n {
+                        prop_assert!(sim.item_outcomes.contains_key(&(*t, i)), "item {} of chunk {} has no outcome", i, t);
+                    }
+                }
             }
             let c = &sim.core.counters;
             let failed: u64 = c.failed.values().sum();
-            prop_assert_eq!(c.submitted, submitted.len() as u64);
+            prop_assert_eq!(c.submitted, items_submitted);
             prop_assert_eq!(c.completed + failed + c.cancelled, c.submitted, "{:?}", c);
         }
     }
@@ -1334,7 +1962,12 @@ mod tests {
                 let neighbour = sim.core.submit(102, 2, sim.now).unwrap();
                 sim.pump();
                 sim.advance(Duration::from_secs(4)); // slow's deadline
-                assert_eq!(sim.outcomes[&slow], Err(Failure::TimedOut));
+                assert_eq!(
+                    sim.outcomes[&slow],
+                    Err(Failure::TimedOut {
+                        after: Duration::from_secs(5)
+                    })
+                );
                 assert!(sim.ended.contains(&1));
                 let now = sim.now;
                 sim.core.exited(1, now);

@@ -50,6 +50,12 @@ pub enum PoolError {
     /// No worker can be started (the circuit breaker is open), so nothing can run.
     #[error("no worker is available")]
     Unavailable(#[source] Cause),
+    /// The request could not be sent to a worker: its frame is larger than
+    /// ipc's maximum, or it could not be encoded. The worker never saw it.
+    /// ([`Pool::map`](crate::Pool::map) splits a chunk that is too large and
+    /// gives this error only to a single item that is.)
+    #[error("the request could not be sent to a worker")]
+    Unsendable(#[source] Cause),
 }
 
 impl PoolError {
@@ -64,9 +70,26 @@ impl PoolError {
             PoolError::Task(_) => K::Task,
             PoolError::Protocol(_) => K::Protocol,
             PoolError::Unavailable(_) => K::Unavailable,
+            PoolError::Unsendable(_) => K::Unsendable,
             PoolError::Cancelled | PoolError::QueueFull => return None,
         })
     }
+}
+
+/// Why an operator's request ([`Pool::resize`](crate::Pool::resize),
+/// [`Pool::recycle`](crate::Pool::recycle)) was refused; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// A pool has at least one worker.
+    #[error("a pool needs at least 1 worker, not {0}")]
+    ZeroSize(usize),
+    /// No ready worker has this id.
+    #[error("no ready worker has id {0}")]
+    NoSuchWorker(u64),
+    /// The pool is shutting down.
+    #[error("the pool is shutting down")]
+    ShuttingDown,
 }
 
 /// Why a pool could not be built.

@@ -107,6 +107,33 @@ pub enum PoolEvent {
         /// The exit status, with its rusage.
         exit: Box<Exit>,
     },
+    /// The pool's size was changed ([`Pool::resize`](crate::Pool::resize)).
+    Resized {
+        /// The size before.
+        from: usize,
+        /// The size now.
+        to: usize,
+    },
+    /// The circuit breaker opened: no worker starts until it closes.
+    BreakerOpened {
+        /// Whether an operator opened it ([`Pool::open_breaker`](crate::Pool::open_breaker)),
+        /// rather than failed starts.
+        operator: bool,
+    },
+    /// The circuit breaker closed: workers start again.
+    BreakerClosed {
+        /// Whether an operator closed it ([`Pool::close_breaker`](crate::Pool::close_breaker)),
+        /// rather than a successful trial start.
+        operator: bool,
+    },
+    /// The pool began to shut down ([`Pool::shutdown`](crate::Pool::shutdown),
+    /// [`Pool::drain`](crate::Pool::drain)).
+    ShuttingDown {
+        /// Whether queued tasks still run (`Drain`) or are cancelled.
+        drain: bool,
+        /// How long tasks get before workers are stopped.
+        grace: Duration,
+    },
     /// This subscriber fell behind and missed `missed` events. Produced by
     /// [`Subscription::recv`] only, never sent by the pool.
     Lagged {
@@ -146,9 +173,10 @@ pub enum ExitCause {
     Crashed,
     /// It died or was killed before it was ready (counted in `Stats::start_failures`).
     StartFailed,
-    /// It drained and exited: recycled, or at shutdown.
+    /// It drained and exited: recycled, removed by a resize, or at shutdown.
     Drained,
-    /// The pool killed it because a task on it ran past its deadline.
+    /// The pool killed it because a task on it ran past its deadline, or a
+    /// task cancelled on it did not stop within the cancel grace.
     TimedOut,
     /// The pool killed it because it broke the protocol.
     Protocol,

@@ -15,6 +15,11 @@
 //!   or deadlock (CPython).
 //! - Queues are unbounded; nobody says *why* a worker died; a worker that
 //!   cannot start is restarted in a tight loop forever.
+//! - Everyday jobs are batches (`pool.map(f, items, chunksize)`), calls that
+//!   must give up by a deadline or be cancelled while they run, and pools that
+//!   must grow and shrink with the load; a pool that only knows one call at a
+//!   time, one fixed size and one pool-wide timeout makes each of them a
+//!   project.
 //!
 //! # The approach
 //!
@@ -32,6 +37,25 @@
 //! - **Backpressure**: the queue is bounded; [`Pool::call`] waits for room,
 //!   [`Pool::try_call`] returns `QueueFull`. Several tasks may be in flight per
 //!   worker (pipelining); each goes to the least-loaded worker.
+//! - **Batches**: [`Pool::map`] (in order) and [`Pool::map_unordered`] (as
+//!   they complete) stream one result per item. Items travel in chunks (one
+//!   message per chunk each way, sized automatically or by [`MapOptions`]),
+//!   the handler runs per item, a failed item is an `Err` in its place, and
+//!   at most a window of items is in flight, so a slow consumer or an endless
+//!   iterator is fine. A worker sends a chunk's results as it goes: if it
+//!   dies mid-chunk, only the items without a result run again.
+//! - **Per-call options**: [`Pool::call_with`] takes [`CallOptions`]: a
+//!   deadline (queued or running), a run timeout, retries, and a
+//!   [`CancelToken`]. [`Pool::start`] returns a [`TaskHandle`] with the
+//!   task's id (the one in events and the shutdown report) and a `cancel`.
+//!   Cancelling a running task tells its worker to abandon it (a new protocol
+//!   message); a worker that has not within the cancel grace has its process
+//!   group killed and is replaced, and its other tasks re-run uncharged.
+//! - **Resizing and operator controls**: [`Pool::resize`] grows the pool at
+//!   once and shrinks it by draining the least busy workers (no task lost or
+//!   run twice); [`Pool::recycle`] replaces one worker, [`Pool::open_breaker`]
+//!   and [`Pool::close_breaker`] stop and resume worker starts, and
+//!   [`Pool::drain`] winds the pool down; each emits a [`PoolEvent`].
 //! - **Restarts that keep capacity**, with backoff and a circuit breaker
 //!   (from `forkyard-supervise`), **per worker slot**: a worker that served
 //!   (completed a task, or stayed up a second) is replaced at once when it
@@ -63,31 +87,61 @@
 //!
 //! A worker is any program that answers the pool's protocol. In Rust,
 //! [`worker::serve`] makes one out of an async function; with
-//! [`Builder::self_exec`] the same binary is parent and worker:
+//! [`Builder::self_exec`] the same binary is parent and worker. This one
+//! squares numbers (and refuses 13), then shows a call, a batch, a deadline,
+//! a cancel and a resize:
 //!
-//! ```no_run
+//! ```rust,standalone_crate
 //! use std::time::Duration;
-//! use forkyard_pool::{Outcome, Pool, ShutdownMode};
+//! use futures::StreamExt;
+//! use forkyard_pool::{CallOptions, Outcome, Pool, PoolError, ShutdownMode};
 //!
 //! fn main() {
 //!     if forkyard_pool::worker::is_worker() {
 //!         // In a worker: answer tasks until told to drain.
-//!         forkyard_pool::worker::serve(|n: u64| async move { Ok::<u64, String>(n * n) });
+//!         forkyard_pool::worker::serve(|n: u64| async move {
+//!             match n {
+//!                 13 => Err("13 is unlucky".to_string()),
+//!                 1_000_000 => std::future::pending().await, // never ends
+//!                 n => Ok(n * n),
+//!             }
+//!         });
 //!     }
 //!     let rt = tokio::runtime::Runtime::new().unwrap();
 //!     rt.block_on(async {
 //!         let pool = Pool::<u64, u64>::builder()
 //!             .self_exec(std::iter::empty::<&str>()).unwrap()
-//!             .workers(4)
-//!             .max_in_flight_per_worker(8)
+//!             .workers(2)
+//!             .max_in_flight_per_worker(4)
 //!             .task_timeout(Duration::from_secs(30))
 //!             .retries(2)
-//!             .recycle_after_tasks(1_000)
-//!             .recycle_above_rss(512 << 20)
+//!             .recycle_after_tasks(10_000)
 //!             .build()
 //!             .await
 //!             .unwrap();
+//!         // One call.
 //!         assert_eq!(pool.call(12).await.unwrap(), 144);
+//!
+//!         // A batch, in order: one result per item, a failed item in its place.
+//!         let squares: Vec<Result<u64, PoolError>> = pool.map(10..16).collect().await;
+//!         assert_eq!(squares[0].as_ref().unwrap(), &100);
+//!         assert!(matches!(&squares[3], Err(PoolError::Task(m)) if m == "13 is unlucky"));
+//!
+//!         // A deadline: the task is abandoned and fails with TimedOut.
+//!         let late = pool.call_with(1_000_000, CallOptions::within(Duration::from_millis(100)));
+//!         assert!(matches!(late.await, Err(PoolError::TimedOut { .. })));
+//!
+//!         // A cancel: the worker drops the task when told (no kill needed).
+//!         let task = pool.start(1_000_000, CallOptions::default()).await.unwrap();
+//!         println!("running task {}", task.id());
+//!         task.cancel();
+//!         assert!(matches!(task.await, Err(PoolError::Cancelled)));
+//!
+//!         // Resize: grows at once; shrinking drains the least busy workers.
+//!         pool.resize(3).unwrap();
+//!         pool.resize(1).unwrap();
+//!         assert_eq!(pool.call(3).await.unwrap(), 9);
+//!
 //!         println!("{:?}", pool.stats());
 //!         let report = pool.shutdown(ShutdownMode::Drain { grace: Duration::from_secs(10) }).await;
 //!         println!("{} tasks completed during shutdown", report.count(Outcome::Completed));
@@ -96,17 +150,42 @@
 //! ```
 //!
 //! Workers in other languages speak the same protocol over the JSON-lines
-//! codec ([`Builder::codec`] with `forkyard_ipc::Codec::JsonLines`); the crate ships
-//! a Python worker (`python/pool_worker.py`). The messages are in [`protocol`].
+//! codec ([`Builder::codec`] with `forkyard_ipc::Codec::JsonLines`); the
+//! crate ships a Python and a Node worker package (see the README). The
+//! messages, with their exact JSON shapes, are in [`protocol`].
+//!
+//! # Compared with its peers
+//!
+//! | | Python `multiprocessing.Pool` | piscina (Node, threads) | PM2 (Node, processes) | forkyard-pool |
+//! |---|---|---|---|---|
+//! | batches | `map`/`imap`/`imap_unordered`, `chunksize` | one task per `run` | none (a process manager) | `map`, `map_unordered`; chunks automatic or set; per-item outcomes; a bounded window |
+//! | a worker killed | `Pool` hangs | task rejects, worker replaced | process restarted (with `exp_backoff_restart_delay`) | its tasks retried or failed with the exit; replaced at once if it had served, per-slot backoff if it crash-loops |
+//! | cancel a running task | no (only before dispatch) | `AbortSignal`: the worker thread is terminated | no | the worker is told to abandon it, killed after a grace if it does not |
+//! | per-call deadline | `AsyncResult.get(timeout)` only stops waiting | no (pool-wide `idleTimeout` only) | no | `CallOptions::deadline`: queued or running |
+//! | size | fixed | `minThreads`/`maxThreads`, `idleTimeout` | `pm2 scale`, cluster mode | `resize(n)` up and down with no task lost |
+//! | operator | none | none | CLI: restart, reload, scale, stop | `resize`, `recycle`, `open/close_breaker`, `drain`, each an event |
+//!
+//! Python's batch API and its speed are the bar here: `map` of 200,000 tiny
+//! items on 2 workers measures against `Pool(2).map(..., chunksize=1000)` in
+//! `examples/compare.rs` (the README has the figures).
 //!
 //! # Caveats
 //!
 //! - Dropping the last [`Pool`] handle kills every worker at once (SIGKILL to
 //!   their process groups); callers still waiting get `ShuttingDown`. Call
 //!   [`Pool::shutdown`] for a graceful end.
-//! - Cancelling a call (dropping its future) stops a queued task from ever
-//!   running; a task already running finishes on its worker and its result is
-//!   dropped (and counted as cancelled).
+//! - Cancelling a call (its token, [`TaskHandle::cancel`], or dropping its
+//!   future) stops a queued task from ever running. A running task is
+//!   abandoned by its worker if the handler is async and reaches an `.await`;
+//!   a handler that never awaits (CPU-bound, blocking) cannot be stopped
+//!   from inside, so its worker is killed after the cancel grace (1 s by
+//!   default) and its other tasks re-run.
+//! - A batch's chunk is one task for the queue, the in-flight limit and the
+//!   task timeout (which a chunk gets once per item); statistics count items.
+//!   An item whose worker died after it ran but before its result went out
+//!   (results go out every 20 ms or so) runs again, like a retried call.
+//! - A [`CallOptions::deadline`] is a `std::time::Instant`: under tokio's
+//!   paused test clock it does not move with the paused time.
 //! - A task is retried only when its worker *died* (and it has retries left):
 //!   handler errors, timeouts and protocol errors are final. Retried tasks may
 //!   therefore run more than once if a worker dies after doing the work but
@@ -126,16 +205,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod call;
 mod core;
 mod error;
 pub mod events;
+mod map;
 mod pool;
 pub mod protocol;
 mod stats;
 pub mod worker;
 
 pub use crate::core::{RecycleReason, ShutdownMode};
-pub use error::{BuildError, Cause, PoolError};
+pub use call::{CallOptions, CancelToken, TaskHandle};
+pub use error::{BuildError, Cause, ControlError, PoolError};
 pub use events::{ExitCause, Outcome, PoolEvent, Subscription};
+pub use map::{MapOptions, MapStream, MapUnordered};
 pub use pool::{Builder, Pool, ShutdownReport, TaskOutcome, WorkerEnd};
 pub use stats::{FailureKind, Percentiles, Stats, WorkerState, WorkerStats};

@@ -31,8 +31,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::core::{Action, Core, Failure, KillReason, Refused, Rules, TaskId, WorkerId};
-use crate::error::{BuildError, PoolError, Why};
+use crate::call::{CallOptions, TaskHandle};
+use crate::core::{
+    Action, Core, Failure, KillReason, Payload, Refused, Rules, TaskId, TaskRules, WorkerId,
+};
+use crate::error::{BuildError, ControlError, PoolError, Why};
 use crate::events::{Emitter, Outcome, PoolEvent, Subscription};
 use crate::protocol::{FromWorker, ToWorker};
 use crate::stats::{FailureKind, Stats, WorkerStats};
@@ -89,6 +92,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
                 breaker: BreakerConfig::new(5, Duration::from_secs(30))
                     .open_for(Duration::from_secs(5))
                     .trials(1),
+                cancel_grace: Duration::from_secs(1),
             },
             codec: Codec::Postcard,
             stop_grace: Duration::from_secs(5),
@@ -208,6 +212,14 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
         self
     }
 
+    /// How long a worker told to abandon a cancelled task has to say it did
+    /// (default 1 s); then its process group is killed, it is replaced, and
+    /// its other tasks re-run without being charged.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.rules.cancel_grace = grace;
+        self
+    }
+
     /// The wire codec (default postcard; [`Codec::JsonLines`] for workers in other languages).
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
@@ -271,7 +283,6 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core: Core::new(rules.clone(), self.seed, Instant::now().into_std()),
-                rules: rules.clone(),
                 command,
                 codec: self.codec,
                 stop_grace: self.stop_grace,
@@ -375,17 +386,145 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
 
     /// Runs `req` on a worker and returns its result, waiting for room in the
     /// queue first. Dropping the future cancels the task: if it has not been
-    /// dispatched it never runs; if it is running, its result is discarded.
+    /// dispatched it never runs; if it is running, its worker is told to
+    /// abandon it (see [`call_with`](Pool::call_with)).
     pub async fn call(&self, req: Req) -> Result<Resp, PoolError> {
-        let permit = self
-            .inner
+        let permit = self.room().await?;
+        self.submit(req, permit).await
+    }
+
+    /// Like [`call`](Pool::call), with this call's own deadline, timeout,
+    /// retries and cancel token (see [`CallOptions`]).
+    ///
+    /// Cancelling (the token, or dropping the future) stops a queued task
+    /// from ever running. A running one: its worker is told to abandon it
+    /// (an async handler is dropped at its next `.await`); a worker that has
+    /// not within the [cancel grace](Builder::cancel_grace) has its process
+    /// group killed and is replaced, and its other tasks re-run uncharged.
+    /// The outcome is [`PoolError::Cancelled`].
+    pub async fn call_with(&self, req: Req, options: CallOptions) -> Result<Resp, PoolError> {
+        self.start(req, options).await?.await
+    }
+
+    /// Queues `req` (waiting for room) and returns a handle on the task at
+    /// once: its [id](TaskHandle::id) (as in events and the shutdown report),
+    /// a [cancel](TaskHandle::cancel), and, awaited, its outcome. Dropping
+    /// the handle cancels the task.
+    pub async fn start(
+        &self,
+        req: Req,
+        options: CallOptions,
+    ) -> Result<TaskHandle<Resp>, PoolError> {
+        let permit = self.room().await?;
+        let shared = &self.inner.shared;
+        let id = shared.next_task.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        let rules = options.task_rules();
+        shared.with(|st| st.submit(id, Payload::One(req), rules, Caller::One(reply), permit));
+        Ok(TaskHandle::new(id, rx, options.cancel, canceller(shared)))
+    }
+
+    /// Waits for room in the queue.
+    pub(crate) async fn room(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+        self.inner
             .shared
             .permits
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| PoolError::ShuttingDown)?;
-        self.submit(req, permit).await
+            .map_err(|_| PoolError::ShuttingDown)
+    }
+
+    /// Queues a chunk of a batch; its items' results go to `to`.
+    pub(crate) fn submit_chunk(
+        &self,
+        items: Vec<Req>,
+        rules: TaskRules,
+        to: mpsc::UnboundedSender<ChunkMsg<Resp>>,
+        permit: OwnedSemaphorePermit,
+    ) -> TaskId {
+        let shared = &self.inner.shared;
+        let id = shared.next_task.fetch_add(1, Ordering::Relaxed);
+        shared.with(|st| st.submit(id, Payload::Chunk(items), rules, Caller::Chunk(to), permit));
+        id
+    }
+
+    /// A function that cancels a task of this pool by id.
+    pub(crate) fn canceller(&self) -> Canceller {
+        canceller(&self.inner.shared)
+    }
+
+    /// The pool's size: the number of worker slots (see [`resize`](Pool::resize)).
+    pub fn size(&self) -> usize {
+        self.inner.shared.with(|st| st.core.size())
+    }
+
+    /// Sets the pool's size to `n` workers (operators: this emits
+    /// [`PoolEvent::Resized`]). Growing starts workers at once. Shrinking
+    /// drains the workers that matter least (not yet started, then the least
+    /// busy): they get no new task, finish and answer the ones they have, and
+    /// exit, so no task is lost or run twice. Returns the size before.
+    pub fn resize(&self, n: usize) -> Result<usize, ControlError> {
+        if n == 0 {
+            return Err(ControlError::ZeroSize(n));
+        }
+        self.inner.shared.with(|st| {
+            if st.report.is_some() {
+                return Err(ControlError::ShuttingDown);
+            }
+            let from = st.core.resize(n, Instant::now().into_std());
+            if n != from {
+                info!(from, to = n, "pool resized");
+            }
+            Ok(from)
+        })
+    }
+
+    /// Recycles one worker by id (operators; as in [`Stats::workers`]): a
+    /// replacement starts, and once it is ready the worker drains and exits,
+    /// so capacity never dips and no task runs twice. Emits
+    /// [`PoolEvent::WorkerRecycled`] with [`RecycleReason::Operator`](crate::RecycleReason::Operator).
+    pub fn recycle(&self, worker: u64) -> Result<(), ControlError> {
+        self.inner.shared.with(|st| {
+            if st.report.is_some() {
+                return Err(ControlError::ShuttingDown);
+            }
+            if st.core.recycle(worker, Instant::now().into_std()) {
+                info!(worker, "worker recycled by request");
+                Ok(())
+            } else {
+                Err(ControlError::NoSuchWorker(worker))
+            }
+        })
+    }
+
+    /// Opens the circuit breaker by hand (operators; emits
+    /// [`PoolEvent::BreakerOpened`]): no worker starts until
+    /// [`close_breaker`](Pool::close_breaker), not even a replacement.
+    /// Running workers keep serving; once none is left, calls fail fast with
+    /// [`PoolError::Unavailable`] and [`Stats::degraded`] says why.
+    pub fn open_breaker(&self) {
+        self.inner
+            .shared
+            .with(|st| st.core.hold_breaker(true, Instant::now().into_std()));
+    }
+
+    /// Closes the circuit breaker (operators; emits
+    /// [`PoolEvent::BreakerClosed`]), whether an operator or failed starts
+    /// opened it: past start failures and backoffs are forgotten and missing
+    /// workers start at once.
+    pub fn close_breaker(&self) {
+        self.inner
+            .shared
+            .with(|st| st.core.hold_breaker(false, Instant::now().into_std()));
+    }
+
+    /// Drains the pool (operators): [`shutdown`](Pool::shutdown) with
+    /// [`ShutdownMode::Drain`]: no new task is taken, queued and running
+    /// ones finish within `grace`, then workers exit. Emits
+    /// [`PoolEvent::ShuttingDown`].
+    pub async fn drain(&self, grace: Duration) -> ShutdownReport {
+        self.shutdown(ShutdownMode::Drain { grace }).await
     }
 
     /// Like [`call`](Pool::call), but fails at once with
@@ -408,7 +547,15 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
         let shared = &self.inner.shared;
         let id = shared.next_task.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
-        shared.with(|st| st.submit(id, req, reply, permit));
+        shared.with(|st| {
+            st.submit(
+                id,
+                Payload::One(req),
+                TaskRules::default(),
+                Caller::One(reply),
+                permit,
+            )
+        });
         // If this future is dropped before the outcome arrives, cancel the task.
         let guard = CancelGuard {
             id,
@@ -463,6 +610,20 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
         shared.ticker.notify_one();
         rx.await.unwrap_or_default()
     }
+}
+
+/// Cancels a task by id (what a [`TaskHandle`] and a batch keep of the pool).
+pub(crate) type Canceller = Arc<dyn Fn(TaskId) + Send + Sync>;
+
+fn canceller<Req: Message + Clone + Sync, Resp: Message>(
+    shared: &Arc<Shared<Req, Resp>>,
+) -> Canceller {
+    let shared = Arc::downgrade(shared);
+    Arc::new(move |id| {
+        if let Some(shared) = shared.upgrade() {
+            shared.with(|st| st.core.cancel(id, Instant::now().into_std()));
+        }
+    })
 }
 
 struct CancelGuard<'a, Req: Message + Clone + Sync, Resp: Message> {
@@ -597,6 +758,20 @@ enum Event<Resp> {
         worker: WorkerId,
         message: Why,
     },
+    Items {
+        worker: WorkerId,
+        task: TaskId,
+        results: Vec<(u32, Result<Resp, String>)>,
+    },
+    Cancelled {
+        worker: WorkerId,
+        task: TaskId,
+    },
+    Unsendable {
+        worker: WorkerId,
+        task: TaskId,
+        why: Why,
+    },
     Sample {
         worker: WorkerId,
         rss: u64,
@@ -607,6 +782,23 @@ enum Event<Resp> {
         exit: Exit,
         stderr_tail: Vec<String>,
     },
+}
+
+/// Who waits for a task's outcome.
+enum Caller<Resp> {
+    /// A call: one outcome.
+    One(Reply<Resp>),
+    /// A chunk of a batch: its items' results as they come, then its end.
+    Chunk(mpsc::UnboundedSender<ChunkMsg<Resp>>),
+}
+
+/// What a batch hears about one of its chunks.
+pub(crate) enum ChunkMsg<Resp> {
+    /// Results of some items, by their index in the chunk.
+    Items(TaskId, Vec<(u32, Result<Resp, PoolError>)>),
+    /// The chunk ended: every item answered (`None`), or this error for
+    /// every item not answered.
+    End(TaskId, Option<PoolError>),
 }
 
 /// What callers get, handed over once the lock is let go, in this order.
@@ -620,6 +812,12 @@ enum Delivery<Resp> {
     ),
     /// Room in the queue: dropping the permit lets a waiting caller in.
     Room(OwnedSemaphorePermit),
+    /// News for a batch about one of its chunks.
+    Chunk(
+        mpsc::UnboundedSender<ChunkMsg<Resp>>,
+        ChunkMsg<Resp>,
+        Option<OwnedSemaphorePermit>,
+    ),
     /// `build` learns whether the pool reached full size.
     Started(oneshot::Sender<Result<(), Why>>, Result<(), Why>),
     /// A shutdown report, after the outcomes it reports.
@@ -634,6 +832,10 @@ impl<Resp> Delivery<Resp> {
                 let _ = reply.send(outcome);
             }
             Delivery::Room(permit) => drop(permit),
+            Delivery::Chunk(to, msg, room) => {
+                drop(room);
+                let _ = to.send(msg);
+            }
             Delivery::Started(tx, result) => {
                 let _ = tx.send(result);
             }
@@ -645,7 +847,8 @@ impl<Resp> Delivery<Resp> {
 }
 
 enum DriverCmd<Req> {
-    Dispatch { task: TaskId, req: Req },
+    Dispatch { task: TaskId, req: Payload<Req> },
+    Cancel(TaskId),
     Drain,
     Kill(KillReason),
     Stop(Duration),
@@ -668,11 +871,10 @@ struct ShutdownState {
 
 struct State<Req, Resp> {
     core: Core<Req, Resp>,
-    rules: Rules,
     command: CommandFactory,
     codec: Codec,
     stop_grace: Duration,
-    callers: FxHashMap<TaskId, (Reply<Resp>, Option<OwnedSemaphorePermit>)>,
+    callers: FxHashMap<TaskId, (Caller<Resp>, Option<OwnedSemaphorePermit>)>,
     drivers: FxHashMap<WorkerId, DriverHandle<Req>>,
     last_exit: FxHashMap<WorkerId, (Exit, Vec<String>)>,
     started: Option<oneshot::Sender<Result<(), Why>>>,
@@ -688,19 +890,34 @@ struct State<Req, Resp> {
 }
 
 impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
-    fn submit(&mut self, id: TaskId, req: Req, reply: Reply<Resp>, permit: OwnedSemaphorePermit) {
-        match self.core.submit(id, req, Instant::now().into_std()) {
-            Ok(id) => {
-                self.callers.insert(id, (reply, Some(permit)));
-            }
+    fn submit(
+        &mut self,
+        id: TaskId,
+        req: Payload<Req>,
+        rules: TaskRules,
+        caller: Caller<Resp>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        // Registered first: an empty chunk ends within `submit_with`.
+        self.callers.insert(id, (caller, Some(permit)));
+        match self
+            .core
+            .submit_with(id, req, rules, Instant::now().into_std())
+        {
+            Ok(_) => {}
             Err(refused) => {
                 let error = match refused {
                     Refused::QueueFull => PoolError::QueueFull,
                     Refused::ShuttingDown => PoolError::ShuttingDown,
                     Refused::Unavailable(reason) => PoolError::Unavailable(reason.cause()),
                 };
-                self.deliveries
-                    .push(Delivery::Reply(reply, Err(error), Some(permit)));
+                let (caller, permit) = self.callers.remove(&id).expect("inserted above");
+                self.deliveries.push(match caller {
+                    Caller::One(reply) => Delivery::Reply(reply, Err(error), permit),
+                    Caller::Chunk(to) => {
+                        Delivery::Chunk(to, ChunkMsg::End(id, Some(error)), permit)
+                    }
+                });
                 if let Some(report) = &mut self.report {
                     report.tasks.push(TaskOutcome {
                         task: id,
@@ -734,7 +951,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                     .iter()
                     .filter(|w| w.state.is_ready())
                     .count();
-                if ready >= self.rules.workers
+                if ready >= self.core.size()
                     && let Some(started) = self.started.take()
                 {
                     self.deliveries.push(Delivery::Started(started, Ok(())));
@@ -745,6 +962,16 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 task,
                 result,
             } => self.core.reply(worker, task, result, now),
+            Event::Items {
+                worker,
+                task,
+                results,
+            } => self.core.items(worker, task, results, now),
+            Event::Cancelled { worker, task } => self.core.cancelled(worker, task, now),
+            Event::Unsendable { worker, task, why } => {
+                warn!(worker, task, %why, "a request could not be sent");
+                self.core.unsendable(worker, task, why, now);
+            }
             Event::Protocol { worker, message } => {
                 warn!(worker, %message, "worker broke the protocol; killing it");
                 self.core.protocol_error(worker, message, now);
@@ -827,6 +1054,14 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                             let _ = d.tx.send(DriverCmd::Dispatch { task, req });
                         }
                     }
+                    Action::Cancel { worker, task } => {
+                        debug!(worker, task, "telling the worker to abandon a task");
+                        if let Some(d) = self.drivers.get(&worker) {
+                            let _ = d.tx.send(DriverCmd::Cancel(task));
+                        }
+                    }
+                    Action::Items { task, results } => self.items(task, results),
+                    Action::ChunkEnd { task, failure } => self.chunk_end(task, failure),
                     Action::Drain { worker, reason } => {
                         if let Some(reason) = reason {
                             let pid = self.drivers.get(&worker).and_then(|d| d.pid);
@@ -881,10 +1116,60 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                 outcome: label,
             });
         }
-        let Some((reply, permit)) = self.callers.remove(&task) else {
+        let Some((caller, permit)) = self.callers.remove(&task) else {
             return;
         };
-        let outcome = outcome.map_err(|f| match f {
+        let outcome = outcome.map_err(|f| self.error(f));
+        match caller {
+            Caller::One(reply) => self
+                .deliveries
+                .push(Delivery::Reply(reply, outcome, permit)),
+            Caller::Chunk(_) => unreachable!("a chunk ends with ChunkEnd"),
+        }
+    }
+
+    /// Results of some of a chunk's items, for its batch.
+    fn items(&mut self, task: TaskId, results: Vec<(u32, Result<Resp, String>)>) {
+        let Some((Caller::Chunk(to), permit)) = self.callers.get_mut(&task) else {
+            return;
+        };
+        let results = results
+            .into_iter()
+            .map(|(i, r)| (i, r.map_err(PoolError::Task)))
+            .collect();
+        self.deliveries.push(Delivery::Chunk(
+            to.clone(),
+            ChunkMsg::Items(task, results),
+            permit.take(),
+        ));
+    }
+
+    /// A chunk's end, for its batch.
+    fn chunk_end(&mut self, task: TaskId, failure: Option<Failure>) {
+        let label = match &failure {
+            None => Outcome::Completed,
+            Some(Failure::Cancelled) => Outcome::Cancelled,
+            Some(f) => Outcome::Failed(FailureKind::of(f)),
+        };
+        if let Some(report) = &mut self.report {
+            report.tasks.push(TaskOutcome {
+                task,
+                outcome: label,
+            });
+        }
+        let Some((caller, permit)) = self.callers.remove(&task) else {
+            return;
+        };
+        let error = failure.map(|f| self.error(f));
+        if let Caller::Chunk(to) = caller {
+            self.deliveries
+                .push(Delivery::Chunk(to, ChunkMsg::End(task, error), permit));
+        }
+    }
+
+    /// The error a caller gets for a failure.
+    fn error(&self, f: Failure) -> PoolError {
+        match f {
             Failure::Crashed { worker } => {
                 let (exit, stderr_tail) = self
                     .last_exit
@@ -896,17 +1181,14 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                     stderr_tail,
                 }
             }
-            Failure::TimedOut => PoolError::TimedOut {
-                after: self.rules.task_timeout.unwrap_or_default(),
-            },
+            Failure::TimedOut { after } => PoolError::TimedOut { after },
             Failure::Cancelled => PoolError::Cancelled,
             Failure::ShuttingDown => PoolError::ShuttingDown,
             Failure::Task(m) => PoolError::Task(m),
             Failure::Protocol(why) => PoolError::Protocol(why.cause()),
             Failure::Unavailable(why) => PoolError::Unavailable(why.cause()),
-        });
-        self.deliveries
-            .push(Delivery::Reply(reply, outcome, permit));
+            Failure::Unsendable(why) => PoolError::Unsendable(why.cause()),
+        }
     }
 
     fn spawn(&mut self, worker: WorkerId, restart: bool, shared: &Arc<Shared<Req, Resp>>) {
@@ -1102,12 +1384,12 @@ async fn drive<Req: Message + Clone + Sync, Resp: Message>(
             cmd = cmds.recv(), if commands_open => match cmd {
                 Some(DriverCmd::Dispatch { task, req }) => {
                     // Batch every dispatch already waiting into one write.
-                    let mut result = tx.feed(&ToWorker::Task { id: task, req }).await;
+                    let mut result = feed(&mut tx, task, req, worker, &shared).await;
                     let mut deferred = Vec::new();
                     while result.is_ok() {
                         match cmds.try_recv() {
                             Ok(DriverCmd::Dispatch { task, req }) => {
-                                result = tx.feed(&ToWorker::Task { id: task, req }).await
+                                result = feed(&mut tx, task, req, worker, &shared).await
                             }
                             Ok(other) => deferred.push(other),
                             Err(_) => break,
@@ -1163,6 +1445,30 @@ async fn drive<Req: Message + Clone + Sync, Resp: Message>(
     });
 }
 
+/// Queues one task or chunk for the worker. A request that cannot be sent
+/// (too large for a frame, or not encodable) fails alone, with
+/// `Unsendable`: the stream to the worker is still in step.
+async fn feed<Req: Message + Clone + Sync, Resp: Message>(
+    tx: &mut forkyard_ipc::Sender<ToWorker<Req>>,
+    task: TaskId,
+    req: Payload<Req>,
+    worker: WorkerId,
+    shared: &Arc<Shared<Req, Resp>>,
+) -> Result<(), forkyard_ipc::Error> {
+    let msg = match req {
+        Payload::One(req) => ToWorker::Task { id: task, req },
+        Payload::Chunk(items) => ToWorker::Chunk { id: task, items },
+    };
+    match tx.feed(&msg).await {
+        Err(e @ (forkyard_ipc::Error::FrameTooLarge { .. } | forkyard_ipc::Error::Encode(_))) => {
+            let why = Why::of(e);
+            shared.with(|st| st.event(Event::Unsendable { worker, task, why }));
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 async fn handle_other<Req: Message + Clone + Sync, Resp: Message>(
     cmd: DriverCmd<Req>,
     child: &mut Child,
@@ -1172,7 +1478,12 @@ async fn handle_other<Req: Message + Clone + Sync, Resp: Message>(
 ) {
     match cmd {
         DriverCmd::Dispatch { task, req } => {
-            if tx.send(&ToWorker::Task { id: task, req }).await.is_err() {
+            if feed(tx, task, req, worker, shared).await.is_err() || tx.flush().await.is_err() {
+                let _ = child.start_kill(Reason::Kill);
+            }
+        }
+        DriverCmd::Cancel(task) => {
+            if tx.send(&ToWorker::Cancel { id: task }).await.is_err() {
                 let _ = child.start_kill(Reason::Kill);
             }
         }
@@ -1187,7 +1498,8 @@ async fn handle_other<Req: Message + Clone + Sync, Resp: Message>(
                 KillReason::StartTimeout => Reason::Unhealthy,
                 KillReason::Protocol => Reason::Kill,
                 KillReason::Shutdown => Reason::Shutdown,
-                KillReason::DrainTimeout => Reason::Recycle,
+                KillReason::DrainTimeout | KillReason::Resize => Reason::Recycle,
+                KillReason::CancelGrace => Reason::Timeout,
             };
             let _ = child.start_kill(reason);
         }
@@ -1224,15 +1536,12 @@ async fn read<Req: Message + Clone + Sync, Resp: Message>(
                     task: id,
                     result,
                 },
-                Ok(Some(FromWorker::Items { id, .. } | FromWorker::Cancelled { id })) => {
-                    // The pool sends no chunk and no cancel (yet).
-                    Event::Protocol {
-                        worker,
-                        message: Why::new(format!(
-                            "an answer for chunk or cancel {id}, which it was not sent"
-                        )),
-                    }
-                }
+                Ok(Some(FromWorker::Items { id, results })) => Event::Items {
+                    worker,
+                    task: id,
+                    results,
+                },
+                Ok(Some(FromWorker::Cancelled { id })) => Event::Cancelled { worker, task: id },
                 Ok(None) => {
                     last = true;
                     break;

@@ -56,7 +56,7 @@
 //!   several, and answers a single result that cannot fit with an `Err`
 //!   saying so. On the pool's side a chunk that does not fit is split (see
 //!   `Pool::map`) and a single request that does not fit
-//!   fails with `PoolError::TooLarge`.
+//!   fails with [`PoolError::Unsendable`](crate::PoolError::Unsendable).
 //!
 //! Anything else (a `Done` or `Items` for an id the worker does not have, an
 //! index out of range or answered twice, a message that does not parse) is a

@@ -24,6 +24,9 @@ pub enum FailureKind {
     Protocol,
     /// No worker could be started.
     Unavailable,
+    /// Its request could not be sent to a worker (too large for a frame, or
+    /// not encodable).
+    Unsendable,
 }
 
 impl FailureKind {
@@ -36,17 +39,19 @@ impl FailureKind {
             FailureKind::Task => "task",
             FailureKind::Protocol => "protocol",
             FailureKind::Unavailable => "unavailable",
+            FailureKind::Unsendable => "unsendable",
         }
     }
 
     pub(crate) fn of(failure: &Failure) -> FailureKind {
         match failure {
             Failure::Crashed { .. } => FailureKind::WorkerCrashed,
-            Failure::TimedOut => FailureKind::TimedOut,
+            Failure::TimedOut { .. } => FailureKind::TimedOut,
             Failure::ShuttingDown | Failure::Cancelled => FailureKind::ShuttingDown,
             Failure::Task(_) => FailureKind::Task,
             Failure::Protocol(_) => FailureKind::Protocol,
             Failure::Unavailable(_) => FailureKind::Unavailable,
+            Failure::Unsendable(_) => FailureKind::Unsendable,
         }
     }
 }

@@ -132,11 +132,16 @@ where
                         Answer::Part { id, results, rest } => {
                             send_items(&mut tx, id, results).await?;
                             match rest {
-                                Some(rest) => running.push(track(
+                                Some(rest) => {
+                                    // Out now, before the rest runs (it might
+                                    // be the rest that kills the worker).
+                                    tx.flush().await?;
+                                    running.push(track(
                                     &mut aborts,
                                     id,
                                     Either::Right(Box::pin(run_chunk(handler.clone(), id, rest))),
-                                )),
+                                ))
+                                }
                                 None => {
                                     aborts.remove(&id);
                                 }

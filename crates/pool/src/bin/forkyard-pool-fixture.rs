@@ -108,6 +108,28 @@ async fn run_job(job: job::Job) -> Result<u64, String> {
             Ok(bytes)
         }
         Job::Pid => Ok(u64::from(std::process::id())),
+        Job::Block { ms, started } => {
+            std::fs::write(&started, b"").map_err(|e| format!("{started}: {e}"))?;
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(ms)
+        }
+        Job::Touch { path } => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map(|_| 1)
+            .map_err(|e| format!("{path}: {e}")),
+        Job::CrashOnce { marker } => {
+            if std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker)
+                .is_ok()
+            {
+                std::process::abort();
+            }
+            Ok(2)
+        }
     }
 }
 

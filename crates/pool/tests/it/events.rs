@@ -174,6 +174,8 @@ async fn each_task_is_submitted_dispatched_and_finished_once_in_that_order() {
                 workers.entry(*worker).or_default().push("exited")
             }
             PoolEvent::WorkerSampled { .. } => {}
+            // The drain at the end.
+            PoolEvent::ShuttingDown { drain, .. } => assert!(*drain),
             other => panic!("unexpected event {other:?}"),
         }
     }

@@ -37,4 +37,25 @@ pub(crate) enum Job {
     },
     /// Answers the worker's pid.
     Pid,
+    /// Creates the file `started`, then blocks the worker's thread for `ms`
+    /// (a handler that never awaits, so a cancel cannot stop it), then
+    /// answers `ms`.
+    Block {
+        /// How long to block.
+        ms: u64,
+        /// Created when the block begins.
+        started: String,
+    },
+    /// Creates the file `path` (failing if it exists: the job ran before),
+    /// then answers 1.
+    Touch {
+        /// The file to create.
+        path: String,
+    },
+    /// The first time (no file at `marker` yet): creates it and aborts the
+    /// worker. After that: answers 2.
+    CrashOnce {
+        /// The marker file.
+        marker: String,
+    },
 }

@@ -4,6 +4,8 @@ mod job;
 mod support;
 
 mod backpressure;
+mod batch;
+mod control;
 mod events;
 mod faults;
 mod lifecycle;
