@@ -341,7 +341,7 @@ pub enum DistError {
     /// A task was delivered to nodes as many times as the stream allows
     /// without any node finishing it (each one died or stalled holding it).
     #[error(
-        "{task} was delivered {deliveries} times and never finished (the nodes running it died or stalled)"
+        "{task} was delivered {deliveries} time(s) and never finished (the nodes running it died or stalled)"
     )]
     Undeliverable {
         /// The task (`map task 3`, `reduce partition 1`).

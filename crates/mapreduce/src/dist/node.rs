@@ -510,11 +510,16 @@ async fn run(shared: &Shared, job: &JobHandles, task: &TaskMsg, delivery: u64) -
         }
     }
     let fault = if delivery == 1 { task.fault } else { None };
+    // Unique to this execution: a broker that lost its consumer state may
+    // hand the same attempt and delivery number to this node again, and the
+    // loser of a commit deletes its objects, which must never be the winner's.
+    static EXECUTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let prefix = format!(
-        "{}.a{}.d{delivery}.{}",
+        "{}.a{}.d{delivery}.{}.x{}",
         task.kind.key(),
         task.attempt,
-        shared.name
+        shared.name,
+        EXECUTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let mut downloaded = 0u64;
     let (kind, careful, map_task) = match &task.kind {
@@ -678,8 +683,9 @@ async fn run(shared: &Shared, job: &JobHandles, task: &TaskMsg, delivery: u64) -
         match job.kv.create(&key, bytes.clone().into()).await {
             Ok(_) => return Done::Committed,
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                let ours =
-                    matches!(job.kv.get(&key).await, Ok(Some(v)) if v.as_ref() == bytes.as_slice());
+                // Our own earlier try, whose answer the restart lost?
+                let ours = matches!(job.kv.get(&key).await, Ok(Some(v))
+                    if serde_json::from_slice::<Commit>(&v).is_ok_and(|c| c.prefix == commit.prefix));
                 if ours {
                     return Done::Committed;
                 }

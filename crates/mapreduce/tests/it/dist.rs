@@ -274,6 +274,44 @@ async fn nodes_killed_mid_map_and_mid_reduce_have_their_tasks_redelivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_out_of_deliveries_fails_the_job_naming_it() {
+    let base = Baseline::take().await;
+    let Some(rig) = Rig::start(2) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, _) = input(dir.path(), 6);
+    let cluster = rig.cluster_config().connect().await.unwrap();
+    // One delivery allowed: once the node holding the stalled task is
+    // killed, the broker gives up on it, and so does the job.
+    let job = dist_job(&inp, &dir.path().join("out"))
+        .backups(false, Duration::from_secs(600))
+        .inject(Phase::Map, 0, Fault::Stop { at: 5 });
+    let c = cluster.clone();
+    let job = tokio::spawn(async move {
+        job.run_on_with(
+            &c,
+            DistOptions::new()
+                .ack_wait(Duration::from_secs(1))
+                .max_deliver(1),
+        )
+        .await
+    });
+    let holder = rig.node_with_stopped_worker().await;
+    rig.signal(holder, Signal::KILL);
+    let err = job.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, DistError::Undeliverable { task, deliveries: 1 } if task == "map task 0"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "map task 0 was delivered 1 time(s) and never finished (the nodes running it died or stalled)"
+    );
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restarted_mid_job_loses_no_committed_work() {
     let base = Baseline::take().await;
     let Some(mut rig) = Rig::start(2) else { return };
