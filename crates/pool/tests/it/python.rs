@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use forkyard_ipc::Codec;
 use forkyard_pool::protocol::{FromWorker, ToWorker};
-use forkyard_pool::{Builder, Outcome, Pool, PoolError, ShutdownMode};
+use forkyard_pool::{Builder, CallOptions, MapOptions, Outcome, Pool, PoolError, ShutdownMode};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -63,6 +64,9 @@ pub(crate) enum Work {
     Pause(u64),
     /// Creates this file, failing if it exists: an item that must never run twice.
     Once(String),
+    /// Creates `<path>.started`, then never returns, ignoring cancellation
+    /// (it swallows `CancelledError`, never looks at its `AbortSignal`).
+    Deaf(String),
 }
 
 pub(crate) type WorkPool = Pool<Work, Value>;
@@ -363,6 +367,145 @@ pub(crate) async fn drain_answers_tasks_in_flight(cmd: &Cmd) {
     assert_eq!(report.count(Outcome::Completed), 3, "{:?}", report.tasks);
     assert_eq!(report.workers.len(), 1);
     drop(pool);
+    base.assert_clean().await;
+}
+
+/// `Pool::map` over workers in this language: one outcome per item in the
+/// items' order (a failing item fails alone), and `map_unordered` gives the
+/// same outcomes by index.
+pub(crate) async fn map_answers_each_item(cmd: &Cmd, builtin: &str) {
+    let base = Baseline::take().await;
+    let pool = pool_of(cmd)
+        .workers(2)
+        .max_in_flight_per_worker(2)
+        .build()
+        .await
+        .unwrap();
+    let mut items: Vec<Work> = (0..500).map(echo).collect();
+    items[250] = fail(builtin, "item 250");
+    let options = MapOptions {
+        chunk_size: Some(32),
+        ..MapOptions::default()
+    };
+    let ordered: Vec<_> = pool.map_with(items.clone(), options).collect().await;
+    let unordered: BTreeMap<usize, _> = pool.map_unordered(items).collect().await;
+    assert_eq!(ordered.len(), 500);
+    assert_eq!(unordered.len(), 500);
+    for (i, (a, (j, b))) in ordered.into_iter().zip(unordered).enumerate() {
+        assert_eq!(i, j);
+        for result in [a, b] {
+            match (i, result) {
+                (250, Err(PoolError::Task(message))) => {
+                    assert_eq!(message, format!("{builtin}: item 250"))
+                }
+                (i, Ok(value)) if i != 250 => assert_eq!(value, json!(i)),
+                (i, other) => panic!("item {i}: {other:?}"),
+            }
+        }
+    }
+    drain(pool).await;
+    base.assert_clean().await;
+}
+
+/// A worker that dies in the middle of a chunk: the pool re-runs the items
+/// that got no result on another worker, and none that did (each `Once`
+/// item would fail if it ran twice).
+pub(crate) async fn map_reruns_only_unanswered_items_after_a_crash(cmd: &Cmd) {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool_of(cmd).workers(2).retries(1).build().await.unwrap();
+    let once = |i: usize| Work::Once(dir.path().join(i.to_string()).to_str().unwrap().into());
+    let mut items: Vec<Work> = (0..20).map(once).collect();
+    items[10] = Work::Pause(200);
+    items[11] = Work::CrashOnce {
+        marker: dir.path().join("crashed").to_str().unwrap().into(),
+    };
+    let options = MapOptions {
+        chunk_size: Some(20),
+        ..MapOptions::default()
+    };
+    let results: Vec<_> = pool.map_with(items, options).collect().await;
+    wait_full(&pool, 2).await; // the crashed worker's replacement, before the drain
+    for (i, result) in results.iter().enumerate() {
+        let value = result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("item {i}: {e:?}"));
+        match i {
+            10 => assert_eq!(value, &json!(200)),
+            11 => assert_eq!(value, &json!("survived")),
+            i => assert_eq!(
+                value,
+                &json!(dir.path().join(i.to_string()).to_str().unwrap())
+            ),
+        }
+    }
+    assert_eq!(results.len(), 20);
+    assert_eq!(pool.stats().crashes, 1);
+    drain(pool).await;
+    base.assert_clean().await;
+}
+
+/// Cancelling a running task whose handler stops: the worker answers
+/// `Cancelled` and keeps serving (it is not killed, though the cancel grace
+/// would allow it only after two minutes).
+pub(crate) async fn cancel_stops_a_running_handler(cmd: &Cmd) {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let never = dir.path().join("never");
+    let pool = pool_of(cmd)
+        .workers(1)
+        .cancel_grace(Duration::from_secs(120))
+        .build()
+        .await
+        .unwrap();
+    let before = pid(&pool).await;
+    let wait = Work::WaitFile(never.to_str().unwrap().into());
+    let handle = pool.start(wait, CallOptions::default()).await.unwrap();
+    started(&never).await;
+    handle.cancel();
+    assert!(matches!(handle.await, Err(PoolError::Cancelled)));
+    wait_for("the worker idle again", || {
+        let workers = pool.stats().workers;
+        match workers.as_slice() {
+            [w] if w.in_flight == 0 && w.state.is_ready() => Ok(()),
+            _ => Err(format!("{workers:?}")),
+        }
+    })
+    .await;
+    assert_eq!(pid(&pool).await, before, "the same worker");
+    assert_eq!(pool.stats().crashes, 0);
+    drain(pool).await;
+    base.assert_clean().await;
+}
+
+/// Cancelling a running task whose handler cannot be stopped: past the
+/// cancel grace the pool kills the worker and starts another.
+pub(crate) async fn cancel_kills_a_handler_that_goes_on(cmd: &Cmd) {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deaf");
+    let pool = pool_of(cmd)
+        .workers(1)
+        .cancel_grace(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let before = pid(&pool).await;
+    let deaf = Work::Deaf(path.to_str().unwrap().into());
+    let handle = pool.start(deaf, CallOptions::default()).await.unwrap();
+    started(&path).await;
+    handle.cancel();
+    assert!(matches!(handle.await, Err(PoolError::Cancelled)));
+    wait_for("a new worker", || {
+        let workers = pool.stats().workers;
+        match workers.as_slice() {
+            [w] if w.state.is_ready() && w.pid != Some(before as u32) => Ok(()),
+            _ => Err(format!("{workers:?}")),
+        }
+    })
+    .await;
+    assert_eq!(call(&pool, echo(5)).await.unwrap(), json!(5));
+    drain(pool).await;
     base.assert_clean().await;
 }
 
@@ -915,4 +1058,29 @@ async fn python_drain_on_the_wire_answers_tasks_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_unreadable_message_is_named_and_exits_1() {
     wire_unreadable_message_exits_1(&python(&["async"])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_map_answers_each_item() {
+    map_answers_each_item(&python(&["async"]), "ValueError").await;
+    map_answers_each_item(&python(&["threads", "1"]), "ValueError").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_map_reruns_only_unanswered_items_after_a_crash() {
+    map_reruns_only_unanswered_items_after_a_crash(&python(&["async"])).await;
+}
+
+/// An async handler is cancelled at its `await` (`CancelledError`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_cancel_stops_a_running_async_handler() {
+    cancel_stops_a_running_handler(&python(&["async"])).await;
+}
+
+/// A sync handler in a thread cannot be stopped; nor can an async one that
+/// swallows `CancelledError`: the pool's grace, then a new worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_cancel_kills_handlers_that_cannot_stop() {
+    cancel_kills_a_handler_that_goes_on(&python(&["async"])).await;
+    cancel_kills_a_handler_that_goes_on(&python(&["threads", "1"])).await;
 }
