@@ -30,7 +30,11 @@ const el = (tag, attrs = {}, ...kids) => {
 
 // ---- formatting -------------------------------------------------------------
 const fmt = {
-  rate(v) { return v === undefined || v === null ? "–" : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2).replace(/\.?0+$/, "") || "0"; },
+  rate(v) {
+    if (v === undefined || v === null) return "–";
+    const s = v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+    return s.includes(".") ? s.replace(/\.?0+$/, "") : s;
+  },
   int(v) { return v === undefined || v === null ? "–" : Math.round(v).toLocaleString("en"); },
   ms(v) { return v === undefined || v === null ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : v >= 10 ? v.toFixed(0) + " ms" : v.toFixed(1) + " ms"; },
   mib(b) { return b === undefined || b === null ? "–" : (b / 1048576).toFixed(1) + " MiB"; },
@@ -269,7 +273,7 @@ function drawCharts(pool, box, points, startUnix) {
     const opts = {
       title: spec.title, width, height: 170,
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max * 1.1, spec.key === "cpu" ? 10 : 1)] } },
-      axes: [{ stroke: "#667085", grid: { stroke: "#eef0f3" }, values: (u, vals) => vals.map(v => fmt.clock(v * 1000)) }, { stroke: "#667085", grid: { stroke: "#eef0f3" }, size: 50 }],
+      axes: [{ stroke: "#667085", grid: { stroke: "#eef0f3" }, space: 90, values: (u, vals) => vals.map(v => fmt.clock(v * 1000)) }, { stroke: "#667085", grid: { stroke: "#eef0f3" }, size: 50 }],
       series: [{}, ...spec.series.map((s, i) => ({ label: s[0], stroke: spec.key === "errors" ? ["#dc2626", "#ea580c", "#9333ea", "#ca8a04"][i % 4] : COLORS[i % COLORS.length], width: 1.6, spanGaps: spec.key === "cpu" || spec.key === "rss", points: { show: false } }))],
       legend: { live: false },
     };

@@ -112,6 +112,9 @@ fn line(t0: Instant, snap: &MonitorSnapshot) {
         p.workers,
         p.totals.crashes,
     );
+    if let Some(why) = &p.degraded {
+        println!("         breaker open: {why}");
+    }
 }
 
 /// Prints a line per sample until `done` says so or `limit` passes.
@@ -151,7 +154,7 @@ async fn run(quick: bool) -> anyhow::Result<()> {
         .access(access)
         .sample_every(Duration::from_millis(500))
         .alert(
-            AlertRule::new("HighErrorRate", Condition::ErrorRateAbove { per_sec: 2.0 })
+            AlertRule::new("HighErrorRate", Condition::ErrorRateAbove { per_sec: 1.0 })
                 .for_duration(Duration::from_secs(2)),
         )
         .notify(Notifier::webhook(&hook_url)?)
@@ -177,7 +180,7 @@ async fn run(quick: bool) -> anyhow::Result<()> {
     println!("viewer token:   {viewer}");
     println!("operator token: {operator}");
     println!(
-        "alert rule: HighErrorRate = failed tasks/s > 2, held for 2 s (Prometheus `for:`), sent to a local webhook"
+        "alert rule: HighErrorRate = failed tasks/s > 1, held for 2 s (Prometheus `for:`), sent to a local webhook"
     );
     println!();
     println!(
@@ -199,13 +202,13 @@ async fn run(quick: bool) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "2. Poison input: 1 task in 8 now crashes whichever worker runs it (SIGABRT). Each is retried once"
+        "2. Poison input: 1 task in 40 now crashes whichever worker runs it (SIGABRT). Each is retried once"
     );
     println!(
         "   on another worker, crashes it too, and fails: errors/s climbs, the alert goes pending, then fires."
     );
-    work.knobs.crash_per_10k.store(1_250, Ordering::Relaxed);
-    let fired = watch(&monitor, t0, Duration::from_secs(12), |s| {
+    work.knobs.crash_per_10k.store(250, Ordering::Relaxed);
+    let fired = watch(&monitor, t0, Duration::from_secs(10), |s| {
         alert_is(s, AlertStatus::Firing)
     })
     .await;
@@ -257,7 +260,7 @@ async fn run(quick: bool) -> anyhow::Result<()> {
         "4. The poison input is traced and stopped: errors/s falls to 0 and the alert resolves."
     );
     work.knobs.crash_per_10k.store(0, Ordering::Relaxed);
-    let resolved = watch(&monitor, t0, Duration::from_secs(10), |s| {
+    let resolved = watch(&monitor, t0, Duration::from_secs(8), |s| {
         alert_is(s, AlertStatus::Resolved)
     })
     .await;

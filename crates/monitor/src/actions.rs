@@ -17,6 +17,38 @@ use crate::state::{lock, unix_ms, unix_ms_to_rfc3339};
 #[serde(rename_all = "snake_case", tag = "action")]
 #[non_exhaustive]
 pub enum Action {
+    /// Set a pool's size (growing starts workers at once; shrinking drains
+    /// the least busy ones, losing no task).
+    ResizePool {
+        /// The pool's name.
+        pool: String,
+        /// The new size.
+        workers: usize,
+    },
+    /// Restart one pool worker: a replacement starts, and once it is ready
+    /// the worker drains and exits (a recycle: capacity never dips).
+    RecycleWorker {
+        /// The pool's name.
+        pool: String,
+        /// The worker's id.
+        worker: u64,
+    },
+    /// Open (no worker starts) or close (workers start again) a pool's
+    /// circuit breaker.
+    SetBreaker {
+        /// The pool's name.
+        pool: String,
+        /// Open it, or close it.
+        open: bool,
+    },
+    /// Drain a pool: it takes no new task, finishes what it has within the
+    /// grace period, and its workers exit. There is no undo.
+    DrainPool {
+        /// The pool's name.
+        pool: String,
+        /// Seconds queued and running tasks get.
+        grace_secs: u64,
+    },
     /// Rolling restart of a supervised child (the new instance is ready
     /// before the old one stops).
     RestartChild {
@@ -45,6 +77,17 @@ impl Action {
     /// `restart_child root/web`, for logs.
     pub fn describe(&self) -> String {
         match self {
+            Action::ResizePool { pool, workers } => {
+                format!("resize pool {pool} to {workers} workers")
+            }
+            Action::RecycleWorker { pool, worker } => {
+                format!("recycle worker {worker} of pool {pool}")
+            }
+            Action::SetBreaker { pool, open: true } => format!("open the breaker of pool {pool}"),
+            Action::SetBreaker { pool, open: false } => format!("close the breaker of pool {pool}"),
+            Action::DrainPool { pool, grace_secs } => {
+                format!("drain pool {pool} (grace {grace_secs} s)")
+            }
             Action::RestartChild { supervisor, child } => {
                 format!("restart child {supervisor}/{child}")
             }

@@ -544,21 +544,91 @@ async fn act(
 
 type Refusal = (StatusCode, String);
 
-fn parse_action(segs: &[&str], _body: &[u8]) -> Result<Action, Refusal> {
+/// The largest size a resize may ask for (a typo's guard, not a limit of
+/// the pool's).
+const MAX_WORKERS: usize = 1024;
+
+fn bad(why: impl Into<String>) -> Refusal {
+    (StatusCode::BAD_REQUEST, why.into())
+}
+
+/// The body as a JSON object (an empty body is an empty object).
+fn body_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Refusal> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad("the body must be a JSON object")),
+        Err(e) => Err(bad(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+fn parse_action(segs: &[&str], body: &[u8]) -> Result<Action, Refusal> {
     let not_found = || {
         (
             StatusCode::NOT_FOUND,
-            "no such action: POST /api/supervisors/{name}/children/{child}/{restart|stop|start}"
+            "no such action: POST /api/pools/{pool}/{resize|breaker|drain}, \
+             /api/pools/{pool}/workers/{id}/recycle, or \
+             /api/supervisors/{name}/children/{child}/{restart|stop|start}"
                 .to_owned(),
         )
     };
     match segs {
+        ["api", "pools", pool, "resize"] => {
+            let body = body_object(body)?;
+            let range = format!("a whole number from 1 to {MAX_WORKERS}");
+            let Some(given) = body.get("workers") else {
+                return Err(bad(format!("the body must give \"workers\", {range}")));
+            };
+            let workers = given
+                .as_u64()
+                .filter(|n| (1..=MAX_WORKERS as u64).contains(n))
+                .ok_or_else(|| bad(format!("\"workers\" must be {range}, not {given}")))?;
+            Ok(Action::ResizePool {
+                pool: (*pool).to_owned(),
+                workers: workers as usize,
+            })
+        }
+        ["api", "pools", pool, "workers", id, "recycle" | "restart"] => {
+            let worker = id
+                .parse::<u64>()
+                .map_err(|_| bad(format!("a worker id is a whole number, not {id:?}")))?;
+            Ok(Action::RecycleWorker {
+                pool: (*pool).to_owned(),
+                worker,
+            })
+        }
+        ["api", "pools", pool, "breaker"] => {
+            let body = body_object(body)?;
+            let open = body
+                .get("open")
+                .and_then(serde_json::Value::as_bool)
+                .ok_or_else(|| bad("the body must say {\"open\": true} or {\"open\": false}"))?;
+            Ok(Action::SetBreaker {
+                pool: (*pool).to_owned(),
+                open,
+            })
+        }
+        ["api", "pools", pool, "drain"] => {
+            let body = body_object(body)?;
+            let grace_secs = match body.get("grace_secs") {
+                None => 10,
+                Some(v) => v.as_u64().filter(|n| *n <= 3600).ok_or_else(|| {
+                    bad("\"grace_secs\" must be a whole number of seconds up to 3600")
+                })?,
+            };
+            Ok(Action::DrainPool {
+                pool: (*pool).to_owned(),
+                grace_secs,
+            })
+        }
         ["api", "supervisors", supervisor, "children", rest @ ..] if rest.len() >= 2 => {
             let (op, child) = rest.split_last().ok_or_else(not_found)?;
             let supervisor = (*supervisor).to_owned();
             let child = child.join("/");
             if child.is_empty() {
-                return Err((StatusCode::BAD_REQUEST, "empty child name".into()));
+                return Err(bad("empty child name"));
             }
             match *op {
                 "restart" => Ok(Action::RestartChild { supervisor, child }),
@@ -571,8 +641,62 @@ fn parse_action(segs: &[&str], _body: &[u8]) -> Result<Action, Refusal> {
     }
 }
 
+fn control_error(e: forkyard_pool::ControlError) -> Refusal {
+    let status = match e {
+        forkyard_pool::ControlError::NoSuchWorker(_) => StatusCode::NOT_FOUND,
+        forkyard_pool::ControlError::ZeroSize(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::CONFLICT,
+    };
+    (status, e.to_string())
+}
+
 async fn execute(shared: &Shared, action: &Action) -> Result<String, Refusal> {
+    let pool = |name: &str| {
+        lock(&shared.pools)
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.ops.clone())
+            .ok_or_else(|| {
+                (
+                    StatusCode::NOT_FOUND,
+                    format!("no pool named {name:?} is watched"),
+                )
+            })
+    };
     match action {
+        Action::ResizePool {
+            pool: name,
+            workers,
+        } => {
+            let from = pool(name)?.resize(*workers).map_err(control_error)?;
+            Ok(format!("resized from {from} to {workers} workers"))
+        }
+        Action::RecycleWorker { pool: name, worker } => {
+            pool(name)?.recycle(*worker).map_err(control_error)?;
+            Ok(format!(
+                "worker {worker} is being recycled: its replacement starts, then it drains and exits"
+            ))
+        }
+        Action::SetBreaker { pool: name, open } => {
+            pool(name)?.set_breaker(*open);
+            Ok(if *open {
+                "breaker open: no worker starts until it is closed".to_owned()
+            } else {
+                "breaker closed: missing workers start at once".to_owned()
+            })
+        }
+        Action::DrainPool {
+            pool: name,
+            grace_secs,
+        } => {
+            // The drain runs to its end on its own (it ends the pool); the
+            // answer does not wait for it.
+            let drain = pool(name)?.drain(Duration::from_secs(*grace_secs));
+            tokio::spawn(drain);
+            Ok(format!(
+                "draining: no new task is taken; queued and running tasks get {grace_secs} s"
+            ))
+        }
         Action::RestartChild { supervisor, child }
         | Action::StopChild { supervisor, child }
         | Action::StartChild { supervisor, child } => {

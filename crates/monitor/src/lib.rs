@@ -28,7 +28,11 @@
 //! | `/metrics` | Prometheus text: forkyard-perf's figures per pool (label `pool`), alerts, supervised children | the same |
 //! | `/api/actions` | the action log | operator, auditor |
 //! | `/api/audit` | forkyard-secure's audit log, and whether its hash chain holds | auditor |
-//! | `POST /api/supervisors/{sup}/children/{child}/{restart,stop,start}` | act on a supervised child | operator |
+//! | `POST /api/pools/{pool}/resize` `{"workers": n}` | set a pool's size | operator |
+//! | `POST /api/pools/{pool}/workers/{id}/recycle` | restart one worker (its replacement is ready before it drains) | operator |
+//! | `POST /api/pools/{pool}/breaker` `{"open": bool}` | open or close a pool's circuit breaker | operator |
+//! | `POST /api/pools/{pool}/drain` `{"grace_secs": s}` | drain a pool (no new task; the rest finish within the grace) | operator |
+//! | `POST /api/supervisors/{sup}/children/{child}/{restart,stop,start}` | act on a supervised child (restart is rolling) | operator |
 //!
 //! **Push for events, pull for figures.** What happens once and matters each
 //! time (a worker crashed, and how; a child is backing off; a breaker
@@ -154,9 +158,9 @@
 //!   (see forkyard-supervise).
 //! - **Events can be missed** by a monitor that falls more than the pool's
 //!   event capacity behind; the log says how many.
-//! - **Pool controls** (resize, recycle one worker, breaker, drain) need the
-//!   pool's operator API; until a pool offers it, the page shows no such
-//!   buttons and the endpoints answer 404.
+//! - **Drain has no undo**: a drained pool takes no new task and its
+//!   workers exit; the page keeps showing it (with 0 workers) until it is
+//!   unwatched.
 //!
 //! # Compared with
 //!

@@ -155,22 +155,30 @@ impl MonitorBuilder {
 
 /// Samples until the monitor is dropped; notifications in flight end with it.
 async fn sample_loop(shared: std::sync::Weak<Shared>) {
-    let every = match shared.upgrade() {
-        Some(s) => s.settings.sample_every,
-        None => return,
+    let Some(strong) = shared.upgrade() else {
+        return;
     };
+    let every = strong.settings.sample_every;
+    // One delivery task per notifier, fed through a bounded queue.
+    let mut deliveries = tokio::task::JoinSet::new();
+    let queues: Vec<_> = strong
+        .notifiers
+        .iter()
+        .map(|n| {
+            let (tx, rx) = tokio::sync::mpsc::channel(state::NOTIFY_QUEUE);
+            deliveries.spawn(state::deliver_in_order(n.clone(), rx, shared.clone()));
+            tx
+        })
+        .collect();
+    drop(strong);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut deliveries = tokio::task::JoinSet::new();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            Some(_) = deliveries.join_next(), if !deliveries.is_empty() => continue,
-        }
+        tick.tick().await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        shared.sample(&mut deliveries).await;
+        shared.sample(&queues).await;
     }
 }
 
@@ -262,7 +270,6 @@ impl Monitor {
             perf,
             series: VecDeque::new(),
             restarts_seen: VecDeque::new(),
-            was_degraded: false,
             forwarder,
         });
         Ok(())

@@ -78,8 +78,10 @@ pub enum LogKind {
     Spawn,
     /// A restart was scheduled or a replacement started.
     Restart,
-    /// A worker was retired by a recycling rule.
+    /// A worker was retired by a recycling rule or an operator.
     Recycle,
+    /// A pool was resized.
+    Resize,
     /// A circuit breaker opened (or a pool became degraded).
     BreakerOpen,
     /// A circuit breaker closed again (or a pool recovered).
@@ -221,6 +223,8 @@ pub struct PoolView {
     pub status: PoolStatus,
     /// Why it cannot start workers, when it cannot.
     pub degraded: Option<String>,
+    /// The pool's size: the workers it keeps (see `Pool::resize`).
+    pub size: usize,
     /// Ready workers (idle or busy).
     pub workers_ready: usize,
     /// Worker processes, in any state.
@@ -241,6 +245,9 @@ pub struct PoolView {
     pub cache: Option<forkyard_perf::CacheStats>,
     /// forkyard-perf's verdicts: what limits it and what to do.
     pub verdicts: Vec<String>,
+    /// The operator controls it offers (`resize`, `recycle_worker`,
+    /// `breaker`, `drain`).
+    pub actions: Vec<&'static str>,
 }
 
 /// One child of a supervisor tree, now.
@@ -404,6 +411,14 @@ pub struct MonitorSnapshot {
 /// side by side.
 pub(crate) trait PoolOps: Send + Sync {
     fn stats(&self) -> Stats;
+    fn size(&self) -> usize;
+    fn resize(&self, n: usize) -> Result<usize, forkyard_pool::ControlError>;
+    fn recycle(&self, worker: u64) -> Result<(), forkyard_pool::ControlError>;
+    fn set_breaker(&self, open: bool);
+    fn drain(
+        &self,
+        grace: Duration,
+    ) -> futures::future::BoxFuture<'static, forkyard_pool::ShutdownReport>;
 }
 
 impl<Req, Resp> PoolOps for forkyard_pool::Pool<Req, Resp>
@@ -414,7 +429,38 @@ where
     fn stats(&self) -> Stats {
         forkyard_pool::Pool::stats(self)
     }
+
+    fn size(&self) -> usize {
+        forkyard_pool::Pool::size(self)
+    }
+
+    fn resize(&self, n: usize) -> Result<usize, forkyard_pool::ControlError> {
+        forkyard_pool::Pool::resize(self, n)
+    }
+
+    fn recycle(&self, worker: u64) -> Result<(), forkyard_pool::ControlError> {
+        forkyard_pool::Pool::recycle(self, worker)
+    }
+
+    fn set_breaker(&self, open: bool) {
+        if open {
+            self.open_breaker();
+        } else {
+            self.close_breaker();
+        }
+    }
+
+    fn drain(
+        &self,
+        grace: Duration,
+    ) -> futures::future::BoxFuture<'static, forkyard_pool::ShutdownReport> {
+        let pool = self.clone();
+        Box::pin(async move { forkyard_pool::Pool::drain(&pool, grace).await })
+    }
 }
+
+/// The operator controls a pool offers, by name, for the page.
+pub(crate) const POOL_ACTIONS: [&str; 4] = ["resize", "recycle_worker", "breaker", "drain"];
 
 pub(crate) struct PoolEntry {
     pub(crate) name: String,
@@ -422,7 +468,6 @@ pub(crate) struct PoolEntry {
     pub(crate) perf: forkyard_perf::Monitor,
     pub(crate) series: VecDeque<PoolPoint>,
     pub(crate) restarts_seen: VecDeque<(Instant, u64)>,
-    pub(crate) was_degraded: bool,
     pub(crate) forwarder: tokio::task::JoinHandle<()>,
 }
 
@@ -580,7 +625,10 @@ impl Shared {
 
     /// One sample: supervisors' status, pools' points, alert evaluation,
     /// then the snapshot to every page that listens.
-    pub(crate) async fn sample(self: &Arc<Self>, deliveries: &mut tokio::task::JoinSet<()>) {
+    pub(crate) async fn sample(
+        self: &Arc<Self>,
+        queues: &[tokio::sync::mpsc::Sender<Notification>],
+    ) {
         let now = Instant::now();
         let sups: Vec<(String, Supervisor)> = lock(&self.sups)
             .iter()
@@ -609,7 +657,6 @@ impl Shared {
             }
         }
         let t = self.started.elapsed().as_secs_f64();
-        let mut transitions_log = Vec::new();
         {
             let mut pools = lock(&self.pools);
             for p in pools.iter_mut() {
@@ -617,27 +664,6 @@ impl Shared {
                 let stats = p.ops.stats();
                 let point = pool_point(t, &snap, &stats);
                 let degraded = stats.degraded.is_some();
-                if degraded != p.was_degraded {
-                    transitions_log.push(if degraded {
-                        (
-                            p.name.clone(),
-                            LogKind::BreakerOpen,
-                            Level::Error,
-                            format!(
-                                "breaker open: cannot start workers: {}",
-                                stats.degraded.clone().unwrap_or_default()
-                            ),
-                        )
-                    } else {
-                        (
-                            p.name.clone(),
-                            LogKind::BreakerClose,
-                            Level::Info,
-                            "breaker closed: workers start again".to_owned(),
-                        )
-                    });
-                    p.was_degraded = degraded;
-                }
                 let per_min = per_minute(&mut p.restarts_seen, now, stats.restarts);
                 observations.push((
                     p.name.clone(),
@@ -662,30 +688,21 @@ impl Shared {
                 p.series.push_back(point);
             }
         }
-        for (pool, kind, level, message) in transitions_log {
-            self.log(format!("pool {pool}"), None, kind, level, message);
-        }
-        let notifications = self.evaluate(&observations, now);
-        for n in notifications {
-            for notifier in self.notifiers.clone() {
-                let shared = Arc::downgrade(self);
-                let n = n.clone();
-                deliveries.spawn(async move {
-                    let result = notifier.deliver(&n).await;
-                    if let (Err(why), Some(shared)) = (result, shared.upgrade()) {
-                        shared.log(
-                            "monitor".to_owned(),
-                            Some(format!("{} on {}", n.rule, n.subject)),
-                            LogKind::Monitor,
-                            Level::Warn,
-                            format!(
-                                "{} notification to {} failed: {why}",
-                                n.status,
-                                notifier.describe()
-                            ),
-                        );
-                    }
-                });
+        for n in self.evaluate(&observations, now) {
+            for (queue, notifier) in queues.iter().zip(&self.notifiers) {
+                if queue.try_send(n.clone()).is_err() {
+                    self.log(
+                        "monitor".to_owned(),
+                        Some(format!("{} on {}", n.rule, n.subject)),
+                        LogKind::Monitor,
+                        Level::Warn,
+                        format!(
+                            "{} notification to {} dropped: {NOTIFY_QUEUE} are already waiting",
+                            n.status,
+                            notifier.describe()
+                        ),
+                    );
+                }
             }
         }
         if self.ticks.receiver_count() > 0 {
@@ -792,6 +809,38 @@ impl Shared {
     }
 }
 
+/// Notifications that may wait for one notifier (a receiver that is down
+/// must not grow the monitor's memory); more are dropped, and logged.
+pub(crate) const NOTIFY_QUEUE: usize = 64;
+
+/// Delivers one notifier's notifications one at a time, in order (a
+/// resolution never overtakes its firing), logging each that fails.
+pub(crate) async fn deliver_in_order(
+    notifier: Notifier,
+    mut queue: tokio::sync::mpsc::Receiver<Notification>,
+    shared: std::sync::Weak<Shared>,
+) {
+    while let Some(n) = queue.recv().await {
+        let result = notifier.deliver(&n).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Err(why) = result {
+            shared.log(
+                "monitor".to_owned(),
+                Some(format!("{} on {}", n.rule, n.subject)),
+                LogKind::Monitor,
+                Level::Warn,
+                format!(
+                    "{} notification to {} failed: {why}",
+                    n.status,
+                    notifier.describe()
+                ),
+            );
+        }
+    }
+}
+
 /// Resolved alerts kept for the page.
 const RESOLVED_KEPT: usize = 20;
 
@@ -875,6 +924,7 @@ fn pool_view(p: &PoolEntry, snap: &PerfSnapshot, stats: &Stats) -> PoolView {
             PoolStatus::Ok
         },
         degraded: stats.degraded.clone(),
+        size: p.ops.size(),
         workers_ready: stats.busy_workers + stats.idle_workers,
         workers: stats.workers.len(),
         busy: stats.busy_workers,
@@ -914,6 +964,7 @@ fn pool_view(p: &PoolEntry, snap: &PerfSnapshot, stats: &Stats) -> PoolView {
             .iter()
             .map(ToString::to_string)
             .collect(),
+        actions: POOL_ACTIONS.to_vec(),
     }
 }
 
@@ -1038,6 +1089,43 @@ pub(crate) async fn forward_pool(
                     format!("worker {worker}{pid} {what}: {exit}"),
                 ))
             }
+            PoolEvent::Resized { from, to } => Some((
+                0,
+                LogKind::Resize,
+                Level::Info,
+                format!("resized from {from} to {to} workers"),
+            )),
+            PoolEvent::BreakerOpened { operator } => Some((
+                0,
+                LogKind::BreakerOpen,
+                if operator { Level::Warn } else { Level::Error },
+                if operator {
+                    "breaker opened by an operator: no worker starts until it is closed".to_owned()
+                } else {
+                    "breaker opened: workers fail to start; none starts until a trial succeeds"
+                        .to_owned()
+                },
+            )),
+            PoolEvent::BreakerClosed { operator } => Some((
+                0,
+                LogKind::BreakerClose,
+                Level::Info,
+                if operator {
+                    "breaker closed by an operator: workers start again".to_owned()
+                } else {
+                    "breaker closed: a trial start succeeded".to_owned()
+                },
+            )),
+            PoolEvent::ShuttingDown { drain, grace } => Some((
+                0,
+                LogKind::Exit,
+                Level::Warn,
+                if drain {
+                    format!("draining: no new task is taken; queued and running ones get {grace:?}")
+                } else {
+                    format!("shutting down: queued tasks are cancelled; running ones get {grace:?}")
+                },
+            )),
             PoolEvent::Lagged { missed } => Some((
                 0,
                 LogKind::Monitor,

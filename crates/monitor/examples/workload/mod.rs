@@ -57,7 +57,6 @@ pub(crate) fn enter_child_roles() {
         let life = 4_000 + u64::from(std::process::id()) * 7_919 % 8_000;
         if flaky {
             std::thread::sleep(Duration::from_millis(life));
-            eprintln!("indexer: lost its database connection");
             std::process::exit(1);
         }
         loop {

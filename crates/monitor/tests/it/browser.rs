@@ -318,7 +318,25 @@ async fn the_page_follows_the_pool_and_its_alerts_and_refuses_a_viewer_but_not_a
         |t| t == new_pid.to_string(),
     )
     .await;
-    // Both clicks are in the action log: who, what, and how each ended.
+    // The operator grows the pool from the page.
+    let size = b
+        .client
+        .find(Locator::Css("[data-testid=resize-images]"))
+        .await
+        .unwrap();
+    size.clear().await.unwrap();
+    size.send_keys("3").await.unwrap();
+    b.click("button[data-action=resize][data-pool=images]")
+        .await;
+    b.wait_text(
+        "three workers on the card",
+        "[data-testid=pool-images] [data-field=workers]",
+        |t| t == "3/3",
+    )
+    .await;
+    assert_eq!(rig.pool.size(), 3);
+
+    // The clicks are in the action log: who, what, and how each ended.
     let actions = rig.get("/api/actions", Some(OPERATOR)).await.json();
     let log: Vec<(&str, &str, &str)> = actions["records"]
         .as_array()
@@ -345,6 +363,7 @@ async fn the_page_follows_the_pool_and_its_alerts_and_refuses_a_viewer_but_not_a
                 "POST /api/supervisors/root/children/jobs/indexer/restart",
                 "done"
             ),
+            ("otto", "POST /api/pools/images/resize", "done"),
         ]
     );
 

@@ -231,39 +231,28 @@ async fn refused_actions_change_nothing_and_every_attempt_is_logged() {
 async fn bad_input_gets_a_clear_4xx() {
     let base = Baseline::take().await;
     let rig = Rig::start(Vec::new(), |b| b.max_body(1024)).await;
+    let op = Some(OPERATOR);
+    #[rustfmt::skip]
     let cases: &[(&str, &str, Option<&str>, &str)] = &[
-        (
-            "POST",
-            "/api/supervisors/nope/children/web/restart",
-            Some(OPERATOR),
-            "",
-        ),
-        (
-            "POST",
-            "/api/supervisors/root/children/nope/restart",
-            Some(OPERATOR),
-            "",
-        ),
-        (
-            "POST",
-            "/api/supervisors/root/children/web/explode",
-            Some(OPERATOR),
-            "",
-        ),
-        (
-            "POST",
-            "/api/supervisors/root/children/%zz/restart",
-            Some(OPERATOR),
-            "",
-        ),
-        (
-            "POST",
-            "/api/pools/nope/resize",
-            Some(OPERATOR),
-            "{\"workers\": 2}",
-        ),
-        ("POST", "/api/snapshot", Some(OPERATOR), ""),
-        ("DELETE", "/api/snapshot", Some(OPERATOR), ""),
+        ("POST", "/api/supervisors/nope/children/web/restart", op, ""),
+        ("POST", "/api/supervisors/root/children/nope/restart", op, ""),
+        ("POST", "/api/supervisors/root/children/web/explode", op, ""),
+        ("POST", "/api/supervisors/root/children/%zz/restart", op, ""),
+        ("POST", "/api/pools/nope/resize", op, r#"{"workers": 2}"#),
+        ("POST", "/api/pools/images/resize", op, r#"{"workers": -1}"#),
+        ("POST", "/api/pools/images/resize", op, r#"{"workers": 0}"#),
+        ("POST", "/api/pools/images/resize", op, r#"{"workers": 1000000}"#),
+        ("POST", "/api/pools/images/resize", op, r#"{"workers": 2.5}"#),
+        ("POST", "/api/pools/images/resize", op, r#"{"workers": "three"}"#),
+        ("POST", "/api/pools/images/resize", op, "{}"),
+        ("POST", "/api/pools/images/resize", op, "workers=3"),
+        ("POST", "/api/pools/images/resize", op, "[3]"),
+        ("POST", "/api/pools/images/workers/x/recycle", op, ""),
+        ("POST", "/api/pools/images/workers/999999/recycle", op, ""),
+        ("POST", "/api/pools/images/breaker", op, r#"{"open": "yes"}"#),
+        ("POST", "/api/pools/images/drain", op, r#"{"grace_secs": -5}"#),
+        ("POST", "/api/snapshot", op, ""),
+        ("DELETE", "/api/snapshot", op, ""),
         ("PUT", "/", None, ""),
     ];
     let mut answers = Vec::new();
@@ -300,8 +289,10 @@ async fn bad_input_gets_a_clear_4xx() {
     assert!(raw.contains("must be `Bearer <token>`"), "{raw}");
     drop(stream);
     insta::assert_json_snapshot!("bad_input", answers);
-    // Still serving.
+    // Still serving, and nothing changed.
     assert_eq!(rig.get("/api/snapshot", Some(VIEWER)).await.status, 200);
+    assert_eq!(rig.pool.size(), 2);
+    assert!(rig.pool.stats().degraded.is_none());
     rig.stop().await;
     base.assert_clean().await;
 }
@@ -452,6 +443,145 @@ async fn auditors_read_the_security_audit_log_and_its_verification() {
     assert!(
         audit["findings"][0].as_str().unwrap().contains("edited"),
         "{audit}"
+    );
+    rig.stop().await;
+    base.assert_clean().await;
+}
+
+/// The pool's operator controls: resize, recycle one worker, open and close
+/// the breaker, drain; refused for a viewer, with nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_resize_recycle_break_and_drain_a_pool() {
+    let base = Baseline::take().await;
+    let rig = Rig::start(Vec::new(), |b| b).await;
+    let resize = "/api/pools/images/resize";
+    assert_eq!(
+        rig.post(resize, Some(VIEWER), "{\"workers\": 3}")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(rig.pool.size(), 2, "a viewer changes nothing");
+    let done = rig.post(resize, Some(OPERATOR), "{\"workers\": 3}").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.json()["detail"], "resized from 2 to 3 workers");
+    wait_for_async("three ready workers", || async {
+        let s = rig.pool.stats();
+        let ready = s.busy_workers + s.idle_workers;
+        if ready == 3 {
+            Ok(())
+        } else {
+            Err(format!("{ready} ready"))
+        }
+    })
+    .await;
+
+    // Recycle one: it is replaced, and its replacement serves.
+    let victim = rig.pool.stats().workers[0].worker;
+    let path = format!("/api/pools/images/workers/{victim}/recycle");
+    assert_eq!(rig.post(&path, Some(AUDITOR), "").await.status, 403);
+    assert_eq!(rig.post(&path, Some(OPERATOR), "").await.status, 200);
+    wait_for_async("the recycled worker gone, three ready", || async {
+        let s = rig.pool.stats();
+        let gone = s.workers.iter().all(|w| w.worker != victim);
+        let ready = s.busy_workers + s.idle_workers;
+        if gone && ready == 3 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", s.workers))
+        }
+    })
+    .await;
+    assert_eq!(rig.pool.call(Job::Sleep { n: 7, ms: 0 }).await.unwrap(), 7);
+
+    // The breaker, opened and closed by hand, shows in the event log.
+    let breaker = "/api/pools/images/breaker";
+    assert_eq!(
+        rig.post(breaker, Some(OPERATOR), "{\"open\": true}")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        rig.post(breaker, Some(OPERATOR), "{\"open\": false}")
+            .await
+            .status,
+        200
+    );
+    let messages = wait_for_async(
+        "the resize, the recycle and the breaker in the event log",
+        || async {
+            let log = rig.get("/api/log", Some(VIEWER)).await.json();
+            let m: Vec<String> = log
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e["kind"].as_str(),
+                        Some("resize" | "recycle" | "breaker_open" | "breaker_close")
+                    )
+                })
+                .map(|e| e["message"].as_str().unwrap().to_owned())
+                .collect();
+            if m.len() >= 4 {
+                Ok(m)
+            } else {
+                Err(format!("{m:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        messages,
+        [
+            "resized from 2 to 3 workers".to_owned(),
+            format!("worker {victim} recycled: operator's request"),
+            "breaker opened by an operator: no worker starts until it is closed".to_owned(),
+            "breaker closed by an operator: workers start again".to_owned(),
+        ]
+    );
+
+    // Drain: the pool takes no new task and its workers exit.
+    let drained = rig
+        .post(
+            "/api/pools/images/drain",
+            Some(OPERATOR),
+            "{\"grace_secs\": 5}",
+        )
+        .await;
+    assert_eq!(drained.status, 200, "{}", drained.body);
+    wait_for_async("the pool to refuse new tasks", || async {
+        match rig.pool.call(Job::Sleep { n: 1, ms: 0 }).await {
+            Err(forkyard_pool::PoolError::ShuttingDown) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let records = rig.get("/api/actions", Some(AUDITOR)).await.json()["records"].clone();
+    let results: Vec<(String, String)> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["who"].as_str().unwrap().to_owned(),
+                r["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let pair = |w: &str, r: &str| (w.to_owned(), r.to_owned());
+    assert_eq!(
+        results,
+        [
+            pair("vera", "forbidden"),
+            pair("otto", "done"),
+            pair("audrey", "forbidden"),
+            pair("otto", "done"),
+            pair("otto", "done"),
+            pair("otto", "done"),
+            pair("otto", "done"),
+        ]
     );
     rig.stop().await;
     base.assert_clean().await;
