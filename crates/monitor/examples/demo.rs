@@ -202,12 +202,12 @@ async fn run(quick: bool) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "2. Poison input: 1 task in 40 now crashes whichever worker runs it (SIGABRT). Each is retried once"
+        "2. Poison input: 1 task in 20 now crashes whichever worker runs it (SIGABRT). Each is retried once"
     );
     println!(
         "   on another worker, crashes it too, and fails: errors/s climbs, the alert goes pending, then fires."
     );
-    work.knobs.crash_per_10k.store(250, Ordering::Relaxed);
+    work.knobs.crash_per_10k.store(500, Ordering::Relaxed);
     let fired = watch(&monitor, t0, Duration::from_secs(10), |s| {
         alert_is(s, AlertStatus::Firing)
     })
