@@ -151,6 +151,42 @@ function onTick(snap) {
   renderPools(snap);
   renderSupervisors(snap);
   renderLog(snap);
+  readLogs();
+}
+
+// The action log (operators, auditors) and the security audit log
+// (auditors), read every few seconds rather than at every sample.
+let lastLogRead = 0;
+async function readLogs() {
+  const role = state.who && state.who.role;
+  $("#actions-panel").hidden = !(role === "operator" || role === "auditor");
+  $("#audit-panel").hidden = role !== "auditor";
+  if (Date.now() - lastLogRead < 3000 || (role !== "operator" && role !== "auditor")) return;
+  lastLogRead = Date.now();
+  const actions = await api("/api/actions").then(r => r.ok ? r.json() : null).catch(() => null);
+  if (actions) {
+    const cls = { done: "info", unauthenticated: "error", forbidden: "error", rejected: "warn", failed: "error" };
+    $("#actions tbody").replaceChildren(...actions.records.slice().reverse().map(r => el("tr", { class: "log-row " + (cls[r.result] || "info"), "data-result": r.result },
+      el("td", { class: "t", text: fmt.time(r.at_ms) }),
+      el("td", { class: "src", text: r.who + (r.role ? " (" + r.role + ")" : "") }),
+      el("td", { class: "src", text: r.request }),
+      el("td", {}, el("span", { class: "pill " + (r.result === "done" ? "ok" : "bad"), text: r.result + " " + r.status })),
+      el("td", { class: "msg", text: r.detail }))));
+  }
+  if (role !== "auditor") return;
+  const r = await api("/api/audit").catch(() => null);
+  if (!r) return;
+  const audit = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    $("#audit-status").replaceChildren(el("span", { class: "pill off", text: audit.error || r.statusText }));
+    return;
+  }
+  $("#audit-status").replaceChildren(el("span", { class: "pill " + (audit.intact ? "ok" : "bad"), "data-testid": "audit-intact",
+    text: audit.intact ? "hash chain intact" : "TAMPERED: " + audit.findings.join("; ") }));
+  $("#audit-path").textContent = `${audit.path} (${audit.lines} records)`;
+  $("#audit tbody").replaceChildren(...audit.records.slice(-100).reverse().map((rec, i) => el("tr", { class: "log-row info" },
+    el("td", { class: "t", text: String(rec.seq ?? audit.lines - i) }),
+    el("td", { class: "msg", text: JSON.stringify(rec).slice(0, 400) }))));
 }
 
 function renderAlerts(snap) {

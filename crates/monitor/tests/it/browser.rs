@@ -367,6 +367,14 @@ async fn the_page_follows_the_pool_and_its_alerts_and_refuses_a_viewer_but_not_a
         ]
     );
 
+    // The operator sees the action log on the page too, the viewer's refusal first.
+    b.wait_text(
+        "the refusal in the page's action log",
+        "#actions tr[data-result=forbidden]",
+        |t| t.contains("vera (viewer)") && t.contains("403"),
+    )
+    .await;
+
     let png = b.client.screenshot().await.unwrap();
     std::fs::write(screenshot_dir().join("operator.png"), png).unwrap();
     b.stop().await;
