@@ -5,6 +5,6 @@ mod jobs;
 mod support;
 
 mod bad_input;
-mod dist;
 mod basic;
+mod dist;
 mod faults;
