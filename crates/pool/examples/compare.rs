@@ -8,13 +8,16 @@
 //!    Python's `multiprocessing.Pool(2).apply_async`, when `node` and `python3`
 //!    are on the machine.
 //! 3. Spawn-to-ready of a worker, and SIGKILL-to-replacement-ready.
-//! 4. A crash storm: tiny tasks through a 4-worker pool with one worker
+//! 4. `map` of 200,000 tiny items on 2 workers (in order and unordered),
+//!    against Python's `Pool(2).map(..., chunksize=1000)` and
+//!    `imap_unordered(..., chunksize=1000)`.
+//! 5. A crash storm: tiny tasks through a 4-worker pool with one worker
 //!    SIGKILLed every 50 ms, against the same pool with no kills; and the
 //!    longest stretch the pool reported fewer than 3 ready workers, against
 //!    the longest time a replacement took to start.
 //!
 //! Prints ratios; the machines are shared, so compare ratios, not absolute times.
-//! `--only round-trip|throughput|start|storm` runs one section (for profiling),
+//! `--only round-trip|throughput|start|map|storm` runs one section (for profiling),
 //! `--quick` fewer rounds.
 
 use std::io::{Read, Write};
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use forkyard_pool::{Pool, ShutdownMode, worker};
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn main() -> Result<()> {
@@ -320,11 +324,78 @@ async fn run(quick: bool, only: &str) -> Result<()> {
         );
     }
 
+    if want("map") {
+        // 4. Batches.
+        let total = if quick { 20_000 } else { 200_000 };
+        println!("\n== 4. map of {total} tiny items, 2 workers ==");
+        let pool = Pool::<u64, u64>::builder()
+            .self_exec(std::iter::empty::<&str>())?
+            .workers(2)
+            .max_in_flight_per_worker(4)
+            .build()
+            .await?;
+        let mut best: f64 = 0.0;
+        for (label, chunk, ordered) in [
+            ("map, automatic chunks", None, true),
+            ("map, chunks of 1000", Some(1000), true),
+            ("map_unordered, automatic chunks", None, false),
+        ] {
+            let options = forkyard_pool::MapOptions {
+                chunk_size: chunk,
+                ..Default::default()
+            };
+            let started = Instant::now();
+            let n = if ordered {
+                let mut stream = pool.map_with(0..total as u64, options);
+                let mut n = 0u64;
+                while let Some(r) = stream.next().await {
+                    if r? != n + 1 {
+                        bail!("wrong answer");
+                    }
+                    n += 1;
+                }
+                n
+            } else {
+                let mut stream = pool.map_unordered_with(0..total as u64, options);
+                let mut n = 0u64;
+                while let Some((i, r)) = stream.next().await {
+                    if r? != i as u64 + 1 {
+                        bail!("wrong answer");
+                    }
+                    n += 1;
+                }
+                n
+            };
+            let rate = n as f64 / started.elapsed().as_secs_f64();
+            best = best.max(rate);
+            println!("  forkyard-pool {label:<34} {rate:>10.0} items/s");
+        }
+        pool.shutdown(ShutdownMode::Drain {
+            grace: Duration::from_secs(5),
+        })
+        .await;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/bench");
+        match peer_rates("python3", &format!("{dir}/py_map.py"), total) {
+            Some(rates) => {
+                let mut python_best: f64 = 0.0;
+                for (name, rate) in &rates {
+                    python_best = python_best.max(*rate);
+                    println!("  python Pool(2).{name:<26} {rate:>10.0} items/s");
+                }
+                println!(
+                    "  forkyard-pool's best / Python's best: {:.2}x (target >= 2x)",
+                    best / python_best
+                );
+            }
+            None => println!("  python (not run: `python3` is not available)"),
+        }
+    }
+
     if want("storm") {
-        // 4. The crash storm, against a calm run of the same pool.
+        // 5. The crash storm, against a calm run of the same pool.
         let secs = if quick { 1 } else { 3 };
         println!(
-            "\n== 4. Crash storm: 4 workers, tiny tasks, one worker SIGKILLed every 50 ms, {secs} s each =="
+            "\n== 5. Crash storm: 4 workers, tiny tasks, one worker SIGKILLed every 50 ms, {secs} s each =="
         );
         let calm = storm(false, Duration::from_secs(secs)).await?;
         let storm = storm(true, Duration::from_secs(secs)).await?;
@@ -456,6 +527,33 @@ async fn storm(kill: bool, length: Duration) -> Result<Storm> {
         longest_dip,
         longest_start,
     })
+}
+
+/// Runs a peer's benchmark script that prints `<name>_per_sec N` lines;
+/// `None` when its interpreter is missing.
+fn peer_rates(program: &str, script: &str, n: usize) -> Option<Vec<(String, f64)>> {
+    let out = Command::new(program)
+        .arg(script)
+        .arg(n.to_string())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "  {program} {script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (name, rate) = l.split_once(' ')?;
+                let name = name.strip_suffix("_items_per_sec")?;
+                Some((format!("{name}(chunksize=1000)"), rate.trim().parse().ok()?))
+            })
+            .collect(),
+    )
 }
 
 /// Runs a peer's benchmark script; `None` when its interpreter is missing.

@@ -1,8 +1,10 @@
 //! Fault injection: `cargo xtask fault pool --seed N` (10 s of faults), or
 //! `cargo xtask fault pool --quick` (3 s, as CI runs it; `--secs N` for any other length).
 //!
-//! Keeps a pool busy with tasks that each carry a unique id, and SIGKILLs
-//! workers at random (seeded) moments for a fixed time. Then checks the pool's
+//! Keeps a pool busy with tasks that each carry a unique id, SIGKILLs
+//! workers at random (seeded) moments, and resizes the pool between 2 and 6
+//! workers (shrinking drains workers that may be running tasks) for a fixed
+//! time. Then checks the pool's
 //! promise: every submitted task got exactly one outcome (none lost, none
 //! answered twice, every answer for the right task), the statistics add up,
 //! and no process is left. Prints
@@ -92,6 +94,8 @@ async fn run(seed: u64, duration: Duration) -> Result<()> {
     let mut next_id = 0u64;
     let mut kills = 0u64;
     let mut next_kill = started + Duration::from_millis(rng.below(200));
+    let mut resizes = 0u64;
+    let mut next_resize = started + Duration::from_millis(100 + rng.below(400));
     while started.elapsed() < duration {
         // Keep the queue topped up.
         for _ in 0..32 {
@@ -121,6 +125,11 @@ async fn run(seed: u64, duration: Duration) -> Result<()> {
             }
             next_kill = Instant::now() + Duration::from_millis(20 + rng.below(300));
         }
+        if Instant::now() >= next_resize {
+            pool.resize(2 + rng.below(5) as usize)?;
+            resizes += 1;
+            next_resize = Instant::now() + Duration::from_millis(100 + rng.below(400));
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Every call must end; count what came back.
@@ -148,7 +157,7 @@ async fn run(seed: u64, duration: Duration) -> Result<()> {
     let report = pool.shutdown(ShutdownMode::Drain { grace }).await;
     let shutdown_took = shutdown_started.elapsed();
     println!(
-        "{kills} workers killed; restarts {}, retried {}",
+        "{kills} workers killed, {resizes} resizes; restarts {}, retried {}",
         stats.restarts, stats.retried
     );
     println!(
