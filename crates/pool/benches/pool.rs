@@ -90,12 +90,12 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let run = work(pool.clone());
-    rt.block_on(tokio::spawn(async move {
+    let task = rt.spawn(async move {
         let start = std::time::Instant::now();
         run.await;
         start.elapsed()
-    }))
-    .expect("the measuring task")
+    });
+    rt.block_on(task).expect("the measuring task")
 }
 
 fn drain(rt: &tokio::runtime::Runtime, pool: Pool<u64, u64>) {
