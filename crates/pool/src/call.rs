@@ -113,7 +113,8 @@ impl CancelToken {
 }
 
 /// A queued or running task, from [`Pool::start`](crate::Pool::start):
-/// await it for its outcome. Dropping it cancels the task.
+/// await it for its outcome. Dropping it cancels the task as dropping a
+/// [`call`](crate::Pool::call) does (its worker is told; no kill).
 #[must_use = "dropping a TaskHandle cancels its task"]
 pub struct TaskHandle<Resp> {
     id: TaskId,
@@ -153,11 +154,12 @@ impl<Resp> TaskHandle<Resp> {
         self.id
     }
 
-    /// Cancels the task (see [`Pool::call_with`](crate::Pool::call_with));
+    /// Cancels the task, killing its worker after the cancel grace if it
+    /// cannot stop it (see [`Pool::call_with`](crate::Pool::call_with));
     /// awaiting the handle then gives its outcome, [`PoolError::Cancelled`]
     /// unless it had already ended.
     pub fn cancel(&self) {
-        (self.cancel)(self.id);
+        (self.cancel)(self.id, true);
     }
 }
 
@@ -170,7 +172,7 @@ impl<Resp> Future for TaskHandle<Resp> {
             && token.as_mut().poll(cx).is_ready()
         {
             this.token = None;
-            (this.cancel)(this.id);
+            (this.cancel)(this.id, true);
         }
         match Pin::new(&mut this.rx).poll(cx) {
             Poll::Ready(outcome) => {
@@ -185,7 +187,7 @@ impl<Resp> Future for TaskHandle<Resp> {
 impl<Resp> Drop for TaskHandle<Resp> {
     fn drop(&mut self) {
         if !self.finished {
-            (self.cancel)(self.id);
+            (self.cancel)(self.id, false);
         }
     }
 }

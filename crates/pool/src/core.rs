@@ -263,6 +263,8 @@ struct Task<Req> {
     /// A chunk's items not answered yet.
     unanswered: usize,
     rules: TaskRules,
+    /// Its worker was told to abandon it.
+    cancel_sent: bool,
     /// When the worker told to abandon it gets killed if it has not.
     cancel_by: Option<Instant>,
     /// Its entry in the alarm index, if any.
@@ -526,6 +528,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 sent,
                 unanswered: items,
                 rules,
+                cancel_sent: false,
                 cancel_by: None,
                 alarm: None,
                 attempts: 0,
@@ -576,23 +579,29 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
     }
 
     /// The caller stopped waiting for `task`.
-    pub(crate) fn cancel(&mut self, task: TaskId, now: Instant) {
+    ///
+    /// A running task's worker is told to abandon it. `hard` (an explicit
+    /// cancel): a worker that has not within the cancel grace is killed.
+    /// Not hard (the caller only stopped waiting): a handler that cannot be
+    /// stopped runs to its end, as it would have.
+    pub(crate) fn cancel(&mut self, task: TaskId, hard: bool, now: Instant) {
         let Some(t) = self.tasks.get_mut(&task) else {
             return;
         };
         if let Some(r) = t.running {
-            // Tell its worker to abandon it; kill the worker if it has not
-            // within the grace. Its outcome is `Cancelled` either way.
-            if t.abandoned {
-                return;
-            }
+            // Its outcome is `Cancelled` whatever comes back.
             t.abandoned = true;
-            t.cancel_by = Some(now + self.rules.cancel_grace);
-            self.actions.push(Action::Cancel {
-                worker: r.worker,
-                task,
-            });
-            self.rearm(task);
+            if !t.cancel_sent {
+                t.cancel_sent = true;
+                self.actions.push(Action::Cancel {
+                    worker: r.worker,
+                    task,
+                });
+            }
+            if hard && t.cancel_by.is_none() {
+                t.cancel_by = Some(now + self.rules.cancel_grace);
+                self.rearm(task);
+            }
         } else {
             self.queue.retain(|&q| q != task);
             self.finish(task, Err(Failure::Cancelled), now);
@@ -773,7 +782,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             .workers
             .get(&worker)
             .is_some_and(|w| w.in_flight.contains(&task))
-            && self.tasks.get(&task).is_some_and(|t| t.cancel_by.is_some());
+            && self.tasks.get(&task).is_some_and(|t| t.cancel_sent);
         if !told {
             self.protocol_error(
                 worker,
@@ -1830,7 +1839,7 @@ mod tests {
                     Op::Resize(n) => { sim.core.resize(n, now); }
                     Op::Recycle(n) => if let Some(w) = pick(&sim.live(), n) { sim.core.recycle(w, now); },
                     Op::HoldBreaker(open) => sim.core.hold_breaker(open, now),
-                    Op::Cancel(n) => if let Some(t) = pick(&submitted, n) { sim.core.cancel(t, now) },
+                    Op::Cancel(n) => if let Some(t) = pick(&submitted, n) { sim.core.cancel(t, n % 2 == 0, now) },
                     Op::Ready(n) => if let Some(w) = pick(&sim.live(), n) { sim.core.ready(w, now) },
                     Op::Reply(n) => {
                         let busy: Vec<WorkerId> = sim.sent.iter().filter(|(w, t)| t.iter().any(|t| !sim.chunks.contains_key(t)) && !sim.ended.contains(w)).map(|(&w, _)| w).collect::<BTreeSet<_>>().into_iter().collect();
@@ -2140,6 +2149,41 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_tells_the_worker_and_only_a_hard_one_kills_it_after_the_grace() {
+        run(
+            Rules {
+                workers: 1,
+                recycle_after_tasks: None,
+                task_timeout: None,
+                ..rules()
+            },
+            |sim| {
+                let now = sim.now;
+                sim.core.ready(1, now);
+                let soft = sim.core.submit(101, 1, now).unwrap();
+                let hard = sim.core.submit(102, 2, now).unwrap();
+                sim.pump();
+                sim.core.cancel(soft, false, now);
+                sim.core.cancel(hard, true, now);
+                sim.pump();
+                assert!(sim.told.contains(&(1, soft)) && sim.told.contains(&(1, hard)));
+                // The worker abandons the soft one.
+                sim.core.cancelled(1, soft, now);
+                sim.pump();
+                assert_eq!(sim.outcomes[&soft], Err(Failure::Cancelled));
+                assert!(!sim.ended.contains(&1));
+                // It cannot stop the hard one: killed once the grace is over.
+                sim.advance(Duration::from_millis(999));
+                assert!(!sim.ended.contains(&1));
+                sim.advance(Duration::from_millis(1));
+                assert_eq!(sim.outcomes[&hard], Err(Failure::Cancelled));
+                assert!(sim.ended.contains(&1));
+                assert_eq!(sim.core.counters.cancelled, 2);
+            },
+        );
+    }
+
+    #[test]
     fn a_reply_for_an_unknown_task_is_a_protocol_error() {
         run(rules(), |sim| {
             let now = sim.now;
@@ -2171,7 +2215,7 @@ mod tests {
             |sim| {
                 let now = sim.now;
                 let t = sim.core.submit(101, 1, now).unwrap();
-                sim.core.cancel(t, now);
+                sim.core.cancel(t, true, now);
                 sim.core.ready(1, now);
                 sim.pump();
                 assert!(sim.sent[&1].is_empty());

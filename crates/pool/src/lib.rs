@@ -178,8 +178,9 @@
 //!   future) stops a queued task from ever running. A running task is
 //!   abandoned by its worker if the handler is async and reaches an `.await`;
 //!   a handler that never awaits (CPU-bound, blocking) cannot be stopped
-//!   from inside, so its worker is killed after the cancel grace (1 s by
-//!   default) and its other tasks re-run.
+//!   from inside: on an explicit cancel its worker is killed after the
+//!   cancel grace (1 s by default) and its other tasks re-run; when the
+//!   future was only dropped, it runs to its end and its result is dropped.
 //! - A batch's chunk is one task for the queue, the in-flight limit and the
 //!   task timeout (which a chunk gets once per item); statistics count items.
 //!   An item whose worker died after it ran but before its result went out

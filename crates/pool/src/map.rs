@@ -224,7 +224,7 @@ struct Outstanding {
 impl Drop for Outstanding {
     fn drop(&mut self) {
         for &id in self.ids.keys() {
-            (self.cancel)(id);
+            (self.cancel)(id, false);
         }
     }
 }
@@ -406,7 +406,7 @@ async fn drive<Req, Resp, I>(
                 cancelled = true;
                 // Cancel every chunk; their ends bring `Cancelled` for their items.
                 for &id in outstanding.ids.keys() {
-                    (outstanding.cancel)(id);
+                    (outstanding.cancel)(id, true);
                 }
                 for (base, batch) in split.drain(..) {
                     for i in 0..batch.len() {

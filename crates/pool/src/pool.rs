@@ -387,7 +387,8 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
     /// Runs `req` on a worker and returns its result, waiting for room in the
     /// queue first. Dropping the future cancels the task: if it has not been
     /// dispatched it never runs; if it is running, its worker is told to
-    /// abandon it (see [`call_with`](Pool::call_with)).
+    /// abandon it (an async handler stops at its next `.await`; one that
+    /// cannot be stopped runs to its end and its result is dropped).
     pub async fn call(&self, req: Req) -> Result<Resp, PoolError> {
         let permit = self.room().await?;
         self.submit(req, permit).await
@@ -396,12 +397,13 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
     /// Like [`call`](Pool::call), with this call's own deadline, timeout,
     /// retries and cancel token (see [`CallOptions`]).
     ///
-    /// Cancelling (the token, or dropping the future) stops a queued task
-    /// from ever running. A running one: its worker is told to abandon it
-    /// (an async handler is dropped at its next `.await`); a worker that has
-    /// not within the [cancel grace](Builder::cancel_grace) has its process
-    /// group killed and is replaced, and its other tasks re-run uncharged.
-    /// The outcome is [`PoolError::Cancelled`].
+    /// Cancelling with the token stops a queued task from ever running. A
+    /// running one: its worker is told to abandon it (an async handler is
+    /// dropped at its next `.await`); a worker that has not within the
+    /// [cancel grace](Builder::cancel_grace) has its process group killed and
+    /// is replaced, and its other tasks re-run uncharged. The outcome is
+    /// [`PoolError::Cancelled`]. Dropping the future cancels as
+    /// [`call`](Pool::call) does, without the kill.
     pub async fn call_with(&self, req: Req, options: CallOptions) -> Result<Resp, PoolError> {
         self.start(req, options).await?.await
     }
@@ -612,16 +614,18 @@ impl<Req: Message + Clone + Sync, Resp: Message> Pool<Req, Resp> {
     }
 }
 
-/// Cancels a task by id (what a [`TaskHandle`] and a batch keep of the pool).
-pub(crate) type Canceller = Arc<dyn Fn(TaskId) + Send + Sync>;
+/// Cancels a task by id, hard (an explicit cancel: kill its worker after the
+/// grace) or not (the caller stopped waiting); what a [`TaskHandle`] and a
+/// batch keep of the pool.
+pub(crate) type Canceller = Arc<dyn Fn(TaskId, bool) + Send + Sync>;
 
 fn canceller<Req: Message + Clone + Sync, Resp: Message>(
     shared: &Arc<Shared<Req, Resp>>,
 ) -> Canceller {
     let shared = Arc::downgrade(shared);
-    Arc::new(move |id| {
+    Arc::new(move |id, hard| {
         if let Some(shared) = shared.upgrade() {
-            shared.with(|st| st.core.cancel(id, Instant::now().into_std()));
+            shared.with(|st| st.core.cancel(id, hard, Instant::now().into_std()));
         }
     })
 }
@@ -643,7 +647,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Drop for CancelGuard<'_, Req, R
         if self.armed {
             let id = self.id;
             self.shared
-                .with(|st| st.core.cancel(id, Instant::now().into_std()));
+                .with(|st| st.core.cancel(id, false, Instant::now().into_std()));
         }
     }
 }
