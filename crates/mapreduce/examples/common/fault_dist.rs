@@ -78,6 +78,9 @@ pub(crate) struct Rig {
     pub(crate) nodes: Vec<Child>,
     bin: PathBuf,
     workers: usize,
+    /// The nodes' TMPDIR: a SIGKILLed node cannot remove its scratch
+    /// directory, so the rig does (after the nodes, on drop).
+    tmp: tempfile::TempDir,
 }
 
 impl Rig {
@@ -91,6 +94,7 @@ impl Rig {
             nodes: Vec::new(),
             bin: wordcount_bin()?,
             workers,
+            tmp: tempfile::tempdir()?,
         };
         for _ in 0..nodes {
             rig.add_node()?;
@@ -102,6 +106,7 @@ impl Rig {
         let child = Command::new(&self.bin)
             .args(["--serve", "--nats", &self.server.url(), "--workers"])
             .arg(self.workers.to_string())
+            .env("TMPDIR", self.tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

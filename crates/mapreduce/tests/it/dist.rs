@@ -89,6 +89,9 @@ fn wordcount_bin() -> PathBuf {
 struct Rig {
     server: NatsServer,
     nodes: Vec<Child>,
+    /// The nodes' TMPDIR: a SIGKILLed node cannot remove its scratch
+    /// directory, so the rig does.
+    tmp: tempfile::TempDir,
 }
 
 impl Rig {
@@ -100,6 +103,7 @@ impl Rig {
         let mut rig = Rig {
             server,
             nodes: Vec::new(),
+            tmp: tempfile::tempdir().expect("tmp"),
         };
         for _ in 0..nodes {
             rig.add_node();
@@ -110,6 +114,7 @@ impl Rig {
     fn add_node(&mut self) {
         let child = Command::new(wordcount_bin())
             .args(["--serve", "--nats", &self.server.url(), "--workers", "2"])
+            .env("TMPDIR", self.tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
