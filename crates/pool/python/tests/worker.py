@@ -31,6 +31,24 @@ waiting = 0
 generation = 0
 cond = threading.Condition()
 
+# Peak: how many tasks are in the handler now, and the most there ever were.
+active = 0
+peak = 0
+counting = threading.Lock()
+
+
+def enter():
+    global active, peak
+    with counting:
+        active += 1
+        peak = max(peak, active)
+
+
+def leave():
+    global active
+    with counting:
+        active -= 1
+
 
 def fail(kind, message):
     exc = getattr(builtins, kind, None)
@@ -84,9 +102,16 @@ async def handle_async(request):
     if request == "Hang":
         await asyncio.Event().wait()
     ((kind, value),) = request.items()
-    if kind == "Pause":
-        await asyncio.sleep(value / 1000)
-        return value
+    if kind == "Peak":
+        enter()
+        try:
+            open(value + ".started", "w").close()
+            deadline = time.monotonic() + 20
+            while not os.path.exists(value) and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+        finally:
+            leave()
+        return peak
     if kind == "Deaf":
         open(value + ".started", "w").close()
         while True:
@@ -124,9 +149,17 @@ def handle_sync(request):
     if request == "Hang":
         threading.Event().wait()
     ((kind, value),) = request.items()
-    if kind == "Pause":
-        time.sleep(value / 1000)
-        return value
+    if kind == "Peak":
+        enter()
+        try:
+            open(value + ".started", "w").close()
+            deadline = time.monotonic() + 20
+            while not os.path.exists(value) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        finally:
+            leave()
+        with counting:
+            return peak
     if kind == "Deaf":
         open(value + ".started", "w").close()
         threading.Event().wait()
