@@ -4,8 +4,9 @@
 //!   blocking ping-pong of 8 bytes with one echo process over a socketpair (the floor
 //!   for any request that crosses to another process and back);
 //! - `throughput_1000_tasks`: 1,000 tiny tasks through a 2-worker pool with all of them
-//!   in flight (`call` from 1,000 futures at once), against a hand-written batch loop
-//!   over two echo processes: write 500 requests to each, then read the 500 answers.
+//!   in flight (`call` from 1,000 futures at once), and the same 1,000 items as one
+//!   batch (`Pool::map`, in chunks), against a hand-written batch loop over two echo
+//!   processes: write 500 requests to each, then read the 500 answers.
 //!
 //! `cargo bench -p forkyard-pool --bench pool` (or `cargo xtask bench pool`, which
 //! prints each group's rows as ratios to its baseline). Peers that are other programs
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use forkyard_pool::{Pool, ShutdownMode, worker};
+use futures::StreamExt;
 
 /// Set in the environment of the echo processes this bench spawns of itself.
 const ECHO_ENV: &str = "FORKYARD_POOL_BENCH_ECHO";
@@ -176,6 +178,19 @@ fn throughput(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                     let answers = futures::future::join_all(calls).await;
                     for (n, answer) in answers.into_iter().enumerate() {
                         assert_eq!(answer.expect("tiny task"), n as u64 + 1);
+                    }
+                }
+            })
+        })
+    });
+    // The same 1,000 items as one batch: chunks, one message each way per chunk.
+    group.bench_function("Pool::map, 2 workers", |b| {
+        b.iter_custom(|iters| {
+            on_runtime(rt, &pool, move |pool| async move {
+                for _ in 0..iters {
+                    let answers: Vec<_> = pool.map(0..BATCH).collect().await;
+                    for (n, answer) in answers.into_iter().enumerate() {
+                        assert_eq!(answer.expect("tiny item"), n as u64 + 1);
                     }
                 }
             })
