@@ -56,10 +56,10 @@ async fn run(quick: bool) -> Result<()> {
     println!(
         "The live lines below show the queue (submitted, not yet sent to a worker), the tasks\n\
          running in workers, the tasks done, and how many of the 4 workers are up. A killed\n\
-         worker's tasks go back to the queue (retried) and a replacement starts after the\n\
-         restart backoff: {BACKOFF_FIRST:?} after a crash, doubling with each crash in a row up to\n\
-         {BACKOFF_MAX:?}, so that a worker that crashes at once does not spin. While replacements\n\
-         wait it out, fewer tasks run, and right after a burst of kills none may run at all.\n"
+         worker's tasks go back to the queue (retried) and, since it had served, a replacement\n\
+         starts at once in its slot. Only a slot whose workers die at once with nothing done\n\
+         (a crash loop) backs off: {BACKOFF_FIRST:?}, doubling with each such crash in a row up to\n\
+         {BACKOFF_MAX:?}, so that it does not spin. While replacements start, fewer tasks run.\n"
     );
     let started = Instant::now();
     let pool = Pool::<Resize, u64>::builder()
@@ -105,7 +105,7 @@ async fn run(quick: bool) -> Result<()> {
                 if tick.is_multiple_of(8) {
                     let up = s.workers.iter().filter(|w| w.state.is_ready()).count();
                     let note = if up < 4 {
-                        "  <- the others wait out the restart backoff, or are starting"
+                        "  <- the others are starting (or a crash-looping slot backs off)"
                     } else {
                         ""
                     };
@@ -244,8 +244,8 @@ async fn run(quick: bool) -> Result<()> {
         "\n== What you saw ==\n\
          {tasks} tasks went through 4 worker processes while {killed} of them were killed with\n\
          SIGKILL mid-task. Every task still got exactly one outcome: the tasks a dead worker\n\
-         held were retried on another (\"retried\"), the dead were replaced after the restart\n\
-         backoff (\"restarts\"; \"up\" dipped below 4 meanwhile), and workers were also\n\
+         held were retried on another (\"retried\"), the dead were replaced at once in their\n\
+         slots (\"restarts\"; \"up\" dipped below 4 while they started), and workers were also\n\
          replaced on purpose after a number of tasks (\"recycled\"). Queue wait is how long a\n\
          task sat in the queue, service time how long a worker took once it had it. The\n\
          shutdown let the workers finish what they had, and each exited with code 0.\n\
@@ -374,8 +374,8 @@ fn explain_rate(rate: f64, killed: usize) {
          \x20 20,000-50,000 rounds of hashing, which takes {per_task:.2?} on one core in this build\n\
          \x20 ({build}).\n\
          \x20 With {cores} core(s) shared by the 4 workers and this process, the work alone allows\n\
-         \x20 at most about {ceiling:.0} tasks/s; the {killed} kills, the time replacements spent in\n\
-         \x20 backoff and starting, and the retried tasks cost the rest. The README's figure is\n\
+         \x20 at most about {ceiling:.0} tasks/s; the {killed} kills, the time replacements spent\n\
+         \x20 starting, and the retried tasks cost the rest. The README's figure is\n\
          \x20 for tasks that do nothing, which measures the pool's own cost per task\n\
          \x20 (`cargo xtask bench pool`)."
     );
