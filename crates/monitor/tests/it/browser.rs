@@ -11,8 +11,18 @@ use forkyard_monitor::{AlertRule, Condition};
 
 use crate::support::{Baseline, Job, OPERATOR, Rig, VIEWER, wait_for_async};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The browser and its driver, looked up on PATH (as `cargo xtask`'s
+/// install step does).
+const CHROMIUM: &str = "chromium";
+const CHROMEDRIVER: &str = "chromedriver";
+
+/// The first `program` on PATH.
+fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
 
 /// chromedriver on a free port, in its own process group (owned by
 /// forkyard-child): dropping it kills the group, the browser with it.
@@ -22,32 +32,70 @@ struct Browser {
     profile: tempfile::TempDir,
 }
 
-/// `None` (and a note) when the machine has no Chromium, outside CI; in CI
-/// (`CI=true`) a missing browser is a failure.
-fn browser_available() -> bool {
-    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
-        return true;
+/// Where Chromium and chromedriver are on PATH; `None` (and a note) when
+/// the machine has not both, outside CI; in CI (`CI=true`) a missing browser
+/// is a failure.
+fn browser_available() -> Option<(PathBuf, PathBuf)> {
+    if let (Some(chromium), Some(driver)) = (on_path(CHROMIUM), on_path(CHROMEDRIVER)) {
+        return Some((chromium, driver));
     }
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!(
-            "chromium and chromedriver are required in CI ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver"
+            "chromium and chromedriver are required in CI ({CHROMIUM}, {CHROMEDRIVER} on PATH): apt-get install chromium chromium-driver"
         );
     }
     println!("skipped: chromium not installed");
-    false
+    None
+}
+
+/// Starts chromedriver on a port the kernel just gave out and let go of.
+/// Another process may take that port in between: chromedriver then says so
+/// and exits, and we try another port (as testkit's `NatsServer` does).
+async fn start_driver(driver: &Path) -> (forkyard_child::Child, u16) {
+    let mut failures = Vec::new();
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut cmd = std::process::Command::new(driver);
+        cmd.arg(format!("--port={port}"));
+        let mut child = forkyard_child::Child::builder(&mut cmd)
+            .stdout(forkyard_child::Output::lines())
+            .stderr(forkyard_child::Output::null())
+            .spawn()
+            .expect("chromedriver starts");
+        // chromedriver says "ChromeDriver was started successfully on port
+        // N." once it listens, "IPv4 port not available. Exiting..." when
+        // the bind fails; its stdout ends when it exits.
+        let mut said = String::new();
+        let mut listening = false;
+        while let Some(line) = child.next_line().await {
+            let line = line.text().into_owned();
+            if line.contains("started successfully") {
+                listening = true;
+                break;
+            }
+            said.push_str(&line);
+            said.push('\n');
+        }
+        if listening {
+            // Nobody reads its output any more: let it run free.
+            drop(child.take_lines());
+            return (child, port);
+        }
+        let _ = child.stop(Duration::from_secs(2)).await;
+        failures.push(format!("port {port}:\n{said}"));
+    }
+    panic!(
+        "chromedriver did not listen after 5 tries:\n{}",
+        failures.join("\n")
+    );
 }
 
 impl Browser {
-    async fn start() -> Browser {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut cmd = std::process::Command::new(CHROMEDRIVER);
-        cmd.arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let driver = forkyard_child::Child::spawn(&mut cmd).expect("chromedriver starts");
+    async fn start(chromium: &Path, chromedriver: &Path) -> Browser {
+        let (driver, port) = start_driver(chromedriver).await;
         let profile = tempfile::tempdir().unwrap();
         let args = [
             "--headless",
@@ -69,7 +117,7 @@ impl Browser {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            serde_json::json!({"binary": CHROMIUM, "args": args}),
+            serde_json::json!({"binary": chromium, "args": args}),
         );
         let url = format!("http://127.0.0.1:{port}");
         let client = wait_for_async("chromedriver to accept a session", || {
@@ -157,14 +205,14 @@ async fn card(b: &Browser, field: &str) -> Result<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_follows_the_pool_and_its_alerts_and_refuses_a_viewer_but_not_an_operator() {
-    if !browser_available() {
+    let Some((chromium, chromedriver)) = browser_available() else {
         return;
-    }
+    };
     let base = Baseline::take().await;
     let rule = AlertRule::new("HighErrorRate", Condition::ErrorRateAbove { per_sec: 2.0 })
         .for_duration(Duration::from_millis(300));
     let rig = Rig::start(vec![rule], |b| b.sample_every(Duration::from_millis(250))).await;
-    let b = Browser::start().await;
+    let b = Browser::start(&chromium, &chromedriver).await;
     b.client
         .goto(&format!("{}/#token={VIEWER}", rig.base))
         .await
