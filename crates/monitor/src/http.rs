@@ -88,7 +88,10 @@ pub(crate) async fn serve_tcp(
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((s, _)) => s,
-                    Err(_) => continue,
+                    Err(e) => {
+                        accept_failed(&e).await;
+                        continue;
+                    }
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             };
@@ -102,6 +105,17 @@ pub(crate) async fn serve_tcp(
     })
 }
 
+/// How long the accept loop waits after `accept` fails before it tries
+/// again: a rate limit, so that a failure that lasts (`EMFILE`: out of file
+/// descriptors) does not spin the CPU.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Logs a failed `accept` and backs off before the next one.
+async fn accept_failed(e: &std::io::Error) {
+    tracing::warn!(error = %e, "monitor: accept failed; trying again in {ACCEPT_BACKOFF:?}");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
 pub(crate) async fn serve_unix(shared: Arc<Shared>, path: PathBuf) -> Result<Server, MonitorError> {
     let listener = tokio::net::UnixListener::bind(&path).map_err(|source| MonitorError::Bind {
         addr: path.display().to_string(),
@@ -113,7 +127,10 @@ pub(crate) async fn serve_unix(shared: Arc<Shared>, path: PathBuf) -> Result<Ser
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((s, _)) => s,
-                    Err(_) => continue,
+                    Err(e) => {
+                        accept_failed(&e).await;
+                        continue;
+                    }
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             };
@@ -201,21 +218,22 @@ fn authenticate(
     )
 }
 
+/// A path segment, percent-decoded; `None` when it is not valid UTF-8 once
+/// decoded, or when a `%` is not followed by two hex digits (which
+/// `percent-encoding` would pass through as is: we refuse it instead).
 fn decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = segment.match_indices('%').all(|(i, _)| {
+        segment
+            .get(i + 1..i + 3)
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
 pub(crate) async fn handle(
@@ -641,6 +659,19 @@ fn parse_action(segs: &[&str], body: &[u8]) -> Result<Action, Refusal> {
     }
 }
 
+/// One line for the event log from a finished drain's report.
+fn drain_summary(report: &forkyard_pool::ShutdownReport) -> String {
+    use forkyard_pool::Outcome;
+    let completed = report.count(Outcome::Completed);
+    let cancelled = report.count(Outcome::Cancelled);
+    let failed = report.tasks.len() - completed - cancelled;
+    format!(
+        "drain finished: {} task(s) ({completed} completed, {failed} failed, {cancelled} cancelled), {} worker(s) ended",
+        report.tasks.len(),
+        report.workers.len()
+    )
+}
+
 fn control_error(e: forkyard_pool::ControlError) -> Refusal {
     let status = match e {
         forkyard_pool::ControlError::NoSuchWorker(_) => StatusCode::NOT_FOUND,
@@ -650,7 +681,7 @@ fn control_error(e: forkyard_pool::ControlError) -> Refusal {
     (status, e.to_string())
 }
 
-async fn execute(shared: &Shared, action: &Action) -> Result<String, Refusal> {
+async fn execute(shared: &Arc<Shared>, action: &Action) -> Result<String, Refusal> {
     let pool = |name: &str| {
         lock(&shared.pools)
             .iter()
@@ -690,9 +721,23 @@ async fn execute(shared: &Shared, action: &Action) -> Result<String, Refusal> {
             grace_secs,
         } => {
             // The drain runs to its end on its own (it ends the pool); the
-            // answer does not wait for it.
+            // answer does not wait for it. Its report goes to the event log
+            // when it ends.
             let drain = pool(name)?.drain(Duration::from_secs(*grace_secs));
-            tokio::spawn(drain);
+            let shared = Arc::clone(shared);
+            let name = name.clone();
+            tokio::spawn(async move {
+                let report = drain.await;
+                let message = drain_summary(&report);
+                tracing::info!(pool = %name, "monitor: {message}");
+                shared.log(
+                    "monitor".to_owned(),
+                    Some(name),
+                    LogKind::Action,
+                    Level::Info,
+                    message,
+                );
+            });
             Ok(format!(
                 "draining: no new task is taken; queued and running tasks get {grace_secs} s"
             ))

@@ -93,11 +93,17 @@
 //!
 //! # Example
 //!
-//! ```no_run
+//! This one watches a pool of two workers (the same binary, squaring
+//! numbers) and a supervisor with one child, serves on a port the kernel
+//! picks, reads its own snapshot once with the viewer's token, and stops
+//! everything:
+//!
+//! ```rust,standalone_crate
 //! use std::time::Duration;
 //! use forkyard_monitor::{Access, AlertRule, Condition, Monitor, Role};
-//! use forkyard_pool::Pool;
+//! use forkyard_pool::{Pool, ShutdownMode};
 //! use forkyard_supervise::{ChildSpec, Supervisor};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     if forkyard_pool::worker::is_worker() {
@@ -110,12 +116,16 @@
 //!             .build()
 //!             .await?;
 //!         let sup = Supervisor::builder()
-//!             .child(ChildSpec::new("web", || std::process::Command::new("my-web-server")))
+//!             .child(ChildSpec::new("web", || {
+//!                 let mut web = std::process::Command::new("sleep");
+//!                 web.arg("600");
+//!                 web
+//!             }))
 //!             .start()
 //!             .await?;
 //!
 //!         let mut access = Access::new();
-//!         println!("viewer token: {}", access.generate("viewer", Role::Viewer)?);
+//!         let viewer = access.generate("viewer", Role::Viewer)?;
 //!         println!("operator token: {}", access.generate("operator", Role::Operator)?);
 //!         let monitor = Monitor::builder()
 //!             .access(access)
@@ -126,9 +136,27 @@
 //!             .build()?;
 //!         monitor.watch_pool("images", &pool)?;
 //!         monitor.watch_supervisor(&sup)?;
-//!         let server = monitor.serve("127.0.0.1:9187".parse()?).await?;
-//!         println!("monitor on http://{}/", server.local_addr().unwrap());
-//!         tokio::signal::ctrl_c().await?;
+//!         let server = monitor.serve("127.0.0.1:0".parse()?).await?;
+//!         let addr = server.local_addr().expect("a TCP address");
+//!         println!("monitor on http://{addr}/");
+//!         assert_eq!(pool.call(12).await?, 144);
+//!
+//!         // What the page reads, as the viewer.
+//!         let mut conn = tokio::net::TcpStream::connect(addr).await?;
+//!         let request = format!(
+//!             "GET /api/snapshot HTTP/1.1\r\nHost: {addr}\r\n\
+//!              Authorization: Bearer {viewer}\r\nConnection: close\r\n\r\n"
+//!         );
+//!         conn.write_all(request.as_bytes()).await?;
+//!         let mut answer = String::new();
+//!         conn.read_to_string(&mut answer).await?;
+//!         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+//!         assert!(answer.contains("\"images\""), "{answer}");
+//!
+//!         server.shutdown().await;
+//!         drop(monitor);
+//!         pool.shutdown(ShutdownMode::Drain { grace: Duration::from_secs(5) }).await;
+//!         sup.shutdown().await?;
 //!         Ok::<(), Box<dyn std::error::Error>>(())
 //!     })
 //! }

@@ -99,10 +99,10 @@ pub(crate) fn render(shared: &Shared) -> String {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            families[alerts].1.samples.push(format!(
-                "forkyard_monitor_alerts{{alertname=\"{}\",subject=\"{}\",alertstate=\"{state}\"}} 1",
-                view.rule, view.subject
-            ));
+            families[alerts]
+                .1
+                .samples
+                .push(alert_sample(&view.rule, &view.subject, &state));
         }
     }
     let up = family(
@@ -111,10 +111,12 @@ pub(crate) fn render(shared: &Shared) -> String {
         "gauge",
         "1 if the supervised child is running",
     );
+    // A counter: OpenMetrics names the family without `_total` and its
+    // sample with it.
     let restarts = family(
         &mut families,
         "forkyard_supervisor_child_restarts",
-        "gauge",
+        "counter",
         "Restarts of the supervised child after its first start",
     );
     let events = family(
@@ -125,13 +127,17 @@ pub(crate) fn render(shared: &Shared) -> String {
     );
     for s in lock(&shared.sups).iter() {
         for c in &s.view.children {
-            let labels = format!("supervisor=\"{}\",child=\"{}\"", s.name, escape(&c.name));
+            let labels = format!(
+                "supervisor=\"{}\",child=\"{}\"",
+                escape(&s.name),
+                escape(&c.name)
+            );
             families[up].1.samples.push(format!(
                 "forkyard_supervisor_child_up{{{labels}}} {}",
                 u8::from(c.state == ChildStateKind::Running)
             ));
             families[restarts].1.samples.push(format!(
-                "forkyard_supervisor_child_restarts{{{labels}}} {}",
+                "forkyard_supervisor_child_restarts_total{{{labels}}} {}",
                 c.restarts
             ));
         }
@@ -157,6 +163,18 @@ pub(crate) fn render(shared: &Shared) -> String {
     out
 }
 
+/// One `forkyard_monitor_alerts` sample, its label values escaped.
+fn alert_sample(rule: &str, subject: &str, state: &str) -> String {
+    format!(
+        "forkyard_monitor_alerts{{alertname=\"{}\",subject=\"{}\",alertstate=\"{}\"}} 1",
+        escape(rule),
+        escape(subject),
+        escape(state)
+    )
+}
+
+/// A label value as the exposition format wants it: backslash, double
+/// quote and newline escaped.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -190,5 +208,24 @@ mod tests {
             ]
         );
         assert_eq!(with_label("m{} 1", "p", "x"), "m{p=\"x\"} 1");
+    }
+
+    #[test]
+    fn alert_label_values_are_escaped() {
+        assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert_eq!(
+            alert_sample("High\"Rate", "pool \\ \"x\"\nnext", "firing"),
+            r#"forkyard_monitor_alerts{alertname="High\"Rate",subject="pool \\ \"x\"\nnext",alertstate="firing"} 1"#
+        );
+        // A newline in a value does not split the sample.
+        let text = format!(
+            "# TYPE forkyard_monitor_alerts gauge\n{}\n",
+            alert_sample("High\"Rate", "pool \\ \"x\"\nnext", "firing")
+        );
+        assert_eq!(
+            text.lines().count(),
+            2,
+            "no raw newline in a sample: {text}"
+        );
     }
 }

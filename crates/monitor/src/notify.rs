@@ -55,18 +55,23 @@ impl Notifier {
     /// A webhook notifier for `url` (`http://host:port/path`).
     pub fn webhook(url: &str) -> Result<Notifier, MonitorError> {
         let bad = || MonitorError::InvalidWebhook(url.to_owned());
-        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
-        if host.is_empty() || port.parse::<u16>().is_err() || path.contains(char::is_whitespace) {
+        let uri: hyper::Uri = url.parse().map_err(|_| bad())?;
+        if uri.scheme() != Some(&hyper::http::uri::Scheme::HTTP) {
             return Err(bad());
         }
+        let authority = uri.authority().ok_or_else(bad)?;
+        // An explicit port (it says where Alertmanager-style receivers
+        // listen), a host, and no user info.
+        if authority.host().is_empty()
+            || authority.port_u16().is_none()
+            || authority.as_str().contains('@')
+        {
+            return Err(bad());
+        }
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
         Ok(Notifier::Webhook {
-            authority: authority.to_owned(),
-            path: path.to_owned(),
+            authority: authority.as_str().to_owned(),
+            path: if path.is_empty() { "/" } else { path }.to_owned(),
         })
     }
 
@@ -79,13 +84,13 @@ impl Notifier {
     }
 
     /// Sends one notification; `Err` says why it was not delivered.
-    pub(crate) async fn deliver(&self, n: &Notification) -> Result<(), String> {
+    pub(crate) async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
         let payload = n.alertmanager_json();
         match self {
             Notifier::Command { program, args } => {
                 let mut cmd = std::process::Command::new(program);
                 cmd.args(args)
-                    .env("FORKYARD_ALERT_STATUS", n.status)
+                    .env("FORKYARD_ALERT_STATUS", n.status.as_str())
                     .env("FORKYARD_ALERT_NAME", &n.rule)
                     .env("FORKYARD_ALERT_SUBJECT", &n.subject)
                     .env("FORKYARD_ALERT_SUMMARY", &n.summary)
@@ -96,45 +101,97 @@ impl Notifier {
                     .stderr(forkyard_child::Output::null())
                     .timeout(DELIVERY_TIMEOUT)
                     .grace(Duration::from_secs(1));
-                let mut child = launch.spawn().map_err(|e| format!("cannot start: {e}"))?;
-                let exit = child.wait().await.map_err(|e| e.to_string())?;
+                let mut child = launch.spawn().map_err(NotifyError::Spawn)?;
+                let exit = child.wait().await.map_err(NotifyError::Wait)?;
                 if exit.success() {
                     Ok(())
                 } else {
-                    Err(exit.to_string())
+                    Err(NotifyError::CommandFailed(exit.to_string()))
                 }
             }
             Notifier::Webhook { authority, path } => {
                 tokio::time::timeout(DELIVERY_TIMEOUT, post(authority, path, payload))
                     .await
-                    .map_err(|_| format!("no answer within {DELIVERY_TIMEOUT:?}"))?
+                    .map_err(|_| NotifyError::Timeout(DELIVERY_TIMEOUT))?
             }
         }
     }
 }
 
-async fn post(authority: &str, path: &str, body: String) -> Result<(), String> {
+/// Why a notification was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotifyError {
+    /// The command could not be started.
+    #[error("cannot start the command")]
+    Spawn(#[source] forkyard_child::Error),
+    /// Waiting for the command failed.
+    #[error("cannot wait for the command")]
+    Wait(#[source] forkyard_child::Error),
+    /// The command ran and did not succeed (how it ended).
+    #[error("the command {0}")]
+    CommandFailed(String),
+    /// The webhook's host did not take the connection.
+    #[error("cannot connect to {authority}")]
+    Connect {
+        /// Host and port.
+        authority: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request could not be built.
+    #[error("cannot build the request")]
+    Request(#[source] hyper::http::Error),
+    /// HTTP failed (the handshake, or sending and reading the answer).
+    #[error("HTTP exchange failed")]
+    Http(#[source] hyper::Error),
+    /// The webhook answered with a status other than 2xx.
+    #[error("answered {0}")]
+    Status(hyper::StatusCode),
+    /// No answer (or the command did not end) in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl NotifyError {
+    /// The error and its causes, `: `-separated, for the event log.
+    pub(crate) fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cause = e.source();
+        }
+        out
+    }
+}
+
+async fn post(authority: &str, path: &str, body: String) -> Result<(), NotifyError> {
     let stream = tokio::net::TcpStream::connect(authority)
         .await
-        .map_err(|e| format!("connect {authority}: {e}"))?;
+        .map_err(|source| NotifyError::Connect {
+            authority: authority.to_owned(),
+            source,
+        })?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(NotifyError::Http)?;
     let conn = tokio::spawn(conn);
     let req = hyper::Request::post(path)
         .header("host", authority)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+        .map_err(NotifyError::Request)?;
     let result = async {
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(NotifyError::Http)?;
         let status = resp.status();
         let _ = resp.into_body().collect().await;
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("answered {status}"))
+            Err(NotifyError::Status(status))
         }
     }
     .await;
@@ -142,11 +199,38 @@ async fn post(authority: &str, path: &str, body: String) -> Result<(), String> {
     result
 }
 
+/// What a notification says happened, named as Alertmanager names it in its
+/// webhook payload (`firing`, `resolved`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum NotificationStatus {
+    /// The alert started firing.
+    Firing,
+    /// The alert fired, and its condition no longer holds.
+    Resolved,
+}
+
+impl NotificationStatus {
+    /// `firing` or `resolved`, as in the payload.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            NotificationStatus::Firing => "firing",
+            NotificationStatus::Resolved => "resolved",
+        }
+    }
+}
+
+impl std::fmt::Display for NotificationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One alert changing state, as sent to the notifiers.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct Notification {
-    /// `firing` or `resolved`.
-    pub(crate) status: &'static str,
+    /// Firing or resolved.
+    pub(crate) status: NotificationStatus,
     pub(crate) rule: String,
     pub(crate) subject: String,
     pub(crate) summary: String,
@@ -210,6 +294,8 @@ mod tests {
             "http://:80/",
             "http://h:99999/",
             "ftp://h:1/",
+            "http://u@h:1/",
+            "not a url",
         ] {
             assert!(Notifier::webhook(bad).is_err(), "{bad}");
         }

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use crate::actions::ActionLog;
 use crate::alerts::{AlertRule, AlertState, Observation, Tracker, Transition};
 use crate::auth::Access;
-use crate::notify::{Notification, Notifier};
+use crate::notify::{Notification, NotificationStatus, Notifier};
 
 /// Locks a mutex, taking the data of a poisoned one (a panic elsewhere must
 /// not stop the monitor from answering).
@@ -30,25 +30,11 @@ pub(crate) fn unix_ms() -> u64 {
 
 /// `2026-12-07T12:40:00.123Z` from milliseconds since the Unix epoch.
 pub(crate) fn unix_ms_to_rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 // ---- the pieces of a snapshot ----------------------------------------------
@@ -763,7 +749,7 @@ impl Shared {
                             tracked.view.fired_at_ms = Some(now_ms);
                             logs.push((Level::Error, format!("firing: {summary}")));
                             out.push(Notification {
-                                status: "firing",
+                                status: NotificationStatus::Firing,
                                 rule: rule.name.clone(),
                                 subject: subject.clone(),
                                 summary: summary.clone(),
@@ -781,7 +767,7 @@ impl Shared {
                             view.resolved_at_ms = Some(now_ms);
                             logs.push((Level::Info, format!("resolved: {summary}")));
                             out.push(Notification {
-                                status: "resolved",
+                                status: NotificationStatus::Resolved,
                                 rule: rule.name.clone(),
                                 subject: subject.clone(),
                                 summary: summary.clone(),
@@ -832,9 +818,10 @@ pub(crate) async fn deliver_in_order(
                 LogKind::Monitor,
                 Level::Warn,
                 format!(
-                    "{} notification to {} failed: {why}",
+                    "{} notification to {} failed: {}",
                     n.status,
-                    notifier.describe()
+                    notifier.describe(),
+                    why.chain()
                 ),
             );
         }

@@ -558,6 +558,23 @@ async fn operators_resize_recycle_break_and_drain_a_pool() {
         }
     })
     .await;
+    // When the drain ends, its report is in the event log.
+    let finished = wait_for_async("the drain's report in the event log", || async {
+        let log = rig.get("/api/log", Some(VIEWER)).await.json();
+        log.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| {
+                e["subject"] == "images"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("drain finished: "))
+            })
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+            .ok_or_else(|| "not yet".to_owned())
+    })
+    .await;
+    assert!(finished.contains("worker(s) ended"), "{finished}");
     let records = rig.get("/api/actions", Some(AUDITOR)).await.json()["records"].clone();
     let results: Vec<(String, String)> = records
         .as_array()
