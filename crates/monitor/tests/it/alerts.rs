@@ -89,10 +89,12 @@ async fn an_error_rate_alert_fires_resolves_and_notifies() {
 
     // Errors at about 50/s until the alert fires.
     let pool = rig.pool.clone();
+    // Paced by an interval (a load generator's rate, not a wait for anything).
     let storm = tokio::spawn(async move {
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
         loop {
+            pace.tick().await;
             let _ = pool.call(Job::Fail).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
     wait_for_async("the alert to fire", || async {

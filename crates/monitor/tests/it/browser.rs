@@ -301,10 +301,12 @@ async fn the_page_follows_the_pool_and_its_alerts_and_refuses_a_viewer_but_not_a
 
     // Trip the alert with a storm of failing tasks: it fires, then resolves.
     let pool = rig.pool.clone();
+    // Paced by an interval (a load generator's rate, not a wait for anything).
     let storm = tokio::spawn(async move {
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
         loop {
+            pace.tick().await;
             let _ = pool.call(Job::Fail).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
     let alert = "[data-alert='HighErrorRate:images']";
