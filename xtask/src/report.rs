@@ -365,14 +365,15 @@ fn figure(v: &Value) -> String {
     format!("{}: {amount}", v["label"].as_str().unwrap_or_default())
 }
 
-/// The compare rows of `name`: the last row of each measure and contender (a
-/// comparison run by hand appends to the rows of the previous run).
+/// The compare rows of `name`: the last row of each measure and pair of contenders
+/// (a comparison run by hand appends to the rows of the previous run).
 fn compare_lines(rows: &[Value]) -> Vec<Line> {
-    let mut last: Vec<((&str, &str), &Value)> = Vec::new();
+    let mut last: Vec<((&str, &str, &str), &Value)> = Vec::new();
     for row in rows {
         let key = (
             row["measure"].as_str().unwrap_or_default(),
             row["forkyard"]["label"].as_str().unwrap_or_default(),
+            row["baseline"]["label"].as_str().unwrap_or_default(),
         );
         match last.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = row,
@@ -380,7 +381,7 @@ fn compare_lines(rows: &[Value]) -> Vec<Line> {
         }
     }
     last.into_iter()
-        .map(|((measure, _), row)| Line {
+        .map(|((measure, _, _), row)| Line {
             measure: measure.to_owned(),
             forkyard: figure(&row["forkyard"]),
             baseline: figure(&row["baseline"]),
@@ -721,6 +722,22 @@ mod tests {
         );
         assert_eq!(lines[1].baseline, "-");
         assert_eq!(lines[1].ratio, None);
+    }
+
+    #[test]
+    fn a_rerun_replaces_its_rows_and_keeps_other_pairs() {
+        let row = |baseline: &str, value: f64| {
+            json!({
+                "measure": "word count", "ratio": 0.5, "target": "", "met": null, "command": "c",
+                "forkyard": {"label": "engine", "value": 1.0, "unit": "s"},
+                "baseline": {"label": baseline, "value": value, "unit": "s"},
+            })
+        };
+        let rows = [row("single", 2.0), row("python", 5.0), row("single", 3.0)];
+        let lines = compare_lines(&rows);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].baseline, "single: 3.00 s");
+        assert_eq!(lines[1].baseline, "python: 5.00 s");
     }
 
     #[test]

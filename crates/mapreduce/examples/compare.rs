@@ -19,6 +19,7 @@ use anyhow::{Result, bail};
 use clap::Parser;
 use common::WordCount;
 use forkyard_mapreduce::{Emit, Job, LineFiles, MapReduce, Workers};
+use forkyard_testkit::bench::{Figure, Recorder, Row, Target, Unit};
 use rustc_hash::FxHashMap;
 
 #[derive(Debug, Parser)]
@@ -283,6 +284,19 @@ fn main() -> Result<()> {
             t.as_secs_f64() / engine.as_secs_f64(),
             cpu
         );
+        // For docs/bench.md: the targets (1.7x, 5x, 10x faster) as ratios of times.
+        let speedup: [(&str, f64); 3] = [("single", 1.7), ("Python", 5.0), ("LC_ALL", 10.0)];
+        if let Some((_, x)) = speedup.iter().find(|(p, _)| name.starts_with(p)) {
+            Recorder::new("mapreduce").record(&Row {
+                measure: format!(
+                    "word count, {} MB of Zipf text, best of {}",
+                    args.size, args.runs
+                ),
+                forkyard: Figure::time("forkyard-mapreduce, 2 workers", engine),
+                baseline: Figure::time(name.as_str(), *t),
+                target: Target::RatioAtMost((1.0 / x * 100.0).round() / 100.0),
+            })?;
+        }
     }
     println!(
         "  (load average now: {})",
@@ -328,5 +342,19 @@ fn main() -> Result<()> {
         peak as f64 / (1 << 20) as f64,
         peak as f64 / memory as f64
     );
+    let mib = |label: &str, bytes: u64| Figure {
+        label: label.into(),
+        value: bytes as f64 / (1 << 20) as f64,
+        unit: Unit::Count("MiB"),
+    };
+    Recorder::new("mapreduce").record(&Row {
+        measure: format!(
+            "{} distinct keys under --memory 32MiB",
+            report.distinct_keys()
+        ),
+        forkyard: mib("peak worker RSS", peak),
+        baseline: mib("the memory bound", memory),
+        target: Target::RatioAtMost(3.0),
+    })?;
     Ok(())
 }

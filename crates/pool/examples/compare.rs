@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use forkyard_pool::{Pool, ShutdownMode, worker};
+use forkyard_testkit::bench::{Figure, Recorder, Row, Target};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -206,6 +207,24 @@ async fn run(quick: bool, only: &str) -> Result<()> {
                     "       {baseline:<30} {r:>9.1?}   ratio {:.2}x",
                     o.as_secs_f64() / r.as_secs_f64()
                 );
+                // For docs/bench.md (cargo xtask bench --summary).
+                let target = if baseline.ends_with("blocking") {
+                    Target::RatioAtMost(1.5)
+                } else {
+                    Target::None
+                };
+                let (forkyard, baseline) =
+                    (Figure::time("forkyard-pool", o), Figure::time(baseline, r));
+                let measure = format!(
+                    "round trip of a tiny task, 1 worker, {label}, vs {}",
+                    baseline.label
+                );
+                Recorder::new("pool").record(&Row {
+                    measure,
+                    forkyard,
+                    baseline,
+                    target,
+                })?;
             }
         }
     }
@@ -254,10 +273,18 @@ async fn run(quick: bool, only: &str) -> Result<()> {
             ),
         ] {
             match peer_rate(program, &format!("{dir}/{script}"), n) {
-                Some(rate) => println!(
-                    "  {label:<34} {rate:>10.0} tasks/s   forkyard-pool is {:.1}x",
-                    ours_rate / rate
-                ),
+                Some(rate) => {
+                    println!(
+                        "  {label:<34} {rate:>10.0} tasks/s   forkyard-pool is {:.1}x",
+                        ours_rate / rate
+                    );
+                    Recorder::new("pool").record(&Row {
+                        measure: format!("tiny tasks, 2 workers, many in flight, vs {label}"),
+                        forkyard: Figure::rate("forkyard-pool", ours_rate, "tasks/s"),
+                        baseline: Figure::rate(label, rate, "tasks/s"),
+                        target: Target::RatioAtLeast(if program == "node" { 5.0 } else { 20.0 }),
+                    })?;
+                }
                 None => println!("  {label:<34} (not run: `{program}` is not available)"),
             }
         }
@@ -386,6 +413,12 @@ async fn run(quick: bool, only: &str) -> Result<()> {
                     "  forkyard-pool's best / Python's best: {:.2}x (target >= 2x)",
                     best / python_best
                 );
+                Recorder::new("pool").record(&Row {
+                    measure: format!("map of {total} tiny items, 2 workers, best of each"),
+                    forkyard: Figure::rate("forkyard-pool map", best, "items/s"),
+                    baseline: Figure::rate("python Pool(2)", python_best, "items/s"),
+                    target: Target::RatioAtLeast(2.0),
+                })?;
             }
             None => println!("  python (not run: `python3` is not available)"),
         }
