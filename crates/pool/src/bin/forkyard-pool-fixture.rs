@@ -130,6 +130,14 @@ async fn run_job(job: job::Job) -> Result<u64, String> {
             }
             Ok(2)
         }
+        Job::WaitFile { path, value } => {
+            // Polled: the worker has no file-watching machinery, and the
+            // poll is the worker's own business, not the test's timing.
+            while !std::path::Path::new(&path).exists() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok(value)
+        }
     }
 }
 

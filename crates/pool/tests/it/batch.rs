@@ -91,29 +91,51 @@ async fn a_worker_that_answers_part_of_a_chunk_then_dies_loses_no_item_and_runs_
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let pool = builder(&[]).workers(2).retries(1).build().await.unwrap();
-    // The worker sends what it has every 20 ms or so: the items up to the
-    // sleep go out before the crash. (An item that ran but whose result had
-    // not gone out when the worker died runs again, like a retried call.)
+    // A worker sends a chunk's finished items when one that waited ends at
+    // least 20 ms into the chunk: the sleep lasts longer than that, so a, b
+    // and the sleep go out when it ends (a bound, not a race). The test waits
+    // for those three results before it releases the WaitFile, so the crash
+    // right after it cannot come before the parent has them, however slow
+    // anything is. The WaitFile itself may or may not have been sent before
+    // the crash: it answers at once when re-run (its file is there), and the
+    // Touch items fail if they run twice.
+    let release = path("release");
     let items = vec![
         Job::Touch { path: path("a") },
         Job::Touch { path: path("b") },
-        Job::Sleep { ms: 60, value: 9 },
+        Job::Sleep { ms: 30, value: 9 },
+        Job::WaitFile {
+            path: release.clone(),
+            value: 3,
+        },
         Job::CrashOnce {
             marker: path("crashed"),
         },
         Job::Touch { path: path("c") },
     ];
     let options = MapOptions {
-        chunk_size: Some(5),
+        chunk_size: Some(6),
         ..MapOptions::default()
     };
-    let results: Vec<u64> = pool
-        .map_with(items, options)
-        .map(|r| r.expect("every item succeeds, none runs twice"))
-        .collect()
-        .await;
+    let mut stream = pool.map_with(items, options);
+    let mut results = Vec::new();
+    while results.len() < 3 {
+        let next = tokio::time::timeout(crate::support::DEADLINE, stream.next())
+            .await
+            .expect("the items before the WaitFile are sent while it waits")
+            .expect("the stream goes on");
+        results.push(next.expect("a, b and the sleep succeed"));
+    }
+    assert!(
+        !dir.path().join("crashed").exists(),
+        "nothing crashed before the release"
+    );
+    std::fs::write(&release, b"").unwrap();
+    while let Some(next) = stream.next().await {
+        results.push(next.expect("every item succeeds, none runs twice"));
+    }
     // A Touch that ran twice would have failed: its file existed.
-    assert_eq!(results, vec![1, 1, 9, 2, 1]);
+    assert_eq!(results, vec![1, 1, 9, 3, 2, 1]);
     let stats = pool.stats();
     assert_eq!(stats.crashes, 1);
     assert_eq!(stats.retried, 1, "the chunk's rest re-ran once");

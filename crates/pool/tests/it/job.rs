@@ -58,4 +58,13 @@ pub(crate) enum Job {
         /// The marker file.
         marker: String,
     },
+    /// Waits (asynchronously, so a cancel stops it) until the file `path`
+    /// exists, then answers `value`. The test creates the file when it has
+    /// seen what it was waiting for: an event, not a pause.
+    WaitFile {
+        /// The file to wait for.
+        path: String,
+        /// What to answer.
+        value: u64,
+    },
 }
