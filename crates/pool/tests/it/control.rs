@@ -100,10 +100,17 @@ async fn per_call_deadlines_fail_a_queued_task_unrun_and_a_running_one_with_its_
         (b, events)
     };
     let pool = events.0.build().await.unwrap();
-    let first = pool.start(Job::Hang, CallOptions::within(Duration::from_millis(300)));
-    let first = first.await.unwrap();
+    // A queued deadline: the running hang has a deadline far away and ends
+    // only when the test cancels it, after the queued call has failed, so
+    // the queued call can never reach a worker, however late anything is.
+    let token = CancelToken::new();
+    let first = CallOptions {
+        cancel: Some(token.clone()),
+        ..CallOptions::within(Duration::from_secs(3600))
+    };
+    let first = pool.start(Job::Hang, first).await.unwrap();
     wait_stats(&pool, "the hang running", |s| s.running == 1).await;
-    // Queued behind the hang, with a shorter deadline: it never runs.
+    // Queued behind the hang, with a short deadline: it never runs.
     let queued = pool
         .call_with(Job::Echo(1), CallOptions::within(Duration::from_millis(50)))
         .await;
@@ -111,12 +118,27 @@ async fn per_call_deadlines_fail_a_queued_task_unrun_and_a_running_one_with_its_
         matches!(queued, Err(PoolError::TimedOut { .. })),
         "{queued:?}"
     );
-    // The running one passes its deadline: its worker is killed and replaced.
-    assert!(matches!(first.await, Err(PoolError::TimedOut { .. })));
+    token.cancel();
+    assert!(matches!(first.await, Err(PoolError::Cancelled)));
+    // A running deadline: the hang passes it, its worker is killed and
+    // replaced. The worker is idle, so the hang is dispatched as it is
+    // submitted (the Dispatched events below check it was).
+    wait_stats(&pool, "the worker idle", |s| {
+        s.running == 0 && s.workers.len() == 1 && s.workers[0].state.is_ready()
+    })
+    .await;
+    let second = pool
+        .call_with(Job::Hang, CallOptions::within(Duration::from_millis(300)))
+        .await;
+    assert!(
+        matches!(second, Err(PoolError::TimedOut { .. })),
+        "{second:?}"
+    );
     wait_full(&pool, 1).await;
     assert_eq!(pool.call(Job::Echo(2)).await.unwrap(), 2);
     let stats = pool.stats();
     assert_eq!(stats.failed.get(&FailureKind::TimedOut), Some(&2));
+    assert_eq!(stats.cancelled, 1);
     pool.shutdown(drain()).await;
     // The queued task was never dispatched; the killed worker's exit says why.
     let mut dispatched = BTreeSet::new();
@@ -133,7 +155,7 @@ async fn per_call_deadlines_fail_a_queued_task_unrun_and_a_running_one_with_its_
             _ => {}
         }
     }
-    assert_eq!(dispatched.len(), 2, "the hang and the last echo only");
+    assert_eq!(dispatched.len(), 3, "the two hangs and the last echo only");
     assert_eq!(timed_out_exits, 1);
     base.assert_clean().await;
 }
