@@ -150,8 +150,13 @@
 //! ```
 //!
 //! Workers in other languages speak the same protocol over the JSON-lines
-//! codec ([`Builder::codec`] with `forkyard_ipc::Codec::JsonLines`); the
-//! crate ships a Python and a Node worker package (see the README). The
+//! codec ([`Builder::codec`] with `forkyard_ipc::Codec::JsonLines`). Two
+//! ship with the crate: the Python package in `crates/pool/python`
+//! (`pip install ./crates/pool/python`, standard library only; a worker is
+//! `forkyard_pool.serve(handler)`, async handlers concurrently, sync ones on
+//! threads) and the Node module in `crates/pool/node` (no npm dependency;
+//! `require('forkyard-pool').serve(handler)`, the handler gets an
+//! `AbortSignal` for cancels). The README has a short example of each; the
 //! messages, with their exact JSON shapes, are in [`protocol`].
 //!
 //! # Compared with its peers
