@@ -588,14 +588,19 @@ pub(crate) fn write_summary(root: &Path, names: &[String]) -> Result<PathBuf> {
         let _ = writeln!(page, "\n## {name}\n");
         let mut lines = criterion_lines(name, &criterion, &bench_targets(root, name));
         lines.extend(compare_lines(&compare));
+        // One entry per minute, with the load average of its first row.
         let when = |times: Vec<(u64, String)>| -> String {
-            let mut seen: Vec<String> = Vec::new();
+            let mut seen: Vec<(String, String)> = Vec::new();
             for (t, load) in times {
-                let s = format!("{} (load average {load})", utc(t));
-                if !seen.contains(&s) {
-                    seen.push(s);
+                let minute = utc(t);
+                if !seen.iter().any(|(m, _)| *m == minute) {
+                    seen.push((minute, load));
                 }
             }
+            let seen: Vec<String> = seen
+                .into_iter()
+                .map(|(minute, load)| format!("{minute} (load average {load})"))
+                .collect();
             seen.join(", ")
         };
         if !criterion.is_empty() {
