@@ -55,7 +55,12 @@ impl Measured {
         self.function.ends_with(BASELINE_MARK)
     }
 
+    /// The function's name without the baseline mark; a benchmark outside a group
+    /// (`c.bench_function`) is named by its group id alone.
     fn label(&self) -> &str {
+        if self.function.is_empty() {
+            return &self.group;
+        }
         self.function
             .strip_suffix(BASELINE_MARK)
             .unwrap_or(&self.function)
@@ -342,9 +347,13 @@ fn criterion_lines(name: &str, rows: &[Measured], targets: &BTreeMap<String, Tar
                 ratio,
                 target: target.map(Target::describe).unwrap_or_default(),
                 met: target.zip(ratio).map(|(t, r)| t.met(r)),
+                // A group's functions share the filter `group/`; a lone benchmark
+                // is matched by its own id.
                 command: format!(
-                    "cargo bench -p forkyard-{name} --bench {} -- '{group}/'",
-                    m.bench
+                    "cargo bench -p forkyard-{name} --bench {} -- '{}{}'",
+                    m.bench,
+                    group,
+                    if m.function.is_empty() { "" } else { "/" }
                 ),
             });
         }
