@@ -25,7 +25,6 @@
 //! forkyard ÷ baseline, the target and whether it was met, the load average and the
 //! time of the measurement, and the command that reproduces it.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -146,31 +145,23 @@ impl Row {
     /// time and the command that reproduces it.
     pub fn to_json(&self, crate_name: &str, command: &str, load: &str, unix_time: u64) -> String {
         let ratio = self.ratio();
+        // A non-finite number (a ratio over a zero baseline) becomes `null`.
         let figure = |f: &Figure| {
-            format!(
-                r#"{{"label":{},"value":{},"unit":{}}}"#,
-                json_str(&f.label),
-                json_num(f.value),
-                json_str(f.unit.as_str())
-            )
+            serde_json::json!({ "label": f.label, "value": f.value, "unit": f.unit.as_str() })
         };
-        let met = match self.target.met(self.forkyard.value, ratio) {
-            Some(met) => met.to_string(),
-            None => "null".into(),
-        };
-        format!(
-            r#"{{"crate":{},"measure":{},"forkyard":{},"baseline":{},"ratio":{},"target":{},"met":{},"load":{},"unix_time":{},"command":{}}}"#,
-            json_str(crate_name),
-            json_str(&self.measure),
-            figure(&self.forkyard),
-            figure(&self.baseline),
-            json_num(ratio),
-            json_str(&self.target.describe(self.forkyard.unit)),
-            met,
-            json_str(load),
-            unix_time,
-            json_str(command),
-        )
+        serde_json::json!({
+            "crate": crate_name,
+            "measure": self.measure,
+            "forkyard": figure(&self.forkyard),
+            "baseline": figure(&self.baseline),
+            "ratio": ratio,
+            "target": self.target.describe(self.forkyard.unit),
+            "met": self.target.met(self.forkyard.value, ratio),
+            "load": load,
+            "unix_time": unix_time,
+            "command": command,
+        })
+        .to_string()
     }
 }
 
@@ -258,35 +249,6 @@ pub fn human_time(seconds: f64) -> String {
     }
 }
 
-fn json_num(x: f64) -> String {
-    if x.is_finite() {
-        // `{:?}` keeps a decimal point or an exponent, both valid JSON.
-        format!("{x:?}")
-    } else {
-        "null".into()
-    }
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,9 +267,17 @@ mod tests {
         let mut r = row(Target::RatioAtMost(1.3));
         r.baseline.value = 1e-5;
         let line = r.to_json("ipc", "cargo x", "0.5 1.0 2.0", 7);
+        assert!(!line.contains('\n'), "one line: {line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(
-            line,
-            r#"{"crate":"ipc","measure":"round \"trip\"\n","forkyard":{"label":"chan\\nel","value":2e-5,"unit":"s"},"baseline":{"label":"raw","value":1e-5,"unit":"s"},"ratio":2.0,"target":"at most 1.3x","met":false,"load":"0.5 1.0 2.0","unix_time":7,"command":"cargo x"}"#
+            v,
+            serde_json::json!({
+                "crate": "ipc", "measure": "round \"trip\"\n",
+                "forkyard": {"label": "chan\\nel", "value": 2e-5, "unit": "s"},
+                "baseline": {"label": "raw", "value": 1e-5, "unit": "s"},
+                "ratio": 2.0, "target": "at most 1.3x", "met": false,
+                "load": "0.5 1.0 2.0", "unix_time": 7, "command": "cargo x",
+            })
         );
     }
 
@@ -339,7 +309,10 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped() {
-        assert_eq!(json_str("a\u{1}b\tc"), r#""a\u0001b\tc""#);
+        let mut r = row(Target::None);
+        r.measure = "a\u{1}b\tc".into();
+        let line = r.to_json("ipc", "c", "", 0);
+        assert!(line.contains(r#""a\u0001b\tc""#), "{line}");
     }
 
     #[test]
