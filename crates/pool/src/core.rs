@@ -53,6 +53,50 @@ pub(crate) struct Rules {
     pub(crate) breaker: BreakerConfig,
     /// How long a worker told to abandon a task has before it is killed.
     pub(crate) cancel_grace: Duration,
+    /// Grow and shrink between bounds with the load, if set.
+    pub(crate) autoscale: Option<Autoscale>,
+}
+
+/// Autoscaling, for [`Builder::autoscale`](crate::Builder::autoscale): the
+/// pool starts with `min` workers, grows by one when the oldest queued task
+/// has waited `scale_up_after` (once that worker is up, again if tasks still
+/// wait), and shrinks by one, draining, when a worker has been idle for
+/// `idle_timeout`; the autoscaler never takes it outside `min..=max`. Each change is a
+/// [`PoolEvent::Resized`].
+///
+/// ```
+/// # use std::time::Duration;
+/// use forkyard_pool::Autoscale;
+/// let scale = Autoscale {
+///     idle_timeout: Duration::from_secs(60),
+///     ..Autoscale::new(1, 8)
+/// };
+/// assert_eq!(scale.scale_up_after, Duration::from_millis(100));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Autoscale {
+    /// The fewest workers (at least 1); the pool starts with these.
+    pub min: usize,
+    /// The most workers.
+    pub max: usize,
+    /// How long the oldest queued task waits before the pool grows by one.
+    pub scale_up_after: Duration,
+    /// How long a worker stays idle before the pool shrinks by one (it is
+    /// drained: it takes nothing new and exits; it is never killed).
+    pub idle_timeout: Duration,
+}
+
+impl Autoscale {
+    /// Between `min` and `max` workers, growing after 100 ms of queue wait
+    /// and shrinking after 10 s idle.
+    pub fn new(min: usize, max: usize) -> Autoscale {
+        Autoscale {
+            min,
+            max,
+            scale_up_after: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// What a task carries: one request, or a chunk of a batch's items.
@@ -240,6 +284,8 @@ struct Worker {
     /// Tasks that were in flight when we killed it for someone else's sake:
     /// re-queued at its exit without charging an attempt.
     collateral: BTreeSet<TaskId>,
+    /// Since when it has had nothing in flight (kept when autoscaling only).
+    idle_since: Option<Instant>,
 }
 
 /// One slot of the pool's size.
@@ -474,6 +520,14 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             && !s.stopping
         {
             consider(s.deadline);
+        }
+        if self.rules.autoscale.is_some() {
+            if let Some(t) = self.grow_at() {
+                consider(t);
+            }
+            if let Some((t, _)) = self.shrink_candidate() {
+                consider(t);
+            }
         }
         next
     }
@@ -1050,6 +1104,9 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 _ => {}
             }
         }
+        if self.rules.autoscale.is_some() {
+            self.autoscale(now);
+        }
         if let Some(s) = &self.shutdown
             && !s.stopping
             && s.deadline <= now
@@ -1117,22 +1174,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                 .collect();
             scored.sort_unstable();
             for &(_, _, slot) in scored.iter().take(from - n) {
-                self.slots.remove(&slot);
-                let ids: Vec<WorkerId> = self
-                    .workers
-                    .iter()
-                    .filter(|(_, w)| w.slot == Some(slot))
-                    .map(|(&id, _)| id)
-                    .collect();
-                for id in ids {
-                    let w = self.workers.get_mut(&id).expect("listed");
-                    w.slot = None;
-                    match w.phase {
-                        Phase::Starting { .. } => self.kill(id, KillReason::Resize),
-                        Phase::Ready | Phase::Retiring(_) => self.drain(id, now),
-                        Phase::Draining { .. } | Phase::Ending { .. } => {}
-                    }
-                }
+                self.remove_slot(slot, now);
             }
         }
         self.rules.workers = n;
@@ -1141,6 +1183,78 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         }
         self.settle(now);
         from
+    }
+
+    /// Removes `slot`: its starting worker is killed, a serving one drained.
+    fn remove_slot(&mut self, slot: SlotId, now: Instant) {
+        self.slots.remove(&slot);
+        let ids: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.slot == Some(slot))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            let w = self.workers.get_mut(&id).expect("listed");
+            w.slot = None;
+            match w.phase {
+                Phase::Starting { .. } => self.kill(id, KillReason::Resize),
+                Phase::Ready | Phase::Retiring(_) => self.drain(id, now),
+                Phase::Draining { .. } | Phase::Ending { .. } => {}
+            }
+        }
+    }
+
+    /// When the autoscaler grows the pool by one, if it may now: below
+    /// `max`, not shutting down or held, every slot's worker up (one at a
+    /// time), and a task queued: when the oldest has waited `scale_up_after`.
+    fn grow_at(&self) -> Option<Instant> {
+        let scale = self.rules.autoscale?;
+        if self.shutdown.is_some() || self.held || self.slots.len() >= scale.max {
+            return None;
+        }
+        let &front = self.queue.front()?;
+        let starting = self
+            .workers
+            .values()
+            .any(|w| w.slot.is_some() && matches!(w.phase, Phase::Starting { .. }));
+        if starting || self.deficit() > 0 {
+            return None;
+        }
+        Some(self.tasks.get(&front)?.enqueued_at + scale.scale_up_after)
+    }
+
+    /// The ready worker idle the longest, with when it is due to go, if the
+    /// pool is above `min` with nothing queued.
+    fn shrink_candidate(&self) -> Option<(Instant, WorkerId)> {
+        let scale = self.rules.autoscale?;
+        if self.shutdown.is_some() || self.slots.len() <= scale.min || !self.queue.is_empty() {
+            return None;
+        }
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.slot.is_some() && w.phase == Phase::Ready && w.in_flight.is_empty())
+            .filter_map(|(&id, w)| w.idle_since.map(|t| (t + scale.idle_timeout, id)))
+            .min()
+    }
+
+    /// Grows by one if tasks waited long enough; shrinks by one per worker
+    /// idle long enough. Each change is a `Resized`.
+    fn autoscale(&mut self, now: Instant) {
+        if self.grow_at().is_some_and(|t| t <= now) {
+            self.resize(self.slots.len() + 1, now);
+        }
+        while let Some((due, worker)) = self.shrink_candidate()
+            && due <= now
+        {
+            let from = self.slots.len();
+            let slot = self.workers[&worker].slot.expect("a candidate has a slot");
+            self.remove_slot(slot, now);
+            self.rules.workers = from - 1;
+            if self.observe {
+                self.notes.push(PoolEvent::Resized { from, to: from - 1 });
+            }
+        }
     }
 
     /// An operator's recycle: `worker` is replaced (the replacement is ready
@@ -1423,6 +1537,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
                     completed: 0,
                     ready_at: None,
                     collateral: BTreeSet::new(),
+                    idle_since: None,
                 },
             );
             if restart {
@@ -1441,6 +1556,16 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
             }
         }
         self.dispatch(now);
+        if self.rules.autoscale.is_some() {
+            for w in self.workers.values_mut() {
+                let idle = w.phase == Phase::Ready && w.in_flight.is_empty();
+                match (idle, w.idle_since) {
+                    (true, None) => w.idle_since = Some(now),
+                    (false, Some(_)) => w.idle_since = None,
+                    _ => {}
+                }
+            }
+        }
         if let Some(s) = &self.shutdown
             && !s.stopping
             && self.tasks.is_empty()
@@ -1553,6 +1678,7 @@ mod tests {
                 .open_for(Duration::from_secs(3))
                 .trials(1),
             cancel_grace: Duration::from_secs(1),
+            autoscale: None,
         }
     }
 
@@ -1781,8 +1907,22 @@ mod tests {
         /// pool has shut down, no task goes to a worker on its way out, and the
         /// counters add up.
         #[test]
-        fn every_task_gets_exactly_one_outcome(ops in proptest::collection::vec(op(), 1..120)) {
-            let mut sim = Sim::new(rules());
+        fn every_task_gets_exactly_one_outcome(ops in proptest::collection::vec(op(), 1..120), autoscaled in any::<bool>()) {
+            // Half the schedules autoscale between 1 and 4 workers as well.
+            let mut sim = Sim::new(if autoscaled {
+                Rules {
+                    workers: 1,
+                    autoscale: Some(Autoscale {
+                        min: 1,
+                        max: 4,
+                        scale_up_after: Duration::from_millis(50),
+                        idle_timeout: Duration::from_millis(200),
+                    }),
+                    ..rules()
+                }
+            } else {
+                rules()
+            });
             let mut submitted = Vec::new();
             // Calls count one item each; chunks their number of items.
             let mut items_submitted = 0u64;
@@ -1953,6 +2093,79 @@ mod tests {
         );
         assert_eq!(sim.core.counters.retried, 1);
         assert_eq!(sim.core.counters.crashes, 2);
+    }
+
+    #[test]
+    fn autoscaling_grows_one_at_a_time_to_max_on_queue_wait_and_drains_idle_workers_to_min() {
+        let scale = Autoscale {
+            min: 1,
+            max: 3,
+            scale_up_after: Duration::from_millis(50),
+            idle_timeout: Duration::from_millis(200),
+        };
+        let rules = Rules {
+            workers: 1,
+            max_in_flight: 1,
+            recycle_after_tasks: None,
+            autoscale: Some(scale),
+            ..rules()
+        };
+        let sim = run(rules, |sim| {
+            sim.core.observe = true;
+            let now = sim.now;
+            sim.core.ready(1, now);
+            for id in 1..=5 {
+                sim.core.submit(id, id as u32, now).unwrap();
+            }
+            sim.pump();
+            // Queued, but not for long enough yet.
+            sim.advance(Duration::from_millis(40));
+            assert_eq!(sim.core.size(), 1);
+            assert_eq!(sim.core.next_deadline(), Some(now + scale.scale_up_after));
+            sim.advance(Duration::from_millis(10));
+            assert_eq!((sim.core.size(), sim.spawned.len()), (2, 2));
+            // One at a time: nothing more while the new worker starts.
+            sim.advance(Duration::from_millis(500));
+            assert_eq!(sim.core.size(), 2);
+            let now = sim.now;
+            sim.core.ready(2, now);
+            sim.pump();
+            sim.advance(Duration::from_millis(1)); // tasks still waiting long
+            assert_eq!((sim.core.size(), sim.spawned.len()), (3, 3));
+            let now = sim.now;
+            sim.core.ready(3, now);
+            sim.pump();
+            sim.advance(Duration::from_secs(1));
+            assert_eq!(sim.core.size(), 3, "never above max");
+            // Everything answered: the workers go idle, then drain one by one.
+            while let Some((&w, _)) = sim.sent.iter().find(|(_, t)| !t.is_empty()) {
+                let t = sim.sent.get_mut(&w).unwrap().remove(0);
+                let now = sim.now;
+                sim.core.reply(w, t, Ok(t as u32), now);
+                sim.pump();
+            }
+            assert!(sim.drained.is_empty());
+            sim.advance(Duration::from_millis(199));
+            assert!(sim.drained.is_empty(), "not idle long enough");
+            sim.advance(Duration::from_millis(1));
+            assert_eq!(sim.core.size(), 1, "never below min");
+            assert_eq!(sim.drained.len(), 2, "drained, not killed");
+            assert!(sim.ended.is_empty());
+            sim.advance(Duration::from_secs(5));
+            assert_eq!(sim.core.size(), 1);
+        });
+        assert_eq!(sim.outcomes.len(), 5);
+        assert!(sim.outcomes.values().all(Result::is_ok));
+        let resized: Vec<(usize, usize)> = sim
+            .core
+            .notes
+            .iter()
+            .filter_map(|e| match e {
+                PoolEvent::Resized { from, to } => Some((*from, *to)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(resized, vec![(1, 2), (2, 3), (3, 2), (2, 1)]);
     }
 
     #[test]

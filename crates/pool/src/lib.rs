@@ -56,6 +56,15 @@
 //!   run twice); [`Pool::recycle`] replaces one worker, [`Pool::open_breaker`]
 //!   and [`Pool::close_breaker`] stop and resume worker starts, and
 //!   [`Pool::drain`] winds the pool down; each emits a [`PoolEvent`].
+//! - **Autoscaling**, optional: [`Builder::autoscale`] with an [`Autoscale`]
+//!   (`min`, `max`, `scale_up_after`, `idle_timeout`) starts the pool at
+//!   `min`, grows it by one worker when the oldest queued task has waited
+//!   `scale_up_after` (again once that worker is up, if tasks still wait),
+//!   and shrinks it by one when a worker has been idle for `idle_timeout`
+//!   with nothing queued, by draining that worker, never by killing one
+//!   mid-task; always within `min..=max`, each step a
+//!   [`PoolEvent::Resized`]. It uses the same slots as [`Pool::resize`], so
+//!   growing and shrinking keep the resize guarantees.
 //! - **Restarts that keep capacity**, with backoff and a circuit breaker
 //!   (from `forkyard-supervise`), **per worker slot**: a worker that served
 //!   (completed a task, or stayed up a second) is replaced at once when it
@@ -167,7 +176,7 @@
 //! | a worker killed | `Pool` hangs | task rejects, worker replaced | process restarted (with `exp_backoff_restart_delay`) | its tasks retried or failed with the exit; replaced at once if it had served, per-slot backoff if it crash-loops |
 //! | cancel a running task | no (only before dispatch) | `AbortSignal`: the worker thread is terminated | no | the worker is told to abandon it, killed after a grace if it does not |
 //! | per-call deadline | `AsyncResult.get(timeout)` only stops waiting | no (pool-wide `idleTimeout` only) | no | `CallOptions::deadline`: queued or running |
-//! | size | fixed | `minThreads`/`maxThreads`, `idleTimeout` | `pm2 scale`, cluster mode | `resize(n)` up and down with no task lost |
+//! | size | fixed | `minThreads`/`maxThreads`, `idleTimeout` | `pm2 scale`, cluster mode | `resize(n)` up and down with no task lost; [`Autoscale`] between `min` and `max` on queue wait, shrinking after `idle_timeout` |
 //! | operator | none | none | CLI: restart, reload, scale, stop | `resize`, `recycle`, `open/close_breaker`, `drain`, each an event |
 //!
 //! Python's batch API and its speed are the bar here: `map` of 200,000 tiny
@@ -221,7 +230,7 @@ pub mod protocol;
 mod stats;
 pub mod worker;
 
-pub use crate::core::{RecycleReason, ShutdownMode};
+pub use crate::core::{Autoscale, RecycleReason, ShutdownMode};
 pub use call::{CallOptions, CancelToken, TaskHandle};
 pub use error::{BuildError, Cause, ControlError, PoolError};
 pub use events::{ExitCause, Outcome, PoolEvent, Subscription};

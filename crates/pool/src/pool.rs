@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::call::{CallOptions, TaskHandle};
 use crate::core::{
-    Action, Core, Failure, KillReason, Payload, Refused, Rules, TaskId, TaskRules, WorkerId,
+    Action, Autoscale, Core, Failure, KillReason, Payload, Refused, Rules, TaskId, TaskRules, WorkerId,
 };
 use crate::error::{BuildError, ControlError, PoolError, Why};
 use crate::events::{Emitter, Outcome, PoolEvent, Subscription};
@@ -93,6 +93,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
                     .open_for(Duration::from_secs(5))
                     .trials(1),
                 cancel_grace: Duration::from_secs(1),
+                autoscale: None,
             },
             codec: Codec::Postcard,
             stop_grace: Duration::from_secs(5),
@@ -139,6 +140,15 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
     /// Number of worker processes (default: the number of CPUs).
     pub fn workers(mut self, n: usize) -> Self {
         self.rules.workers = n;
+        self
+    }
+
+    /// Grow and shrink with the load between `scale.min` and `scale.max`
+    /// workers (see [`Autoscale`]); the pool starts with `scale.min`, and
+    /// [`workers`](Builder::workers) is ignored. [`Pool::resize`] still
+    /// sets the size at once; the autoscaler goes on from there.
+    pub fn autoscale(mut self, scale: Autoscale) -> Self {
+        self.rules.autoscale = Some(scale);
         self
     }
 
@@ -264,7 +274,16 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
     /// circuit breaker opens.
     pub async fn build(self) -> Result<Pool<Req, Resp>, BuildError> {
         let command = self.command.ok_or(BuildError::NoCommand)?;
-        let rules = self.rules;
+        let mut rules = self.rules;
+        if let Some(scale) = rules.autoscale {
+            if scale.min == 0 {
+                return Err(BuildError::Invalid("autoscale min must be at least 1"));
+            }
+            if scale.max < scale.min {
+                return Err(BuildError::Invalid("autoscale max must be at least min"));
+            }
+            rules.workers = scale.min;
+        }
         if rules.workers == 0 {
             return Err(BuildError::Invalid("workers must be at least 1"));
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::job::Job;
 use crate::support::{Baseline, builder, wait_for_async, wait_full, wait_stats, worker_pids};
 use forkyard_pool::{
-    CallOptions, CancelToken, ControlError, ExitCause, FailureKind, Outcome, PoolError, PoolEvent,
+    Autoscale, CallOptions, CancelToken, ControlError, ExitCause, FailureKind, Outcome, PoolError, PoolEvent,
     RecycleReason, ShutdownMode,
 };
 
@@ -308,5 +308,93 @@ async fn task_ids_from_start_are_the_ones_in_the_shutdown_report() {
         outcome(queued_id),
         Some(Outcome::Failed(FailureKind::ShuttingDown))
     );
+    base.assert_clean().await;
+}
+
+/// The next `Resized` on `events` (waiting up to `DEADLINE`); the events
+/// before it go to `seen`.
+async fn next_resized(
+    events: &mut forkyard_pool::Subscription,
+    seen: &mut Vec<PoolEvent>,
+) -> (usize, usize) {
+    tokio::time::timeout(crate::support::DEADLINE, async {
+        loop {
+            match events.recv().await.expect("the pool is alive") {
+                PoolEvent::Resized { from, to } => return (from, to),
+                other => seen.push(other),
+            }
+        }
+    })
+    .await
+    .expect("a Resized event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_grows_to_max_under_a_burst_and_shrinks_back_to_min_when_idle() {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let b = builder(&[])
+        .max_in_flight_per_worker(1)
+        .autoscale(Autoscale {
+            scale_up_after: Duration::from_millis(20),
+            idle_timeout: Duration::from_millis(200),
+            ..Autoscale::new(1, 3)
+        });
+    let mut events = b.subscribe();
+    let pool = b.build().await.unwrap();
+    assert_eq!(pool.size(), 1, "it starts at min");
+    // A burst of tasks that all wait for the test's release: more than the
+    // largest pool can run, so tasks stay queued whatever the timing, and
+    // the pool grows one worker at a time up to max.
+    let calls: Vec<_> = (0..6u64)
+        .map(|value| {
+            let pool = pool.clone();
+            let path = release.to_string_lossy().into_owned();
+            tokio::spawn(async move { pool.call(Job::WaitFile { path, value }).await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    assert_eq!(next_resized(&mut events, &mut seen).await, (1, 2));
+    assert_eq!(next_resized(&mut events, &mut seen).await, (2, 3));
+    let stats = wait_stats(&pool, "three workers running a task each", |s| {
+        s.running == 3 && s.queued == 3
+    })
+    .await;
+    assert_eq!(stats.workers.len(), 3, "never above max: {stats:?}");
+    assert_eq!(pool.size(), 3);
+    // Released: every task ends, then the idle workers are drained one by
+    // one down to min.
+    std::fs::write(&release, b"").unwrap();
+    let mut values = BTreeSet::new();
+    for call in calls {
+        assert!(values.insert(call.await.unwrap().unwrap()), "one outcome per task");
+    }
+    assert_eq!(values, (0..6).collect());
+    assert_eq!(next_resized(&mut events, &mut seen).await, (3, 2));
+    assert_eq!(next_resized(&mut events, &mut seen).await, (2, 1));
+    wait_full(&pool, 1).await;
+    assert_eq!(pool.size(), 1);
+    assert_eq!(pool.call(Job::Echo(7)).await.unwrap(), 7);
+    let stats = pool.stats();
+    assert_eq!((stats.completed, stats.crashes, stats.retried), (7, 0, 0));
+    pool.shutdown(drain()).await;
+    while let Some(event) = events.try_recv() {
+        seen.push(event);
+    }
+    // The shrinking drained workers (none was killed), and nothing resized
+    // after the pool reached min.
+    let mut drained = 0;
+    for event in &seen {
+        match event {
+            PoolEvent::WorkerExited { cause, .. } => {
+                assert_eq!(*cause, ExitCause::Drained);
+                drained += 1;
+            }
+            PoolEvent::Resized { from, to } => panic!("resized {from} -> {to} at min"),
+            _ => {}
+        }
+    }
+    assert_eq!(drained, 3, "two removed by the autoscaler, one at shutdown");
     base.assert_clean().await;
 }
