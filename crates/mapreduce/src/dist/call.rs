@@ -232,7 +232,7 @@ async fn answer(client: async_nats::Client, pool: CallPool, msg: async_nats::jet
         .and_then(|v| v.as_str().parse().ok());
     let (Some(reply), Some(deadline)) = (reply, deadline) else {
         let _ = msg.ack_with(AckKind::Term).await;
-        eprintln!("forkyard node: rejected a call without reply subject or deadline");
+        tracing::warn!("forkyard node: rejected a call without reply subject or deadline");
         return;
     };
     let service = msg

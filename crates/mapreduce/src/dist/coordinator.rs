@@ -30,12 +30,18 @@ use crate::job::Job;
 use crate::report::{PhaseReport, Report, SkippedRecord};
 use crate::task::{STATS_FILE, TaskStats, map_task_name, part_name, reduce_marker};
 
+/// The longest one broker operation that the client itself may not bound
+/// (opening a watch, the clean-up) is waited for.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a job runs on the cluster: the broker's redelivery settings.
 #[derive(Debug, Clone)]
 pub struct DistOptions {
     ack_wait: Duration,
     max_deliver: i64,
     job_id: Option<String>,
+    deadline: Option<Duration>,
+    broker_failures: u32,
 }
 
 impl Default for DistOptions {
@@ -44,6 +50,8 @@ impl Default for DistOptions {
             ack_wait: Duration::from_secs(30),
             max_deliver: 4,
             job_id: None,
+            deadline: None,
+            broker_failures: 20,
         }
     }
 }
@@ -77,6 +85,25 @@ impl DistOptions {
         self.job_id = Some(id.into());
         self
     }
+
+    /// A bound on the whole job (default none): past it the job fails with
+    /// [`DistError::Deadline`] (a job whose tasks no node takes would
+    /// otherwise wait for nodes for ever).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// How many consecutive failed attempts at one broker operation (to
+    /// publish a task, to reopen the watch on the job's bucket) the
+    /// coordinator makes, 50 to 550 ms apart, each bounded by the client's
+    /// 5 s request timeout, before it gives up with [`DistError::Broker`]
+    /// (default 20): a broker restart costs a few, a broker that never
+    /// comes back ends the job.
+    pub fn broker_failures(mut self, n: u32) -> Self {
+        self.broker_failures = n.max(1);
+        self
+    }
 }
 
 /// A job's report, plus what the cluster did.
@@ -95,7 +122,7 @@ pub struct DistReport {
     /// The nodes whose attempts committed.
     pub nodes: Vec<String>,
     /// Messages on the job's stream that were not tasks, as nodes reported them.
-    pub rejected: Vec<String>,
+    pub rejected: Vec<Rejection>,
 }
 
 impl<J: Job> MapReduce<J> {
@@ -174,8 +201,17 @@ impl<J: Job> MapReduce<J> {
             rejected: Vec::new(),
             seen_rejections: HashSet::new(),
             skipped: Vec::new(),
+            options_broker_failures: options.broker_failures,
         };
-        let result = run.job(&splits, &out_dir, &job_dir).await;
+        let result = match options.deadline {
+            None => run.job(&splits, &out_dir, &job_dir).await,
+            Some(deadline) => {
+                match tokio::time::timeout(deadline, run.job(&splits, &out_dir, &job_dir)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(DistError::Deadline { deadline }),
+                }
+            }
+        };
         Infra::delete(cluster, &id).await;
         let (map, reduce) = result?;
         let mut report = Report {
@@ -296,9 +332,13 @@ impl Infra {
     async fn delete(cluster: &Cluster, id: &str) {
         let name = stream_name(id);
         let js = &cluster.js;
-        let _ = js.delete_stream(&name).await;
-        let _ = js.delete_key_value(&name).await;
-        let _ = js.delete_object_store(&name).await;
+        // Bounded: with the broker gone there is nothing to delete.
+        let _ = tokio::time::timeout(BROKER_TIMEOUT, async {
+            let _ = js.delete_stream(&name).await;
+            let _ = js.delete_key_value(&name).await;
+            let _ = js.delete_object_store(&name).await;
+        })
+        .await;
     }
 }
 
@@ -312,9 +352,10 @@ struct Run<'a, J: Job> {
     broker_bytes: u64,
     redeliveries: u64,
     nodes: HashSet<String>,
-    rejected: Vec<String>,
+    rejected: Vec<Rejection>,
     seen_rejections: HashSet<String>,
     skipped: Vec<SkippedRecord>,
+    options_broker_failures: u32,
 }
 
 #[derive(Default)]
@@ -462,7 +503,7 @@ impl<J: Job> Run<'_, J> {
         // Through a broker restart: the message id makes a retried publish
         // that did land the first time a duplicate the server drops.
         let mut last = None;
-        for i in 0..100u32 {
+        for i in 0..self.options_broker_failures {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", msg_id.as_str());
             let sent = self
@@ -527,6 +568,7 @@ impl<J: Job> Run<'_, J> {
             states[i].attempts = 1;
         }
         let bar = progress_bar(me.progress, phase, tasks.len() as u64);
+        let mut watch_failures = 0u32;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -545,15 +587,45 @@ impl<J: Job> Run<'_, J> {
                         && let Some(&i) = by_seq.get(&a.stream_seq)
                         && !states[i].done
                     {
-                        return Err(DistError::Undeliverable { task: label(phase, i), deliveries: a.deliveries });
+                        return Err(DistError::Undeliverable { phase, index: i as u32, deliveries: a.deliveries });
                     }
                     continue;
                 }
                 _ = tick.tick() => {
+                    if watch.is_some()
+                        && self.cluster.client.connection_state()
+                            != async_nats::connection::State::Connected
+                    {
+                        // The broker is gone: a watch may not notice, so
+                        // drop it and open another once it is back.
+                        watch = None;
+                    }
                     if watch.is_none() {
                         // The watch ended (a broker restart): start another;
                         // it replays every key, and seen_keys drops repeats.
-                        watch = self.infra.kv.watch_all().await.ok();
+                        // Bounded here too: opening a watch while the
+                        // client is disconnected may wait for a reconnect.
+                        let opened = match tokio::time::timeout(BROKER_TIMEOUT, self.infra.kv.watch_all()).await {
+                            Ok(Ok(w)) => Ok(w),
+                            Ok(Err(e)) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+                            Err(e) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+                        };
+                        match opened {
+                            Ok(w) => {
+                                watch = Some(w);
+                                watch_failures = 0;
+                            }
+                            Err(e) => {
+                                watch_failures += 1;
+                                tracing::warn!(attempt = watch_failures, error = %e, "cannot watch the job's bucket");
+                                if watch_failures >= self.options_broker_failures {
+                                    return Err(DistError::broker(
+                                        format!("cannot watch the job's bucket ({watch_failures} attempts in a row failed: the broker is gone)"),
+                                        e,
+                                    ));
+                                }
+                            }
+                        }
                     }
                     if me.backups {
                         let all_started = states.iter().all(|s| s.done || s.started.is_some());
@@ -594,15 +666,11 @@ impl<J: Job> Run<'_, J> {
                     if self.seen_rejections.insert(seq.to_string())
                         && let Ok(r) = serde_json::from_slice::<Rejection>(&entry.value)
                     {
-                        let line = format!(
-                            "message {seq} on {} rejected by node {}: {}",
-                            r.subject, r.node, r.reason
-                        );
-                        tracing::warn!("{line}");
+                        tracing::warn!("{r}");
                         if me.progress {
-                            bar.println(format!("warning: {line}"));
+                            bar.println(format!("warning: {r}"));
                         }
-                        self.rejected.push(line);
+                        self.rejected.push(r);
                     }
                 }
                 Some(Key::Start(p, i)) if p == letter && i < states.len() => {

@@ -131,6 +131,7 @@ use futures::StreamExt;
 pub use call::{CallError, Caller, Service, Services};
 pub use coordinator::{DistOptions, DistReport};
 pub use node::Node;
+pub use wire::{RejectReason, Rejection};
 
 /// How to reach the NATS server: its URL, the credentials, how long to try.
 #[derive(Debug, Clone)]
@@ -341,11 +342,14 @@ pub enum DistError {
     /// A task was delivered to nodes as many times as the stream allows
     /// without any node finishing it (each one died or stalled holding it).
     #[error(
-        "{task} was delivered {deliveries} time(s) and never finished (the nodes running it died or stalled)"
+        "{} was delivered {deliveries} time(s) and never finished (the nodes running it died or stalled)",
+        task_label(*phase, *index)
     )]
     Undeliverable {
-        /// The task (`map task 3`, `reduce partition 1`).
-        task: String,
+        /// The task's phase.
+        phase: crate::Phase,
+        /// The map task's index, or the reduce partition.
+        index: u32,
         /// Deliveries made.
         deliveries: u64,
     },
@@ -359,6 +363,12 @@ pub enum DistError {
         /// The server's max_payload.
         limit: usize,
     },
+    /// The job ran past [`DistOptions::deadline`].
+    #[error("the job did not finish within its deadline of {deadline:?}")]
+    Deadline {
+        /// The deadline.
+        deadline: std::time::Duration,
+    },
     /// Local I/O (the node's scratch space, the coordinator's output).
     #[error("{what}")]
     Io {
@@ -368,6 +378,13 @@ pub enum DistError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn task_label(phase: crate::Phase, index: u32) -> String {
+    match phase {
+        crate::Phase::Map => format!("map task {index}"),
+        crate::Phase::Reduce => format!("reduce partition {index}"),
+    }
 }
 
 impl DistError {

@@ -18,8 +18,8 @@ use tokio::sync::{Semaphore, watch};
 
 use super::call::{CallPool, Services};
 use super::wire::{
-    CONSUMER, Commit, Failure, FailureKind, Rejection, STREAM_PREFIX, Start, TaskMsg, WireKind,
-    stream_name,
+    CONSUMER, Commit, Failure, FailureKind, RejectReason, Rejection, STREAM_PREFIX, Start, TaskMsg,
+    WireKind, stream_name,
 };
 use super::{Cluster, DistError};
 use crate::engine::CommandFactory;
@@ -384,14 +384,15 @@ async fn handle(
             // coordinator (and whoever watches the bucket) will see it.
             let _ = msg.ack_with(AckKind::Term).await;
             let rejection = Rejection {
-                node: shared.name.clone(),
+                sequence: seq,
                 subject: msg.subject.to_string(),
-                reason: format!("not a task message ({} bytes): {e}", msg.payload.len()),
+                node: shared.name.clone(),
+                reason: RejectReason::NotATask {
+                    bytes: msg.payload.len(),
+                    detail: e.to_string(),
+                },
             };
-            eprintln!(
-                "node {}: job {id}: rejected message {seq} on {}: {}",
-                shared.name, rejection.subject, rejection.reason
-            );
+            tracing::warn!(job = %id, "{rejection}");
             let _ = put_json(&job.kv, &format!("reject.{seq}"), &rejection).await;
             return;
         }

@@ -111,10 +111,50 @@ pub(crate) enum FailureKind {
     Error,
 }
 
-/// `reject.SEQ`: a message on the task stream that is not a task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Rejection {
-    pub(crate) node: String,
-    pub(crate) subject: String,
-    pub(crate) reason: String,
+/// A message on a job's task stream that a node refused (stored under
+/// `reject.SEQ` in the job's bucket, listed in
+/// [`DistReport::rejected`](super::DistReport::rejected)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The message's sequence number on the stream.
+    pub sequence: u64,
+    /// The subject it was published on.
+    pub subject: String,
+    /// The node that refused it.
+    pub node: String,
+    /// Why.
+    pub reason: RejectReason,
+}
+
+/// Why a node refused a message on a job's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The payload does not decode as a task message.
+    NotATask {
+        /// The payload's size.
+        bytes: usize,
+        /// The decoder's message.
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectReason::NotATask { bytes, detail } => {
+                write!(f, "not a task message ({bytes} bytes): {detail}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "message {} on {} rejected by node {}: {}",
+            self.sequence, self.subject, self.node, self.reason
+        )
+    }
 }
