@@ -182,9 +182,33 @@ impl NatsServer {
 
     /// Starts the server again on the same port and store (after
     /// [`NatsServer::kill`]; kills it first if it still runs).
+    ///
+    /// The port was let go of while the server was down: another process
+    /// may hold it for a moment (a client's ephemeral port). Tries a few
+    /// times, then fails with [`std::io::ErrorKind::AddrInUse`] naming the
+    /// port.
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.kill();
-        self.spawn()
+        let mut last = None;
+        for attempt in 0..5u64 {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) if e.to_string().contains("address already in use") => {
+                    last = Some(e);
+                    // Backoff before retrying a port someone else holds.
+                    std::thread::sleep(std::time::Duration::from_millis(100 << attempt));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "cannot restart nats-server: port {} taken by another process ({})",
+                self.port,
+                last.map(|e| e.to_string()).unwrap_or_default()
+            ),
+        ))
     }
 }
 
@@ -204,14 +228,30 @@ mod tempfile_dir {
 
     impl TempStore {
         pub(super) fn new() -> std::io::Result<TempStore> {
+            use std::hash::{BuildHasher, Hasher};
             static N: AtomicU64 = AtomicU64::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "forkyard-nats-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir)?;
-            Ok(TempStore(Some(dir)))
+            // A random name, created (never reused: `create_dir` fails on
+            // an existing path, stale or someone else's), owner-only.
+            for _ in 0..16 {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+                let dir = std::env::temp_dir().join(format!(
+                    "forkyard-nats-{}-{:016x}",
+                    std::process::id(),
+                    h.finish()
+                ));
+                let mut builder = std::fs::DirBuilder::new();
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                match builder.create(&dir) {
+                    Ok(()) => return Ok(TempStore(Some(dir))),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "cannot find a fresh name for the nats-server store",
+            ))
         }
 
         pub(super) fn empty() -> TempStore {
