@@ -29,7 +29,9 @@ use crate::engine::CommandFactory;
 const CALL_STREAM: &str = "FORKYARD_CALLS";
 const CALL_CONSUMER: &str = "nodes";
 const REPLY_HEADER: &str = "Forkyard-Reply";
-const DEADLINE_HEADER: &str = "Forkyard-Deadline-Ms";
+/// The milliseconds the caller has left (a duration, not an instant: the
+/// machines' clocks need not agree).
+const DEADLINE_HEADER: &str = "Forkyard-Time-Left-Ms";
 /// Set in the call pool's workers, so that [`Services::serve_if_worker`]
 /// knows it is one.
 const CALL_WORKER_ENV: &str = "FORKYARD_DIST_CALL_WORKER";
@@ -227,9 +229,12 @@ pub(crate) async fn serve(cluster: Cluster, pool: CallPool, mut shutdown: watch:
 async fn answer(client: async_nats::Client, pool: CallPool, msg: async_nats::jetstream::Message) {
     let headers = msg.headers.clone().unwrap_or_default();
     let reply = headers.get(REPLY_HEADER).map(|v| v.to_string());
+    // The header carries the time left, not a wall-clock instant (clocks
+    // differ between machines): the deadline counts from receipt here.
     let deadline: Option<u64> = headers
         .get(DEADLINE_HEADER)
-        .and_then(|v| v.as_str().parse().ok());
+        .and_then(|v| v.as_str().parse::<u64>().ok())
+        .map(|left| now_ms().saturating_add(left));
     let (Some(reply), Some(deadline)) = (reply, deadline) else {
         let _ = msg.ack_with(AckKind::Term).await;
         tracing::warn!("forkyard node: rejected a call without reply subject or deadline");
@@ -275,6 +280,10 @@ pub enum CallError {
     /// The service (or the node running it) reported an error.
     #[error("the call failed on the node: {0}")]
     Remote(String),
+    /// The caller's answer channel closed before an answer came (the
+    /// [`Caller`]'s reply listener ended).
+    #[error("the caller was disconnected before the answer came")]
+    Disconnected,
     /// The broker could not take the call.
     #[error(transparent)]
     Broker(#[from] DistError),
@@ -357,19 +366,28 @@ impl<S: Service> Caller<S> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        let forget = || {
-            self.waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+        // Removes the entry however the call ends, dropped mid-way included.
+        struct Forget<'a> {
+            waiting: &'a Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+            id: u64,
+        }
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.id);
+            }
+        }
+        let _forget = Forget {
+            waiting: &self.waiting,
+            id,
         };
         let mut headers = HeaderMap::new();
         headers.insert(REPLY_HEADER, format!("{}.{id}", self.inbox).as_str());
         headers.insert(
             DEADLINE_HEADER,
-            (now_ms() + deadline.as_millis() as u64)
-                .to_string()
-                .as_str(),
+            (deadline.as_millis() as u64).to_string().as_str(),
         );
         let exchange = async {
             let ack = self
@@ -380,19 +398,12 @@ impl<S: Service> Caller<S> {
                 .map_err(|e| DistError::broker("cannot publish the call", e))?;
             ack.await
                 .map_err(|e| DistError::broker("the broker did not store the call", e))?;
-            rx.await
-                .map_err(|_| CallError::Remote("the caller was dropped".into()))
+            rx.await.map_err(|_| CallError::Disconnected)
         };
         let answer = match tokio::time::timeout(deadline, exchange).await {
             Ok(Ok(bytes)) => bytes,
-            Ok(Err(e)) => {
-                forget();
-                return Err(e);
-            }
-            Err(_) => {
-                forget();
-                return Err(CallError::Deadline { after: deadline });
-            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(CallError::Deadline { after: deadline }),
         };
         let result: Result<Vec<u8>, String> =
             postcard::from_bytes(&answer).map_err(CallError::Decode)?;
