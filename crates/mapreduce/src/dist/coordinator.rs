@@ -569,6 +569,7 @@ impl<J: Job> Run<'_, J> {
         }
         let bar = progress_bar(me.progress, phase, tasks.len() as u64);
         let mut watch_failures = 0u32;
+        let mut next_watch = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -600,7 +601,7 @@ impl<J: Job> Run<'_, J> {
                         // drop it and open another once it is back.
                         watch = None;
                     }
-                    if watch.is_none() {
+                    if watch.is_none() && Instant::now() >= next_watch {
                         // The watch ended (a broker restart): start another;
                         // it replays every key, and seen_keys drops repeats.
                         // Bounded here too: opening a watch while the
@@ -617,6 +618,9 @@ impl<J: Job> Run<'_, J> {
                             }
                             Err(e) => {
                                 watch_failures += 1;
+                                // Spaced as publish retries are.
+                                next_watch = Instant::now()
+                                    + Duration::from_millis(50 * u64::from(watch_failures.min(10)) + 50);
                                 tracing::warn!(attempt = watch_failures, error = %e, "cannot watch the job's bucket");
                                 if watch_failures >= self.options_broker_failures {
                                     return Err(DistError::broker(
