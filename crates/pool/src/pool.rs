@@ -33,7 +33,8 @@ use tracing::{debug, info, warn};
 
 use crate::call::{CallOptions, TaskHandle};
 use crate::core::{
-    Action, Autoscale, Core, Failure, KillReason, Payload, Refused, Rules, TaskId, TaskRules, WorkerId,
+    Action, Autoscale, Core, Failure, KillReason, Payload, Refused, Rules, TaskId, TaskRules,
+    WorkerId,
 };
 use crate::error::{BuildError, ControlError, PoolError, Why};
 use crate::events::{Emitter, Outcome, PoolEvent, Subscription};

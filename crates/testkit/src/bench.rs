@@ -146,9 +146,7 @@ impl Row {
     pub fn to_json(&self, crate_name: &str, command: &str, load: &str, unix_time: u64) -> String {
         let ratio = self.ratio();
         // A non-finite number (a ratio over a zero baseline) becomes `null`.
-        let figure = |f: &Figure| {
-            serde_json::json!({ "label": f.label, "value": f.value, "unit": f.unit.as_str() })
-        };
+        let figure = |f: &Figure| serde_json::json!({ "label": f.label, "value": f.value, "unit": f.unit.as_str() });
         serde_json::json!({
             "crate": crate_name,
             "measure": self.measure,

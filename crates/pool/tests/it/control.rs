@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::job::Job;
 use crate::support::{Baseline, builder, wait_for_async, wait_full, wait_stats, worker_pids};
 use forkyard_pool::{
-    Autoscale, CallOptions, CancelToken, ControlError, ExitCause, FailureKind, Outcome, PoolError, PoolEvent,
-    RecycleReason, ShutdownMode,
+    Autoscale, CallOptions, CancelToken, ControlError, ExitCause, FailureKind, Outcome, PoolError,
+    PoolEvent, RecycleReason, ShutdownMode,
 };
 
 fn drain() -> ShutdownMode {
@@ -368,7 +368,10 @@ async fn autoscaling_grows_to_max_under_a_burst_and_shrinks_back_to_min_when_idl
     std::fs::write(&release, b"").unwrap();
     let mut values = BTreeSet::new();
     for call in calls {
-        assert!(values.insert(call.await.unwrap().unwrap()), "one outcome per task");
+        assert!(
+            values.insert(call.await.unwrap().unwrap()),
+            "one outcome per task"
+        );
     }
     assert_eq!(values, (0..6).collect());
     assert_eq!(next_resized(&mut events, &mut seen).await, (3, 2));
