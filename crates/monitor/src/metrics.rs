@@ -1,6 +1,17 @@
 //! `/metrics`: every pool's exposition from forkyard-perf, each sample
 //! labelled with its pool, merged into one family per metric, plus the
-//! monitor's own families (alerts, supervised children).
+//! monitor's own families (alerts, supervised children, the event log).
+//!
+//! Why the merge works on exposition text rather than in a
+//! `prometheus_client::registry::Registry`: OpenMetrics wants each family
+//! once, with all its samples together, and a pool label on every sample.
+//! prometheus-client 0.24 can add a constant label to a sub-registry, but it
+//! encodes each sub-registry's families separately (two pools would give the
+//! `# TYPE` line of `forkyard_pool_tasks` twice), and a collector cannot add
+//! a label around a metric that is itself a labelled family (its text encoder
+//! does not nest families). So each pool's text is parsed back, line by line,
+//! and merged; the tests below and `tests/it/metrics.rs` parse the result
+//! with prometheus-parse.
 
 use crate::alerts::AlertState;
 use crate::state::{AlertStatus, ChildStateKind, Shared, lock};
@@ -119,10 +130,12 @@ pub(crate) fn render(shared: &Shared) -> String {
         "counter",
         "Restarts of the supervised child after its first start",
     );
+    // The log only grows (its ring drops old entries, not the count), so
+    // this is a counter.
     let events = family(
         &mut families,
         "forkyard_monitor_events",
-        "gauge",
+        "counter",
         "Entries written to the monitor's event log since it started",
     );
     for s in lock(&shared.sups).iter() {
@@ -146,7 +159,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     families[events]
         .1
         .samples
-        .push(format!("forkyard_monitor_events {written}"));
+        .push(format!("forkyard_monitor_events_total {written}"));
 
     let mut out = String::new();
     for (_, fam) in families {

@@ -135,6 +135,29 @@ async fn snapshot_series_and_metrics_count_what_the_pool_did() {
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"));
+    // The event log's size is a counter (it only grows), and it counts what
+    // the log holds (far below the log's capacity here).
+    assert!(
+        text.contains("# TYPE forkyard_monitor_events counter"),
+        "{text}"
+    );
+    let log_len = || async {
+        let body = rig.get("/api/log", Some(VIEWER)).await.body;
+        let log: serde_json::Value = serde_json::from_str(&body).unwrap();
+        log.as_array().map_or(0, Vec::len) as u64
+    };
+    let before = log_len().await;
+    let text = rig.get("/metrics", Some(VIEWER)).await.body;
+    let after = log_len().await;
+    let written: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("forkyard_monitor_events_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no forkyard_monitor_events_total sample: {text}"));
+    assert!(
+        (before..=after).contains(&written),
+        "{written} written, {before}..={after} in the log"
+    );
     rig.stop().await;
     base.assert_clean().await;
 }
