@@ -425,35 +425,118 @@ async fn run(quick: bool, only: &str) -> Result<()> {
     }
 
     if want("storm") {
-        // 5. The crash storm, against a calm run of the same pool.
-        let secs = if quick { 1 } else { 3 };
+        // 5. The crash storm, against calm runs of the same pool, in
+        //    alternating turns: the machine is shared, and a neighbour's build
+        //    starting in the middle of one long run decides the ratio more than
+        //    the kills do. Each run is a fresh pool; a turn's two runs go in
+        //    alternating order; the median of the per-turn ratios is the figure.
+        let (turns, length) = if quick {
+            (2, Duration::from_millis(500))
+        } else {
+            (6, Duration::from_secs(1))
+        };
         println!(
-            "\n== 5. Crash storm: 4 workers, tiny tasks, one worker SIGKILLed every 50 ms, {secs} s each =="
+            "\n== 5. Crash storm: 4 workers, tiny tasks, one worker SIGKILLed every 50 ms, \
+             {turns} turns of {length:?} calm + {length:?} storm (alternating order) =="
         );
-        let calm = storm(false, Duration::from_secs(secs)).await?;
-        let storm = storm(true, Duration::from_secs(secs)).await?;
+        let mut ratios = Vec::new();
+        let mut cpu_ratios = Vec::new();
+        let (mut calm_rates, mut storm_rates) = (Vec::new(), Vec::new());
+        let (mut kills, mut failed) = (0, 0);
+        let (mut longest_dip, mut longest_start) = (Duration::ZERO, Duration::ZERO);
+        for turn in 0..turns {
+            let (calm, storm) = if turn % 2 == 0 {
+                let calm = storm_run(false, length).await?;
+                (calm, storm_run(true, length).await?)
+            } else {
+                let storm = storm_run(true, length).await?;
+                (storm_run(false, length).await?, storm)
+            };
+            let ratio = storm.rate / calm.rate;
+            // The parent's CPU time per task: what a kill costs the pool
+            // itself, whatever the neighbours take of the machine.
+            let cpu_ratio = calm.cpu_per_task / storm.cpu_per_task;
+            println!(
+                "  turn {turn}: calm {:>8.0}/s ({:>5.2} µs CPU/task), storm {:>8.0}/s ({:>5.2} µs CPU/task, {} kills, {} failed): {:>4.0}%, load {}",
+                calm.rate,
+                calm.cpu_per_task * 1e6,
+                storm.rate,
+                storm.cpu_per_task * 1e6,
+                storm.kills,
+                storm.failed,
+                100.0 * ratio,
+                load()
+            );
+            ratios.push(ratio);
+            cpu_ratios.push(cpu_ratio);
+            calm_rates.push(calm.rate);
+            storm_rates.push(storm.rate);
+            kills += storm.kills;
+            failed += storm.failed + calm.failed;
+            longest_dip = longest_dip.max(storm.longest_dip);
+            longest_start = longest_start.max(storm.longest_start);
+        }
+        let (ratio, lowest) = (median(&mut ratios), ratios[0]);
+        let cpu_ratio = median(&mut cpu_ratios);
         println!(
-            "  no kills                           {:>10.0} tasks/s",
-            calm.rate
+            "  storm / calm: median {:.0}% (lowest turn {:.0}%; target >= 50%); \
+             by the parent's CPU per task {:.0}%; {kills} kills, {failed} failed",
+            100.0 * ratio,
+            100.0 * lowest,
+            100.0 * cpu_ratio,
         );
         println!(
-            "  a kill every 50 ms ({:>3} kills)     {:>10.0} tasks/s   {:.0}% of the calm rate (target >= 50%), {} failed",
-            storm.kills,
-            storm.rate,
-            100.0 * storm.rate / calm.rate,
-            storm.failed
+            "  longest stretch with < 3 ready workers {longest_dip:>8.2?}; \
+             longest replacement start {longest_start:>8.2?} (target: no longer)"
         );
-        println!(
-            "  longest stretch with < 3 ready workers {:>8.2?}; longest replacement start {:>8.2?} (target: no longer)",
-            storm.longest_dip, storm.longest_start
-        );
+        Recorder::new("pool").record(&Row {
+            measure: format!(
+                "tiny tasks, 4 workers, one SIGKILLed every 50 ms, median of {turns} alternating turns, vs no kills"
+            ),
+            forkyard: Figure::rate("crash storm", median(&mut storm_rates), "tasks/s"),
+            baseline: Figure::rate("no kills", median(&mut calm_rates), "tasks/s"),
+            target: Target::RatioAtLeast(0.5),
+        })?;
     }
     Ok(())
+}
+
+/// The median of `values` (sorted in place, so `values[0]` is then the lowest).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// The 1-minute load average, from `/proc/loadavg` ("?" if unreadable).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// This process's CPU time so far (user plus system, every thread), from
+/// `/proc/self/stat` (in clock ticks of 10 ms: fine over a run of a second).
+fn own_cpu() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let rest = stat.rsplit_once(')').context("/proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let hz = rustix::param::clock_ticks_per_second();
+    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
 }
 
 /// What one crash-storm run measured.
 struct Storm {
     rate: f64,
+    /// The parent's CPU time per completed task, in seconds.
+    cpu_per_task: f64,
     kills: u64,
     failed: u64,
     /// The longest time the pool's statistics showed fewer than 3 ready workers.
@@ -462,10 +545,11 @@ struct Storm {
     longest_start: Duration,
 }
 
-/// Tiny tasks from 1,000 callers through a 4-worker pool for `length`, with
-/// one worker SIGKILLed every 50 ms if `kill`; the statistics sampled every ms.
-async fn storm(kill: bool, length: Duration) -> Result<Storm> {
-    use std::collections::HashMap;
+/// Tiny tasks from 1,000 callers through a fresh 4-worker pool: a warm-up of
+/// 200 ms, then `length` counted, with one worker SIGKILLed every 50 ms if
+/// `kill`; the statistics sampled every ms.
+async fn storm_run(kill: bool, length: Duration) -> Result<Storm> {
+    use std::collections::{HashMap, HashSet};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
     let pool = Pool::<u64, u64>::builder()
@@ -492,6 +576,8 @@ async fn storm(kill: bool, length: Duration) -> Result<Storm> {
             }
         }));
     }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (done_before, cpu_before) = (done.load(Relaxed), own_cpu()?);
     let started = Instant::now();
     let mut kills = 0;
     let mut next_kill = started + Duration::from_millis(50);
@@ -500,6 +586,8 @@ async fn storm(kill: bool, length: Duration) -> Result<Storm> {
     let mut longest_dip = Duration::ZERO;
     let mut starting_since: HashMap<u64, Instant> = HashMap::new();
     let mut longest_start = Duration::ZERO;
+    // Killed, not yet reaped: the statistics still show them ready.
+    let mut killed: HashSet<u32> = HashSet::new();
     let mut sampler = tokio::time::interval(Duration::from_millis(1));
     sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while started.elapsed() < length {
@@ -509,7 +597,7 @@ async fn storm(kill: bool, length: Duration) -> Result<Storm> {
         let ready: Vec<_> = stats
             .workers
             .iter()
-            .filter(|w| w.state.is_ready())
+            .filter(|w| w.state.is_ready() && !w.pid.is_some_and(|p| killed.contains(&p)))
             .collect();
         match (ready.len() < 3, dip_since) {
             (true, None) => dip_since = Some(now),
@@ -532,16 +620,18 @@ async fn storm(kill: bool, length: Duration) -> Result<Storm> {
                 .wrapping_add(1442695040888963407);
             let victim = ready[(rng >> 33) as usize % ready.len()];
             if let Some(pid) = victim.pid {
-                let pid = rustix::process::Pid::from_raw(pid as i32).context("pid")?;
-                if rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok() {
+                let target = rustix::process::Pid::from_raw(pid as i32).context("pid")?;
+                if rustix::process::kill_process(target, rustix::process::Signal::KILL).is_ok() {
                     kills += 1;
+                    killed.insert(pid);
                 }
             }
             next_kill += Duration::from_millis(50);
         }
     }
     let elapsed = started.elapsed();
-    let completed = done.load(Relaxed);
+    let completed = done.load(Relaxed) - done_before;
+    let cpu = own_cpu()? - cpu_before;
     stop.store(true, Relaxed);
     for c in callers {
         c.await?;
@@ -555,6 +645,7 @@ async fn storm(kill: bool, length: Duration) -> Result<Storm> {
     .await;
     Ok(Storm {
         rate: completed as f64 / elapsed.as_secs_f64(),
+        cpu_per_task: cpu.as_secs_f64() / completed.max(1) as f64,
         kills,
         failed: failed.load(Relaxed),
         longest_dip,
