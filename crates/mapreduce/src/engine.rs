@@ -287,33 +287,13 @@ impl<J: Job> MapReduce<J> {
         if self.workers == 0 {
             return Err(Error::Invalid("workers must be at least 1".into()));
         }
-        if self.reducers == 0 {
-            return Err(Error::Invalid("reducers must be at least 1".into()));
-        }
-        let input = self.input.as_ref().ok_or(Error::NoInput)?;
-        let out_dir = self
-            .out_dir
-            .clone()
-            .ok_or_else(|| Error::Invalid("no output directory".into()))?;
-        let split_size = self.split_size.unwrap_or_else(|| {
-            // Not from the worker count: the splits are part of the job's
-            // identity, and a job resumed with more workers is the same job.
-            input.size_hint().map_or(MAX_AUTO_SPLIT, |total| {
-                (total / AUTO_SPLITS).clamp(MIN_AUTO_SPLIT, MAX_AUTO_SPLIT)
-            })
-        });
-        let splits = input.splits(split_size)?;
-        let params = postcard::to_allocvec(&self.job)
-            .map_err(|e| Error::Invalid(format!("cannot encode the job: {e}")))?;
-        let identity = Identity {
-            job: J::name().to_string(),
-            params: params.clone(),
-            reducers: self.reducers,
-            format: self.format,
-            files: file_facts(&splits),
-            splits: splits.clone(),
-        };
-        let (out_dir, job_dir, _lock) = prepare_dirs(&out_dir, &identity)?;
+        let Plan {
+            splits,
+            params,
+            out_dir,
+            job_dir,
+            lock: _lock,
+        } = self.plan()?;
         let storage = LocalStorage::new(&job_dir);
 
         let mut report = Report {
@@ -425,6 +405,94 @@ impl<J: Job> MapReduce<J> {
             .build()
             .map_err(|e| Error::io("cannot start a tokio runtime", e))?;
         rt.block_on(self.run())
+    }
+}
+
+/// What both engines derive from a job before they run it: the splits, the
+/// job's encoded parameters, and the output and job directories (created,
+/// checked against the job's identity, and locked).
+pub(crate) struct Plan {
+    pub(crate) splits: Vec<Split>,
+    pub(crate) params: Vec<u8>,
+    /// Absolute.
+    pub(crate) out_dir: PathBuf,
+    /// `out_dir/_forkyard`.
+    pub(crate) job_dir: PathBuf,
+    /// Held while the job runs: a second coordinator on the same output
+    /// directory is refused ([`Error::Busy`]).
+    pub(crate) lock: File,
+}
+
+impl<J: Job> MapReduce<J> {
+    /// The one planning path of the local engine ([`MapReduce::run`]) and
+    /// the distributed one (`run_on`), so that they cannot drift: the same
+    /// job over the same input is cut into the same splits, has the same
+    /// identity, and is refused or resumed in the same cases.
+    pub(crate) fn plan(&self) -> Result<Plan, Error> {
+        if self.reducers == 0 {
+            return Err(Error::Invalid("reducers must be at least 1".into()));
+        }
+        let input = self.input.as_ref().ok_or(Error::NoInput)?;
+        let out_dir = self
+            .out_dir
+            .clone()
+            .ok_or_else(|| Error::Invalid("no output directory".into()))?;
+        let split_size = self.split_size.unwrap_or_else(|| {
+            // Not from the worker count: the splits are part of the job's
+            // identity, and a job resumed with more workers is the same job.
+            input.size_hint().map_or(MAX_AUTO_SPLIT, |total| {
+                (total / AUTO_SPLITS).clamp(MIN_AUTO_SPLIT, MAX_AUTO_SPLIT)
+            })
+        });
+        let splits = input.splits(split_size)?;
+        let params = postcard::to_allocvec(&self.job)
+            .map_err(|e| Error::Invalid(format!("cannot encode the job: {e}")))?;
+        let identity = Identity {
+            job: J::name().to_string(),
+            params: params.clone(),
+            reducers: self.reducers,
+            format: self.format,
+            files: file_facts(&splits),
+            splits: splits.clone(),
+        };
+        let (out_dir, job_dir, lock) = prepare_dirs(&out_dir, &identity)?;
+        Ok(Plan {
+            splits,
+            params,
+            out_dir,
+            job_dir,
+            lock,
+        })
+    }
+}
+
+/// The pool both engines run tasks on (the local coordinator's, and each
+/// node's): `workers` processes, one task each at a time, no retries of
+/// its own (the engine must see every failure to count it, switch to
+/// careful mode and find bad records), started with `command` or as this
+/// very binary.
+pub(crate) fn task_pool(
+    workers: usize,
+    task_timeout: Duration,
+    command: Option<&CommandFactory>,
+) -> Result<forkyard_pool::Builder<TaskRequest, TaskResponse>, forkyard_pool::BuildError> {
+    let builder = Pool::<TaskRequest, TaskResponse>::builder()
+        .workers(workers)
+        .max_in_flight_per_worker(1)
+        .queue_capacity(4 * workers + 16)
+        .task_timeout(task_timeout)
+        .retries(0)
+        .stop_grace(Duration::from_millis(200));
+    match command {
+        Some(make) => {
+            let make = make.clone();
+            Ok(builder.command(move || {
+                let mut cmd = make();
+                cmd.env(forkyard_pool::worker::WORKER_ENV, "1");
+                cmd
+            }))
+        }
+        None => builder.self_exec(std::iter::empty::<&str>()),
     }
 }
 
@@ -623,31 +691,11 @@ impl<J: Job> Ctx<'_, J> {
             return Ok(p.clone());
         }
         let me = self.me;
-        let builder = Pool::<TaskRequest, TaskResponse>::builder()
-            .workers(me.workers)
-            .max_in_flight_per_worker(1)
-            .queue_capacity(4 * me.workers + 16)
-            .task_timeout(me.task_timeout)
-            // The engine retries tasks itself: it must see every failure to
-            // count it, switch to careful mode, and find bad records.
-            .retries(0)
-            .stop_grace(Duration::from_millis(200));
+        let builder =
+            task_pool(me.workers, me.task_timeout, me.command.as_ref()).map_err(Error::Pool)?;
         if me.observer.is_some() {
             self.forward_worker_events(builder.subscribe());
         }
-        let builder = match &me.command {
-            Some(make) => {
-                let make = make.clone();
-                builder.command(move || {
-                    let mut cmd = make();
-                    cmd.env(forkyard_pool::worker::WORKER_ENV, "1");
-                    cmd
-                })
-            }
-            None => builder
-                .self_exec(std::iter::empty::<&str>())
-                .map_err(Error::Pool)?,
-        };
         let p = builder.build().await.map_err(Error::Pool)?;
         *pool = Some(p.clone());
         Ok(p)

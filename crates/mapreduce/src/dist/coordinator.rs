@@ -21,10 +21,7 @@ use super::wire::{
     task_subjects,
 };
 use super::{Cluster, DistError};
-use crate::engine::{
-    AUTO_SPLITS, Identity, MAX_AUTO_SPLIT, MIN_AUTO_SPLIT, MapReduce, Phase, file_facts,
-    prepare_dirs, sweep_tmp,
-};
+use crate::engine::{MapReduce, Phase, Plan, sweep_tmp};
 use crate::error::Error;
 use crate::job::Job;
 use crate::report::{PhaseReport, Report, SkippedRecord};
@@ -139,31 +136,13 @@ impl<J: Job> MapReduce<J> {
         options: DistOptions,
     ) -> Result<DistReport, DistError> {
         let started = Instant::now();
-        if self.reducers == 0 {
-            return Err(Error::Invalid("reducers must be at least 1".into()).into());
-        }
-        let input = self.input.as_ref().ok_or(Error::NoInput)?;
-        let out_dir = self
-            .out_dir
-            .clone()
-            .ok_or_else(|| Error::Invalid("no output directory".into()))?;
-        let split_size = self.split_size.unwrap_or_else(|| {
-            input.size_hint().map_or(MAX_AUTO_SPLIT, |total| {
-                (total / AUTO_SPLITS).clamp(MIN_AUTO_SPLIT, MAX_AUTO_SPLIT)
-            })
-        });
-        let splits = input.splits(split_size)?;
-        let params = postcard::to_allocvec(&self.job)
-            .map_err(|e| Error::Invalid(format!("cannot encode the job: {e}")))?;
-        let identity = Identity {
-            job: J::name().to_string(),
-            params: params.clone(),
-            reducers: self.reducers,
-            format: self.format,
-            files: file_facts(&splits),
-            splits: splits.clone(),
-        };
-        let (out_dir, job_dir, _lock) = prepare_dirs(&out_dir, &identity)?;
+        let Plan {
+            splits,
+            params,
+            out_dir,
+            job_dir,
+            lock: _lock,
+        } = self.plan()?;
         let id = match &options.job_id {
             Some(id) => {
                 if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {

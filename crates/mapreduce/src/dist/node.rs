@@ -126,26 +126,9 @@ impl Node {
     /// running ones back to the broker (nak, so another node takes them at
     /// once), stops the workers and returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), DistError> {
-        let builder = Pool::<TaskRequest, TaskResponse>::builder()
-            .workers(self.workers)
-            .max_in_flight_per_worker(1)
-            .queue_capacity(4 * self.workers + 16)
-            .task_timeout(self.task_timeout)
-            .retries(0)
-            .stop_grace(Duration::from_millis(200));
-        let builder = match &self.command {
-            Some(make) => {
-                let make = make.clone();
-                builder.command(move || {
-                    let mut cmd = make();
-                    cmd.env(forkyard_pool::worker::WORKER_ENV, "1");
-                    cmd
-                })
-            }
-            None => builder
-                .self_exec(std::iter::empty::<&str>())
-                .map_err(|e| DistError::Job(crate::Error::Pool(e)))?,
-        };
+        let builder =
+            crate::engine::task_pool(self.workers, self.task_timeout, self.command.as_ref())
+                .map_err(|e| DistError::Job(crate::Error::Pool(e)))?;
         let pool = builder
             .build()
             .await
