@@ -1421,9 +1421,19 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         empty.into_iter().collect()
     }
 
-    /// Slots with a worker starting or ready in them.
+    /// Slots with a worker starting or ready in them. A slot holds at most
+    /// one such worker (a spawn goes only to an empty slot, and only a
+    /// starting worker becomes ready), so this counts them; it runs after
+    /// every event, and allocates nothing (the property test checks the
+    /// count against [`empty_slots`](Core::empty_slots)).
     fn serving_in_slots(&self) -> usize {
-        self.slots.len() - self.empty_slots().len()
+        self.workers
+            .values()
+            .filter(|w| {
+                matches!(w.phase, Phase::Starting { .. } | Phase::Ready)
+                    && w.slot.is_some_and(|s| self.slots.contains_key(&s))
+            })
+            .count()
     }
 
     /// Workers missing from the pool's size. During a shutdown only while
@@ -2023,6 +2033,9 @@ mod tests {
                 // ready than slots.
                 let serving = sim.core.workers.values().filter(|w| matches!(w.phase, Phase::Starting { .. } | Phase::Ready)).count();
                 prop_assert!(serving <= sim.core.size(), "{} serving, size {}", serving, sim.core.size());
+                // At most one starting or ready worker per slot: the count the
+                // core keeps its spawning by is the number of filled slots.
+                prop_assert_eq!(sim.core.serving_in_slots(), sim.core.size() - sim.core.empty_slots().len());
                 // Invariant at every step: each live task is either queued or on exactly one worker.
                 for (&id, t) in &sim.core.tasks {
                     let holders = sim.core.workers.values().filter(|w| w.in_flight.contains(&id)).count();
