@@ -7,8 +7,8 @@
 //! cargo run --release -p forkyard-mapreduce --example compare_dist [-- --mb 200 --calls 2000]
 //! ```
 //!
-//! Both engines run the `wordcount` example's code (its binary is the local
-//! engine's worker and the nodes), over the same generated Zipf corpus;
+//! Both engines run the library's `jobs::WordCount` (the node program,
+//! `forkyard-mapreduce-node`, is the local engine's worker and the nodes), over the same generated Zipf corpus;
 //! their outputs are compared byte for byte. Needs `nats-server` on PATH.
 
 #[path = "common/mod.rs"]
@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use fault_dist::{ExampleWordCount, Rig, wordcount_bin};
-use forkyard_mapreduce::dist::{Caller, Service};
+use fault_dist::{Rig, node_bin};
+use forkyard_mapreduce::dist::Caller;
+use forkyard_mapreduce::jobs::{CountWords, WordCount};
 use forkyard_mapreduce::{LineFiles, MapReduce};
 use forkyard_pool::Pool;
 
@@ -37,17 +38,6 @@ struct Args {
     /// Calls in flight for the throughput figure.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-}
-
-/// The `wordcount` example's remote call, by name.
-struct CountWords;
-impl Service for CountWords {
-    type Req = String;
-    type Resp = u64;
-    const NAME: &'static str = "count-words";
-    fn call(line: String) -> Result<u64, String> {
-        Ok(line.split_ascii_whitespace().count() as u64)
-    }
 }
 
 fn load() -> String {
@@ -76,9 +66,9 @@ fn main() -> Result<()> {
         bytes as f64 / 1e6,
         load()
     );
-    let exe = wordcount_bin()?;
+    let exe = node_bin()?;
     let job = |out: &std::path::Path| {
-        MapReduce::new(ExampleWordCount)
+        MapReduce::new(WordCount::new())
             .input(LineFiles::new([&corpus]))
             .out_dir(out)
             .reducers(4)

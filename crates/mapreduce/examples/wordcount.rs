@@ -18,40 +18,18 @@
 //! # anywhere, the job: the same output directory and last line as locally
 //! wordcount --input FILE --workers 2 --reducers 4 --out DIR --nats nats://HOST:4222
 //! ```
+//!
+//! The job is the library's [`forkyard_mapreduce::jobs::WordCount`], so a
+//! node started with `forkyard-mapreduce-node --serve` (the crate's node
+//! program) runs it as well as one started from this example.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use forkyard_mapreduce::dist::{DistOptions, NatsConfig, Node, Services};
-use forkyard_mapreduce::{Emit, Job, LineFiles, MapReduce};
-
-/// Counts words.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct WordCount;
-
-impl Job for WordCount {
-    type Key = Vec<u8>;
-    type Value = u64;
-    type Output = u64;
-    const COMBINES: bool = true;
-
-    fn map(&self, line: &[u8], emit: &mut Emit<'_, Vec<u8>, u64>) {
-        for word in line.split(|b| b.is_ascii_whitespace()) {
-            if !word.is_empty() {
-                emit.emit_ref(word, 1);
-            }
-        }
-    }
-
-    fn combine(&self, _word: &Vec<u8>, count: &mut u64, more: u64) {
-        *count += more;
-    }
-
-    fn reduce(&self, _word: &Vec<u8>, counts: Vec<u64>, emit: &mut dyn FnMut(u64)) {
-        emit(counts.iter().sum());
-    }
-}
+use forkyard_mapreduce::dist::{DistOptions, NatsConfig, Node};
+use forkyard_mapreduce::jobs::{self, WordCount};
+use forkyard_mapreduce::{LineFiles, MapReduce};
 
 #[derive(Debug, Parser)]
 #[command(about = "Counts words with forkyard-mapreduce")]
@@ -87,20 +65,6 @@ struct Args {
     verbose: bool,
 }
 
-/// A remote call a node serves: the words of a line, counted (used by the
-/// distributed benchmark and demo).
-#[derive(Debug)]
-pub struct CountWords;
-
-impl forkyard_mapreduce::dist::Service for CountWords {
-    type Req = String;
-    type Resp = u64;
-    const NAME: &'static str = "count-words";
-    fn call(line: String) -> Result<u64, String> {
-        Ok(line.split_ascii_whitespace().count() as u64)
-    }
-}
-
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -118,15 +82,16 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
-    forkyard_mapreduce::dist::Services::new()
-        .service::<CountWords>()
-        .serve_if_worker();
-    forkyard_mapreduce::serve_if_worker::<WordCount>();
+    // The library's jobs and calls (`forkyard_mapreduce::jobs`): a node
+    // started from this example and one started from the
+    // `forkyard-mapreduce-node` program run the same tasks.
+    jobs::services().serve_if_worker();
+    jobs::workers().serve_if_worker();
     let args = Args::parse();
     if args.serve {
         return serve(&args);
     }
-    let job = MapReduce::new(WordCount)
+    let job = MapReduce::new(WordCount::new())
         .input(LineFiles::new(&args.input))
         .out_dir(args.out.as_deref().unwrap_or(Path::new(".")))
         .workers(args.workers)
@@ -190,7 +155,7 @@ fn serve(args: &Args) -> ExitCode {
         eprintln!("wordcount node: serving {url} with {workers} workers");
         Node::new(cluster)
             .workers(workers)
-            .calls(Services::new().service::<CountWords>())
+            .calls(jobs::services())
             .verbose(verbose)
             .run_until_signal()
             .await

@@ -114,6 +114,9 @@
 //! }
 //! ```
 //!
+//! The library ships this job as [`jobs::WordCount`] (with [`jobs::workers`]
+//! to serve it), so that every forkyard binary, and the node program
+//! `forkyard-mapreduce-node`, can run it.
 //! `examples/wordcount.rs` is this program with a command line;
 //! `examples/demo.rs` shows crashes, a poison record and a straggler;
 //! `examples/fault.rs` is the fault suite; `examples/logs.rs` an access-log
@@ -170,6 +173,7 @@ mod engine;
 mod error;
 mod input;
 mod job;
+pub mod jobs;
 mod partition;
 mod report;
 mod run;

@@ -6,23 +6,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use forkyard_mapreduce::dist::{Caller, DistOptions, Service};
+use forkyard_mapreduce::dist::{Caller, DistOptions};
+use forkyard_mapreduce::jobs::{CountWords, WordCount};
 use forkyard_mapreduce::{Fault, LineFiles, MapReduce, Phase};
 use forkyard_testkit::{live_descendants, stat};
 use rustix::process::Signal;
 
-use crate::fault_dist::{ExampleWordCount, Rig};
-
-/// The `wordcount` example's remote call, by name.
-struct CountWords;
-impl Service for CountWords {
-    type Req = String;
-    type Resp = u64;
-    const NAME: &'static str = "count-words";
-    fn call(_: String) -> Result<u64, String> {
-        Err("served by the nodes".into())
-    }
-}
+use crate::fault_dist::Rig;
 
 /// Runs the distributed part over `corpus` (in splits of `split` bytes),
 /// checking each output against the single-threaded count.
@@ -33,7 +23,7 @@ pub(crate) fn run(corpus: &std::path::Path, split: u64, say: impl Fn(&str)) -> R
     };
     say(&format!(
         "\nAcross machines: a nats-server with JetStream on {} (store in a temporary directory), and two\n\
-         node processes (`wordcount --serve --nats URL --workers 2`, pids {} and {}) pulling tasks from it.\n\
+         node processes (`forkyard-mapreduce-node --serve --nats URL --workers 2`, pids {} and {}) pulling tasks from it.\n\
          This process is the coordinator: it publishes the tasks and writes the output.",
         rig.server.url(),
         rig.nodes[0].id(),
@@ -48,7 +38,7 @@ pub(crate) fn run(corpus: &std::path::Path, split: u64, say: impl Fn(&str)) -> R
     rt.block_on(async {
         let cluster = rig.config().connect().await?;
         let job = |out: &std::path::Path| {
-            MapReduce::new(ExampleWordCount)
+            MapReduce::new(WordCount::new())
                 .input(LineFiles::new([corpus]))
                 .out_dir(out)
                 .reducers(4)

@@ -1,6 +1,6 @@
 //! The fault suite's distributed part (run at the end of `examples/fault.rs`
 //! when `nats-server` is on PATH): a word count on one server and three
-//! node processes (the `wordcount` example, `--serve`) while a chaos party
+//! node processes (`forkyard-mapreduce-node --serve`) while a chaos party
 //! SIGKILLs nodes (starting a replacement each time), SIGSTOPs one and
 //! later lifts it, and restarts the broker on the same store, all at
 //! seeded random moments; the output must equal the single-threaded count,
@@ -14,60 +14,41 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use forkyard_mapreduce::dist::{DistOptions, NatsConfig};
-use forkyard_mapreduce::{Emit, Job, LineFiles, MapReduce};
+use forkyard_mapreduce::jobs::WordCount;
+use forkyard_mapreduce::{LineFiles, MapReduce};
 use forkyard_testkit::nats::{NatsServer, nats_server_path};
 use rustix::process::{Pid, Signal, kill_process};
 
-/// The `wordcount` example's job, by name: its nodes run the example's code.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) struct ExampleWordCount;
-
-impl Job for ExampleWordCount {
-    type Key = Vec<u8>;
-    type Value = u64;
-    type Output = u64;
-    const COMBINES: bool = true;
-    fn name() -> &'static str {
-        "wordcount::WordCount"
-    }
-    fn map(&self, line: &[u8], emit: &mut Emit<'_, Vec<u8>, u64>) {
-        for w in line.split(|b| b.is_ascii_whitespace()) {
-            if !w.is_empty() {
-                emit.emit_ref(w, 1);
-            }
-        }
-    }
-    fn combine(&self, _w: &Vec<u8>, c: &mut u64, more: u64) {
-        *c += more;
-    }
-    fn reduce(&self, _w: &Vec<u8>, counts: Vec<u64>, emit: &mut dyn FnMut(u64)) {
-        emit(counts.iter().sum());
-    }
-}
-
-/// The `wordcount` example binary next to this one (built if missing, in
-/// this binary's profile).
-pub(crate) fn wordcount_bin() -> Result<PathBuf> {
+/// The node program (`forkyard-mapreduce-node`, the crate's `[[bin]]`) next
+/// to this example: `cargo xtask demo|fault|bench` build it with the
+/// examples (and say so in `FORKYARD_PREBUILT`); under a plain `cargo run
+/// --example`, which builds no `[[bin]]`, it is built here, in this
+/// binary's profile.
+pub(crate) fn node_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("no directory")?;
-    let bin = dir.join("wordcount");
-    if !bin.is_file() {
-        let release = dir.to_string_lossy().contains("/release/");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "forkyard-mapreduce",
-            "--example",
-            "wordcount",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        if !cmd.status()?.success() {
-            bail!("cannot build the wordcount example");
-        }
+    let mut dir = exe.parent().context("no directory")?.to_path_buf();
+    if dir.ends_with("examples") {
+        dir.pop();
+    }
+    let bin = dir.join("forkyard-mapreduce-node");
+    if std::env::var_os("FORKYARD_PREBUILT").is_some() && bin.is_file() {
+        return Ok(bin);
+    }
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "forkyard-mapreduce",
+        "--bin",
+        "forkyard-mapreduce-node",
+    ]);
+    if dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    let built = cmd.status().is_ok_and(|s| s.success());
+    if !built && !bin.is_file() {
+        bail!("cannot build {}", bin.display());
     }
     Ok(bin)
 }
@@ -92,7 +73,7 @@ impl Rig {
         let mut rig = Rig {
             server: NatsServer::start().context("cannot start nats-server")?,
             nodes: Vec::new(),
-            bin: wordcount_bin()?,
+            bin: node_bin()?,
             workers,
             tmp: tempfile::tempdir()?,
         };
@@ -192,7 +173,7 @@ pub(crate) fn run(seed: u64, quick: bool) -> Result<bool> {
     let mut struck = Struck::default();
     let result = rt.block_on(async {
         let cluster = rig.config().connect().await?;
-        let job = MapReduce::new(ExampleWordCount)
+        let job = MapReduce::new(WordCount::new())
             .input(LineFiles::new([&corpus]))
             .out_dir(&out)
             .reducers(reducers)

@@ -829,3 +829,50 @@ fn progress_bar(on: bool, phase: Phase, len: u64) -> indicatif::ProgressBar {
     });
     bar
 }
+
+/// The ids of the jobs whose stream, KV bucket or object store is on the
+/// server: running jobs, and what a coordinator killed mid-job left (run
+/// the same job again to resume it, or [`remove_job`]).
+pub async fn jobs_on(cluster: &Cluster) -> Result<Vec<String>, DistError> {
+    let mut names = cluster.js.stream_names();
+    let mut ids = std::collections::BTreeSet::new();
+    while let Some(name) = names.next().await {
+        let name = name.map_err(|e| DistError::broker("cannot list the server's streams", e))?;
+        let rest = name
+            .strip_prefix("KV_")
+            .or_else(|| name.strip_prefix("OBJ_"))
+            .unwrap_or(&name);
+        if let Some(id) = rest.strip_prefix(super::wire::STREAM_PREFIX) {
+            ids.insert(id.to_string());
+        }
+    }
+    Ok(ids.into_iter().collect())
+}
+
+/// Deletes job `id`'s stream, KV bucket and object store from the server
+/// (nodes stop serving it); `Ok(false)` when none of them was there. For a
+/// job nobody will resume: its committed work is lost with them.
+pub async fn remove_job(cluster: &Cluster, id: &str) -> Result<bool, DistError> {
+    check_id(id)?;
+    let before = jobs_on(cluster).await?;
+    if !before.iter().any(|j| j == id) {
+        return Ok(false);
+    }
+    Infra::delete(cluster, id).await;
+    if jobs_on(cluster).await?.iter().any(|j| j == id) {
+        return Err(DistError::broker(
+            format!("job {id} is still on the server"),
+            "the broker did not delete all of its stream, bucket and object store",
+        ));
+    }
+    Ok(true)
+}
+
+/// A job id: letters, digits and `-` (it becomes part of stream and subject
+/// names, where `.`, `*`, `>` and spaces mean something else).
+fn check_id(id: &str) -> Result<(), DistError> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(Error::Invalid(format!("job id {id:?}: use letters, digits and '-'")).into());
+    }
+    Ok(())
+}

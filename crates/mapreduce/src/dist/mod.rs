@@ -89,6 +89,13 @@
 //! ```
 //!
 //! `examples/wordcount.rs` is this with a command line (`--serve`, `--nats`).
+//! The crate's node program, `forkyard-mapreduce-node --serve --nats URL
+//! --workers N`, is the same node for the library's jobs
+//! ([`crate::jobs`]): install it on each machine (`cargo install --path
+//! crates/mapreduce --bin forkyard-mapreduce-node`) and submit
+//! [`jobs::WordCount`](crate::jobs::WordCount) jobs from any program.
+//! `--list-jobs` and `--remove-job ID` show and delete what jobs left on
+//! the server ([`jobs_on`], [`remove_job`]).
 //!
 //! # Caveats
 //!
@@ -129,7 +136,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 pub use call::{CallError, Caller, Service, Services};
-pub use coordinator::{DistOptions, DistReport};
+pub use coordinator::{DistOptions, DistReport, jobs_on, remove_job};
 pub use node::Node;
 pub use wire::{RejectReason, Rejection};
 

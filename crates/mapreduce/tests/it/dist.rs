@@ -1,5 +1,5 @@
 //! The distributed engine against a real `nats-server` on loopback and real
-//! node processes (the `wordcount` example, `--serve`), each killed by pid.
+//! node processes (`forkyard-mapreduce-node --serve`), each killed by pid.
 //!
 //! Every test starts its own server (testkit's `NatsServer`: free port,
 //! temporary store) and skips, saying so, when `nats-server` is not on PATH
@@ -10,79 +10,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use forkyard_mapreduce::dist::{
-    CallError, Caller, ConnectFailure, DistError, DistOptions, NatsConfig, RejectReason, Service,
+    CallError, Caller, ConnectFailure, DistError, DistOptions, NatsConfig, RejectReason,
 };
-use forkyard_mapreduce::{Emit, Fault, Job, LineFiles, MapReduce, Phase};
+use forkyard_mapreduce::jobs::{CountWords, WordCount};
+use forkyard_mapreduce::{Fault, LineFiles, MapReduce, Phase};
 use forkyard_testkit::nats::NatsServer;
 use forkyard_testkit::{live_descendants, stat, wait_for, wait_for_async};
 use rustix::process::{Pid, Signal, kill_process};
 
 use crate::support::*;
 
-/// The `wordcount` example's job, by its name: the nodes run the example's
-/// code, the test only describes the job.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct WordCount;
-
-impl Job for WordCount {
-    type Key = Vec<u8>;
-    type Value = u64;
-    type Output = u64;
-    const COMBINES: bool = true;
-    fn name() -> &'static str {
-        "wordcount::WordCount"
-    }
-    fn map(&self, line: &[u8], emit: &mut Emit<'_, Vec<u8>, u64>) {
-        for w in line.split(|b| b.is_ascii_whitespace()) {
-            if !w.is_empty() {
-                emit.emit_ref(w, 1);
-            }
-        }
-    }
-    fn combine(&self, _w: &Vec<u8>, c: &mut u64, more: u64) {
-        *c += more;
-    }
-    fn reduce(&self, _w: &Vec<u8>, counts: Vec<u64>, emit: &mut dyn FnMut(u64)) {
-        emit(counts.iter().sum());
-    }
-}
-
-/// The example's remote call, by its name.
-struct CountWords;
-impl Service for CountWords {
-    type Req = String;
-    type Resp = u64;
-    const NAME: &'static str = "count-words";
-    fn call(_: String) -> Result<u64, String> {
-        unreachable!("served by the nodes")
-    }
-}
-
-/// The `wordcount` example binary, built by `cargo test`/nextest next to
-/// this test binary (built here, once, if it is not).
-fn wordcount_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir");
-        let bin = dir.join("examples").join("wordcount");
-        if !bin.is_file() {
-            eprintln!("building the wordcount example for the distributed tests");
-            let status = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "-p",
-                    "forkyard-mapreduce",
-                    "--example",
-                    "wordcount",
-                ])
-                .status()
-                .expect("cargo");
-            assert!(status.success(), "cannot build the wordcount example");
-        }
-        bin
-    })
-    .clone()
+/// The node program (the crate's `[[bin]]`, built by cargo for the tests):
+/// it serves the library's jobs and calls (`forkyard_mapreduce::jobs`).
+fn node_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_forkyard-mapreduce-node"))
 }
 
 /// A server and node processes.
@@ -112,7 +53,7 @@ impl Rig {
     }
 
     fn add_node(&mut self) {
-        let child = Command::new(wordcount_bin())
+        let child = Command::new(node_bin())
             .args(["--serve", "--nats", &self.server.url(), "--workers", "2"])
             .env("TMPDIR", self.tmp.path())
             .stdin(Stdio::null())
@@ -171,7 +112,7 @@ fn input(dir: &Path, seed: u64) -> (PathBuf, Vec<u8>) {
 }
 
 fn dist_job(input: &Path, out: &Path) -> MapReduce<WordCount> {
-    MapReduce::new(WordCount)
+    MapReduce::new(WordCount::new())
         .input(LineFiles::new([input]))
         .out_dir(out)
         .reducers(3)
@@ -193,7 +134,7 @@ async fn a_job_on_three_nodes_writes_what_the_local_engine_writes() {
         .run_on(&cluster)
         .await
         .unwrap();
-    let exe = wordcount_bin();
+    let exe = node_bin();
     let local = dist_job(&inp, &dir.path().join("local"))
         .workers(2)
         .worker_command(move || Command::new(&exe))
@@ -554,7 +495,7 @@ async fn an_unreachable_server_is_a_clear_error_and_so_is_a_wrong_password() {
         .close()
         .await;
     // The node says so and exits non-zero.
-    let out = Command::new(wordcount_bin())
+    let out = Command::new(node_bin())
         .args(["--serve", "--nats", &server.url()])
         .env("NATS_USER", "fy")
         .env("NATS_PASSWORD", "wrong")
