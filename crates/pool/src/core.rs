@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use forkyard_supervise::{Backoff, BackoffState, BreakerConfig, BreakerState, CircuitBreaker};
 
-use crate::error::Why;
+use crate::error::{TaskError, Why};
 use crate::events::{ExitCause, Outcome, PoolEvent};
 use crate::stats::{Counters, FailureKind, Histograms, WorkerState};
 
@@ -173,7 +173,7 @@ pub(crate) enum Failure {
     },
     Cancelled,
     ShuttingDown,
-    Task(String),
+    Task(TaskError),
     Protocol(Why),
     Unavailable(Why),
     /// Its request could not be sent (too large for a frame, or not encodable).
@@ -200,7 +200,7 @@ pub(crate) enum Action<Req, Resp> {
     /// Results of some of a chunk's items, by their index in the whole chunk.
     Items {
         task: TaskId,
-        results: Vec<(u32, Result<Resp, String>)>,
+        results: Vec<(u32, Result<Resp, TaskError>)>,
     },
     /// A chunk's end: every item answered (`None`), or the failure of every
     /// item not answered.
@@ -711,7 +711,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         &mut self,
         worker: WorkerId,
         task: TaskId,
-        result: Result<Resp, String>,
+        result: Result<Resp, TaskError>,
         now: Instant,
     ) {
         let known = self
@@ -769,7 +769,7 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         &mut self,
         worker: WorkerId,
         task: TaskId,
-        mut results: Vec<(u32, Result<Resp, String>)>,
+        mut results: Vec<(u32, Result<Resp, TaskError>)>,
         now: Instant,
     ) {
         let on_worker = self

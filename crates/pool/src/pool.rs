@@ -36,7 +36,7 @@ use crate::core::{
     Action, Autoscale, Core, Failure, KillReason, Payload, Refused, Rules, TaskId, TaskRules,
     WorkerId,
 };
-use crate::error::{BuildError, ControlError, PoolError, Why};
+use crate::error::{BuildError, ControlError, PoolError, TaskError, Why};
 use crate::events::{Emitter, Outcome, PoolEvent, Subscription};
 use crate::protocol::{FromWorker, ToWorker};
 use crate::stats::{FailureKind, Stats, WorkerStats};
@@ -776,7 +776,7 @@ enum Event<Resp> {
     Done {
         worker: WorkerId,
         task: TaskId,
-        result: Result<Resp, String>,
+        result: Result<Resp, TaskError>,
     },
     Protocol {
         worker: WorkerId,
@@ -785,7 +785,7 @@ enum Event<Resp> {
     Items {
         worker: WorkerId,
         task: TaskId,
-        results: Vec<(u32, Result<Resp, String>)>,
+        results: Vec<(u32, Result<Resp, TaskError>)>,
     },
     Cancelled {
         worker: WorkerId,
@@ -1153,7 +1153,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
     }
 
     /// Results of some of a chunk's items, for its batch.
-    fn items(&mut self, task: TaskId, results: Vec<(u32, Result<Resp, String>)>) {
+    fn items(&mut self, task: TaskId, results: Vec<(u32, Result<Resp, TaskError>)>) {
         let Some((Caller::Chunk(to), permit)) = self.callers.get_mut(&task) else {
             return;
         };
