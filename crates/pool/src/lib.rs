@@ -103,14 +103,14 @@
 //! ```rust,standalone_crate
 //! use std::time::Duration;
 //! use futures::StreamExt;
-//! use forkyard_pool::{CallOptions, Outcome, Pool, PoolError, ShutdownMode};
+//! use forkyard_pool::{CallOptions, Outcome, Pool, PoolError, ShutdownMode, TaskError};
 //!
 //! fn main() {
 //!     if forkyard_pool::worker::is_worker() {
 //!         // In a worker: answer tasks until told to drain.
 //!         forkyard_pool::worker::serve(|n: u64| async move {
 //!             match n {
-//!                 13 => Err("13 is unlucky".to_string()),
+//!                 13 => Err(TaskError::new("Unlucky", "13 is unlucky")),
 //!                 1_000_000 => std::future::pending().await, // never ends
 //!                 n => Ok(n * n),
 //!             }
@@ -131,10 +131,14 @@
 //!         // One call.
 //!         assert_eq!(pool.call(12).await.unwrap(), 144);
 //!
-//!         // A batch, in order: one result per item, a failed item in its place.
+//!         // A batch, in order: one result per item, a failed item in its
+//!         // place, with the kind of error its handler gave.
 //!         let squares: Vec<Result<u64, PoolError>> = pool.map(10..16).collect().await;
 //!         assert_eq!(squares[0].as_ref().unwrap(), &100);
-//!         assert!(matches!(&squares[3], Err(PoolError::Task(m)) if m == "13 is unlucky"));
+//!         match &squares[3] {
+//!             Err(PoolError::Task(e)) => assert_eq!(e.kind(), Some("Unlucky")),
+//!             other => panic!("{other:?}"),
+//!         }
 //!
 //!         // A deadline: the task is abandoned and fails with TimedOut.
 //!         let late = pool.call_with(1_000_000, CallOptions::within(Duration::from_millis(100)));
@@ -232,7 +236,7 @@ pub mod worker;
 
 pub use crate::core::{Autoscale, RecycleReason, ShutdownMode};
 pub use call::{CallOptions, CancelToken, TaskHandle};
-pub use error::{BuildError, Cause, ControlError, PoolError};
+pub use error::{BuildError, Cause, ControlError, PoolError, TaskError};
 pub use events::{ExitCause, Outcome, PoolEvent, Subscription};
 pub use map::{MapOptions, MapStream, MapUnordered};
 pub use pool::{Builder, Pool, ShutdownReport, TaskOutcome, WorkerEnd};

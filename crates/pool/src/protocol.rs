@@ -10,10 +10,11 @@
 //! worker -> pool   "Ready"
 //! pool -> worker   {"Task":{"id":7,"req":<request>}}
 //! worker -> pool   {"Done":{"id":7,"result":{"Ok":<response>}}}
-//! worker -> pool   {"Done":{"id":8,"result":{"Err":"message"}}}
+//! worker -> pool   {"Done":{"id":8,"result":{"Err":{"kind":"ValueError","message":"bad input","detail":"Traceback ..."}}}}
+//! worker -> pool   {"Done":{"id":8,"result":{"Err":{"message":"bad input"}}}}
 //!
 //! pool -> worker   {"Chunk":{"id":9,"items":[<request>,<request>,<request>]}}
-//! worker -> pool   {"Items":{"id":9,"results":[[0,{"Ok":<response>}],[2,{"Err":"message"}]]}}
+//! worker -> pool   {"Items":{"id":9,"results":[[0,{"Ok":<response>}],[2,{"Err":{"kind":"KeyError","message":"x"}}]]}}
 //! worker -> pool   {"Items":{"id":9,"results":[[1,{"Ok":<response>}]]}}
 //!
 //! pool -> worker   {"Cancel":{"id":10}}
@@ -28,7 +29,7 @@
 //! - **Task.** Answer every `Task` exactly once with a `Done` carrying the
 //!   same `id`, in any order: several tasks and chunks may be in flight at
 //!   once (pipelining), up to the pool's `max_in_flight_per_worker`. `Err`
-//!   carries the handler's error as text; the worker keeps serving.
+//!   carries the handler's error (see *Errors* below); the worker keeps serving.
 //! - **Chunk** (a piece of a batch, `Pool::map`). One
 //!   message carries many items; the worker runs its handler once per item
 //!   (in order or concurrently, as it likes) and answers every item exactly
@@ -39,6 +40,17 @@
 //!   sends results while it works (say every few milliseconds) lets the pool
 //!   keep them if it dies later: the pool re-runs only the items that got no
 //!   result, and never runs an answered item again.
+//! - **Errors.** An `Err` is an object with a `message` (a string), and
+//!   optionally a `kind` (a string a program can match on: the exception's
+//!   class, the error's name or code) and a `detail` (a string for a human:
+//!   a traceback, a stack), leaving out what it does not have. A worker
+//!   keeps a detail to about [`TaskError::DETAIL_MAX`](crate::TaskError::DETAIL_MAX)
+//!   bytes (its beginning and its end); the pool cuts a longer one the same
+//!   way. A bare string, `{"Err":"message"}`, the form before errors had
+//!   kinds, is still read: a message without kind. The pool gives the error
+//!   to the caller as [`PoolError::Task`](crate::PoolError::Task) with a
+//!   [`TaskError`](crate::TaskError). (Between Rust processes, over
+//!   postcard, it is a struct of three fields: `kind`, `message`, `detail`.)
 //! - **Cancel.** The task or chunk `id` is no longer wanted. The worker stops
 //!   it (drops the handler's work, starts none of the chunk's remaining
 //!   items) and then answers `Cancelled` with that id; after `Cancelled`
@@ -64,6 +76,8 @@
 //! with [`PoolError::Protocol`](crate::PoolError::Protocol).
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::TaskError;
 
 /// From the pool to a worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,8 +116,8 @@ pub enum FromWorker<Resp> {
     Done {
         /// The id from the `Task`.
         id: u64,
-        /// The handler's result; `Err` carries its message.
-        result: Result<Resp, String>,
+        /// The handler's result.
+        result: Result<Resp, TaskError>,
     },
     /// Answers to some of a chunk's items.
     Items {
@@ -111,7 +125,7 @@ pub enum FromWorker<Resp> {
         id: u64,
         /// `(index, result)` pairs: the item's position in the chunk's
         /// `items`, and the handler's result for it.
-        results: Vec<(u32, Result<Resp, String>)>,
+        results: Vec<(u32, Result<Resp, TaskError>)>,
     },
     /// The task or chunk `id` was abandoned on `Cancel`: nothing more comes for it.
     Cancelled {
@@ -124,11 +138,21 @@ pub enum FromWorker<Resp> {
 mod tests {
     use super::*;
 
+    fn to(m: ToWorker<u64>) -> String {
+        serde_json::to_string(&m).unwrap()
+    }
+
+    fn from(m: FromWorker<u64>) -> String {
+        serde_json::to_string(&m).unwrap()
+    }
+
+    fn parse(text: &str) -> FromWorker<u64> {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
     /// The JSON-lines shapes the module docs promise to workers in other languages.
     #[test]
     fn json_shapes_are_the_documented_ones() {
-        let to = |m: ToWorker<u64>| serde_json::to_string(&m).unwrap();
-        let from = |m: FromWorker<u64>| serde_json::to_string(&m).unwrap();
         assert_eq!(
             to(ToWorker::Task { id: 7, req: 3 }),
             r#"{"Task":{"id":7,"req":3}}"#
@@ -143,31 +167,135 @@ mod tests {
         assert_eq!(to(ToWorker::Cancel { id: 10 }), r#"{"Cancel":{"id":10}}"#);
         assert_eq!(to(ToWorker::Drain), r#""Drain""#);
         assert_eq!(from(FromWorker::Ready), r#""Ready""#);
-        assert_eq!(
-            from(FromWorker::Done {
-                id: 8,
-                result: Err("message".into())
-            }),
-            r#"{"Done":{"id":8,"result":{"Err":"message"}}}"#
-        );
-        let items = r#"{"Items":{"id":9,"results":[[0,{"Ok":2}],[2,{"Err":"message"}]]}}"#;
-        assert_eq!(
-            from(FromWorker::Items {
-                id: 9,
-                results: vec![(0, Ok(2)), (2, Err("message".into()))]
-            }),
-            items
-        );
-        assert_eq!(
-            serde_json::from_str::<FromWorker<u64>>(items).unwrap(),
-            FromWorker::Items {
-                id: 9,
-                results: vec![(0, Ok(2)), (2, Err("message".into()))]
-            }
-        );
+        let typed = TaskError::new("ValueError", "bad input").with_detail("Traceback ...");
+        let done = r#"{"Done":{"id":8,"result":{"Err":{"kind":"ValueError","message":"bad input","detail":"Traceback ..."}}}}"#;
+        let msg = FromWorker::Done {
+            id: 8,
+            result: Err(typed),
+        };
+        assert_eq!(from(msg.clone()), done);
+        assert_eq!(parse(done), msg);
+        let untyped = FromWorker::Done {
+            id: 8,
+            result: Err(TaskError::untyped("bad input")),
+        };
+        let done = r#"{"Done":{"id":8,"result":{"Err":{"message":"bad input"}}}}"#;
+        assert_eq!(from(untyped.clone()), done);
+        assert_eq!(parse(done), untyped);
+        let items = r#"{"Items":{"id":9,"results":[[0,{"Ok":2}],[2,{"Err":{"kind":"KeyError","message":"x"}}]]}}"#;
+        let msg = FromWorker::Items {
+            id: 9,
+            results: vec![(0, Ok(2)), (2, Err(TaskError::new("KeyError", "x")))],
+        };
+        assert_eq!(from(msg.clone()), items);
+        assert_eq!(parse(items), msg);
         assert_eq!(
             from(FromWorker::Cancelled { id: 10 }),
             r#"{"Cancelled":{"id":10}}"#
         );
+    }
+
+    /// Workers from before errors had kinds send a bare string: still read, as
+    /// a message without kind, in `Done` and in `Items`; so are explicit nulls
+    /// and fields this pool does not know.
+    #[test]
+    fn older_and_looser_error_forms_still_parse() {
+        let cases: &[(&str, Option<&str>, &str, Option<&str>)] = &[
+            (
+                r#""ValueError: bad input""#,
+                None,
+                "ValueError: bad input",
+                None,
+            ),
+            (r#"{"message":"m"}"#, None, "m", None),
+            (
+                r#"{"kind":null,"message":"m","detail":null}"#,
+                None,
+                "m",
+                None,
+            ),
+            (
+                r#"{"detail":"d","message":"m","kind":"K"}"#,
+                Some("K"),
+                "m",
+                Some("d"),
+            ),
+            (
+                r#"{"kind":"K","message":"","code":42}"#,
+                Some("K"),
+                "",
+                None,
+            ),
+        ];
+        for &(err, kind, message, detail) in cases {
+            for text in [
+                format!(r#"{{"Done":{{"id":1,"result":{{"Err":{err}}}}}}}"#),
+                format!(r#"{{"Items":{{"id":1,"results":[[0,{{"Err":{err}}}]]}}}}"#),
+            ] {
+                let e = match parse(&text) {
+                    FromWorker::Done { result: Err(e), .. } => e,
+                    FromWorker::Items { mut results, .. } => results.remove(0).1.unwrap_err(),
+                    other => panic!("{text}: {other:?}"),
+                };
+                assert_eq!(
+                    (e.kind(), e.message(), e.detail()),
+                    (kind, message, detail),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    /// An error without a message, a message that is not a string, or a field
+    /// given twice is a decoding error (a protocol error), not a guess.
+    #[test]
+    fn malformed_errors_are_refused() {
+        for err in [
+            r#"{"kind":"K"}"#,
+            r#"{"message":3}"#,
+            r#"{"message":"a","message":"b"}"#,
+            "17",
+            "[]",
+        ] {
+            let text = format!(r#"{{"Done":{{"id":1,"result":{{"Err":{err}}}}}}}"#);
+            assert!(
+                serde_json::from_str::<FromWorker<u64>>(&text).is_err(),
+                "{text}"
+            );
+        }
+    }
+
+    /// A detail longer than the bound keeps its head and its tail, on
+    /// character boundaries, with the count of what was cut; whether it is cut
+    /// by the worker (`with_detail`) or on arrival (a foreign worker's).
+    #[test]
+    fn a_long_detail_is_cut_to_its_head_and_tail() {
+        let long: String = "é".repeat(20_000) + "the innermost frame";
+        let check = |e: &TaskError| {
+            let detail = e.detail().unwrap();
+            assert!(detail.len() <= TaskError::DETAIL_MAX, "{}", detail.len());
+            assert!(detail.starts_with("ééé"));
+            assert!(detail.ends_with("the innermost frame"));
+            let cut: usize = detail
+                .split("[... ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no note of the cut"));
+            let note = format!("\n[... {cut} bytes cut ...]\n").len();
+            assert_eq!(
+                detail.len() - note + cut,
+                long.len(),
+                "the note counts what is gone"
+            );
+        };
+        check(&TaskError::untyped("m").with_detail(long.clone()));
+        let wire = serde_json::json!({"Done": {"id": 1, "result": {"Err": {"message": "m", "detail": long}}}});
+        match serde_json::from_value::<FromWorker<u64>>(wire).unwrap() {
+            FromWorker::Done { result: Err(e), .. } => check(&e),
+            other => panic!("{other:?}"),
+        }
+        let short = TaskError::untyped("m").with_detail("short");
+        assert_eq!(short.detail(), Some("short"));
     }
 }

@@ -256,7 +256,7 @@ async fn answer(client: async_nats::Client, pool: CallPool, msg: async_nats::jet
         });
         match tokio::time::timeout(Duration::from_millis(left), call).await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(PoolError::Task(e))) => Err(e),
+            Ok(Err(PoolError::Task(e))) => Err(e.to_string()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("the deadline passed while the call ran".into()),
         }

@@ -53,7 +53,7 @@ async fn errors_are_not_cached_unless_a_negative_ttl_is_set() {
     let plain = Cached::builder(pool.clone()).build();
     for _ in 0..3 {
         let e = plain.call(Job::Fail { key: 1 }).await.unwrap_err();
-        assert!(matches!(&*e, PoolError::Task(m) if m == "key 1 fails"));
+        assert!(matches!(&*e, PoolError::Task(m) if m.message() == "key 1 fails"));
     }
     assert_eq!(plain.stats().executions, 3, "each failing call runs again");
     let negative = Cached::builder(pool.clone())
@@ -129,7 +129,7 @@ proptest! {
                     counted.fetch_add(1, Ordering::Relaxed);
                     tokio::task::yield_now().await;
                     if key.is_multiple_of(5) {
-                        Err(PoolError::Task(format!("key {key}")))
+                        Err(PoolError::Task(format!("key {key}").into()))
                     } else {
                         Ok(vec![key; 100])
                     }

@@ -43,7 +43,7 @@ async fn map_gives_every_result_in_order_and_a_failed_item_does_not_fail_the_str
             Ok(v) => assert_eq!(*v, i as u64),
             Err(PoolError::Task(m)) => {
                 assert_eq!(i % 97, 0);
-                assert_eq!(m, &format!("item {i}"));
+                assert_eq!(m.to_string(), format!("item {i}"));
             }
             Err(e) => panic!("item {i}: {e}"),
         }
@@ -166,7 +166,9 @@ async fn a_chunk_too_large_for_a_frame_is_split_and_a_single_item_that_cannot_fi
     assert_eq!(results.len(), 5);
     for (r, c) in results[..4].iter().zip(['a', 'b', 'c', 'd']) {
         match r {
-            Err(PoolError::Task(m)) => assert!(m.len() == 6 << 20 && m.starts_with(c)),
+            Err(PoolError::Task(m)) => {
+                assert!(m.message().len() == 6 << 20 && m.message().starts_with(c))
+            }
             other => panic!("expected the item's own error, got {other:?}"),
         }
     }

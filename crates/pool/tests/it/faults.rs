@@ -130,7 +130,9 @@ async fn a_handler_panic_is_a_task_error_and_the_worker_keeps_serving() {
     let pool = builder(&[]).workers(1).build().await.unwrap();
     let pid = pool.call(Job::Pid).await.unwrap();
     match pool.call(Job::Panic).await {
-        Err(PoolError::Task(message)) => assert!(message.contains("panicked"), "{message}"),
+        Err(PoolError::Task(error)) => {
+            assert!(error.message().contains("panicked"), "{error}")
+        }
         other => panic!("expected a task error, got {other:?}"),
     }
     assert_eq!(

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use forkyard_ipc::Codec;
 use forkyard_pool::protocol::{FromWorker, ToWorker};
-use forkyard_pool::{Builder, CallOptions, MapOptions, Outcome, Pool, PoolError, ShutdownMode};
+use forkyard_pool::{
+    Builder, CallOptions, MapOptions, Outcome, Pool, PoolError, ShutdownMode, TaskError,
+};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -126,7 +128,7 @@ fn fail(kind: &str, message: &str) -> Work {
 /// The text of a task error, or a panic naming what came instead.
 fn task_error(result: Result<Value, PoolError>) -> String {
     match result {
-        Err(PoolError::Task(message)) => message,
+        Err(PoolError::Task(error)) => error.to_string(),
         other => panic!("expected a task error, got {other:?}"),
     }
 }
@@ -396,8 +398,8 @@ pub(crate) async fn map_answers_each_item(cmd: &Cmd, builtin: &str) {
         assert_eq!(i, j);
         for result in [a, b] {
             match (i, result) {
-                (250, Err(PoolError::Task(message))) => {
-                    assert_eq!(message, format!("{builtin}: item 250"))
+                (250, Err(PoolError::Task(error))) => {
+                    assert_eq!(error.to_string(), format!("{builtin}: item 250"))
                 }
                 (i, Ok(value)) if i != 250 => assert_eq!(value, json!(i)),
                 (i, other) => panic!("item {i}: {other:?}"),
@@ -596,7 +598,7 @@ async fn chunk_results(
     chunk: u64,
     len: usize,
     others: &mut Vec<FromWorker<Value>>,
-) -> (BTreeMap<u32, Result<Value, String>>, usize) {
+) -> (BTreeMap<u32, Result<Value, TaskError>>, usize) {
     let mut results = BTreeMap::new();
     let mut messages = 0;
     while results.len() < len {
@@ -638,7 +640,10 @@ pub(crate) async fn wire_chunks_answer_every_item_once(cmd: &Cmd, builtin: &str,
     let (results, _) = chunk_results(&mut wire, 1, 200, &mut others).await;
     for (index, result) in &results {
         match index {
-            7 => assert_eq!(result, &Err(format!("{builtin}: item 7"))),
+            7 => assert_eq!(
+                result.as_ref().map_err(|e| e.to_string()),
+                Err(format!("{builtin}: item 7"))
+            ),
             i => assert_eq!(result, &Ok(json!(i))),
         }
     }
@@ -676,7 +681,10 @@ pub(crate) async fn wire_chunks_answer_every_item_once(cmd: &Cmd, builtin: &str,
         assert_eq!(text.as_str().map(str::len), Some(9 * MIB as usize));
     }
     let too_large = results[&3].as_ref().unwrap_err();
-    assert!(too_large.contains("over the frame limit"), "{too_large}");
+    assert!(
+        too_large.message().contains("over the frame limit"),
+        "{too_large}"
+    );
     wire.drain().await;
     base.assert_clean().await;
 }
@@ -1073,7 +1081,7 @@ async fn the_pool_worker_script_still_serves_jobs() {
     assert_eq!(pool.call(Job::Echo(42)).await.unwrap(), 42);
     assert_eq!(pool.call(Job::Sleep { ms: 5, value: 7 }).await.unwrap(), 7);
     match pool.call(Job::Fail("bad input".into())).await {
-        Err(PoolError::Task(message)) => assert_eq!(message, "ValueError: bad input"),
+        Err(PoolError::Task(error)) => assert_eq!(error.to_string(), "ValueError: bad input"),
         other => panic!("expected a task error, got {other:?}"),
     }
     match pool.call(Job::Crash).await {
