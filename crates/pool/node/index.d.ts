@@ -19,13 +19,29 @@ export function serve<Req = any, Resp = any>(
   options?: ServeOptions,
 ): void;
 
-/** Fails a task with a kind of your choosing: `"<kind>: <message>"`. */
+/** Fails a task with a kind of your choosing (the Rust caller's `TaskError::kind`). */
 export class TaskError extends Error {
   constructor(message: string, kind?: string);
   kind: string;
 }
 
-/** The text a failed task answers with: `"<kind>: <message>"`. */
+/** A failed task's error as it goes to the pool. */
+export interface ErrorParts {
+  /** The error's `code` if a non-empty string, else its `name` (or class name). */
+  kind: string;
+  /** `err.message`, or the thrown value as text. */
+  message: string;
+  /** `err.stack`, kept to about `DETAIL_MAX` bytes. */
+  detail?: string;
+}
+
+/** A thrown value as the pool's error: kind, message, stack. */
+export function errorParts(error: unknown): ErrorParts;
+
+/** The text the Rust caller sees: `"<kind>: <message>"`. */
 export function describeError(error: unknown): string;
 
 export const DEFAULT_MAX_LINE: number;
+
+/** The most bytes of an error's detail (its stack) sent: 16 KiB. */
+export const DETAIL_MAX: number;

@@ -14,7 +14,8 @@
  *     worker -> parent  the same hello with "sends" and "receives" swapped
  *     worker -> parent  "Ready"
  *     parent -> worker  {"Task":{"id":7,"req":<request>}}
- *     worker -> parent  {"Done":{"id":7,"result":{"Ok":<response>}}}   or {"Err":"TypeError: ..."}
+ *     worker -> parent  {"Done":{"id":7,"result":{"Ok":<response>}}}
+ *                    or {"Done":{"id":7,"result":{"Err":{"kind":"TypeError","message":"...","detail":"<stack>"}}}}
  *     parent -> worker  {"Chunk":{"id":9,"items":[<request>,...]}}
  *     worker -> parent  {"Items":{"id":9,"results":[[0,{"Ok":<response>}],...]}}  (each index once)
  *     parent -> worker  {"Cancel":{"id":10}}
@@ -32,15 +33,17 @@ const net = require('node:net');
 const DEFAULT_MAX_LINE = 16 * 1024 * 1024;
 
 /**
- * How often, at most, a running chunk sends the results it has (as the Rust
- * worker does), so a worker that dies mid-chunk loses only the items since.
+ * The most bytes of an error's detail (its stack) sent, as forkyard-pool's
+ * `TaskError::DETAIL_MAX`: a longer one keeps its head and its tail.
  */
-const PART_EVERY_MS = 20;
+const DETAIL_MAX = 16 * 1024;
+const DETAIL_HEAD = 4 * 1024;
 
 /**
  * Fails a task with an error kind and message of your choosing:
- * `throw new TaskError('no such user', 'NotFound')` answers
- * `"NotFound: no such user"` (the Rust caller gets `PoolError::Task`).
+ * `throw new TaskError('no such user', 'NotFound')` answers kind `NotFound`,
+ * message `no such user` (the Rust caller gets `PoolError::Task(e)` with
+ * `e.kind() == Some("NotFound")`).
  */
 class TaskError extends Error {
   constructor(message, kind = 'TaskError') {
@@ -51,23 +54,60 @@ class TaskError extends Error {
 }
 
 /**
- * The text a failed task answers with: `"<kind>: <message>"`. The kind is
- * the error's `name` (`TypeError`, or a `TaskError`'s kind), or its class
- * name when `name` was left as plain `Error` by a subclass; a thrown value
- * that is not an Error is `Error: <its text>`. An empty message leaves the
- * kind alone.
+ * A thrown value as the pool's error: `{ kind, message, detail }`.
+ *
+ * - kind: the error's `code` when it is a non-empty string (`ENOENT`,
+ *   `ERR_INVALID_ARG_TYPE`), else its `name` (`TypeError`, a `TaskError`'s
+ *   kind), or its class name when a subclass left `name` as plain `Error`;
+ *   `Error` for a thrown value that is not an Error.
+ * - message: `err.message`, or the thrown value as text.
+ * - detail: `err.stack`, kept to about DETAIL_MAX bytes (its head and its tail).
+ */
+function errorParts(error) {
+  if (!(error instanceof Error)) {
+    let message;
+    try {
+      message = String(error);
+    } catch {
+      message = Object.prototype.toString.call(error);
+    }
+    return { kind: 'Error', message };
+  }
+  const ctor = error.constructor && error.constructor.name;
+  let kind = error.name && error.name !== 'Error' ? String(error.name) : ctor || 'Error';
+  if (typeof error.code === 'string' && error.code) kind = error.code;
+  const parts = { kind, message: String(error.message) };
+  if (typeof error.stack === 'string') parts.detail = boundDetail(error.stack);
+  return parts;
+}
+
+/**
+ * The text the Rust caller sees for a failed task (its `TaskError`
+ * displayed): `"<kind>: <message>"`, or the kind alone when the message is
+ * empty.
  */
 function describeError(error) {
-  let kind = 'Error';
-  let message;
-  if (error instanceof Error) {
-    const ctor = error.constructor && error.constructor.name;
-    kind = error.name && error.name !== 'Error' ? error.name : ctor || 'Error';
-    message = error.message;
-  } else {
-    message = String(error);
-  }
+  const { kind, message } = errorParts(error);
   return message ? `${kind}: ${message}` : kind;
+}
+
+/**
+ * `detail` kept to about DETAIL_MAX bytes of UTF-8: its first 4 KiB and its
+ * end, with a line saying how many bytes were cut between them. (Cut by
+ * UTF-16 units, so a text beyond ASCII may keep a little more; the pool cuts
+ * what arrives to DETAIL_MAX bytes exactly.)
+ */
+function boundDetail(detail) {
+  const bytes = Buffer.byteLength(detail);
+  if (bytes <= DETAIL_MAX) return detail;
+  const head = detail.slice(0, DETAIL_HEAD);
+  const tail = detail.slice(detail.length - (DETAIL_MAX - DETAIL_HEAD - 40));
+  const cut = bytes - Buffer.byteLength(head) - Buffer.byteLength(tail);
+  return `${head}\n[... ${cut} bytes cut ...]\n${tail}`;
+}
+
+function errJson(error) {
+  return `{"Err":${JSON.stringify(errorParts(error))}}`;
 }
 
 function short(text, limit = 200) {
@@ -89,7 +129,7 @@ function ok(value) {
 }
 
 function errText(kind, message) {
-  return `{"Err":${JSON.stringify(`${kind}: ${message}`)}}`;
+  return `{"Err":${JSON.stringify({ kind, message })}}`;
 }
 
 function fail(message) {
@@ -106,13 +146,15 @@ function fail(message) {
  * - Every task the pool sends runs at once: as many overlap as the pool
  *   grants (`max_in_flight_per_worker`). A handler that computes without
  *   awaiting holds the event loop: such tasks run one at a time.
- * - A thrown error (or a rejected promise) answers its task with
- *   `"<kind>: <message>"` (see `describeError`): the Rust caller gets
- *   `PoolError::Task`, which it tells apart from a crash
+ * - A thrown error (or a rejected promise) answers its task with its kind,
+ *   message and stack (see `errorParts`): the Rust caller gets
+ *   `PoolError::Task` with a `TaskError` (`kind()`, `message()`,
+ *   `detail()`), which it tells apart from a crash
  *   (`PoolError::WorkerCrashed`). The worker keeps serving.
  * - A chunk (`Pool::map`) runs its items one after the other through the same
- *   handler (`{ signal, id, index }`) and sends results every 20 ms or so
- *   while it runs.
+ *   handler (`{ signal, id, index }`). The results of items that finish back
+ *   to back go out together; as soon as the chunk waits (an item awaits I/O
+ *   or a timer), whatever finished goes out, and the rest at its end.
  * - On `Cancel`, `signal` aborts. A handler that rejects then (as `fetch`,
  *   timers/promises and streams do with the signal) answers `Cancelled`; a
  *   chunk starts none of its remaining items. A handler that ignores its
@@ -275,7 +317,7 @@ class Worker {
         this.settled();
         return;
       }
-      result = `{"Err":${JSON.stringify(describeError(error))}}`;
+      result = errJson(error);
     }
     this.running.delete(job.id);
     let line = `{"Done":{"id":${job.id},"result":${result}}}`;
@@ -303,11 +345,15 @@ class Worker {
           stopped = true;
           break;
         }
-        result = `{"Err":${JSON.stringify(describeError(error))}}`;
+        result = errJson(error);
       }
       job.results.push([index, result]);
+      // Sent once the event loop turns: items that finish back to back run
+      // in one turn (their awaits are microtasks) and go out together; an
+      // item that waits for I/O or a timer lets the turn end, and what
+      // finished before it goes out then, not after it.
       if (job.timer === null) {
-        job.timer = setTimeout(() => this.sendResults(job), PART_EVERY_MS);
+        job.timer = setImmediate(() => this.sendResults(job));
       }
     }
     this.running.delete(job.id);
@@ -319,7 +365,7 @@ class Worker {
   /** Sends a chunk's results so far, in Items messages that fit a frame. */
   sendResults(job) {
     if (job.timer !== null) {
-      clearTimeout(job.timer);
+      clearImmediate(job.timer);
       job.timer = null;
     }
     const results = job.results;
@@ -395,4 +441,4 @@ class Worker {
   }
 }
 
-module.exports = { serve, TaskError, describeError, DEFAULT_MAX_LINE };
+module.exports = { serve, TaskError, describeError, errorParts, DEFAULT_MAX_LINE, DETAIL_MAX };

@@ -30,6 +30,17 @@ function fail({ kind, message }) {
   throw new forkyard.TaskError(message, kind);
 }
 
+// Two functions in turn, so a stack of `depth` frames (every one kept).
+function deepA(n, message) {
+  if (n <= 0) throw new Refused(message);
+  return deepB(n - 1, message);
+}
+
+function deepB(n, message) {
+  if (n <= 0) throw new Refused(message);
+  return deepA(n - 1, message);
+}
+
 async function meet({ n, within_ms: withinMs }) {
   const mine = generation;
   waiting += 1;
@@ -112,6 +123,15 @@ async function handle(request, { signal }) {
       return value;
     case 'Fail':
       return fail(value);
+    case 'Deep': {
+      const limit = Error.stackTraceLimit;
+      Error.stackTraceLimit = Infinity;
+      try {
+        return deepA(value.depth, value.message);
+      } finally {
+        Error.stackTraceLimit = limit;
+      }
+    }
     case 'Meet':
       return meet(value);
     case 'WaitFile':

@@ -15,7 +15,7 @@ The parent builds its pool with the JSON-lines codec
 script. See ``serve`` for the options and the README for the whole story.
 """
 
-from ._worker import TaskError, describe_error, serve
+from ._worker import DETAIL_MAX, TaskError, describe_error, error_kind, serve
 
-__all__ = ["serve", "TaskError", "describe_error"]
+__all__ = ["serve", "TaskError", "describe_error", "error_kind", "DETAIL_MAX"]
 __version__ = "0.1.0"

@@ -8,9 +8,9 @@ The wire (one JSON document per line, each way; forkyard-pool's
     worker -> parent  "Ready"
     parent -> worker  {"Task":{"id":7,"req":<request>}}
     worker -> parent  {"Done":{"id":7,"result":{"Ok":<response>}}}
-                   or {"Done":{"id":7,"result":{"Err":"ValueError: bad input"}}}
+                   or {"Done":{"id":7,"result":{"Err":{"kind":"ValueError","message":"bad input","detail":"Traceback ..."}}}}
     parent -> worker  {"Chunk":{"id":9,"items":[<request>,<request>,<request>]}}
-    worker -> parent  {"Items":{"id":9,"results":[[0,{"Ok":<response>}],[1,{"Err":"..."}]]}}
+    worker -> parent  {"Items":{"id":9,"results":[[0,{"Ok":<response>}],[1,{"Err":{...}}]]}}
                       (any number of these; every index answered once)
     parent -> worker  {"Cancel":{"id":10}}
     worker -> parent  {"Cancelled":{"id":10}}   (once stopped; nothing more for 10)
@@ -25,6 +25,9 @@ One asyncio event loop reads the channel, starts every task as it arrives
 writes each answer as its task ends. Answers that end together go out in one
 write. Sync handlers run on a thread pool, so the loop keeps reading while
 they work (and sees ``Cancel`` and ``Drain``).
+
+An error answers with its kind, message and traceback (``detail``, kept to
+its first 4 KiB and its last 12 KiB or so when longer than ``DETAIL_MAX``).
 """
 
 import asyncio
@@ -34,49 +37,87 @@ import os
 import socket
 import sys
 import threading
+import traceback
 from collections import deque
 from queue import SimpleQueue
 
 # forkyard-ipc's default frame limit: no parent sends a longer line.
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
 
-# How often, at most, a running chunk sends the results it has (as the Rust
-# worker does), so a worker that dies mid-chunk loses only the items since.
+# How often, at most, a chunk running on a thread (a sync handler) sends the
+# results it has, so a worker that dies mid-chunk loses only the items since.
+# (An async chunk sends them whenever it waits: see _Worker.add_result.)
 PART_EVERY = 0.02
+
+# The most bytes of an error's detail (its traceback) sent, as forkyard-pool's
+# TaskError::DETAIL_MAX: a longer one keeps its head and its tail.
+DETAIL_MAX = 16 * 1024
+_DETAIL_HEAD = 4 * 1024
 
 
 class TaskError(Exception):
     """Fails a task with an error kind and message of your choosing.
 
-    ``raise TaskError("no such user", kind="NotFound")`` answers the task with
-    ``"NotFound: no such user"``: the Rust caller gets
-    ``PoolError::Task("NotFound: no such user")``. Any other exception
-    answers with its class name the same way (``"ValueError: bad input"``);
-    ``TaskError`` is for kinds that are not a Python class.
+    ``raise TaskError("no such user", kind="NotFound")`` answers the task
+    with kind ``NotFound`` and message ``no such user``: the Rust caller gets
+    ``PoolError::Task(e)`` with ``e.kind() == Some("NotFound")``. Any other
+    exception answers with its class as the kind (``ValueError``);
+    ``TaskError`` is for kinds that are not a Python class. ``detail``
+    replaces the traceback sent with it.
     """
 
-    def __init__(self, message, kind="TaskError"):
+    def __init__(self, message, kind="TaskError", detail=None):
         super().__init__(message)
         self.kind = kind
+        self.detail = detail
+
+
+def error_kind(error):
+    """The kind a failed task answers with: the exception's class name,
+    qualified with its module unless it is a builtin or defined in
+    ``__main__`` (as Python's tracebacks print it: ``ValueError``,
+    ``mymodule.NotFound``, ``Outer.Inner``); ``TaskError`` gives its own.
+    """
+    if isinstance(error, TaskError):
+        return error.kind
+    cls = type(error)
+    kind = cls.__qualname__
+    if cls.__module__ not in ("builtins", "__main__"):
+        kind = f"{cls.__module__}.{kind}"
+    return kind
 
 
 def describe_error(error):
-    """The text a failed task answers with: ``"<kind>: <message>"``.
-
-    The kind is the exception's class name, qualified with its module unless
-    it is a builtin or defined in ``__main__`` (as Python's tracebacks print
-    it); ``TaskError`` gives its own kind. An empty message leaves the kind
-    alone.
+    """The text the Rust caller sees for a failed task (its ``TaskError``
+    displayed): ``"<kind>: <message>"``, or the kind alone when the message
+    is empty.
     """
-    if isinstance(error, TaskError):
-        kind = error.kind
-    else:
-        cls = type(error)
-        kind = cls.__qualname__
-        if cls.__module__ not in ("builtins", "__main__"):
-            kind = f"{cls.__module__}.{kind}"
+    kind = error_kind(error)
     message = str(error)
     return f"{kind}: {message}" if message else kind
+
+
+def bound_detail(detail):
+    """``detail`` kept to at most ``DETAIL_MAX`` bytes of UTF-8: its first
+    4 KiB and its end (where a traceback has the innermost frame and the
+    exception), with a line saying how many bytes were cut between them.
+    """
+    data = detail.encode("utf-8", "replace")
+    if len(data) <= DETAIL_MAX:
+        return detail
+    # The note is at most 40 bytes; the tail gets what is left. A character
+    # split at either cut is dropped (and counted as cut).
+    head = data[:_DETAIL_HEAD].decode("utf-8", "ignore")
+    tail = data[len(data) - (DETAIL_MAX - _DETAIL_HEAD - 40):].decode("utf-8", "ignore")
+    cut = len(data) - len(head.encode()) - len(tail.encode())
+    return f"{head}\n[... {cut} bytes cut ...]\n{tail}"
+
+
+def _detail(error):
+    if isinstance(error, TaskError) and error.detail is not None:
+        return bound_detail(str(error.detail))
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    return bound_detail("".join(lines))
 
 
 class ProtocolError(Exception):
@@ -116,15 +157,19 @@ def serve(handler, *, threads=None, max_line=DEFAULT_MAX_LINE):
       1: one task at a time, in arrival order). More threads help handlers
       that wait on I/O or release the GIL; CPU-bound Python code needs more
       workers, not threads.
-    - An exception answers its task with ``"<kind>: <message>"`` (see
-      ``describe_error``) and the worker keeps serving: the Rust caller gets
-      ``PoolError::Task``, which it tells apart from a crash
-      (``PoolError::WorkerCrashed``). A response that cannot be encoded as
-      JSON fails its task the same way (``TypeError: ...``).
+    - An exception answers its task with its kind (see ``error_kind``), its
+      message (``str(exc)``) and its traceback, and the worker keeps serving:
+      the Rust caller gets ``PoolError::Task`` with a ``TaskError``
+      (``kind()``, ``message()``, ``detail()``), which it tells apart from a
+      crash (``PoolError::WorkerCrashed``). A response that cannot be encoded
+      as JSON fails its task the same way (kind ``TypeError``).
     - A chunk (``Pool::map`` on the Rust side) runs its items one after the
-      other, through the same handler, and sends their results every 20 ms or
-      so while it runs and the rest at its end; several chunks in flight run
-      at once, as tasks do.
+      other, through the same handler; several chunks in flight run at once,
+      as tasks do. With an async handler the results of items that finish
+      back to back go out together, and as soon as the chunk waits (an item
+      awaits something), whatever finished goes out. A chunk on a thread
+      sends its results every 20 ms or so while it runs. Either way the rest
+      goes out at its end.
     - On ``Cancel`` an async handler is cancelled at its current ``await``
       (``asyncio.CancelledError``: clean up in ``finally``) and the worker
       answers ``Cancelled``; a chunk starts none of its remaining items. A
@@ -493,11 +538,15 @@ class _Worker:
         return True
 
     def add_result(self, job, index, result, threadsafe=False):
-        if not threadsafe:  # on the loop's thread: no lock needed
+        if not threadsafe:
+            # On the loop's thread (an async chunk): no lock needed. The send
+            # runs at the loop's next turn, which comes only when the chunk
+            # waits (an item awaits something that is not ready) or ends:
+            # items that finish back to back go out together, and none waits
+            # for a later item that does.
             job.pending.append((index, result))
             if job.timer is None:
-                job.timer = True
-                self.schedule_results(job)
+                job.timer = self.loop.call_soon(self.send_results, job)
             return
         with job.lock:
             job.pending.append((index, result))
@@ -544,10 +593,16 @@ class _Worker:
             return self.err_text(type(error).__name__, f"the response is not JSON: {error}")
 
     def err(self, error):
-        return b'{"Err":' + _to_json(describe_error(error)).encode() + b"}"
+        """`{"Err":{"kind":..,"message":..,"detail":..}}` as JSON bytes."""
+        try:
+            message = str(error)
+        except Exception as broken:  # a __str__ that raises
+            message = f"<the exception's str() raised {type(broken).__name__}>"
+        fields = {"kind": str(error_kind(error)), "message": message, "detail": _detail(error)}
+        return b'{"Err":' + _to_json(fields).encode() + b"}"
 
     def err_text(self, kind, message):
-        return b'{"Err":' + _to_json(f"{kind}: {message}").encode() + b"}"
+        return b'{"Err":' + _to_json({"kind": kind, "message": message}).encode() + b"}"
 
     def send(self, message):
         self.send_line(_encode(message))

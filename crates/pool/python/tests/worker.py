@@ -59,6 +59,18 @@ def fail(kind, message):
     raise forkyard_pool.TaskError(message, kind=kind)
 
 
+def deep_a(n, message):
+    if n <= 0:
+        raise Refused(message)
+    return deep_b(n - 1, message)
+
+
+def deep_b(n, message):
+    if n <= 0:
+        raise Refused(message)
+    return deep_a(n - 1, message)
+
+
 def common(request):
     """The requests whose handling is the same in both modes; None if not one."""
     if request == "Pid":
@@ -85,6 +97,8 @@ def common(request):
             return True, value
         if kind == "Fail":
             fail(value["kind"], value["message"])
+        if kind == "Deep":
+            deep_a(value["depth"], value["message"])
         if kind == "CrashOnce":
             marker = value["marker"]
             if not os.path.exists(marker):

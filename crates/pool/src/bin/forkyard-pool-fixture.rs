@@ -8,6 +8,8 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use forkyard_pool::TaskError;
+
 #[path = "../../tests/it/job.rs"]
 mod job;
 
@@ -75,15 +77,29 @@ fn pool_worker(rest: &[String]) -> Result<ExitCode, String> {
     }
 }
 
-async fn run_job(job: job::Job) -> Result<u64, String> {
+async fn run_job(job: job::Job) -> Result<u64, TaskError> {
     use crate::job::Job;
     match job {
         Job::Echo(n) => Ok(n),
+        Job::FailTyped {
+            kind,
+            message,
+            detail_bytes,
+        } => {
+            let mut detail = String::new();
+            let mut frame = 0;
+            while (detail.len() as u64) < detail_bytes.saturating_sub(10) {
+                detail.push_str(&format!("frame {frame}\n"));
+                frame += 1;
+            }
+            detail.push_str("innermost");
+            Err(TaskError::new(kind, message).with_detail(detail))
+        }
         Job::Sleep { ms, value } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(value)
         }
-        Job::Fail(message) => Err(message),
+        Job::Fail(message) => Err(TaskError::untyped(message)),
         Job::Panic => panic!("the job asked for a panic"),
         Job::Crash => std::process::abort(),
         Job::Exit0 => std::process::exit(0),
@@ -118,7 +134,7 @@ async fn run_job(job: job::Job) -> Result<u64, String> {
             .create_new(true)
             .open(&path)
             .map(|_| 1)
-            .map_err(|e| format!("{path}: {e}")),
+            .map_err(|e| TaskError::untyped(format!("{path}: {e}"))),
         Job::CrashOnce { marker } => {
             if std::fs::OpenOptions::new()
                 .write(true)

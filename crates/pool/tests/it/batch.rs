@@ -91,19 +91,18 @@ async fn a_worker_that_answers_part_of_a_chunk_then_dies_loses_no_item_and_runs_
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let pool = builder(&[]).workers(2).retries(1).build().await.unwrap();
-    // A worker sends a chunk's finished items when one that waited ends at
-    // least 20 ms into the chunk: the sleep lasts longer than that, so a, b
-    // and the sleep go out when it ends (a bound, not a race). The test waits
-    // for those three results before it releases the WaitFile, so the crash
-    // right after it cannot come before the parent has them, however slow
-    // anything is. The WaitFile itself may or may not have been sent before
-    // the crash: it answers at once when re-run (its file is there), and the
-    // Touch items fail if they run twice.
+    // A worker sends a chunk's finished items as soon as one has to wait:
+    // a, b and the sleep go out when the WaitFile starts waiting. The test
+    // waits for those three results before it releases the WaitFile, so the
+    // crash right after it cannot come before the parent has them, however
+    // slow anything is. The WaitFile itself may or may not have been sent
+    // before the crash: it answers at once when re-run (its file is there),
+    // and the Touch items fail if they run twice.
     let release = path("release");
     let items = vec![
         Job::Touch { path: path("a") },
         Job::Touch { path: path("b") },
-        Job::Sleep { ms: 30, value: 9 },
+        Job::Sleep { ms: 1, value: 9 },
         Job::WaitFile {
             path: release.clone(),
             value: 3,
@@ -139,6 +138,44 @@ async fn a_worker_that_answers_part_of_a_chunk_then_dies_loses_no_item_and_runs_
     let stats = pool.stats();
     assert_eq!(stats.crashes, 1);
     assert_eq!(stats.retried, 1, "the chunk's rest re-ran once");
+    pool.shutdown(drain()).await;
+    base.assert_clean().await;
+}
+
+/// A chunk's items that are done go out as soon as a later item has to
+/// wait, not when it ends: the first item's result reaches the caller while
+/// the second waits for a file the test creates only after it has that
+/// result (a deadline against a stuck worker, no timing). Then the rest, in
+/// order, from the same chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_streams_its_finished_items_while_a_later_one_waits() {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let pool = builder(&[]).workers(1).build().await.unwrap();
+    let wait = |value| Job::WaitFile {
+        path: release.to_string_lossy().into_owned(),
+        value,
+    };
+    let items = vec![Job::Echo(1), Job::Echo(2), wait(3), Job::Echo(4), wait(5)];
+    let options = MapOptions {
+        chunk_size: Some(5),
+        ..MapOptions::default()
+    };
+    let mut stream = pool.map_with(items, options);
+    for expected in [1, 2] {
+        let next = tokio::time::timeout(crate::support::DEADLINE, stream.next())
+            .await
+            .expect("items 1 and 2 arrive while item 3 waits")
+            .expect("the stream goes on");
+        assert_eq!(next.unwrap(), expected);
+    }
+    assert!(!release.exists(), "released only now");
+    std::fs::write(&release, b"").unwrap();
+    let rest: Vec<u64> = stream.map(Result::unwrap).collect().await;
+    assert_eq!(rest, [3, 4, 5]);
+    let stats = pool.stats();
+    assert_eq!((stats.submitted, stats.completed), (5, 5));
     pool.shutdown(drain()).await;
     base.assert_clean().await;
 }

@@ -15,8 +15,19 @@ pub(crate) enum Job {
         /// What to answer.
         value: u64,
     },
-    /// The handler returns this error message.
+    /// The handler returns this error message (a `String`: no kind).
     Fail(String),
+    /// The handler returns a `TaskError` of this kind, with this message and
+    /// a detail of `detail_bytes` bytes (lines of `frame N`, the last one
+    /// `innermost`).
+    FailTyped {
+        /// The error's kind.
+        kind: String,
+        /// The error's message.
+        message: String,
+        /// How long a detail to attach.
+        detail_bytes: u64,
+    },
     /// The handler panics.
     Panic,
     /// The worker process aborts (SIGABRT) mid-task.

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::python::{
-    Cmd, Work, answers_and_typed_errors, cancel_kills_a_handler_that_goes_on,
+    Cmd, Stack, Work, answers_and_typed_errors, cancel_kills_a_handler_that_goes_on,
     cancel_stops_a_running_handler, crashes_fail_or_rerun, drain_answers_tasks_in_flight,
     garbage_is_a_protocol_error, hangs_time_out_and_are_replaced, map_answers_each_item,
-    map_reruns_only_unanswered_items_after_a_crash, pool_of, tasks_overlap,
-    wire_cancel_stops_async_work, wire_chunk_results_go_out_before_a_crash,
+    map_reruns_only_unanswered_items_after_a_crash, map_streams_finished_items_while_one_waits,
+    pool_of, tasks_overlap, wire_cancel_stops_async_work, wire_chunk_results_go_out_before_a_crash,
     wire_chunks_answer_every_item_once, wire_drain_answers_tasks_in_flight,
     wire_unreadable_message_exits_1,
 };
@@ -42,7 +42,7 @@ fn node() -> Cmd {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_answers_and_typed_errors() {
-    answers_and_typed_errors(&node(), "TypeError").await;
+    answers_and_typed_errors(&node(), "TypeError", Stack::Node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,6 +160,11 @@ async fn node_module_installs_with_npm_and_serves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_map_answers_each_item() {
     map_answers_each_item(&node(), "TypeError").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_map_streams_finished_items_while_one_waits() {
+    map_streams_finished_items_while_one_waits(&node()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use crate::job::Job;
-use forkyard_pool::{BuildError, Pool, PoolError, ShutdownMode};
+use forkyard_pool::protocol::FromWorker;
+use forkyard_pool::{BuildError, Pool, PoolError, ShutdownMode, TaskError};
 
 use crate::support::{Baseline, builder};
 
@@ -113,4 +116,112 @@ for line in r:
     })
     .await;
     base.assert_clean().await;
+}
+
+/// A Rust handler's `TaskError` reaches the caller with its kind, message
+/// and detail, per call and per item of a batch; a plain error crosses
+/// without kind, a panic as kind `Panic`; a detail far longer than
+/// `TaskError::DETAIL_MAX` arrives cut to it (its head and its end), not as
+/// a frame too large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_handlers_typed_error_crosses_with_its_kind() {
+    let base = Baseline::take().await;
+    let pool = builder(&[]).workers(1).build().await.unwrap();
+    let typed = |kind: &str, detail_bytes| Job::FailTyped {
+        kind: kind.into(),
+        message: "no such user".into(),
+        detail_bytes,
+    };
+    let error = |r: Result<u64, PoolError>| match r {
+        Err(PoolError::Task(e)) => e,
+        other => panic!("expected a task error, got {other:?}"),
+    };
+    let e = error(pool.call(typed("NotFound", 30)).await);
+    assert_eq!(e.kind(), Some("NotFound"));
+    assert_eq!(e.message(), "no such user");
+    assert_eq!(e.detail(), Some("frame 0\nframe 1\nframe 2\ninnermost"));
+    assert_eq!(
+        PoolError::Task(e).to_string(),
+        "the task failed: NotFound: no such user"
+    );
+    // 8 MiB of detail: cut by the worker, and the result still fits a frame.
+    let e = error(pool.call(typed("Deep", 8 << 20)).await);
+    let detail = e.detail().unwrap();
+    assert!(detail.len() <= TaskError::DETAIL_MAX, "{}", detail.len());
+    assert!(detail.starts_with("frame 0\n") && detail.ends_with("innermost"));
+    assert!(detail.contains(" bytes cut ...]"), "a note of the cut");
+    let e = error(pool.call(Job::Fail("plain".into())).await);
+    assert_eq!((e.kind(), e.message(), e.detail()), (None, "plain", None));
+    let e = error(pool.call(Job::Panic).await);
+    assert_eq!(e.kind(), Some("Panic"));
+    assert!(e.message().contains("the job asked for a panic"), "{e}");
+    // Per item of a batch: each failed item with its own kind.
+    let items = vec![Job::Echo(1), typed("A", 0), Job::Echo(3), typed("B", 0)];
+    let results: Vec<_> = pool.map(items).collect().await;
+    let kinds: Vec<Result<u64, Option<String>>> = results
+        .into_iter()
+        .map(|r| r.map_err(|e| error(Err(e)).kind().map(str::to_owned)))
+        .collect();
+    assert_eq!(
+        kinds,
+        [Ok(1), Err(Some("A".into())), Ok(3), Err(Some("B".into()))]
+    );
+    assert_eq!(pool.stats().crashes, 0);
+    pool.shutdown(ShutdownMode::Drain {
+        grace: Duration::from_secs(10),
+    })
+    .await;
+    base.assert_clean().await;
+}
+
+/// Between Rust processes (postcard, the default codec) an error keeps its
+/// kind, message and detail, and one without kind or detail stays so.
+#[tokio::test]
+async fn task_errors_round_trip_over_postcard() {
+    let (a, b) = forkyard_ipc::Channel::<FromWorker<u64>, FromWorker<u64>>::pair().unwrap();
+    let (mut tx, _) = a.split();
+    let (_, mut rx) = b.split();
+    let sent = [
+        FromWorker::Done {
+            id: 1,
+            result: Err(TaskError::new("NotFound", "no such user").with_detail("at lookup")),
+        },
+        FromWorker::Items {
+            id: 2,
+            results: vec![
+                (0, Ok(7)),
+                (1, Err(TaskError::untyped("plain"))),
+                (2, Err(TaskError::new("", ""))),
+            ],
+        },
+    ];
+    for message in &sent {
+        tx.send(message).await.unwrap();
+    }
+    for message in sent {
+        assert_eq!(rx.recv().await.unwrap(), Some(message));
+    }
+}
+
+/// How task errors read: `Display` (`kind: message`, as errors read before
+/// they had kinds), `Debug` (every part), and inside `PoolError`.
+#[test]
+fn task_error_messages() {
+    let errors = [
+        TaskError::new("ValueError", "bad input")
+            .with_detail("Traceback ...\nValueError: bad input"),
+        TaskError::new("ValueError", ""),
+        TaskError::untyped("13 is unlucky"),
+    ];
+    let shown: Vec<(String, String, String)> = errors
+        .into_iter()
+        .map(|e| {
+            (
+                e.to_string(),
+                format!("{e:?}"),
+                PoolError::Task(e).to_string(),
+            )
+        })
+        .collect();
+    insta::assert_debug_snapshot!(shown);
 }

@@ -33,6 +33,11 @@ pub(crate) enum Work {
     /// (`ValueError`, `TypeError`), the worker's own class `Refused`, or any
     /// other name through the package's `TaskError`.
     Fail { kind: String, message: String },
+    /// Recurses `depth` calls deep (two functions in turn, so no line
+    /// repeats and Python's tracebacks do not fold them; Node keeps every
+    /// frame), then fails with `Refused: message`: a traceback or stack of
+    /// tens of KiB.
+    Deep { depth: u64, message: String },
     /// A barrier: waits until `n` tasks are in the handler at once on this
     /// worker, then answers `n`; a task that waits longer than `within_ms`
     /// leaves and fails with `TimeoutError: k of n tasks ran at once` (so a
@@ -127,9 +132,55 @@ fn fail(kind: &str, message: &str) -> Work {
 
 /// The text of a task error, or a panic naming what came instead.
 fn task_error(result: Result<Value, PoolError>) -> String {
+    typed_error(result).to_string()
+}
+
+/// A task error, or a panic naming what came instead.
+fn typed_error(result: Result<Value, PoolError>) -> TaskError {
     match result {
-        Err(PoolError::Task(error)) => error.to_string(),
+        Err(PoolError::Task(error)) => error,
         other => panic!("expected a task error, got {other:?}"),
+    }
+}
+
+/// What a language's worker puts in an error's detail.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stack {
+    /// A Python traceback: `Traceback (most recent call last):`, frames,
+    /// then `Kind: message` last.
+    Python,
+    /// A Node `err.stack`: `name: message` first, then `    at` frames.
+    Node,
+}
+
+impl Stack {
+    /// Checks `detail` is this language's trace of an error reading
+    /// `Kind: message`, and gives its first and last lines.
+    fn check(self, detail: Option<&str>, shown: &str) -> (String, String) {
+        let detail = detail.unwrap_or_else(|| panic!("no detail for {shown}"));
+        let first = detail.lines().next().unwrap_or_default().to_owned();
+        let last = detail
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        match self {
+            Stack::Python => {
+                assert_eq!(first, "Traceback (most recent call last):", "{detail}");
+                assert_eq!(last, shown, "{detail}");
+            }
+            Stack::Node => {
+                // `name: message` as the error had them when made: a subclass
+                // that leaves `name` alone reads `Error: ...` here.
+                let (_, message) = shown.split_once(": ").unwrap();
+                assert!(first.ends_with(&format!(": {message}")), "{detail}");
+                assert!(last.starts_with("    at "), "{detail}");
+                // Where in Node's internals the stack ends varies by version.
+                return (first, "    at [a frame]".into());
+            }
+        }
+        (first, last)
     }
 }
 
@@ -166,9 +217,11 @@ async fn drain(pool: WorkPool) -> forkyard_pool::ShutdownReport {
 
 // ---- the scenarios, for any language -----------------------------------------
 
-/// Answers of any JSON shape; errors come back typed (`Kind: message`) as
-/// `PoolError::Task`, not as a crash, and the worker lives on.
-pub(crate) async fn answers_and_typed_errors(cmd: &Cmd, builtin: &str) {
+/// Answers of any JSON shape; errors come back typed as `PoolError::Task`
+/// (kind, message, the language's traceback or stack as detail; displayed
+/// `Kind: message`), not as a crash, and the worker lives on. A trace of
+/// tens of KiB arrives cut to `TaskError::DETAIL_MAX`, its end kept.
+pub(crate) async fn answers_and_typed_errors(cmd: &Cmd, builtin: &str, stack: Stack) {
     let base = Baseline::take().await;
     let pool = pool_of(cmd).workers(1).build().await.unwrap();
     let first = pid(&pool).await;
@@ -182,14 +235,43 @@ pub(crate) async fn answers_and_typed_errors(cmd: &Cmd, builtin: &str) {
         task_error(call(&pool, fail(builtin, "bad input")).await),
         format!("{builtin}: bad input")
     );
+    // The worker's own error class: its name is the kind.
+    let refused = typed_error(call(&pool, fail("Refused", "not today")).await);
     assert_eq!(
-        task_error(call(&pool, fail("Refused", "not today")).await),
-        "Refused: not today"
+        (refused.kind(), refused.message()),
+        (Some("Refused"), "not today")
     );
+    let (head, tail) = stack.check(refused.detail(), "Refused: not today");
+    insta::assert_debug_snapshot!(
+        format!("typed_error_{stack:?}"),
+        (
+            refused.kind(),
+            refused.message(),
+            refused.to_string(),
+            head,
+            tail
+        )
+    );
+    // The package's TaskError: any kind.
+    let not_found = typed_error(call(&pool, fail("NotFound", "no such user")).await);
     assert_eq!(
-        task_error(call(&pool, fail("NotFound", "no such user")).await),
-        "NotFound: no such user"
+        (not_found.kind(), not_found.message()),
+        (Some("NotFound"), "no such user")
     );
+    assert_eq!(not_found.to_string(), "NotFound: no such user");
+    let deep = Work::Deep {
+        depth: 400,
+        message: "deep down".into(),
+    };
+    let deep = typed_error(call(&pool, deep).await);
+    assert_eq!(deep.kind(), Some("Refused"));
+    let detail = deep.detail().unwrap();
+    assert!(
+        detail.len() <= TaskError::DETAIL_MAX && detail.contains(" bytes cut ...]"),
+        "cut to DETAIL_MAX: {} bytes",
+        detail.len()
+    );
+    stack.check(Some(detail), "Refused: deep down");
     let unserializable = task_error(call(&pool, Work::Unserializable).await);
     assert!(
         unserializable.starts_with("TypeError: the response is not JSON"),
@@ -204,7 +286,7 @@ pub(crate) async fn answers_and_typed_errors(cmd: &Cmd, builtin: &str) {
     assert_eq!(stats.crashes, 0);
     assert_eq!(
         stats.failed.get(&forkyard_pool::FailureKind::Task),
-        Some(&4)
+        Some(&5)
     );
     drain(pool).await;
     base.assert_clean().await;
@@ -386,6 +468,7 @@ pub(crate) async fn map_answers_each_item(cmd: &Cmd, builtin: &str) {
         .unwrap();
     let mut items: Vec<Work> = (0..500).map(echo).collect();
     items[250] = fail(builtin, "item 250");
+    items[251] = fail("Refused", "item 251");
     let options = MapOptions {
         chunk_size: Some(32),
         ..MapOptions::default()
@@ -399,13 +482,53 @@ pub(crate) async fn map_answers_each_item(cmd: &Cmd, builtin: &str) {
         for result in [a, b] {
             match (i, result) {
                 (250, Err(PoolError::Task(error))) => {
+                    assert_eq!(error.kind(), Some(builtin));
                     assert_eq!(error.to_string(), format!("{builtin}: item 250"))
                 }
-                (i, Ok(value)) if i != 250 => assert_eq!(value, json!(i)),
+                (251, Err(PoolError::Task(error))) => {
+                    assert_eq!(
+                        (error.kind(), error.message()),
+                        (Some("Refused"), "item 251")
+                    );
+                    assert!(error.detail().is_some_and(|d| d.contains("item 251")));
+                }
+                (i, Ok(value)) if i != 250 && i != 251 => assert_eq!(value, json!(i)),
                 (i, other) => panic!("item {i}: {other:?}"),
             }
         }
     }
+    drain(pool).await;
+    base.assert_clean().await;
+}
+
+/// A chunk's finished items reach the caller while a later item waits: the
+/// test creates the file item 2 waits for only once it has items 0 and 1
+/// (a deadline against a stuck worker, no timing).
+pub(crate) async fn map_streams_finished_items_while_one_waits(cmd: &Cmd) {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let pool = pool_of(cmd).workers(1).build().await.unwrap();
+    let items = vec![
+        echo(0),
+        echo(1),
+        Work::WaitFile(release.to_str().unwrap().into()),
+        echo(3),
+    ];
+    let options = MapOptions {
+        chunk_size: Some(4),
+        ..MapOptions::default()
+    };
+    let mut stream = pool.map_with(items, options);
+    for i in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(20), stream.next()).await {
+            Ok(Some(Ok(value))) => assert_eq!(value, json!(i)),
+            other => panic!("expected item {i} while item 2 waits, got {other:?}"),
+        }
+    }
+    std::fs::write(&release, b"").unwrap();
+    let rest: Vec<Value> = stream.map(Result::unwrap).collect().await;
+    assert_eq!(rest, [json!(true), json!(3)]);
     drain(pool).await;
     base.assert_clean().await;
 }
@@ -913,8 +1036,8 @@ pub(crate) async fn wire_unreadable_message_exits_1(cmd: &Cmd) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_answers_and_typed_errors() {
-    answers_and_typed_errors(&python(&["async"]), "ValueError").await;
-    answers_and_typed_errors(&python(&["threads", "1"]), "ValueError").await;
+    answers_and_typed_errors(&python(&["async"]), "ValueError", Stack::Python).await;
+    answers_and_typed_errors(&python(&["threads", "1"]), "ValueError", Stack::Python).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1148,6 +1271,12 @@ async fn python_unreadable_message_is_named_and_exits_1() {
 async fn python_map_answers_each_item() {
     map_answers_each_item(&python(&["async"]), "ValueError").await;
     map_answers_each_item(&python(&["threads", "1"]), "ValueError").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_map_streams_finished_items_while_one_waits() {
+    map_streams_finished_items_while_one_waits(&python(&["async"])).await;
+    map_streams_finished_items_while_one_waits(&python(&["threads", "1"])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
