@@ -903,6 +903,11 @@ impl<Req: Clone, Resp> Core<Req, Resp> {
         self.settle(now);
     }
 
+    /// How many tasks `worker` has in flight (0 for a worker the core does not know).
+    pub(crate) fn in_flight_on(&self, worker: WorkerId) -> usize {
+        self.workers.get(&worker).map_or(0, |w| w.in_flight.len())
+    }
+
     /// Whether `worker` is spawned and not yet ready.
     pub(crate) fn is_starting(&self, worker: WorkerId) -> bool {
         self.workers

@@ -871,7 +871,12 @@ impl<Resp> Delivery<Resp> {
 }
 
 enum DriverCmd<Req> {
-    Dispatch { task: TaskId, req: Payload<Req> },
+    Dispatch {
+        task: TaskId,
+        req: Payload<Req>,
+        /// The worker has other tasks in flight (so batching costs no latency).
+        pipelined: bool,
+    },
     Cancel(TaskId),
     Drain,
     Kill(KillReason),
@@ -1075,7 +1080,12 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                             self.deliveries.push(Delivery::Room(permit));
                         }
                         if let Some(d) = self.drivers.get(&worker) {
-                            let _ = d.tx.send(DriverCmd::Dispatch { task, req });
+                            let pipelined = self.core.in_flight_on(worker) > 1;
+                            let _ = d.tx.send(DriverCmd::Dispatch {
+                                task,
+                                req,
+                                pipelined,
+                            });
                         }
                     }
                     Action::Cancel { worker, task } => {
@@ -1406,13 +1416,23 @@ async fn drive<Req: Message + Clone + Sync, Resp: Message>(
         tokio::select! {
             exit = child.wait() => break exit,
             cmd = cmds.recv(), if commands_open => match cmd {
-                Some(DriverCmd::Dispatch { task, req }) => {
+                Some(DriverCmd::Dispatch { task, req, pipelined }) => {
                     // Batch every dispatch already waiting into one write.
                     let mut result = feed(&mut tx, task, req, worker, &shared).await;
+                    if pipelined {
+                        // The worker is busy with others: let the tasks ready
+                        // to run submit theirs first. A caller that dispatched
+                        // wakes this driver into the runtime's next-task slot,
+                        // ahead of the other callers its answers woke, and the
+                        // write would carry one task (a tenth of the writes
+                        // and a quarter of the CPU per task with 1,000 callers
+                        // on 2 workers). A lone task goes out at once.
+                        tokio::task::yield_now().await;
+                    }
                     let mut deferred = Vec::new();
                     while result.is_ok() {
                         match cmds.try_recv() {
-                            Ok(DriverCmd::Dispatch { task, req }) => {
+                            Ok(DriverCmd::Dispatch { task, req, .. }) => {
                                 result = feed(&mut tx, task, req, worker, &shared).await
                             }
                             Ok(other) => deferred.push(other),
@@ -1501,7 +1521,7 @@ async fn handle_other<Req: Message + Clone + Sync, Resp: Message>(
     shared: &Arc<Shared<Req, Resp>>,
 ) {
     match cmd {
-        DriverCmd::Dispatch { task, req } => {
+        DriverCmd::Dispatch { task, req, .. } => {
             if feed(tx, task, req, worker, shared).await.is_err() || tx.flush().await.is_err() {
                 let _ = child.start_kill(Reason::Kill);
             }
