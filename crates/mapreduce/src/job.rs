@@ -93,6 +93,7 @@ where
     K: Hash + Eq + Serialize,
 {
     /// Emits a key-value pair.
+    #[inline(always)]
     pub fn emit(&mut self, key: K, value: V) {
         self.buffer.push(key, value, self.combine);
     }
@@ -100,6 +101,7 @@ where
     /// Emits a pair whose key is given in a borrowed form (`&[u8]` for a
     /// `Vec<u8>` key, `&str` for a `String`): the key is copied only when the
     /// buffer has not seen it yet, which is what makes a word count fast.
+    #[inline(always)]
     pub fn emit_ref<Q>(&mut self, key: &Q, value: V)
     where
         K: Borrow<Q>,

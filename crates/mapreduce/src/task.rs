@@ -311,6 +311,11 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
             }
             stats.records_in += 1;
             stats.bytes_in += record.len() as u64 + 1;
+            // Made here, not captured: a constant at the call, so that once
+            // `map` and `emit` are inlined the combiner is called directly
+            // (and inlined), not through the `dyn Fn`.
+            let combine: Option<Combiner<'_, J::Key, J::Value>> =
+                if J::COMBINES { Some(&combine_fn) } else { None };
             job.map(
                 record,
                 &mut Emit {
