@@ -26,7 +26,16 @@
 //! - **Exactly one outcome per task**: its result, or a typed [`PoolError`]:
 //!   `WorkerCrashed { exit }` (with the exit status, the rusage and the last
 //!   lines of stderr), `TimedOut`, `Cancelled`, `QueueFull`, `ShuttingDown`,
-//!   `Task(message)`, `Protocol(..)` or `Unavailable(..)`.
+//!   `Task(..)`, `Protocol(..)` or `Unavailable(..)`.
+//! - **Typed handler errors, in any language**: a handler's error arrives as
+//!   `PoolError::Task` with a [`TaskError`]: a `kind()` to match on (the
+//!   exception's class in Python, the error's code or name in Node, what a
+//!   Rust handler gave [`TaskError::new`]), a `message()`, and a `detail()`
+//!   for humans (the traceback or stack, kept to 16 KiB: its head and its
+//!   end, so a deep stack never makes an answer too large to send). Across
+//!   languages there is no exception object to rebuild, so the kind is a
+//!   name; a plain Rust error (`String`, `io::Error`) crosses as text
+//!   without kind.
 //! - **A crash fails only the tasks on that worker**, and a task with retries
 //!   left re-runs on another worker. A task past its deadline gets its
 //!   worker's whole process group killed and the worker replaced; whatever
@@ -42,8 +51,11 @@
 //!   message per chunk each way, sized automatically or by [`MapOptions`]),
 //!   the handler runs per item, a failed item is an `Err` in its place, and
 //!   at most a window of items is in flight, so a slow consumer or an endless
-//!   iterator is fine. A worker sends a chunk's results as it goes: if it
-//!   dies mid-chunk, only the items without a result run again.
+//!   iterator is fine. A worker sends a chunk's results as it goes: the
+//!   results of items that finish back to back together (every 20 ms or so,
+//!   so tiny items cost no message each), and whatever is done as soon as an
+//!   item has to wait, so a slow item never holds back finished ones. If the
+//!   worker dies mid-chunk, only the items without a result run again.
 //! - **Per-call options**: [`Pool::call_with`] takes [`CallOptions`]: a
 //!   deadline (queued or running), a run timeout, retries, and a
 //!   [`CancelToken`]. [`Pool::start`] returns a [`TaskHandle`] with the
@@ -169,7 +181,10 @@
 //! `forkyard_pool.serve(handler)`, async handlers concurrently, sync ones on
 //! threads) and the Node module in `crates/pool/node` (no npm dependency;
 //! `require('forkyard-pool').serve(handler)`, the handler gets an
-//! `AbortSignal` for cancels). The README has a short example of each; the
+//! `AbortSignal` for cancels). Both send typed errors: a Python handler that
+//! raises `QuotaExceeded("over")` fails its call with a `TaskError` whose
+//! `kind()` is `Some("QuotaExceeded")`, `message()` is `"over"` and
+//! `detail()` is the traceback. The README has a short example of each; the
 //! messages, with their exact JSON shapes, are in [`protocol`].
 //!
 //! # Compared with its peers
@@ -182,6 +197,7 @@
 //! | per-call deadline | `AsyncResult.get(timeout)` only stops waiting | no (pool-wide `idleTimeout` only) | no | `CallOptions::deadline`: queued or running |
 //! | size | fixed | `minThreads`/`maxThreads`, `idleTimeout` | `pm2 scale`, cluster mode | `resize(n)` up and down with no task lost; [`Autoscale`] between `min` and `max` on queue wait, shrinking after `idle_timeout` |
 //! | operator | none | none | CLI: restart, reload, scale, stop | `resize`, `recycle`, `open/close_breaker`, `drain`, each an event |
+//! | a handler's error | the exception, pickled, with the remote traceback as text (one that does not pickle fails otherwise) | the thrown `Error`, structured-cloned (its class and own fields lost) | logged | [`TaskError`]: kind, message, traceback or stack; from Python, Node and Rust alike |
 //!
 //! Python's batch API and its speed are the bar here: `map` of 200,000 tiny
 //! items on 2 workers measures against `Pool(2).map(..., chunksize=1000)` in
@@ -202,7 +218,8 @@
 //! - A batch's chunk is one task for the queue, the in-flight limit and the
 //!   task timeout (which a chunk gets once per item); statistics count items.
 //!   An item whose worker died after it ran but before its result went out
-//!   (results go out every 20 ms or so) runs again, like a retried call.
+//!   (results of items that finish back to back go out every 20 ms or so)
+//!   runs again, like a retried call.
 //! - A [`CallOptions::deadline`] is a `std::time::Instant`: under tokio's
 //!   paused test clock it does not move with the paused time.
 //! - A task is retried only when its worker *died* (and it has retries left):

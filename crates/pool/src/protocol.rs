@@ -37,9 +37,10 @@
 //!   `index` being the item's position in `items`, counted from 0. One `Items`
 //!   may carry any set of results, in any order; a chunk is answered when
 //!   every index has been answered once. A chunk gets no `Done`. A worker that
-//!   sends results while it works (say every few milliseconds) lets the pool
-//!   keep them if it dies later: the pool re-runs only the items that got no
-//!   result, and never runs an answered item again.
+//!   sends results while it works (say every few milliseconds, and at once
+//!   when an item has to wait) lets the pool hand them to the caller before
+//!   the chunk ends, and keep them if it dies later: the pool re-runs only
+//!   the items that got no result, and never runs an answered item again.
 //! - **Errors.** An `Err` is an object with a `message` (a string), and
 //!   optionally a `kind` (a string a program can match on: the exception's
 //!   class, the error's name or code) and a `detail` (a string for a human:
@@ -49,7 +50,7 @@
 //!   way. A bare string, `{"Err":"message"}`, the form before errors had
 //!   kinds, is still read: a message without kind. The pool gives the error
 //!   to the caller as [`PoolError::Task`](crate::PoolError::Task) with a
-//!   [`TaskError`](crate::TaskError). (Between Rust processes, over
+//!   [`TaskError`]. (Between Rust processes, over
 //!   postcard, it is a struct of three fields: `kind`, `message`, `detail`.)
 //! - **Cancel.** The task or chunk `id` is no longer wanted. The worker stops
 //!   it (drops the handler's work, starts none of the chunk's remaining
