@@ -3,27 +3,71 @@
 use std::time::Duration;
 
 use crate::job::Job;
-use forkyard_pool::{PoolError, ShutdownMode};
+use forkyard_pool::{Builder, PoolError, ShutdownMode};
 
-use crate::support::{Baseline, builder, wait_stats};
+use crate::support::{Baseline, TestPool, builder, wait_stats};
+
+/// A test's pool of fixture workers, with the leak baseline taken before it
+/// started, and tasks that hold their place until the test releases them.
+struct Fixture {
+    base: Baseline,
+    pool: TestPool,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Takes the baseline, then builds a pool of `pool-worker` fixtures as
+    /// `setup` configures it.
+    async fn start(setup: impl FnOnce(Builder<Job, u64>) -> Builder<Job, u64>) -> Fixture {
+        let base = Baseline::take().await;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = setup(builder(&[])).build().await.unwrap();
+        Fixture { base, pool, dir }
+    }
+
+    /// A task that answers `value` once [`Fixture::release`] has been called
+    /// (however long that takes: an event, not a pause).
+    fn held(&self, value: u64) -> Job {
+        Job::WaitFile {
+            path: self
+                .dir
+                .path()
+                .join("release")
+                .to_string_lossy()
+                .into_owned(),
+            value,
+        }
+    }
+
+    /// Lets every held task answer.
+    fn release(&self) {
+        std::fs::write(self.dir.path().join("release"), b"").unwrap();
+    }
+
+    /// Drains the pool (every task answered) and checks that nothing was left
+    /// behind (no process, zombie or fd).
+    async fn finish(self) {
+        self.pool
+            .shutdown(ShutdownMode::Drain {
+                grace: Duration::from_secs(10),
+            })
+            .await;
+        drop(self.dir);
+        self.base.assert_clean().await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_call_says_queue_full_and_call_waits_for_room() {
-    let base = Baseline::take().await;
-    let pool = builder(&[])
-        .workers(1)
-        .queue_capacity(2)
-        .build()
-        .await
-        .unwrap();
-    // One running, two queued: the queue is full.
+    let f = Fixture::start(|b| b.workers(1).queue_capacity(2)).await;
+    let pool = &f.pool;
+    // One running, two queued, all held: the queue is full.
     let mut calls = Vec::new();
     for value in 0..3 {
         let caller = pool.clone();
-        calls.push(tokio::spawn(async move {
-            caller.call(Job::Sleep { ms: 200, value }).await
-        }));
-        wait_stats(&pool, "the call to be submitted", |s| {
+        let job = f.held(value);
+        calls.push(tokio::spawn(async move { caller.call(job).await }));
+        wait_stats(pool, "the call to be submitted", |s| {
             s.running + s.queued == value as usize + 1
         })
         .await;
@@ -32,8 +76,15 @@ async fn try_call_says_queue_full_and_call_waits_for_room() {
         pool.try_call(Job::Echo(9)).await,
         Err(PoolError::QueueFull)
     ));
-    // `call` waits for room instead, and gets its answer.
-    assert_eq!(pool.call(Job::Echo(9)).await.unwrap(), 9);
+    // `call` waits for room instead (it is pending while the queue is
+    // full), and gets its answer once the held tasks end.
+    {
+        let mut call = std::pin::pin!(pool.call(Job::Echo(9)));
+        assert!(futures::poll!(call.as_mut()).is_pending());
+        assert_eq!(pool.stats().submitted, 3, "not in the queue yet");
+        f.release();
+        assert_eq!(call.await.unwrap(), 9);
+    }
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u64);
     }
@@ -42,41 +93,30 @@ async fn try_call_says_queue_full_and_call_waits_for_room() {
         stats.submitted, 4,
         "the refused try_call was never submitted"
     );
-    pool.shutdown(ShutdownMode::Drain {
-        grace: Duration::from_secs(10),
-    })
-    .await;
-    base.assert_clean().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelining_sends_several_tasks_to_a_worker_and_picks_the_least_loaded() {
-    let base = Baseline::take().await;
-    let pool = builder(&[])
-        .workers(2)
-        .max_in_flight_per_worker(4)
-        .build()
-        .await
-        .unwrap();
+    let f = Fixture::start(|b| b.workers(2).max_in_flight_per_worker(4)).await;
+    let pool = &f.pool;
     let calls: Vec<_> = (0..8)
         .map(|value| {
             let pool = pool.clone();
-            tokio::spawn(async move { pool.call(Job::Sleep { ms: 500, value }).await })
+            let job = f.held(value);
+            tokio::spawn(async move { pool.call(job).await })
         })
         .collect();
-    let s = wait_stats(&pool, "all eight running", |s| s.running == 8).await;
+    let s = wait_stats(pool, "all eight running", |s| s.running == 8).await;
     let loads: Vec<usize> = s.workers.iter().map(|w| w.in_flight).collect();
     assert_eq!(
         loads,
         vec![4, 4],
         "least-loaded dispatch balances the two workers"
     );
+    f.release();
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u64);
     }
-    pool.shutdown(ShutdownMode::Drain {
-        grace: Duration::from_secs(10),
-    })
-    .await;
-    base.assert_clean().await;
+    f.finish().await;
 }

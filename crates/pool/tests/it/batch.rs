@@ -6,24 +6,44 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::job::Job;
-use crate::support::{Baseline, builder, worker_pids};
-use forkyard_pool::{FailureKind, MapOptions, PoolError, ShutdownMode};
+use crate::support::{Baseline, TestPool, builder, worker_pids};
+use forkyard_pool::{Builder, FailureKind, MapOptions, PoolError, ShutdownMode};
 
-fn drain() -> ShutdownMode {
-    ShutdownMode::Drain {
-        grace: Duration::from_secs(10),
+/// A test's pool of fixture workers, with the leak baseline taken before it
+/// started and a temporary directory for the files its jobs touch.
+struct Fixture {
+    base: Baseline,
+    pool: TestPool,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Takes the baseline, then builds a pool of `pool-worker` fixtures as
+    /// `setup` configures it.
+    async fn start(setup: impl FnOnce(Builder<Job, u64>) -> Builder<Job, u64>) -> Fixture {
+        let base = Baseline::take().await;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = setup(builder(&[])).build().await.unwrap();
+        Fixture { base, pool, dir }
+    }
+
+    /// Drains the pool, removes the directory, and checks that nothing was
+    /// left behind (no process, zombie or fd).
+    async fn finish(self) {
+        self.pool
+            .shutdown(ShutdownMode::Drain {
+                grace: Duration::from_secs(10),
+            })
+            .await;
+        drop(self.dir);
+        self.base.assert_clean().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_gives_every_result_in_order_and_a_failed_item_does_not_fail_the_stream() {
-    let base = Baseline::take().await;
-    let pool = builder(&[])
-        .workers(2)
-        .max_in_flight_per_worker(2)
-        .build()
-        .await
-        .unwrap();
+    let f = Fixture::start(|b| b.workers(2).max_in_flight_per_worker(2)).await;
+    let pool = &f.pool;
     let items = (0..500u64).map(|i| {
         if i % 97 == 0 {
             Job::Fail(format!("item {i}"))
@@ -52,19 +72,13 @@ async fn map_gives_every_result_in_order_and_a_failed_item_does_not_fail_the_str
     assert_eq!(stats.submitted, 500, "items are counted one by one");
     assert_eq!(stats.completed, 500 - 6);
     assert_eq!(stats.failed.get(&FailureKind::Task), Some(&6));
-    pool.shutdown(drain()).await;
-    base.assert_clean().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_unordered_gives_each_index_exactly_once() {
-    let base = Baseline::take().await;
-    let pool = builder(&[])
-        .workers(2)
-        .max_in_flight_per_worker(4)
-        .build()
-        .await
-        .unwrap();
+    let f = Fixture::start(|b| b.workers(2).max_in_flight_per_worker(4)).await;
+    let pool = &f.pool;
     // Uneven items, so chunks finish out of order; an iterator with no
     // length hint gets the automatic chunk for unknown lengths.
     let items = (0..300u64).filter(|_| true).map(|i| Job::Sleep {
@@ -81,16 +95,14 @@ async fn map_unordered_gives_each_index_exactly_once() {
         );
     }
     assert!(seen.iter().all(|&s| s));
-    pool.shutdown(drain()).await;
-    base.assert_clean().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_answers_part_of_a_chunk_then_dies_loses_no_item_and_runs_none_twice() {
-    let base = Baseline::take().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    let pool = builder(&[]).workers(2).retries(1).build().await.unwrap();
+    let f = Fixture::start(|b| b.workers(2).retries(1)).await;
+    let path = |name: &str| f.dir.path().join(name).to_string_lossy().into_owned();
+    let pool = &f.pool;
     // A worker sends a chunk's finished items as soon as one has to wait:
     // a, b and the sleep go out when the WaitFile starts waiting. The test
     // waits for those three results before it releases the WaitFile, so the
@@ -126,7 +138,7 @@ async fn a_worker_that_answers_part_of_a_chunk_then_dies_loses_no_item_and_runs_
         results.push(next.expect("a, b and the sleep succeed"));
     }
     assert!(
-        !dir.path().join("crashed").exists(),
+        !f.dir.path().join("crashed").exists(),
         "nothing crashed before the release"
     );
     std::fs::write(&release, b"").unwrap();
@@ -138,8 +150,7 @@ async fn a_worker_that_answers_part_of_a_chunk_then_dies_loses_no_item_and_runs_
     let stats = pool.stats();
     assert_eq!(stats.crashes, 1);
     assert_eq!(stats.retried, 1, "the chunk's rest re-ran once");
-    pool.shutdown(drain()).await;
-    base.assert_clean().await;
+    f.finish().await;
 }
 
 /// A chunk's items that are done go out as soon as a later item has to
@@ -149,10 +160,9 @@ async fn a_worker_that_answers_part_of_a_chunk_then_dies_loses_no_item_and_runs_
 /// order, from the same chunk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_streams_its_finished_items_while_a_later_one_waits() {
-    let base = Baseline::take().await;
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
-    let pool = builder(&[]).workers(1).build().await.unwrap();
+    let f = Fixture::start(|b| b.workers(1)).await;
+    let release = f.dir.path().join("release");
+    let pool = &f.pool;
     let wait = |value| Job::WaitFile {
         path: release.to_string_lossy().into_owned(),
         value,
@@ -176,15 +186,14 @@ async fn a_chunk_streams_its_finished_items_while_a_later_one_waits() {
     assert_eq!(rest, [3, 4, 5]);
     let stats = pool.stats();
     assert_eq!((stats.submitted, stats.completed), (5, 5));
-    pool.shutdown(drain()).await;
-    base.assert_clean().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_too_large_for_a_frame_is_split_and_a_single_item_that_cannot_fit_fails_alone() {
-    let base = Baseline::take().await;
-    let pool = builder(&[]).workers(1).build().await.unwrap();
-    let pid = worker_pids(&pool).await;
+    let f = Fixture::start(|b| b.workers(1)).await;
+    let pool = &f.pool;
+    let pid = worker_pids(pool).await;
     // ipc's frame limit is 16 MiB: four items of 6 MiB do not fit in one
     // chunk, two do; one of 17 MiB fits nowhere.
     let big = |c: char, mib: usize| Job::Fail(c.to_string().repeat(mib << 20));
@@ -221,21 +230,15 @@ async fn a_chunk_too_large_for_a_frame_is_split_and_a_single_item_that_cannot_fi
         other => panic!("expected Unsendable, got {other:?}"),
     }
     assert_eq!(pool.call(Job::Echo(5)).await.unwrap(), 5);
-    assert_eq!(worker_pids(&pool).await, pid, "no worker was lost");
+    assert_eq!(worker_pids(pool).await, pid, "no worker was lost");
     assert_eq!(pool.stats().crashes, 0);
-    pool.shutdown(drain()).await;
-    base.assert_clean().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_stream_cancels_the_rest_of_its_batch() {
-    let base = Baseline::take().await;
-    let pool = builder(&[])
-        .workers(1)
-        .max_in_flight_per_worker(2)
-        .build()
-        .await
-        .unwrap();
+    let f = Fixture::start(|b| b.workers(1).max_in_flight_per_worker(2)).await;
+    let pool = &f.pool;
     let items = (0..10_000u64).map(|i| Job::Sleep { ms: 1, value: i });
     let options = MapOptions {
         chunk_size: Some(4),
@@ -250,7 +253,7 @@ async fn a_dropped_stream_cancels_the_rest_of_its_batch() {
     // The window held the batch back: far fewer than 10,000 items ever
     // entered the pool (at most those taken, the stream's buffer of 4 runs,
     // and the window), and what was in flight ends.
-    let stats = crate::support::wait_stats(&pool, "the batch's rest cancelled", |s| {
+    let stats = crate::support::wait_stats(pool, "the batch's rest cancelled", |s| {
         s.queued == 0 && s.running == 0
     })
     .await;
@@ -259,19 +262,13 @@ async fn a_dropped_stream_cancels_the_rest_of_its_batch() {
         stats.completed + stats.cancelled + stats.failed_total(),
         stats.submitted
     );
-    pool.shutdown(drain()).await;
-    base.assert_clean().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_token_ends_a_batch_with_cancelled_items_and_nothing_lost() {
-    let base = Baseline::take().await;
-    let pool = builder(&[])
-        .workers(2)
-        .max_in_flight_per_worker(2)
-        .build()
-        .await
-        .unwrap();
+    let f = Fixture::start(|b| b.workers(2).max_in_flight_per_worker(2)).await;
+    let pool = &f.pool;
     let token = forkyard_pool::CancelToken::new();
     let options = MapOptions {
         chunk_size: Some(4),
@@ -305,7 +302,7 @@ async fn a_cancel_token_ends_a_batch_with_cancelled_items_and_nothing_lost() {
     }
     assert!(next < 1_000, "the batch stopped early");
     assert!(cancelled > 0 || ok > 0);
-    let stats = crate::support::wait_stats(&pool, "nothing in flight", |s| {
+    let stats = crate::support::wait_stats(pool, "nothing in flight", |s| {
         s.queued == 0 && s.running == 0
     })
     .await;
@@ -314,6 +311,5 @@ async fn a_cancel_token_ends_a_batch_with_cancelled_items_and_nothing_lost() {
         stats.completed + stats.cancelled + stats.failed_total(),
         stats.submitted
     );
-    pool.shutdown(drain()).await;
-    base.assert_clean().await;
+    f.finish().await;
 }
