@@ -266,6 +266,57 @@ mod tests {
         }
     }
 
+    fn task_error(kind: Option<String>, message: String, detail: Option<String>) -> TaskError {
+        let e = match kind {
+            Some(kind) => TaskError::new(kind, message),
+            None => TaskError::untyped(message),
+        };
+        match detail {
+            Some(detail) => e.with_detail(detail),
+            None => e,
+        }
+    }
+
+    proptest::proptest! {
+        /// Any error survives the JSON wire whole, in `Done` and in `Items`.
+        #[test]
+        fn task_errors_round_trip_through_json(
+            kind in proptest::option::of(".{0,12}"),
+            message in ".{0,40}",
+            detail in proptest::option::of(".{0,40}"),
+        ) {
+            let e = task_error(kind, message, detail);
+            for msg in [
+                FromWorker::Done { id: 3, result: Err(e.clone()) },
+                FromWorker::Items { id: 4, results: vec![(1, Err(e.clone())), (0, Ok(9))] },
+            ] {
+                let text = serde_json::to_string(&msg).unwrap();
+                proptest::prop_assert_eq!(parse(&text), msg);
+            }
+        }
+
+        /// A detail is kept whole up to `DETAIL_MAX` bytes; past it, it is
+        /// at most `DETAIL_MAX` bytes that begin and end as it did.
+        #[test]
+        fn a_detail_is_bounded_and_keeps_its_ends(
+            unit in "[a-zé€😀\n]{1,4}",
+            copies in 1usize..12_000,
+        ) {
+            let detail = unit.repeat(copies);
+            let e = TaskError::untyped("m").with_detail(detail.clone());
+            let kept = e.detail().unwrap();
+            if detail.len() <= TaskError::DETAIL_MAX {
+                proptest::prop_assert_eq!(kept, detail.as_str());
+            } else {
+                proptest::prop_assert!(kept.len() <= TaskError::DETAIL_MAX);
+                let (head, tail) = kept.split_once("\n[... ").unwrap();
+                let tail = tail.split_once(" ...]\n").unwrap().1;
+                proptest::prop_assert!(detail.starts_with(head) && head.len() >= 4 * 1024 - 4);
+                proptest::prop_assert!(detail.ends_with(tail) && tail.len() >= 12 * 1024 - 60);
+            }
+        }
+    }
+
     /// A detail longer than the bound keeps its head and its tail, on
     /// character boundaries, with the count of what was cut; whether it is cut
     /// by the worker (`with_detail`) or on arrival (a foreign worker's).
