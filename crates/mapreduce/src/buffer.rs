@@ -217,31 +217,33 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         K: Ord + 'static,
     {
         let generation = self.generation;
-        let mut parts: Vec<Vec<(u64, K, Values<V>)>> =
-            (0..self.reducers).map(|_| Vec::new()).collect();
+        let mut parts: Vec<Sorted<K, V>> = (0..self.reducers).map(|_| Vec::new()).collect();
         for (key, slot) in self.map.drain() {
             if slot.generation == generation {
-                parts[slot.part as usize].push((sort_prefix(&key), key, slot.values));
+                parts[slot.part as usize].push((key, slot.values));
             }
         }
-        let parts = parts
-            .into_iter()
-            .map(|mut part| {
-                part.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-                part.into_iter().map(|(_, k, v)| (k, v)).collect()
-            })
-            .collect();
+        // Sorted in place, the prefixes computed at each comparison: a spill
+        // is when memory is tight, and a vector of prefixes would cost 8
+        // more bytes a key (or a second vector) just then.
+        for part in &mut parts {
+            part.sort_unstable_by(|a, b| {
+                sort_prefix(&a.0)
+                    .cmp(&sort_prefix(&b.0))
+                    .then_with(|| a.0.cmp(&b.0))
+            });
+        }
         self.key_bytes = 0;
         self.bytes = 0;
         parts
     }
 
     /// Hands `each` the entries of this generation, partition by partition,
-    /// sorted by key, and keeps the keys for the next generation (the next
+    /// sorted by key (each with its [`sort_prefix`]), and keeps the keys for the next generation (the next
     /// map task of this worker).
     pub(crate) fn write_sorted<E>(
         &mut self,
-        mut each: impl FnMut(usize, &[(&K, &[V])]) -> Result<(), E>,
+        mut each: impl FnMut(usize, &[(u64, &K, &[V])]) -> Result<(), E>,
     ) -> Result<(), E>
     where
         K: Ord + 'static,
@@ -253,12 +255,9 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
                 parts[slot.part as usize].push((sort_prefix(key), key, slot.values.as_slice()));
             }
         }
-        let mut sorted: Vec<(&K, &[V])> = Vec::new();
         for (r, part) in parts.iter_mut().enumerate() {
             part.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-            sorted.clear();
-            sorted.extend(part.iter().map(|&(_, k, v)| (k, v)));
-            each(r, &sorted)?;
+            each(r, part)?;
         }
         drop(parts);
         self.next_generation();
@@ -312,7 +311,7 @@ mod tests {
             .write_sorted(|_, part| {
                 out.push(
                     part.iter()
-                        .map(|(k, v)| ((*k).clone(), v.to_vec()))
+                        .map(|(_, k, v)| ((*k).clone(), v.to_vec()))
                         .collect(),
                 );
                 Ok::<(), ()>(())

@@ -353,7 +353,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
                     .create(&attempt, &part_name(r as u32))
                     .map_err(write_err)?,
             );
-            for (k, v) in part {
+            for (_, k, v) in part {
                 w.write(*k, v).map_err(write_err)?;
             }
             stats.bytes_out += w.bytes;
