@@ -18,4 +18,4 @@ script. See ``serve`` for the options and the README for the whole story.
 from ._worker import DETAIL_MAX, TaskError, describe_error, error_kind, serve
 
 __all__ = ["serve", "TaskError", "describe_error", "error_kind", "DETAIL_MAX"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
