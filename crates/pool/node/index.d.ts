@@ -21,8 +21,10 @@ export function serve<Req = any, Resp = any>(
 
 /** Fails a task with a kind of your choosing (the Rust caller's `TaskError::kind`). */
 export class TaskError extends Error {
-  constructor(message: string, kind?: string);
+  /** `detail`, if given, is sent instead of the stack. */
+  constructor(message: string, kind?: string, detail?: string);
   kind: string;
+  detail?: string;
 }
 
 /** A failed task's error as it goes to the pool. */

@@ -43,13 +43,15 @@ const DETAIL_HEAD = 4 * 1024;
  * Fails a task with an error kind and message of your choosing:
  * `throw new TaskError('no such user', 'NotFound')` answers kind `NotFound`,
  * message `no such user` (the Rust caller gets `PoolError::Task(e)` with
- * `e.kind() == Some("NotFound")`).
+ * `e.kind() == Some("NotFound")`). A `detail` string, if given, is sent
+ * instead of the stack.
  */
 class TaskError extends Error {
-  constructor(message, kind = 'TaskError') {
+  constructor(message, kind = 'TaskError', detail = undefined) {
     super(message);
     this.name = kind;
     this.kind = kind;
+    if (detail !== undefined) this.detail = String(detail);
   }
 }
 
@@ -61,7 +63,8 @@ class TaskError extends Error {
  *   kind), or its class name when a subclass left `name` as plain `Error`;
  *   `Error` for a thrown value that is not an Error.
  * - message: `err.message`, or the thrown value as text.
- * - detail: `err.stack`, kept to about DETAIL_MAX bytes (its head and its tail).
+ * - detail: a `TaskError`'s `detail`, else `err.stack`, kept to about
+ *   DETAIL_MAX bytes (its head and its tail).
  */
 function errorParts(error) {
   if (!(error instanceof Error)) {
@@ -77,7 +80,8 @@ function errorParts(error) {
   let kind = error.name && error.name !== 'Error' ? String(error.name) : ctor || 'Error';
   if (typeof error.code === 'string' && error.code) kind = error.code;
   const parts = { kind, message: String(error.message) };
-  if (typeof error.stack === 'string') parts.detail = boundDetail(error.stack);
+  const detail = error instanceof TaskError && typeof error.detail === 'string' ? error.detail : error.stack;
+  if (typeof detail === 'string') parts.detail = boundDetail(detail);
   return parts;
 }
 

@@ -27,6 +27,7 @@ const arrivals = new Set(); // wake-ups of the waiting tasks
 function fail({ kind, message }) {
   if (kind === 'Refused') throw new Refused(message);
   if (builtins[kind]) throw new builtins[kind](message);
+  if (kind === 'Detailed') throw new forkyard.TaskError(message, kind, 'given by the handler');
   throw new forkyard.TaskError(message, kind);
 }
 

@@ -56,6 +56,8 @@ def fail(kind, message):
         raise Refused(message)
     if isinstance(exc, type) and issubclass(exc, Exception):
         raise exc(message)
+    if kind == "Detailed":
+        raise forkyard_pool.TaskError(message, kind=kind, detail="given by the handler")
     raise forkyard_pool.TaskError(message, kind=kind)
 
 

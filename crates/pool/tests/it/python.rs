@@ -31,7 +31,8 @@ pub(crate) enum Work {
     Echo(Value),
     /// Fails with an error of this kind: a builtin class of the language
     /// (`ValueError`, `TypeError`), the worker's own class `Refused`, or any
-    /// other name through the package's `TaskError`.
+    /// other name through the package's `TaskError` (`Detailed`: with the
+    /// detail "given by the handler" instead of the trace).
     Fail { kind: String, message: String },
     /// Recurses `depth` calls deep (two functions in turn, so no line
     /// repeats and Python's tracebacks do not fold them; Node keeps every
@@ -259,6 +260,12 @@ pub(crate) async fn answers_and_typed_errors(cmd: &Cmd, builtin: &str, stack: St
         (Some("NotFound"), "no such user")
     );
     assert_eq!(not_found.to_string(), "NotFound: no such user");
+    // A detail of the handler's choosing instead of the trace.
+    let detailed = typed_error(call(&pool, fail("Detailed", "see detail")).await);
+    assert_eq!(
+        (detailed.kind(), detailed.detail()),
+        (Some("Detailed"), Some("given by the handler"))
+    );
     let deep = Work::Deep {
         depth: 400,
         message: "deep down".into(),
@@ -286,7 +293,7 @@ pub(crate) async fn answers_and_typed_errors(cmd: &Cmd, builtin: &str, stack: St
     assert_eq!(stats.crashes, 0);
     assert_eq!(
         stats.failed.get(&forkyard_pool::FailureKind::Task),
-        Some(&5)
+        Some(&6)
     );
     drain(pool).await;
     base.assert_clean().await;
