@@ -90,8 +90,11 @@
 //! - **Bursts, not messages**: tasks waiting for a worker go out in one write;
 //!   the worker takes every task one read brought before it answers, and
 //!   answers what finishes together in one write; the parent feeds a burst of
-//!   answers to the core under one lock. Tiny tasks run at about 400,000 a
-//!   second on two workers (the crate README has the figures and the command).
+//!   answers to the core under one lock; a worker's driver that has tasks in
+//!   flight lets the callers its answers woke submit before it writes, so one
+//!   write carries many tasks. Tiny-task throughput on two workers is measured
+//!   against Node's `child_process.fork` in the crate README (figures and the
+//!   command there).
 //! - **Events for whoever watches**: [`Pool::subscribe`] (or
 //!   [`Builder::subscribe`], to see the first workers start) gives a typed
 //!   stream of [`PoolEvent`]s: tasks submitted, dispatched, finished, retried;
