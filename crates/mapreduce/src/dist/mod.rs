@@ -20,9 +20,12 @@
 //!   takes more, and runs it on its own forkyard-pool workers with the local
 //!   engine's task functions (so everything the pool guarantees still holds
 //!   on each machine).
-//! - **Data**: inputs are read by path (a shared filesystem) or travel
-//!   inline ([`Records`](crate::Records)); map runs and output parts go
-//!   through the job's *object store* (nodes share no disk).
+//! - **Data**: inputs are read by path (a shared filesystem), or uploaded
+//!   by the coordinator to the job's *object store*
+//!   ([`DistOptions::upload_inputs`]: one object per map task, holding
+//!   just the lines of its split), or travel inline
+//!   ([`Records`](crate::Records)); map runs and output parts go through
+//!   the object store too (nodes share no disk).
 //! - **Commits** are `create` calls on the job's *KV bucket*
 //!   (`commit.m.00003`): create-if-absent, so the first attempt to commit
 //!   wins and every later one (a redelivery, a backup) discards its output.
@@ -99,16 +102,27 @@
 //!
 //! # Caveats
 //!
-//! - Input files are read **by path** on the nodes: they need a shared
-//!   filesystem (or the records travel inline, up to the server's
+//! - Input files are read **by path** on the nodes unless
+//!   [`DistOptions::upload_inputs`] is set: by path they need a shared
+//!   filesystem; uploaded, every input byte goes through the broker once
+//!   more (inline records travel in the task message, up to the server's
 //!   `max_payload`, 1 MiB by default: [`DistError::TooLarge`] past it).
+//!   async-nats reads objects whole (no ranged reads), so the coordinator
+//!   uploads each split's share as its own object rather than each file.
 //! - Map output is not kept when a node dies: it is already in the object
 //!   store, so completed maps never re-run (unlike the paper's, whose output
 //!   was on the dead machine's disk).
-//! - A job's stream, bucket and object store are deleted when the job ends
-//!   (done or failed); a coordinator killed mid-job leaves them behind
-//!   (`FY_<id>`, `KV_FY_<id>`, `OBJ_FY_<id>`), and nodes keep serving its
-//!   queue until someone deletes them.
+//! - **A coordinator killed mid-job** leaves the job's stream, bucket and
+//!   object store (`FY_<id>`, `KV_FY_<id>`, `OBJ_FY_<id>`) on the server,
+//!   and nodes keep running its queued tasks. Running the same job again
+//!   (same output directory: the job id is recorded in its job directory)
+//!   **resumes** it: the tasks committed in the bucket are not run again
+//!   (their map output is still in the object store), the killed run's
+//!   queued messages are dropped, and the rest is published anew, as the
+//!   local engine's job directory resumes a local job. A job that ends,
+//!   done or failed, deletes all three. A job nobody will resume is
+//!   removed with [`remove_job`] (`forkyard-mapreduce-node --remove-job
+//!   ID`; [`jobs_on`] lists them).
 //! - Security: use [`NatsConfig::user`] or [`NatsConfig::nkey`] and a server
 //!   that requires them; subjects are namespaced per job (`fy.<id>.`), which
 //!   a server's permissions can restrict. Nothing here listens on a port: only

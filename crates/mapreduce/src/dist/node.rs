@@ -227,6 +227,8 @@ async fn discover(shared: Arc<Shared>) {
 }
 
 struct JobHandles {
+    /// The job's stream (`FY_<id>`).
+    stream: String,
     consumer: PullConsumer,
     kv: Store,
     os: ObjectStore,
@@ -261,6 +263,7 @@ async fn open_job(shared: &Shared, id: &str) -> Result<Option<JobHandles>, DistE
         .await
         .map_err(|e| DistError::broker("cannot open the job's object store", e))?;
     Ok(Some(JobHandles {
+        stream: name,
         consumer,
         kv,
         os,
@@ -424,7 +427,7 @@ async fn handle(
         Done::Lost => "lost to an earlier commit",
         Done::Failed(f) => {
             if let Ok(bytes) = serde_json::to_vec(&f) {
-                let _ = put_retrying(&job.kv, &format!("fail.{tag}"), bytes).await;
+                let _ = put_retrying(&shared.cluster, &job, &format!("fail.{tag}"), bytes).await;
             }
             match f.kind {
                 FailureKind::BadRecord => "failed: bad record",
@@ -448,12 +451,20 @@ async fn put_json<T: serde::Serialize>(kv: &Store, key: &str, value: &T) -> Resu
 }
 
 /// Puts through a broker restart (a few seconds of retries).
-async fn put_retrying(kv: &Store, key: &str, bytes: Vec<u8>) -> Result<(), DistError> {
+async fn put_retrying(
+    cluster: &Cluster,
+    job: &JobHandles,
+    key: &str,
+    bytes: Vec<u8>,
+) -> Result<(), DistError> {
     let mut last = None;
     for i in 0..40u32 {
-        match kv.put(key, bytes.clone().into()).await {
+        match job.kv.put(key, bytes.clone().into()).await {
             Ok(_) => return Ok(()),
             Err(e) => last = Some(e),
+        }
+        if job_gone(cluster, job).await {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50 * u64::from(i.min(10)) + 50)).await;
     }
@@ -461,6 +472,19 @@ async fn put_retrying(kv: &Store, key: &str, bytes: Vec<u8>) -> Result<(), DistE
         format!("cannot put {key}"),
         last.expect("at least one attempt"),
     ))
+}
+
+/// Whether the job's stream is gone: the job ended (done or failed) and
+/// its coordinator deleted it, so a record for it has nowhere to go.
+/// Retrying then would only hold this node's worker slot: a failed job
+/// whose nodes were still busy once kept them from the next job for the
+/// ~20 s of retries. A broker that is restarting answers nothing (not
+/// "not found"), so it still gets the retries.
+async fn job_gone(cluster: &Cluster, job: &JobHandles) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), cluster.js.get_stream(&job.stream)).await,
+        Ok(Err(e)) if e.to_string().to_lowercase().contains("not found")
+    )
 }
 
 /// Runs one delivery of a task: inputs from the object store into a scratch
@@ -514,10 +538,33 @@ async fn run(shared: &Shared, job: &JobHandles, task: &TaskMsg, delivery: u64) -
             memory,
             skip,
             careful,
+            input,
         } => (
             TaskKind::Map {
                 task: *t,
-                split: split.clone(),
+                split: match (input, split) {
+                    (Some(object), crate::Split::Lines { start, end, .. }) => {
+                        // The coordinator's file is not ours to read: its
+                        // share, from the object store, at its offset.
+                        let local = dir.path().join("input");
+                        match download_at(&job.os, &object.name, &local, object.offset).await {
+                            Ok(n) => downloaded += n,
+                            Err(e) => {
+                                return failed(
+                                    FailureKind::Error,
+                                    None,
+                                    format!("cannot fetch the input of map task {t}: {e}"),
+                                );
+                            }
+                        }
+                        crate::Split::Lines {
+                            path: local,
+                            start: *start,
+                            end: *end,
+                        }
+                    }
+                    _ => split.clone(),
+                },
                 reducers: *reducers,
                 memory: *memory,
                 skip: skip.clone(),
@@ -679,6 +726,16 @@ async fn run(shared: &Shared, job: &JobHandles, task: &TaskMsg, delivery: u64) -
                 return Done::Lost;
             }
             Err(_) => {
+                if job_gone(&shared.cluster, job).await {
+                    for o in &objects {
+                        let _ = job.os.delete(o).await;
+                    }
+                    return failed(
+                        FailureKind::Error,
+                        None,
+                        "the job is over: its stream is gone".into(),
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(i.min(10)) + 50)).await;
             }
         }
@@ -718,6 +775,29 @@ pub(crate) async fn download(os: &ObjectStore, name: &str, dest: &Path) -> Resul
         .await
         .map_err(|e| e.to_string())?;
     use tokio::io::AsyncWriteExt;
+    f.flush().await.map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// Writes object `name` into a new file `dest` from byte `offset` on (the
+/// bytes before it are a hole, never read).
+pub(crate) async fn download_at(
+    os: &ObjectStore,
+    name: &str,
+    dest: &Path,
+    offset: u64,
+) -> Result<u64, String> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let mut obj = os.get(name).await.map_err(|e| e.to_string())?;
+    let mut f = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| e.to_string())?;
+    f.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(|e| e.to_string())?;
+    let n = tokio::io::copy(&mut obj, &mut f)
+        .await
+        .map_err(|e| e.to_string())?;
     f.flush().await.map_err(|e| e.to_string())?;
     Ok(n)
 }

@@ -8,7 +8,7 @@
 //! | task stream (work queue, file storage) | `FY_ID`, subjects `fy.ID.task.>` |
 //! | its consumer, shared by every node | `nodes` |
 //! | KV bucket (commits, starts, failures, rejections) | `FY_ID` |
-//! | object store (map runs, reduce parts) | `FY_ID` |
+//! | object store (uploaded inputs `in.m.TASK`, map runs, reduce parts) | `FY_ID` |
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +50,9 @@ pub(crate) enum WireKind {
         memory: u64,
         skip: Vec<u64>,
         careful: bool,
+        /// Where the split's bytes are when the coordinator uploaded the
+        /// input (`None`: read `split`'s path).
+        input: Option<InputObject>,
     },
     Reduce {
         partition: u32,
@@ -57,6 +60,17 @@ pub(crate) enum WireKind {
         inputs: Vec<String>,
         format: OutputFormat,
     },
+}
+
+/// A map task's input in the job's object store: the bytes of the split's
+/// file from `offset` on (the byte before the split's range, then every
+/// line that starts in it), so that a node reads the split from a sparse
+/// copy at the same positions, and records keep their positions (skipped
+/// records, careful mode) as if read from the file itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InputObject {
+    pub(crate) name: String,
+    pub(crate) offset: u64,
 }
 
 impl WireKind {

@@ -22,21 +22,21 @@ use crate::support::*;
 
 /// The node program (the crate's `[[bin]]`, built by cargo for the tests):
 /// it serves the library's jobs and calls (`forkyard_mapreduce::jobs`).
-fn node_bin() -> PathBuf {
+pub(crate) fn node_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_forkyard-mapreduce-node"))
 }
 
 /// A server and node processes.
-struct Rig {
-    server: NatsServer,
-    nodes: Vec<Child>,
+pub(crate) struct Rig {
+    pub(crate) server: NatsServer,
+    pub(crate) nodes: Vec<Child>,
     /// The nodes' TMPDIR: a SIGKILLed node cannot remove its scratch
     /// directory, so the rig does.
     tmp: tempfile::TempDir,
 }
 
 impl Rig {
-    fn start(nodes: usize) -> Option<Rig> {
+    pub(crate) fn start(nodes: usize) -> Option<Rig> {
         if !NatsServer::available() {
             return None;
         }
@@ -52,25 +52,32 @@ impl Rig {
         Some(rig)
     }
 
-    fn add_node(&mut self) {
-        let child = Command::new(node_bin())
-            .args(["--serve", "--nats", &self.server.url(), "--workers", "2"])
+    /// Starts a node; with `FORKYARD_NODE_LOG=1` in the environment, it
+    /// prints a line per task attempt to the test's stderr (shown when the
+    /// test fails).
+    pub(crate) fn add_node(&mut self) {
+        let log = std::env::var_os("FORKYARD_NODE_LOG").is_some();
+        let mut cmd = Command::new(node_bin());
+        cmd.args(["--serve", "--nats", &self.server.url(), "--workers", "2"])
             .env("TMPDIR", self.tmp.path())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node");
+            .stdout(Stdio::null());
+        if log {
+            cmd.arg("--verbose").stderr(Stdio::inherit());
+        } else {
+            cmd.stderr(Stdio::null());
+        }
+        let child = cmd.spawn().expect("node");
         self.nodes.push(child);
     }
 
-    fn cluster_config(&self) -> NatsConfig {
+    pub(crate) fn cluster_config(&self) -> NatsConfig {
         NatsConfig::new(self.server.url())
     }
 
     /// Waits until a worker of some node has stopped itself (an injected
     /// `Fault::Stop`): returns that node's index.
-    async fn node_with_stopped_worker(&self) -> usize {
+    pub(crate) async fn node_with_stopped_worker(&self) -> usize {
         let pids: Vec<u32> = self.nodes.iter().map(Child::id).collect();
         wait_for("a node's worker to stop itself", || {
             pids.iter()
@@ -84,14 +91,14 @@ impl Rig {
         .await
     }
 
-    fn signal(&self, node: usize, sig: Signal) {
+    pub(crate) fn signal(&self, node: usize, sig: Signal) {
         let pid = Pid::from_raw(self.nodes[node].id() as i32).expect("pid");
         kill_process(pid, sig).expect("kill");
     }
 
     /// SIGKILLs and reaps every node and the server (what drop does, also
     /// when a test fails half-way).
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         drop(self);
     }
 }
@@ -106,12 +113,12 @@ impl Drop for Rig {
     }
 }
 
-fn input(dir: &Path, seed: u64) -> (PathBuf, Vec<u8>) {
+pub(crate) fn input(dir: &Path, seed: u64) -> (PathBuf, Vec<u8>) {
     let data = text(seed, 6000, 400);
     (write(dir, "in.txt", &data), data)
 }
 
-fn dist_job(input: &Path, out: &Path) -> MapReduce<WordCount> {
+pub(crate) fn dist_job(input: &Path, out: &Path) -> MapReduce<WordCount> {
     MapReduce::new(WordCount::new())
         .input(LineFiles::new([input]))
         .out_dir(out)
@@ -119,7 +126,7 @@ fn dist_job(input: &Path, out: &Path) -> MapReduce<WordCount> {
         .split_size(8 << 10)
 }
 
-fn expected(data: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn expected(data: &[u8]) -> Vec<Vec<u8>> {
     expected_parts(&counts_as_rows(&reference_count(data, None)), 3)
 }
 
@@ -359,7 +366,7 @@ async fn a_broker_gone_for_good_mid_job_is_a_typed_error_not_a_hang() {
 /// that holds where a socket of the test's own async-nats client may
 /// outlive `close()` (seen after a broker loss, and once in CI under load
 /// after a job with a rejected message; under investigation).
-async fn assert_no_descendants() {
+pub(crate) async fn assert_no_descendants() {
     let watchdog = forkyard_child::watchdog_pid();
     wait_for("no live descendants but the watchdog", || {
         let left: Vec<u32> = live_descendants(std::process::id())

@@ -7,4 +7,6 @@ mod support;
 mod bad_input;
 mod basic;
 mod dist;
+mod dist_data;
+mod dist_resume;
 mod faults;

@@ -1,0 +1,95 @@
+//! The distributed engine's data paths: inputs uploaded to the object
+//! store, and bad records met on the cluster (a real `nats-server` and
+//! node processes, as in `dist.rs`).
+
+use std::path::Path;
+use std::process::Command;
+
+use forkyard_mapreduce::dist::{DistError, DistOptions, jobs_on};
+use forkyard_mapreduce::{Error, JobEvent, Phase};
+
+use crate::dist::{Rig, dist_job, input, node_bin};
+use crate::support::*;
+
+/// Asserts that `a` and `b` hold the same 3 part files, byte for byte.
+fn assert_same_parts(a: &Path, b: &Path) {
+    for r in 0..3 {
+        let name = format!("part-{r:05}");
+        let x = std::fs::read(a.join(&name)).unwrap();
+        let y = std::fs::read(b.join(&name)).unwrap();
+        assert!(x == y, "{name} differs between {a:?} and {b:?}");
+    }
+}
+
+/// Renames `from` to `to` when the map phase starts: after the coordinator
+/// has planned (and, with uploads, uploaded), before any task is
+/// published, so no node can have read the input by its path.
+fn move_input_when_map_starts(
+    from: &Path,
+    to: &Path,
+) -> impl Fn(&JobEvent) + Send + Sync + 'static {
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    move |e| {
+        if matches!(
+            e,
+            JobEvent::PhaseStarted {
+                phase: Phase::Map,
+                ..
+            }
+        ) {
+            std::fs::rename(&from, &to).expect("move the input away");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_inputs_are_read_from_the_object_store_not_from_the_path() {
+    let base = Baseline::take().await;
+    let Some(rig) = Rig::start(2) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, data) = input(dir.path(), 11);
+    let moved = dir.path().join("moved.txt");
+    let exe = node_bin();
+    dist_job(&inp, &dir.path().join("local"))
+        .workers(2)
+        .worker_command(move || Command::new(&exe))
+        .run()
+        .await
+        .unwrap();
+    let cluster = rig.cluster_config().connect().await.unwrap();
+
+    // Control: read by path, a job whose input moved away fails.
+    let err = dist_job(&inp, &dir.path().join("by-path"))
+        .max_failures(2)
+        .on_event(move_input_when_map_starts(&inp, &moved))
+        .run_on(&cluster)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DistError::Job(Error::TaskFailed { .. })),
+        "{err:?}"
+    );
+    std::fs::rename(&moved, &inp).unwrap();
+
+    // Uploaded: the nodes never need the path.
+    let done = dist_job(&inp, &dir.path().join("dist"))
+        .on_event(move_input_when_map_starts(&inp, &moved))
+        .run_on_with(&cluster, DistOptions::new().upload_inputs(true))
+        .await
+        .unwrap();
+    assert!(!inp.exists() && moved.exists(), "the input was moved away");
+    assert_same_parts(&dir.path().join("local"), &dir.path().join("dist"));
+    assert!(done.report.map.tasks > 3, "several splits: {}", done.report);
+    // Every input byte went up once (and the splits' shares a byte more).
+    assert!(
+        done.broker_bytes >= data.len() as u64,
+        "{} bytes through the broker for {} input bytes",
+        done.broker_bytes,
+        data.len()
+    );
+    // The objects went with the job.
+    assert_eq!(jobs_on(&cluster).await.unwrap(), Vec::<String>::new());
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}

@@ -1,0 +1,120 @@
+//! A coordinator killed mid-job (SIGKILL, by pid): running the same job
+//! again resumes it from the commits in the job's KV bucket.
+
+use std::process::{Command, Stdio};
+
+use forkyard_mapreduce::dist::{DistOptions, jobs_on, remove_job};
+use forkyard_testkit::wait_for_async;
+use futures::StreamExt;
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::dist::{Rig, dist_job, expected, input};
+use crate::support::*;
+
+const ID: &str = "resume-test";
+
+/// The map tasks committed in job `ID`'s bucket.
+async fn map_commits(kv: &async_nats::jetstream::kv::Store) -> Result<usize, String> {
+    let mut keys = kv.keys().await.map_err(|e| e.to_string())?;
+    let mut n = 0;
+    while let Some(k) = keys.next().await {
+        if k.map_err(|e| e.to_string())?.starts_with("commit.m.") {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_mid_job_is_resumed_by_running_the_job_again() {
+    let base = Baseline::take().await;
+    let Some(rig) = Rig::start(2) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, data) = input(dir.path(), 21);
+    let out = dir.path().join("out");
+    let cluster = rig.cluster_config().connect().await.unwrap();
+    let js = async_nats::jetstream::new(cluster.client().clone());
+
+    // A coordinator process whose map task 0 stalls for good: its map
+    // phase cannot end while the test watches the commits pile up.
+    let mut coordinator = Command::new(env!("CARGO_BIN_EXE_forkyard-mapreduce-dist-fixture"))
+        .arg(rig.server.url())
+        .arg(&inp)
+        .arg(&out)
+        .args([ID, "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let kv = wait_for_async("the job's KV bucket", || async {
+        js.get_key_value(format!("FY_{ID}"))
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    wait_for_async("3 map commits", || async {
+        match map_commits(&kv).await? {
+            n if n >= 3 => Ok(()),
+            n => Err(format!("{n} so far")),
+        }
+    })
+    .await;
+    kill_process(
+        Pid::from_raw(coordinator.id() as i32).unwrap(),
+        Signal::KILL,
+    )
+    .unwrap();
+    coordinator.wait().unwrap();
+    let committed = map_commits(&kv).await.unwrap();
+    // What it left on the server.
+    assert_eq!(jobs_on(&cluster).await.unwrap(), vec![ID.to_string()]);
+
+    // The same job, the same output directory: the id comes from the job
+    // directory, and what committed is not run again.
+    let done = dist_job(&inp, &out)
+        .backups(false, std::time::Duration::from_secs(600))
+        .run_on_with(
+            &cluster,
+            DistOptions::new().deadline(std::time::Duration::from_secs(50)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.job_id, ID);
+    assert_output(&out, &expected(&data));
+    let map = &done.report.map;
+    assert!(
+        map.resumed >= committed && map.resumed < map.tasks,
+        "{committed} committed before the kill: {}",
+        done.report
+    );
+    // Nothing committed was run again: at most one attempt for each task
+    // left (fewer when an attempt of the killed run, still running on a
+    // node, committed first: the node then skips this run's copy).
+    assert!(
+        map.attempts as usize <= map.tasks - map.resumed,
+        "{}",
+        done.report
+    );
+    assert_eq!(
+        done.report.records(),
+        data.iter().filter(|&&b| b == b'\n').count() as u64
+    );
+    // The resumed job cleaned up after itself.
+    assert_eq!(jobs_on(&cluster).await.unwrap(), Vec::<String>::new());
+
+    // Run again: nothing to do.
+    let again = dist_job(&inp, &out).run_on(&cluster).await.unwrap();
+    assert_eq!(again.report.map.resumed, again.report.map.tasks);
+    assert_eq!(again.report.reduce.resumed, 3);
+    assert_eq!(again.report.map.attempts + again.report.reduce.attempts, 0);
+    assert_output(&out, &expected(&data));
+    assert!(
+        !remove_job(&cluster, ID).await.unwrap(),
+        "nothing left to remove"
+    );
+
+    drop((kv, js));
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
