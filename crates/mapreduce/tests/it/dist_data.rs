@@ -93,3 +93,67 @@ async fn uploaded_inputs_are_read_from_the_object_store_not_from_the_path() {
     rig.stop();
     base.assert_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_on_the_cluster_is_skipped_and_past_the_limit_the_job_fails_naming_it() {
+    use forkyard_mapreduce::jobs::WordCount;
+    use forkyard_mapreduce::{LineFiles, MapReduce};
+
+    let base = Baseline::take().await;
+    let Some(rig) = Rig::start(2) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Two lines that make the map function panic, in different splits.
+    let first = b"POISON a b\n".to_vec();
+    let middle = text(31, 1500, 200);
+    let second = b"c POISON\n".to_vec();
+    let data = [first.clone(), middle.clone(), second, text(32, 1500, 200)].concat();
+    let inp = write(dir.path(), "in.txt", &data);
+    let positions = vec![0u64, (first.len() + middle.len()) as u64];
+    let job = |out: &Path, limit: usize| {
+        MapReduce::new(WordCount::poisoned_by("POISON"))
+            .input(LineFiles::new([&inp]))
+            .out_dir(out)
+            .reducers(3)
+            .split_size(8 << 10)
+            .max_skipped(limit)
+    };
+    let cluster = rig.cluster_config().connect().await.unwrap();
+
+    let out = dir.path().join("out");
+    let done = job(&out, 10).run_on(&cluster).await.unwrap();
+    let want = expected_parts(&counts_as_rows(&reference_count(&data, Some("POISON"))), 3);
+    assert_output(&out, &want);
+    let mut skipped: Vec<u64> = done.report.skipped.iter().map(|s| s.position).collect();
+    skipped.sort();
+    assert_eq!(skipped, positions, "{:?}", done.report.skipped);
+    assert!(
+        done.report
+            .skipped
+            .iter()
+            .all(|s| s.message.contains("poison record") && s.source.ends_with("in.txt")),
+        "{:?}",
+        done.report.skipped
+    );
+
+    // Past the limit: the job fails, naming the records it found.
+    let err = job(&dir.path().join("limited"), 1)
+        .run_on(&cluster)
+        .await
+        .unwrap_err();
+    match &err {
+        DistError::Job(Error::TooManyBadRecords {
+            count: 2,
+            limit: 1,
+            records,
+        }) => {
+            for p in &positions {
+                assert!(records.contains(&format!("in.txt@{p}")), "{records}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(jobs_on(&cluster).await.unwrap(), Vec::<String>::new());
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
