@@ -7,6 +7,7 @@ mod support;
 mod bad_input;
 mod basic;
 mod dist;
+mod dist_auth;
 mod dist_data;
 mod dist_resume;
 mod faults;
