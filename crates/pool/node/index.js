@@ -63,8 +63,11 @@ class TaskError extends Error {
  *   kind), or its class name when a subclass left `name` as plain `Error`;
  *   `Error` for a thrown value that is not an Error.
  * - message: `err.message`, or the thrown value as text.
- * - detail: a `TaskError`'s `detail`, else `err.stack`, kept to about
- *   DETAIL_MAX bytes (its head and its tail).
+ * - detail: a `TaskError`'s `detail`, else `err.stack`, kept to at most
+ *   DETAIL_MAX bytes of UTF-8 (its head and its tail).
+ *
+ * A lone surrogate in any of them becomes U+FFFD, so the line stays JSON the
+ * pool can read.
  */
 function errorParts(error) {
   if (!(error instanceof Error)) {
@@ -74,14 +77,15 @@ function errorParts(error) {
     } catch {
       message = Object.prototype.toString.call(error);
     }
-    return { kind: 'Error', message };
+    return { kind: 'Error', message: wellFormed(message) };
   }
   const ctor = error.constructor && error.constructor.name;
   let kind = error.name && error.name !== 'Error' ? String(error.name) : ctor || 'Error';
   if (typeof error.code === 'string' && error.code) kind = error.code;
-  const parts = { kind, message: String(error.message) };
+  // Each text well formed: a lone surrogate would make the line unreadable.
+  const parts = { kind: wellFormed(kind), message: wellFormed(String(error.message)) };
   const detail = error instanceof TaskError && typeof error.detail === 'string' ? error.detail : error.stack;
-  if (typeof detail === 'string') parts.detail = boundDetail(detail);
+  if (typeof detail === 'string') parts.detail = wellFormed(boundDetail(detail));
   return parts;
 }
 
@@ -96,18 +100,38 @@ function describeError(error) {
 }
 
 /**
- * `detail` kept to about DETAIL_MAX bytes of UTF-8: its first 4 KiB and its
- * end, with a line saying how many bytes were cut between them. (Cut by
- * UTF-16 units, so a text beyond ASCII may keep a little more; the pool cuts
- * what arrives to DETAIL_MAX bytes exactly.)
+ * `detail` kept to at most DETAIL_MAX bytes of UTF-8: its first 4 KiB and its
+ * end, with a line saying how many bytes were cut between them. Cut on UTF-8
+ * bytes, each cut moved to a character's boundary (a character split at
+ * either cut is dropped and counted as cut), so no emoji is split into a lone
+ * surrogate.
  */
 function boundDetail(detail) {
-  const bytes = Buffer.byteLength(detail);
-  if (bytes <= DETAIL_MAX) return detail;
-  const head = detail.slice(0, DETAIL_HEAD);
-  const tail = detail.slice(detail.length - (DETAIL_MAX - DETAIL_HEAD - 40));
-  const cut = bytes - Buffer.byteLength(head) - Buffer.byteLength(tail);
-  return `${head}\n[... ${cut} bytes cut ...]\n${tail}`;
+  // Buffer.from writes a lone surrogate as U+FFFD: the bytes are well formed.
+  const data = Buffer.from(detail, 'utf8');
+  if (data.length <= DETAIL_MAX) return detail;
+  // A continuation byte (10xxxxxx) is inside a character: back off to its start.
+  let headEnd = DETAIL_HEAD;
+  while (headEnd > 0 && (data[headEnd] & 0xc0) === 0x80) headEnd -= 1;
+  let tailStart = data.length - (DETAIL_MAX - DETAIL_HEAD - 40);
+  while (tailStart < data.length && (data[tailStart] & 0xc0) === 0x80) tailStart += 1;
+  const head = data.toString('utf8', 0, headEnd);
+  const tail = data.toString('utf8', tailStart);
+  return `${head}\n[... ${tailStart - headEnd} bytes cut ...]\n${tail}`;
+}
+
+// A high surrogate with no low one after it, or a low one with no high one
+// before it (code units: no `u` flag).
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * `text` with each lone surrogate replaced by U+FFFD (what
+ * `String.prototype.toWellFormed` does from Node 20; this package runs on 18).
+ * `JSON.stringify` writes a lone surrogate as a `\ud83d` escape, which is not
+ * Unicode: the pool would reject the whole line and lose the worker.
+ */
+function wellFormed(text) {
+  return text.replace(LONE_SURROGATE, '\ufffd');
 }
 
 function errJson(error) {
@@ -133,7 +157,7 @@ function ok(value) {
 }
 
 function errText(kind, message) {
-  return `{"Err":${JSON.stringify({ kind, message })}}`;
+  return `{"Err":${JSON.stringify({ kind: wellFormed(kind), message: wellFormed(message) })}}`;
 }
 
 function fail(message) {

@@ -26,6 +26,8 @@ const arrivals = new Set(); // wake-ups of the waiting tasks
 
 function fail({ kind, message }) {
   if (kind === 'Refused') throw new Refused(message);
+  // A high surrogate with no low one: half an emoji.
+  if (kind === 'Undecodable') throw new TypeError(`${message}\ud83d`);
   if (builtins[kind]) throw new builtins[kind](message);
   if (kind === 'Detailed') throw new forkyard.TaskError(message, kind, 'given by the handler');
   throw new forkyard.TaskError(message, kind);

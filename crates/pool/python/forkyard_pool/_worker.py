@@ -102,7 +102,8 @@ def bound_detail(detail):
     4 KiB and its end (where a traceback has the innermost frame and the
     exception), with a line saying how many bytes were cut between them.
     """
-    data = detail.encode("utf-8", "replace")
+    detail = well_formed(detail)
+    data = detail.encode("utf-8")
     if len(data) <= DETAIL_MAX:
         return detail
     # The note is at most 40 bytes; the tail gets what is left. A character
@@ -111,6 +112,23 @@ def bound_detail(detail):
     tail = data[len(data) - (DETAIL_MAX - _DETAIL_HEAD - 40):].decode("utf-8", "ignore")
     cut = len(data) - len(head.encode()) - len(tail.encode())
     return f"{head}\n[... {cut} bytes cut ...]\n{tail}"
+
+
+def well_formed(text):
+    """``text`` with each lone surrogate replaced by U+FFFD.
+
+    A ``str`` can hold surrogates that are no character: a byte that was not
+    UTF-8, decoded with ``surrogateescape`` (``os.fsdecode``, ``sys.argv``,
+    file names), comes back as ``\\udcff``. JSON would write it as that
+    escape, which is not Unicode: the pool would reject the whole line and
+    lose the worker with every task on it. Replacing (rather than restoring
+    the byte) is what decoding such bytes with ``errors="replace"`` gives.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
 
 
 def _detail(error):
@@ -598,11 +616,17 @@ class _Worker:
             message = str(error)
         except Exception as broken:  # a __str__ that raises
             message = f"<the exception's str() raised {type(broken).__name__}>"
-        fields = {"kind": str(error_kind(error)), "message": message, "detail": _detail(error)}
+        # Each text well formed: a lone surrogate would make the line unreadable.
+        fields = {
+            "kind": well_formed(str(error_kind(error))),
+            "message": well_formed(message),
+            "detail": _detail(error),
+        }
         return b'{"Err":' + _to_json(fields).encode() + b"}"
 
     def err_text(self, kind, message):
-        return b'{"Err":' + _to_json({"kind": kind, "message": message}).encode() + b"}"
+        fields = {"kind": well_formed(kind), "message": well_formed(message)}
+        return b'{"Err":' + _to_json(fields).encode() + b"}"
 
     def send(self, message):
         self.send_line(_encode(message))

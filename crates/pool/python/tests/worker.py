@@ -54,6 +54,9 @@ def fail(kind, message):
     exc = getattr(builtins, kind, None)
     if kind == "Refused":
         raise Refused(message)
+    if kind == "Undecodable":
+        # The byte 0xff as os.fsdecode() gives it: a lone surrogate.
+        raise ValueError(message + b"\xff".decode("utf-8", "surrogateescape"))
     if isinstance(exc, type) and issubclass(exc, Exception):
         raise exc(message)
     if kind == "Detailed":

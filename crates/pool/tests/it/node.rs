@@ -12,9 +12,9 @@ use crate::python::{
     cancel_stops_a_running_handler, crashes_fail_or_rerun, drain_answers_tasks_in_flight,
     garbage_is_a_protocol_error, hangs_time_out_and_are_replaced, map_answers_each_item,
     map_reruns_only_unanswered_items_after_a_crash, map_streams_finished_items_while_one_waits,
-    pool_of, tasks_overlap, wire_cancel_stops_async_work, wire_chunk_results_go_out_before_a_crash,
-    wire_chunks_answer_every_item_once, wire_drain_answers_tasks_in_flight,
-    wire_unreadable_message_exits_1,
+    pool_of, tasks_overlap, unicode_errors_keep_the_worker, wire_cancel_stops_async_work,
+    wire_chunk_results_go_out_before_a_crash, wire_chunks_answer_every_item_once,
+    wire_drain_answers_tasks_in_flight, wire_unreadable_message_exits_1,
 };
 use crate::support::Baseline;
 
@@ -43,6 +43,11 @@ fn node() -> Cmd {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_answers_and_typed_errors() {
     answers_and_typed_errors(&node(), "TypeError", Stack::Node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_unicode_errors_keep_the_worker() {
+    unicode_errors_keep_the_worker(&node(), "TypeError").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

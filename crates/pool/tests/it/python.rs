@@ -32,7 +32,10 @@ pub(crate) enum Work {
     /// Fails with an error of this kind: a builtin class of the language
     /// (`ValueError`, `TypeError`), the worker's own class `Refused`, or any
     /// other name through the package's `TaskError` (`Detailed`: with the
-    /// detail "given by the handler" instead of the trace).
+    /// detail "given by the handler" instead of the trace; `Undecodable`:
+    /// the language's builtin error, `ValueError` or `TypeError`, its message
+    /// followed by a lone surrogate: Python's `surrogateescape` of the byte
+    /// 0xff, Node's `'\ud83d'`).
     Fail { kind: String, message: String },
     /// Recurses `depth` calls deep (two functions in turn, so no line
     /// repeats and Python's tracebacks do not fold them; Node keeps every
@@ -294,6 +297,74 @@ pub(crate) async fn answers_and_typed_errors(cmd: &Cmd, builtin: &str, stack: St
     assert_eq!(
         stats.failed.get(&forkyard_pool::FailureKind::Task),
         Some(&6)
+    );
+    drain(pool).await;
+    base.assert_clean().await;
+}
+
+/// Error texts that are not plain ASCII: a message of emoji long enough that
+/// the detail's cut falls inside one (one of two lengths puts it between the
+/// two halves of a UTF-16 surrogate pair, whatever comes before the message
+/// in the trace), and a message ending in a lone surrogate (not Unicode; JSON
+/// can only escape it). Each call fails with its typed error, the lone
+/// surrogate read as U+FFFD, and the worker lives on: a task it had in flight
+/// all along is answered. (A line the pool cannot read would be a protocol
+/// error, which costs the worker and every task on it.)
+pub(crate) async fn unicode_errors_keep_the_worker(cmd: &Cmd, builtin: &str) {
+    let base = Baseline::take().await;
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let pool = pool_of(cmd)
+        .workers(1)
+        .max_in_flight_per_worker(4)
+        .build()
+        .await
+        .unwrap();
+    let first = pid(&pool).await;
+    let emoji: Vec<String> = (0..2)
+        .map(|lead| format!("{}{}", "x".repeat(lead), "\u{1F600}".repeat(5000)))
+        .collect();
+    let failing = async {
+        let errors = futures::future::join_all([
+            call(&pool, fail(builtin, &emoji[0])),
+            call(&pool, fail(builtin, &emoji[1])),
+            call(&pool, fail("Undecodable", "bad name ")),
+        ])
+        .await;
+        // Only now may the task in flight on the same worker end.
+        std::fs::write(&release, b"").unwrap();
+        errors
+    };
+    let waiting = call(&pool, Work::WaitFile(release.to_str().unwrap().into()));
+    let (errors, waited) = tokio::join!(failing, waiting);
+    let errors: Vec<TaskError> = errors.into_iter().map(typed_error).collect();
+    for (error, message) in errors.iter().zip(&emoji) {
+        assert_eq!(
+            (error.kind(), error.message()),
+            (Some(builtin), message.as_str())
+        );
+        let detail = error.detail().unwrap();
+        assert!(
+            detail.len() <= TaskError::DETAIL_MAX && detail.contains(" bytes cut ...]"),
+            "cut to DETAIL_MAX: {} bytes",
+            detail.len()
+        );
+    }
+    assert_eq!(
+        (errors[2].kind(), errors[2].message()),
+        (Some(builtin), "bad name \u{FFFD}")
+    );
+    assert_eq!(
+        waited.unwrap(),
+        json!(true),
+        "the task in flight is answered"
+    );
+    assert_eq!(pid(&pool).await, first, "same worker");
+    let stats = pool.stats();
+    assert_eq!((stats.crashes, stats.restarts), (0, 0));
+    assert_eq!(
+        stats.failed.get(&forkyard_pool::FailureKind::Task),
+        Some(&3)
     );
     drain(pool).await;
     base.assert_clean().await;
@@ -1045,6 +1116,12 @@ pub(crate) async fn wire_unreadable_message_exits_1(cmd: &Cmd) {
 async fn python_answers_and_typed_errors() {
     answers_and_typed_errors(&python(&["async"]), "ValueError", Stack::Python).await;
     answers_and_typed_errors(&python(&["threads", "1"]), "ValueError", Stack::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_unicode_errors_keep_the_worker() {
+    unicode_errors_keep_the_worker(&python(&["async"]), "ValueError").await;
+    unicode_errors_keep_the_worker(&python(&["threads", "1"]), "ValueError").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
