@@ -33,7 +33,7 @@ export interface ErrorParts {
   kind: string;
   /** `err.message`, or the thrown value as text. */
   message: string;
-  /** `err.stack`, kept to about `DETAIL_MAX` bytes. */
+  /** `err.stack`, kept to at most `DETAIL_MAX` bytes of UTF-8. */
   detail?: string;
 }
 
@@ -47,3 +47,5 @@ export const DEFAULT_MAX_LINE: number;
 
 /** The most bytes of an error's detail (its stack) sent: 16 KiB. */
 export const DETAIL_MAX: number;
+/** The kind of a result that cannot be sent (over the frame limit, or with no JSON form): `"Unsendable"`, the Rust side's `TaskError::UNSENDABLE`. */
+export const UNSENDABLE: "Unsendable";

@@ -37,6 +37,9 @@ const DEFAULT_MAX_LINE = 16 * 1024 * 1024;
  * `TaskError::DETAIL_MAX`: a longer one keeps its head and its tail.
  */
 const DETAIL_MAX = 16 * 1024;
+// TaskError::UNSENDABLE: the kind of a result that cannot be sent (over the
+// frame limit, or with no JSON form).
+const UNSENDABLE = 'Unsendable';
 const DETAIL_HEAD = 4 * 1024;
 
 /**
@@ -152,7 +155,7 @@ function ok(value) {
     }
     return `{"Ok":${json}}`;
   } catch (error) {
-    return errText(error instanceof Error ? error.name : 'TypeError', `the response is not JSON: ${error.message || error}`);
+    return errText(UNSENDABLE, `the response is not JSON: ${error.message || error}`);
   }
 }
 
@@ -351,7 +354,7 @@ class Worker {
     let line = `{"Done":{"id":${job.id},"result":${result}}}`;
     const size = Buffer.byteLength(line);
     if (size > this.maxLine) {
-      line = `{"Done":{"id":${job.id},"result":${errText('RangeError', `the response is ${size} bytes, over the frame limit (${this.maxLine})`)}}}`;
+      line = `{"Done":{"id":${job.id},"result":${errText(UNSENDABLE, `the response is ${size} bytes, over the frame limit (${this.maxLine})`)}}}`;
     }
     this.sendLine(line);
     this.settled();
@@ -407,7 +410,7 @@ class Worker {
       let part = `[${index},${result}]`;
       let bytes = Buffer.byteLength(part);
       if (frame + bytes > this.maxLine) {
-        part = `[${index},${errText('RangeError', `the response is ${bytes} bytes, over the frame limit (${this.maxLine})`)}]`;
+        part = `[${index},${errText(UNSENDABLE, `the response is ${bytes} bytes, over the frame limit (${this.maxLine})`)}]`;
         bytes = Buffer.byteLength(part);
       }
       if (parts.length && size + 1 + bytes > this.maxLine) {
@@ -469,4 +472,4 @@ class Worker {
   }
 }
 
-module.exports = { serve, TaskError, describeError, errorParts, DEFAULT_MAX_LINE, DETAIL_MAX };
+module.exports = { serve, TaskError, describeError, errorParts, DEFAULT_MAX_LINE, DETAIL_MAX, UNSENDABLE };

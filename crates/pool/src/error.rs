@@ -129,6 +129,16 @@ impl TaskError {
     /// The most bytes of detail kept (16 KiB); see [`TaskError::with_detail`].
     pub const DETAIL_MAX: usize = 16 * 1024;
 
+    /// The kind of a Rust handler's panic (the worker catches it and lives
+    /// on): see [`TaskError::is_panic`].
+    pub const PANIC: &'static str = "Panic";
+
+    /// The kind of a result the worker could not send, from Rust, Python and
+    /// Node alike: larger than a frame, or with no form in the codec (a
+    /// Python set, a Node BigInt have no JSON). See
+    /// [`TaskError::is_unsendable`].
+    pub const UNSENDABLE: &'static str = "Unsendable";
+
     /// An error of this kind with this message.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> TaskError {
         TaskError(Box::new(TaskErrorParts {
@@ -159,6 +169,17 @@ impl TaskError {
     /// What sort of error it is, if the worker said.
     pub fn kind(&self) -> Option<&str> {
         self.0.kind.as_deref()
+    }
+
+    /// Whether the handler panicked: kind [`TaskError::PANIC`].
+    pub fn is_panic(&self) -> bool {
+        self.kind() == Some(TaskError::PANIC)
+    }
+
+    /// Whether the handler's result could not be sent: kind
+    /// [`TaskError::UNSENDABLE`].
+    pub fn is_unsendable(&self) -> bool {
+        self.kind() == Some(TaskError::UNSENDABLE)
     }
 
     /// The error's text.

@@ -474,7 +474,10 @@ async fn send_items<Resp: Message + Sync>(
 
 /// The error a result that cannot be sent is answered with.
 fn unsendable(e: &forkyard_ipc::Error) -> TaskError {
-    TaskError::new("Unsendable", format!("the result cannot be sent: {e}"))
+    TaskError::new(
+        TaskError::UNSENDABLE,
+        format!("the result cannot be sent: {e}"),
+    )
 }
 
 /// Starts `handler` on one task; the future answers `Done` and never panics
@@ -502,7 +505,7 @@ where
 
 fn panic_error(payload: Box<dyn Any + Send>) -> TaskError {
     TaskError::new(
-        "Panic",
+        TaskError::PANIC,
         format!(
             "the handler panicked: {}",
             forkyard_child::panic_message(&*payload)

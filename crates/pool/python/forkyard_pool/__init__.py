@@ -15,7 +15,7 @@ The parent builds its pool with the JSON-lines codec
 script. See ``serve`` for the options and the README for the whole story.
 """
 
-from ._worker import DETAIL_MAX, TaskError, describe_error, error_kind, serve
+from ._worker import DETAIL_MAX, UNSENDABLE, TaskError, describe_error, error_kind, serve
 
-__all__ = ["serve", "TaskError", "describe_error", "error_kind", "DETAIL_MAX"]
+__all__ = ["serve", "TaskError", "describe_error", "error_kind", "DETAIL_MAX", "UNSENDABLE"]
 __version__ = "0.2.0"

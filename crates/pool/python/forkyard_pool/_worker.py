@@ -52,6 +52,10 @@ PART_EVERY = 0.02
 # The most bytes of an error's detail (its traceback) sent, as forkyard-pool's
 # TaskError::DETAIL_MAX: a longer one keeps its head and its tail.
 DETAIL_MAX = 16 * 1024
+
+# TaskError::UNSENDABLE: the kind of a result that cannot be sent (over the
+# frame limit, or with no JSON form).
+UNSENDABLE = "Unsendable"
 _DETAIL_HEAD = 4 * 1024
 
 
@@ -180,7 +184,7 @@ def serve(handler, *, threads=None, max_line=DEFAULT_MAX_LINE):
       the Rust caller gets ``PoolError::Task`` with a ``TaskError``
       (``kind()``, ``message()``, ``detail()``), which it tells apart from a
       crash (``PoolError::WorkerCrashed``). A response that cannot be encoded
-      as JSON fails its task the same way (kind ``TypeError``).
+      as JSON fails its task the same way (kind ``Unsendable``, as a result too large for a frame).
     - A chunk (``Pool::map`` on the Rust side) runs its items one after the
       other, through the same handler; several chunks in flight run at once,
       as tasks do. With an async handler the results of items that finish
@@ -468,7 +472,7 @@ class _Worker:
         line = b'{"Done":{"id":%d,"result":%s}}\n' % (job.id, result)
         if len(line) - 1 > self.max_line:
             error = f"the response is {len(line) - 1} bytes, over the frame limit ({self.max_line})"
-            line = b'{"Done":{"id":%d,"result":%s}}\n' % (job.id, self.err_text("ValueError", error))
+            line = b'{"Done":{"id":%d,"result":%s}}\n' % (job.id, self.err_text(UNSENDABLE, error))
         self.send_line(line)
 
     async def in_thread(self, job, fn, *args):
@@ -592,7 +596,7 @@ class _Worker:
             part = b"[%d,%s]" % (index, result)
             if len(head) + len(part) + len(tail) - 1 > self.max_line:
                 error = f"the response is {len(part)} bytes, over the frame limit ({self.max_line})"
-                part = b"[%d,%s]" % (index, self.err_text("ValueError", error))
+                part = b"[%d,%s]" % (index, self.err_text(UNSENDABLE, error))
             if parts and size + 1 + len(part) > self.max_line:
                 self.send_line(head + b",".join(parts) + tail)
                 parts, size = [], len(head) + len(tail) - 1
@@ -608,7 +612,7 @@ class _Worker:
         try:
             return b'{"Ok":' + _to_json(value).encode() + b"}"
         except (TypeError, ValueError, RecursionError) as error:
-            return self.err_text(type(error).__name__, f"the response is not JSON: {error}")
+            return self.err_text(UNSENDABLE, f"the response is not JSON: {error}")
 
     def err(self, error):
         """`{"Err":{"kind":..,"message":..,"detail":..}}` as JSON bytes."""

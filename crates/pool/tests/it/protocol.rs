@@ -153,7 +153,8 @@ async fn a_rust_handlers_typed_error_crosses_with_its_kind() {
     let e = error(pool.call(Job::Fail("plain".into())).await);
     assert_eq!((e.kind(), e.message(), e.detail()), (None, "plain", None));
     let e = error(pool.call(Job::Panic).await);
-    assert_eq!(e.kind(), Some("Panic"));
+    assert!(e.is_panic(), "{e:?}");
+    assert_eq!(e.kind(), Some(TaskError::PANIC));
     assert!(e.message().contains("the job asked for a panic"), "{e}");
     // Per item of a batch: each failed item with its own kind.
     let items = vec![Job::Echo(1), typed("A", 0), Job::Echo(3), typed("B", 0)];
