@@ -212,6 +212,7 @@ where
                                 id,
                                 items: (0u32..).zip(items).collect(),
                                 waiting: None,
+                                resumed: false,
                                 slot: Box::pin(None),
                             };
                             running.push(track(&mut aborts, id, Either::Right(Box::pin(chunk.run()))));
@@ -312,6 +313,8 @@ struct ChunkRun<Req, F, Fut> {
     items: VecDeque<(u32, Req)>,
     /// The index of the item in `slot` that is still waiting, if any.
     waiting: Option<u32>,
+    /// Whether a part has gone out already (this run goes on after it).
+    resumed: bool,
     slot: Pin<Box<Option<ItemFuture<Fut>>>>,
 }
 
@@ -328,7 +331,16 @@ where
     /// future), or at the end.
     async fn run(mut self) -> Answer<Resp> {
         let began = Instant::now();
-        let mut results = Vec::with_capacity(self.items.len() + 1);
+        // Room for every item on the first run, where a chunk of items that
+        // never wait answers them all at once. A resumed run grows as it
+        // goes: a chunk whose items each wait resumes once per item, and
+        // sizing each run for all the items left would allocate O(N²).
+        let mut results = if self.resumed {
+            Vec::new()
+        } else {
+            self.resumed = true;
+            Vec::with_capacity(self.items.len() + 1)
+        };
         if let Some(index) = self.waiting.take() {
             let out = self.current().await;
             results.push((index, item_result(out)));
