@@ -17,7 +17,12 @@
 //! wordcount --serve --nats nats://HOST:4222 --workers 2
 //! # anywhere, the job: the same output directory and last line as locally
 //! wordcount --input FILE --workers 2 --reducers 4 --out DIR --nats nats://HOST:4222
+//! # nodes on machines without this filesystem: upload the input first
+//! wordcount --input FILE --out DIR --nats nats://HOST:4222 --upload
 //! ```
+//!
+//! A coordinator killed mid-job leaves the job on the server; the same
+//! command again resumes it (tasks committed are not run again).
 //!
 //! The job is the library's [`forkyard_mapreduce::jobs::WordCount`], so a
 //! node started with `forkyard-mapreduce-node --serve` (the crate's node
@@ -56,6 +61,11 @@ struct Args {
     /// (with --serve: be one of those nodes).
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
+    /// With --nats: upload the inputs to the job's object store, for nodes
+    /// that do not share this machine's filesystem (by default they read
+    /// the input files by path).
+    #[arg(long, requires = "nats")]
+    upload: bool,
     /// Run a node (needs --nats): pull tasks of any word-count job and run
     /// them on --workers worker processes, until SIGINT or SIGTERM.
     #[arg(long, requires = "nats")]
@@ -102,7 +112,7 @@ fn main() -> ExitCode {
         Some(url) => job
             .run_on_blocking(
                 &NatsConfig::new(url).credentials_from_env(),
-                DistOptions::new(),
+                DistOptions::new().upload_inputs(args.upload),
             )
             .map(|r| r.report)
             .map_err(Box::<dyn std::error::Error>::from),
