@@ -118,3 +118,63 @@ async fn a_coordinator_killed_mid_job_is_resumed_by_running_the_job_again() {
     rig.stop();
     base.assert_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_coordinators_leftovers_are_listed_and_removed() {
+    let base = Baseline::take().await;
+    let Some(rig) = Rig::start(1) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, _) = input(dir.path(), 22);
+    let cluster = rig.cluster_config().connect().await.unwrap();
+    let js = async_nats::jetstream::new(cluster.client().clone());
+    let mut coordinator = Command::new(env!("CARGO_BIN_EXE_forkyard-mapreduce-dist-fixture"))
+        .arg(rig.server.url())
+        .arg(&inp)
+        .arg(dir.path().join("out"))
+        .args(["leftover", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once its object store (the last thing it creates) is there.
+    wait_for_async("the job's object store", || async {
+        js.get_object_store("FY_leftover")
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    kill_process(
+        Pid::from_raw(coordinator.id() as i32).unwrap(),
+        Signal::KILL,
+    )
+    .unwrap();
+    coordinator.wait().unwrap();
+    // The node program lists and removes it.
+    let node = |args: &[&str]| {
+        let out = Command::new(crate::dist::node_bin())
+            .args(["--nats", &rig.server.url()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(node(&["--list-jobs"]), "leftover\n");
+    assert_eq!(
+        node(&["--remove-job", "leftover"]),
+        "removed job leftover\n"
+    );
+    assert_eq!(jobs_on(&cluster).await.unwrap(), Vec::<String>::new());
+    assert_eq!(node(&["--list-jobs"]), "");
+    assert!(!remove_job(&cluster, "leftover").await.unwrap());
+    let err = remove_job(&cluster, "no.such>").await.unwrap_err();
+    assert!(
+        err.to_string().contains("use letters, digits and '-'"),
+        "{err}"
+    );
+    drop(js);
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
