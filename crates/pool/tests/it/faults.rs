@@ -131,7 +131,10 @@ async fn a_handler_panic_is_a_task_error_and_the_worker_keeps_serving() {
     let pid = pool.call(Job::Pid).await.unwrap();
     match pool.call(Job::Panic).await {
         Err(PoolError::Task(error)) => {
-            assert!(error.message().contains("panicked"), "{error}")
+            assert!(
+                error.is_panic() && error.message().contains("panicked"),
+                "{error:?}"
+            )
         }
         other => panic!("expected a task error, got {other:?}"),
     }
