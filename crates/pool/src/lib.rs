@@ -51,11 +51,13 @@
 //!   message per chunk each way, sized automatically or by [`MapOptions`]),
 //!   the handler runs per item, a failed item is an `Err` in its place, and
 //!   at most a window of items is in flight, so a slow consumer or an endless
-//!   iterator is fine. A worker sends a chunk's results as it goes: the
-//!   results of items that finish back to back together (every 20 ms or so,
-//!   so tiny items cost no message each), and whatever is done as soon as an
-//!   item has to wait, so a slow item never holds back finished ones. If the
-//!   worker dies mid-chunk, only the items without a result run again.
+//!   iterator is fine. A worker sends a chunk's results as it goes, so tiny
+//!   items cost no message each and a slow item never holds back finished
+//!   ones: whatever is done goes out as soon as an item has to wait, and
+//!   items that finish back to back go out together, every 20 ms or so from
+//!   a Rust worker or a Python one on threads, only at the chunk's end from
+//!   async Python and Node (no timer there). If the worker dies mid-chunk,
+//!   only the items without a result run again.
 //! - **Per-call options**: [`Pool::call_with`] takes [`CallOptions`]: a
 //!   deadline (queued or running), a run timeout, retries, and a
 //!   [`CancelToken`]. [`Pool::start`] returns a [`TaskHandle`] with the
@@ -221,8 +223,11 @@
 //! - A batch's chunk is one task for the queue, the in-flight limit and the
 //!   task timeout (which a chunk gets once per item); statistics count items.
 //!   An item whose worker died after it ran but before its result went out
-//!   (results of items that finish back to back go out every 20 ms or so)
-//!   runs again, like a retried call.
+//!   runs again, like a retried call. How much that is depends on the
+//!   worker: Rust workers and Python on threads send finished items every
+//!   20 ms or so; async Python and Node send them only when an item waits or
+//!   the chunk ends, so a crash in a chunk of items that never wait re-runs
+//!   every item of it that ran (a smaller `chunk_size` bounds that).
 //! - A [`CallOptions::deadline`] is a `std::time::Instant`: under tokio's
 //!   paused test clock it does not move with the paused time.
 //! - A task is retried only when its worker *died* (and it has retries left):
