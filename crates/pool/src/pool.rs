@@ -315,6 +315,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> Builder<Req, Resp> {
                 armed: None,
                 deliveries: Vec::new(),
                 spare_actions: Vec::new(),
+                dispatched: Dispatched::default(),
                 handles_gone: false,
             }),
             ticker: Notify::new(),
@@ -870,11 +871,48 @@ impl<Resp> Delivery<Resp> {
     }
 }
 
+/// How many tasks each worker is sent in one batch of the core's actions, so
+/// a driver can be told whether its worker had tasks in flight before them.
+///
+/// The core counts a task in flight as soon as it decides the dispatch, so
+/// by the time the batch is performed a worker's count includes the tasks
+/// of the batch itself. A list, not a map: a batch reaches a few workers,
+/// and the list keeps its room from one batch to the next.
+#[derive(Debug, Default)]
+struct Dispatched(Vec<(WorkerId, usize)>);
+
+impl Dispatched {
+    /// Counts the dispatches in `actions`, forgetting the previous batch.
+    fn count<Req, Resp>(&mut self, actions: &[Action<Req, Resp>]) {
+        self.0.clear();
+        for action in actions {
+            if let Action::Dispatch { worker, .. } = action {
+                match self.0.iter_mut().find(|(w, _)| w == worker) {
+                    Some((_, n)) => *n += 1,
+                    None => self.0.push((*worker, 1)),
+                }
+            }
+        }
+    }
+
+    /// Whether `worker`, which has `in_flight` tasks counting this batch's,
+    /// had any before the batch.
+    fn pipelined(&self, worker: WorkerId, in_flight: usize) -> bool {
+        let batch = self
+            .0
+            .iter()
+            .find(|(w, _)| *w == worker)
+            .map_or(0, |(_, n)| *n);
+        in_flight > batch
+    }
+}
+
 enum DriverCmd<Req> {
     Dispatch {
         task: TaskId,
         req: Payload<Req>,
-        /// The worker has other tasks in flight (so batching costs no latency).
+        /// The worker had other tasks in flight before this batch of
+        /// dispatches (so batching costs no latency).
         pipelined: bool,
     },
     Cancel(TaskId),
@@ -915,6 +953,8 @@ struct State<Req, Resp> {
     deliveries: Vec<Delivery<Resp>>,
     /// An empty buffer for the core's next actions (kept to save allocations).
     spare_actions: Vec<Action<Req, Resp>>,
+    /// Tasks per worker in the batch of actions being performed.
+    dispatched: Dispatched,
     handles_gone: bool,
 }
 
@@ -1060,6 +1100,7 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
             if actions.is_empty() {
                 break;
             }
+            self.dispatched.count(&actions);
             for action in actions.drain(..) {
                 match action {
                     Action::Spawn {
@@ -1080,7 +1121,12 @@ impl<Req: Message + Clone + Sync, Resp: Message> State<Req, Resp> {
                             self.deliveries.push(Delivery::Room(permit));
                         }
                         if let Some(d) = self.drivers.get(&worker) {
-                            let pipelined = self.core.in_flight_on(worker) > 1;
+                            // Whether it had tasks in flight before this
+                            // batch: an idle worker sent a burst (its first
+                            // Ready, a replacement, a resize) gets it at once.
+                            let pipelined = self
+                                .dispatched
+                                .pipelined(worker, self.core.in_flight_on(worker));
                             let _ = d.tx.send(DriverCmd::Dispatch {
                                 task,
                                 req,
@@ -1423,10 +1469,13 @@ async fn drive<Req: Message + Clone + Sync, Resp: Message>(
                         // The worker is busy with others: let the tasks ready
                         // to run submit theirs first. A caller that dispatched
                         // wakes this driver into the runtime's next-task slot,
-                        // ahead of the other callers its answers woke, and the
-                        // write would carry one task (a tenth of the writes
-                        // and a quarter of the CPU per task with 1,000 callers
-                        // on 2 workers). A lone task goes out at once.
+                        // ahead of the other callers its worker's answers
+                        // woke; without the yield the write carries only what
+                        // was dispatched before the driver ran, and there are
+                        // many more writes, each a system call. (The figures:
+                        // README, "What made the pool faster".) A worker with
+                        // nothing in flight before this batch of dispatches,
+                        // sent one task or a burst, gets it at once.
                         tokio::task::yield_now().await;
                     }
                     let mut deferred = Vec::new();
@@ -1631,4 +1680,68 @@ fn is_peer_gone(e: &forkyard_ipc::Error) -> bool {
                 forkyard_ipc::HandshakeError::PeerClosed | forkyard_ipc::HandshakeError::Io(_)
             )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_worker() -> Rules {
+        Rules {
+            workers: 1,
+            max_in_flight: 8,
+            queue_capacity: 16,
+            task_timeout: None,
+            retries: 0,
+            recycle_after_tasks: None,
+            recycle_above_rss: None,
+            recycle_after_age: None,
+            start_timeout: Duration::from_secs(2),
+            backoff: Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1)),
+            breaker: BreakerConfig::new(3, Duration::from_secs(10)),
+            cancel_grace: Duration::from_secs(1),
+            autoscale: None,
+        }
+    }
+
+    /// Whether each dispatch in the core's next batch of actions would be
+    /// sent as pipelined, as `perform` decides it.
+    fn next_batch(core: &mut Core<u32, u32>, dispatched: &mut Dispatched) -> Vec<bool> {
+        let actions = core.take_actions();
+        dispatched.count(&actions);
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dispatch { worker, .. } => {
+                    Some(dispatched.pipelined(*worker, core.in_flight_on(*worker)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An idle worker sent a burst gets it at once (its driver does not yield
+    /// before the first write); a worker with tasks in flight is pipelined,
+    /// even for a lone task.
+    #[test]
+    fn a_burst_to_an_idle_worker_is_not_pipelined() {
+        let now = std::time::Instant::now();
+        let mut core = Core::<u32, u32>::new(one_worker(), 7, now);
+        let mut dispatched = Dispatched::default();
+        let worker = match core.take_actions().as_slice() {
+            [Action::Spawn { worker, .. }] => *worker,
+            other => panic!("expected one spawn, got {}", other.len()),
+        };
+        // Three tasks queued before the worker is ready: its first Ready
+        // dispatches them in one batch.
+        for id in 0..3 {
+            core.submit(id, id as u32, now).unwrap();
+        }
+        assert!(next_batch(&mut core, &mut dispatched).is_empty());
+        core.ready(worker, now);
+        assert_eq!(next_batch(&mut core, &mut dispatched), [false; 3]);
+        // One more while those three are in flight.
+        core.submit(3, 3, now).unwrap();
+        assert_eq!(next_batch(&mut core, &mut dispatched), [true]);
+    }
 }
