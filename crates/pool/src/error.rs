@@ -44,6 +44,29 @@ pub enum PoolError {
     /// [`TaskError::new`]), its message and any detail (a traceback or
     /// stack), as they crossed from the worker process, where the error's own
     /// causes stayed.
+    ///
+    /// Unlike the other variants that carry something, this one has no
+    /// `#[source]`: the [`TaskError`] is data from another process (the
+    /// handler's answer), not a cause on this side, and its text is already
+    /// in this error's own (`the task failed: NotFound: no user 7`). As a
+    /// source it would print twice in `{:#}` and anyhow chains. Reach it by
+    /// matching:
+    ///
+    /// ```
+    /// use std::error::Error as _;
+    /// use forkyard_pool::{PoolError, TaskError};
+    ///
+    /// // What `pool.call(req).await` gives when the handler failed.
+    /// let error = PoolError::Task(TaskError::new("NotFound", "no user 7"));
+    /// match &error {
+    ///     PoolError::Task(e) if e.kind() == Some("NotFound") => {
+    ///         assert_eq!(e.message(), "no user 7")
+    ///     }
+    ///     other => panic!("expected NotFound, got {other}"),
+    /// }
+    /// assert_eq!(error.to_string(), "the task failed: NotFound: no user 7");
+    /// assert!(error.source().is_none(), "shown once in an error chain");
+    /// ```
     #[error("the task failed: {0}")]
     Task(TaskError),
     /// The worker broke the protocol (garbage, wrong version, a reply for a task
