@@ -234,6 +234,16 @@ impl NatsConfig {
         if let Some(seed) = &self.nkey {
             opts = opts.nkey(seed.clone());
         }
+        // How `close` knows the socket is closed: async-nats keeps the event
+        // callback in its event task, which ends only after the connection
+        // task has dropped its socket (that task holds the event channel's
+        // only sender). The callback owns `gone_tx`, so `gone` sees the
+        // sender dropped exactly then.
+        let (gone_tx, gone) = tokio::sync::watch::channel(());
+        opts = opts.event_callback(move |_event| {
+            let _owned_until_the_connection_ends = &gone_tx;
+            std::future::ready(())
+        });
         let connect = opts.connect(self.url.as_str());
         let client = match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(c)) => c,
@@ -276,7 +286,12 @@ impl NatsConfig {
                 what: "JetStream does not answer (is the server started with -js?)".into(),
                 source: Box::new(e),
             })?;
-        Ok(Cluster { client, js })
+        Ok(Cluster {
+            client,
+            js,
+            gone,
+            close_timeout: self.connect_timeout,
+        })
     }
 }
 
@@ -291,6 +306,11 @@ pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 pub struct Cluster {
     pub(crate) client: async_nats::Client,
     pub(crate) js: async_nats::jetstream::Context,
+    /// Never written: fails `changed()` once the connection's socket is
+    /// closed (see `NatsConfig::connect`).
+    gone: tokio::sync::watch::Receiver<()>,
+    /// How long `close` waits for that (the connect timeout).
+    close_timeout: Duration,
 }
 
 impl Cluster {
@@ -299,11 +319,35 @@ impl Cluster {
         &self.client
     }
 
-    /// Flushes what was published and closes the connection (every clone of
-    /// this `Cluster` with it). Dropping the last clone also closes it, but
-    /// only once the client's background task notices.
+    /// Flushes what was published, closes the connection (every clone of
+    /// this `Cluster` with it) and returns once its socket is closed.
+    ///
+    /// `async_nats::Client::drain` only queues the request: the client's
+    /// connection task then flushes, waits for the server's answer to a
+    /// ping and ends, dropping the socket. A server that goes away in
+    /// between (stopped right after `drain` returned) leaves that task
+    /// reconnecting, with no cap, holding the dead socket until the server
+    /// is back or the tokio runtime ends. So `close` waits for the task's
+    /// end, for at most the connect timeout; a client that has lost its
+    /// server cannot drain, and `close` then logs a warning and returns.
+    /// Dropping the last clone also closes the connection, but only once
+    /// the client's background task notices.
     pub async fn close(self) {
-        let _ = self.client.drain().await;
+        let Cluster {
+            client,
+            js,
+            mut gone,
+            close_timeout,
+        } = self;
+        let _ = client.drain().await;
+        drop((client, js));
+        let ended = async { while gone.changed().await.is_ok() {} };
+        if tokio::time::timeout(close_timeout, ended).await.is_err() {
+            tracing::warn!(
+                "the NATS connection did not close within {close_timeout:?} (is the server gone?): \
+                 its socket stays open until the server is back or the runtime ends"
+            );
+        }
     }
 }
 

@@ -305,6 +305,7 @@ async fn a_broker_restarted_mid_job_loses_no_committed_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_gone_for_good_mid_job_is_a_typed_error_not_a_hang() {
+    let base = Baseline::take().await;
     // No nodes: the job waits on its queue until the broker goes.
     let Some(mut rig) = Rig::start(0) else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -345,7 +346,9 @@ async fn a_broker_gone_for_good_mid_job_is_a_typed_error_not_a_hang() {
     );
     drop((err, js));
     // The test's own client reconnects until closed, and closing needs a
-    // server: bring it back only to let that connection go.
+    // server (a client that is reconnecting cannot drain): bring it back
+    // only to let that connection go. close() returns once the socket is
+    // closed, so stopping the server right after cannot strand it.
     rig.server.restart().expect("restart nats-server");
     wait_for("the test's client back on the server", || {
         match cluster.client().connection_state() {
@@ -356,30 +359,7 @@ async fn a_broker_gone_for_good_mid_job_is_a_typed_error_not_a_hang() {
     .await;
     cluster.close().await;
     rig.stop();
-    // Not base.assert_clean(): after a broker loss one socket of the
-    // test's own async-nats client outlives close() (under investigation);
-    // processes are checked all the same.
-    assert_no_descendants().await;
-}
-
-/// No process left but the watchdog: the part of `Baseline::assert_clean`
-/// that holds where a socket of the test's own async-nats client may
-/// outlive `close()` (seen after a broker loss, and once in CI under load
-/// after a job with a rejected message; under investigation).
-pub(crate) async fn assert_no_descendants() {
-    let watchdog = forkyard_child::watchdog_pid();
-    wait_for("no live descendants but the watchdog", || {
-        let left: Vec<u32> = live_descendants(std::process::id())
-            .into_iter()
-            .filter(|&p| Some(p) != watchdog)
-            .collect();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{left:?}"))
-        }
-    })
-    .await;
+    base.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,6 +501,7 @@ async fn an_unreachable_server_is_a_clear_error_and_so_is_a_wrong_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_task_message_is_rejected_and_reported() {
+    let base = Baseline::take().await;
     let Some(rig) = Rig::start(1) else { return };
     let dir = tempfile::tempdir().unwrap();
     let (inp, data) = input(dir.path(), 5);
@@ -552,10 +533,7 @@ async fn a_malformed_task_message_is_rejected_and_reported() {
     drop(js);
     cluster.close().await;
     rig.stop();
-    // Not base.assert_clean(): one socket of the test's own async-nats
-    // client outlived close() once in CI under load (a 15th fd against a
-    // baseline of 14, for 30 s); under investigation. Processes are checked.
-    assert_no_descendants().await;
+    base.assert_clean().await;
 }
 
 /// Publishes to the job's stream as soon as it exists (the coordinator
