@@ -8,8 +8,8 @@ mod common;
 
 use std::hint::black_box;
 
-use common::WordCount;
 use criterion::{Criterion, Throughput};
+use forkyard_mapreduce::jobs::WordCount;
 use forkyard_mapreduce::{LineFiles, MapReduce};
 use rustc_hash::FxHashMap;
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use common::WordCount;
+use forkyard_mapreduce::jobs::WordCount;
 use forkyard_mapreduce::{Emit, Job, LineFiles, MapReduce, Workers};
 use forkyard_testkit::bench::{Figure, Recorder, Row, Target, Unit};
 use rustc_hash::FxHashMap;

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::WordCount;
+use forkyard_mapreduce::jobs::WordCount;
 use forkyard_mapreduce::{Fault, LineFiles, MapReduce, Phase};
 
 fn main() -> Result<()> {
@@ -50,16 +50,14 @@ fn main() -> Result<()> {
 
     say("\n1. A clean run: 2 worker processes (this same binary, started again), 4 reducers.");
     let clean_out = dir.path().join("clean");
-    let clean = MapReduce::new(WordCount {
-        poison: Some("POISON".into()),
-    })
-    .input(LineFiles::new(inputs))
-    .out_dir(&clean_out)
-    .workers(2)
-    .reducers(4)
-    .split_size(split)
-    .progress(true)
-    .run_blocking()?;
+    let clean = MapReduce::new(WordCount::poisoned_by("POISON"))
+        .input(LineFiles::new(inputs))
+        .out_dir(&clean_out)
+        .workers(2)
+        .reducers(4)
+        .split_size(split)
+        .progress(true)
+        .run_blocking()?;
     println!("{clean}");
     say(&format!(
         "   The poison line crashed its map task twice, so the third attempt skipped it: {}.",
@@ -82,21 +80,19 @@ fn main() -> Result<()> {
         "   - the worker running map task 0 SIGSTOPs itself: a straggler only a backup can overtake.",
     );
     let faulty_out = dir.path().join("faulty");
-    let faulty = MapReduce::new(WordCount {
-        poison: Some("POISON".into()),
-    })
-    .input(LineFiles::new(inputs))
-    .out_dir(&faulty_out)
-    .workers(2)
-    .reducers(4)
-    .split_size(split)
-    .progress(true)
-    .backups(true, Duration::from_millis(300))
-    .task_timeout(Duration::from_secs(30))
-    .inject(Phase::Map, 1, Fault::Kill { at: 100 })
-    .inject(Phase::Reduce, 2, Fault::Kill { at: 50 })
-    .inject(Phase::Map, 0, Fault::Stop { at: 10 })
-    .run_blocking()?;
+    let faulty = MapReduce::new(WordCount::poisoned_by("POISON"))
+        .input(LineFiles::new(inputs))
+        .out_dir(&faulty_out)
+        .workers(2)
+        .reducers(4)
+        .split_size(split)
+        .progress(true)
+        .backups(true, Duration::from_millis(300))
+        .task_timeout(Duration::from_secs(30))
+        .inject(Phase::Map, 1, Fault::Kill { at: 100 })
+        .inject(Phase::Reduce, 2, Fault::Kill { at: 50 })
+        .inject(Phase::Map, 0, Fault::Stop { at: 10 })
+        .run_blocking()?;
     println!("{faulty}");
     common::same_parts(&clean_out, &faulty_out, 4).map_err(anyhow::Error::msg)?;
     say("   Output checked: byte-identical to the clean run.");
@@ -105,16 +101,14 @@ fn main() -> Result<()> {
     }
 
     say("\n3. The job directory records committed tasks, so running the job again does nothing:");
-    let again = MapReduce::new(WordCount {
-        poison: Some("POISON".into()),
-    })
-    .input(LineFiles::new(inputs))
-    .out_dir(&faulty_out)
-    .workers(2)
-    .reducers(4)
-    .split_size(split)
-    .run_blocking()
-    .context("re-running the job")?;
+    let again = MapReduce::new(WordCount::poisoned_by("POISON"))
+        .input(LineFiles::new(inputs))
+        .out_dir(&faulty_out)
+        .workers(2)
+        .reducers(4)
+        .split_size(split)
+        .run_blocking()
+        .context("re-running the job")?;
     say(&format!(
         "   {} of {} map tasks and {} of {} reduce tasks found committed; {} attempts run.",
         again.map.resumed,

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use common::WordCount;
+use forkyard_mapreduce::jobs::WordCount;
 use forkyard_mapreduce::{JobEvent, LineFiles, MapReduce, Phase};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
@@ -50,20 +50,18 @@ struct Args {
 const REDUCERS: u32 = 3;
 
 fn job(inputs: &[std::path::PathBuf], out: &std::path::Path, split: u64) -> MapReduce<WordCount> {
-    MapReduce::new(WordCount {
-        poison: Some("POISON".into()),
-    })
-    .input(LineFiles::new(inputs))
-    .out_dir(out)
-    .workers(2)
-    .reducers(REDUCERS)
-    .split_size(split)
-    .max_skipped(50)
-    .max_failures(8)
-    .backups(true, Duration::from_millis(200))
-    // A stopped worker whose task has no backup yet (the phase still has
-    // pending tasks) is killed after this.
-    .task_timeout(Duration::from_secs(5))
+    MapReduce::new(WordCount::poisoned_by("POISON"))
+        .input(LineFiles::new(inputs))
+        .out_dir(out)
+        .workers(2)
+        .reducers(REDUCERS)
+        .split_size(split)
+        .max_skipped(50)
+        .max_failures(8)
+        .backups(true, Duration::from_millis(200))
+        // A stopped worker whose task has no backup yet (the phase still has
+        // pending tasks) is killed after this.
+        .task_timeout(Duration::from_secs(5))
 }
 
 fn main() -> ExitCode {

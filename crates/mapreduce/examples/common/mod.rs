@@ -1,5 +1,6 @@
-//! What the examples share: the word-count job, a generated Zipf corpus, the
-//! single-threaded reference count, and the comparison with an output.
+//! What the examples share: a generated Zipf corpus, the single-threaded
+//! reference count, and the comparison with an output. The word-count job is
+//! the library's `forkyard_mapreduce::jobs::WordCount`.
 
 #![allow(dead_code)]
 
@@ -7,45 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use forkyard_mapreduce::{Emit, Job, partition};
-
-/// Word count; lines containing `poison` (if set) make the map function panic.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub(crate) struct WordCount {
-    pub(crate) poison: Option<String>,
-}
-
-impl Job for WordCount {
-    type Key = Vec<u8>;
-    type Value = u64;
-    type Output = u64;
-    const COMBINES: bool = true;
-
-    fn name() -> &'static str {
-        "wordcount"
-    }
-
-    fn map(&self, line: &[u8], emit: &mut Emit<'_, Vec<u8>, u64>) {
-        if let Some(p) = &self.poison
-            && contains(line, p)
-        {
-            panic!("poison record");
-        }
-        for word in line.split(|b| b.is_ascii_whitespace()) {
-            if !word.is_empty() {
-                emit.emit_ref(word, 1);
-            }
-        }
-    }
-
-    fn combine(&self, _word: &Vec<u8>, count: &mut u64, more: u64) {
-        *count += more;
-    }
-
-    fn reduce(&self, _word: &Vec<u8>, counts: Vec<u64>, emit: &mut dyn FnMut(u64)) {
-        emit(counts.iter().sum());
-    }
-}
+use forkyard_mapreduce::partition;
 
 pub(crate) fn contains(line: &[u8], needle: &str) -> bool {
     line.windows(needle.len()).any(|w| w == needle.as_bytes())
