@@ -133,6 +133,8 @@ const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[
  * `JSON.stringify` writes a lone surrogate as a `\ud83d` escape, which is not
  * Unicode: the pool would reject the whole line and lose the worker.
  */
+const LONE_ESCAPE = /(?<!\\)(?:\\\\)*\\ud[89a-f][0-9a-f]{2}/i;
+
 function wellFormed(text) {
   return text.replace(LONE_SURROGATE, '\ufffd');
 }
@@ -152,6 +154,12 @@ function ok(value) {
     if (json === undefined) {
       // A function or a symbol: nothing JSON can say.
       throw new TypeError(`a value of type ${typeof value} has no JSON form`);
+    }
+    // JSON.stringify writes a surrogate pair as it is and escapes only a lone
+    // surrogate; such an escape (after an even run of backslashes) is not
+    // Unicode, and the pool would reject the line and lose the worker.
+    if (json.includes('\\ud') && LONE_ESCAPE.test(json)) {
+      throw new TypeError('a string holds a lone surrogate (half a UTF-16 pair), which is not Unicode');
     }
     return `{"Ok":${json}}`;
   } catch (error) {

@@ -105,6 +105,8 @@ async function handle(request, { signal }) {
       return 0;
     case 'Unserializable':
       return 10n; // a BigInt: JSON.stringify refuses it
+    case 'LoneSurrogate':
+      return 'half \ud83d';
     default:
       break;
   }

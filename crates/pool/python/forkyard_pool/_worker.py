@@ -154,7 +154,10 @@ def _is_async(handler):
 
 
 # One encoder for every answer (json.dumps with options builds a new one per call).
-_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+# ensure_ascii=False: text goes out as UTF-8, so a lone surrogate (no
+# character, see well_formed) fails the strict .encode() after it instead of
+# going out as a \udXXX escape the pool cannot read.
+_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 
 
 def _encode(message):

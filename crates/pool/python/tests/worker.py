@@ -89,6 +89,8 @@ def common(request):
     if request == "Garbage":
         os.write(int(os.environ["FORKYARD_IPC_FD"]), b"}{ not json\n")
         return True, 0
+    if request == "LoneSurrogate":
+        return True, "bad name " + b"\xff".decode("utf-8", "surrogateescape")
     if request == "Unserializable":
         return True, {1, 2, 3}
     if isinstance(request, dict) and len(request) == 1:

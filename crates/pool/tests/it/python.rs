@@ -64,6 +64,9 @@ pub(crate) enum Work {
     Garbage,
     /// The handler returns a value that has no JSON form.
     Unserializable,
+    /// The handler returns a string holding a lone surrogate (as `Fail`'s
+    /// `Undecodable`), which JSON can only escape and the pool cannot read.
+    LoneSurrogate,
     /// Answers the worker's pid.
     Pid,
     /// Answers where the worker package was loaded from.
@@ -310,7 +313,8 @@ pub(crate) async fn answers_and_typed_errors(cmd: &Cmd, builtin: &str, stack: St
 /// two halves of a UTF-16 surrogate pair, whatever comes before the message
 /// in the trace), and a message ending in a lone surrogate (not Unicode; JSON
 /// can only escape it). Each call fails with its typed error, the lone
-/// surrogate read as U+FFFD, and the worker lives on: a task it had in flight
+/// surrogate read as U+FFFD (a result holding one fails `Unsendable`: data
+/// is not mended), and the worker lives on: a task it had in flight
 /// all along is answered. (A line the pool cannot read would be a protocol
 /// error, which costs the worker and every task on it.)
 pub(crate) async fn unicode_errors_keep_the_worker(cmd: &Cmd, builtin: &str) {
@@ -332,6 +336,7 @@ pub(crate) async fn unicode_errors_keep_the_worker(cmd: &Cmd, builtin: &str) {
             call(&pool, fail(builtin, &emoji[0])),
             call(&pool, fail(builtin, &emoji[1])),
             call(&pool, fail("Undecodable", "bad name ")),
+            call(&pool, Work::LoneSurrogate),
         ])
         .await;
         // Only now may the task in flight on the same worker end.
@@ -340,7 +345,13 @@ pub(crate) async fn unicode_errors_keep_the_worker(cmd: &Cmd, builtin: &str) {
     };
     let waiting = call(&pool, Work::WaitFile(release.to_str().unwrap().into()));
     let (errors, waited) = tokio::join!(failing, waiting);
-    let errors: Vec<TaskError> = errors.into_iter().map(typed_error).collect();
+    let mut errors: Vec<TaskError> = errors.into_iter().map(typed_error).collect();
+    // A result is not mended: the task fails, as for any value with no JSON form.
+    let lone = errors.pop().unwrap();
+    assert!(
+        lone.is_unsendable() && lone.message().starts_with("the response is not JSON"),
+        "{lone:?}"
+    );
     for (error, message) in errors.iter().zip(&emoji) {
         assert_eq!(
             (error.kind(), error.message()),
@@ -367,7 +378,7 @@ pub(crate) async fn unicode_errors_keep_the_worker(cmd: &Cmd, builtin: &str) {
     assert_eq!((stats.crashes, stats.restarts), (0, 0));
     assert_eq!(
         stats.failed.get(&forkyard_pool::FailureKind::Task),
-        Some(&3)
+        Some(&4)
     );
     drain(pool).await;
     base.assert_clean().await;
