@@ -293,7 +293,15 @@ impl Infra {
         id: &str,
         options: &DistOptions,
     ) -> Result<(Self, Option<Resume>), DistError> {
-        let existed = cluster.js.get_stream(stream_name(id)).await.is_ok();
+        // Only the server's "stream not found" means a fresh job: any other
+        // error says nothing, and taking it for "absent" would skip the
+        // take-over (reusing the stream unpurged) and, should setup then
+        // fail, delete the killed run's committed work.
+        let existed = match cluster.js.get_stream(stream_name(id)).await {
+            Ok(_) => true,
+            Err(e) if super::wire::stream_not_found(&e) => false,
+            Err(e) => return Err(DistError::broker("cannot look up the job's stream", e)),
+        };
         let opened = async {
             let infra = Self::create(cluster, id, options).await?;
             let resume = match existed {

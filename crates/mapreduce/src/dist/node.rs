@@ -240,7 +240,7 @@ async fn open_job(shared: &Shared, id: &str) -> Result<Option<JobHandles>, DistE
     let js = &shared.cluster.js;
     let stream = match js.get_stream(&name).await {
         Ok(s) => s,
-        Err(e) if e.to_string().to_lowercase().contains("not found") => {
+        Err(e) if super::wire::stream_not_found(&e) => {
             return Ok(None);
         }
         Err(e) => return Err(DistError::broker("cannot open the job's stream", e)),
@@ -478,12 +478,13 @@ async fn put_retrying(
 /// its coordinator deleted it, so a record for it has nowhere to go.
 /// Retrying then would only hold this node's worker slot: a failed job
 /// whose nodes were still busy once kept them from the next job for the
-/// ~20 s of retries. A broker that is restarting answers nothing (not
-/// "not found"), so it still gets the retries.
+/// ~20 s of retries. Only the server's "stream not found" code counts: a
+/// broker that is restarting answers nothing (a request error), so it still
+/// gets the retries.
 async fn job_gone(cluster: &Cluster, job: &JobHandles) -> bool {
     matches!(
         tokio::time::timeout(Duration::from_secs(2), cluster.js.get_stream(&job.stream)).await,
-        Ok(Err(e)) if e.to_string().to_lowercase().contains("not found")
+        Ok(Err(e)) if super::wire::stream_not_found(&e)
     )
 }
 

@@ -20,6 +20,16 @@ pub(crate) const STREAM_PREFIX: &str = "FY_";
 /// The durable consumer every node pulls a job's tasks through.
 pub(crate) const CONSUMER: &str = "nodes";
 
+/// Whether a failed `get_stream` says the stream does not exist: only the
+/// server's "stream not found" (JetStream error code 10059) means that. A
+/// request that timed out or a broker that is restarting says nothing about
+/// the stream, so it is an error to report or retry, never "absent".
+pub(crate) fn stream_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    matches!(e.kind(), GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
 pub(crate) fn stream_name(job_id: &str) -> String {
     format!("{STREAM_PREFIX}{job_id}")
 }
@@ -170,5 +180,38 @@ impl std::fmt::Display for Rejection {
             "message {} on {} rejected by node {}: {}",
             self.sequence, self.subject, self.node, self.reason
         )
+    }
+}
+
+#[cfg(test)]
+mod not_found_tests {
+    use super::stream_not_found;
+    use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
+
+    fn api_error(code: u16, err_code: u64, text: &str) -> GetStreamError {
+        let e: async_nats::jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": code, "err_code": err_code, "description": text
+        }))
+        .unwrap();
+        GetStreamErrorKind::JetStream(e).into()
+    }
+
+    #[test]
+    fn only_the_servers_stream_not_found_means_absent() {
+        assert!(stream_not_found(&api_error(404, 10059, "stream not found")));
+        // Another 404 (e.g. consumer not found) is not the stream's absence.
+        assert!(!stream_not_found(&api_error(
+            404,
+            10014,
+            "consumer not found"
+        )));
+        // A request that timed out or failed says nothing about the stream,
+        // even if its text happened to say "not found".
+        assert!(!stream_not_found(&GetStreamErrorKind::Request.into()));
+        assert!(!stream_not_found(&api_error(
+            503,
+            10008,
+            "stream not found? unavailable"
+        )));
     }
 }
