@@ -186,6 +186,12 @@ impl<J: Job> MapReduce<J> {
                 reduce: resumed_phase(&reduce_stats),
                 ..Report::default()
             };
+            // A coordinator killed after writing the markers and before
+            // deleting the job's infra left it on the server: nothing in it
+            // is needed any more.
+            if jobs_on(cluster).await?.contains(&id) {
+                Infra::delete(cluster, &id).await;
+            }
             report.wall = started.elapsed();
             return Ok(DistReport {
                 report,
@@ -658,6 +664,17 @@ impl<J: Job> Run<'_, J> {
         // The output: each part from the object store, renamed into place;
         // then the records a local run keeps, so the directory reads the same.
         let fetch_started = Instant::now();
+        // The map stats first: a re-run that finds every reduce marker
+        // reports from them, so they must be there before the last marker
+        // (a coordinator killed in between would report 0 map records).
+        for (m, c) in map_commits.iter().enumerate() {
+            let dir = job_dir.join("committed").join(map_task_name(m as u32));
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(
+                dir.join(STATS_FILE),
+                serde_json::to_vec(&c.stats).unwrap_or_default(),
+            );
+        }
         for (r, c) in reduce_commits.iter().enumerate() {
             let tmp = out_dir.join(format!(".{}.dist.tmp", part_name(r as u32)));
             let n = download(&self.infra.os, &c.prefix, &tmp)
@@ -675,14 +692,6 @@ impl<J: Job> Run<'_, J> {
             })?;
             let marker = reduce_marker(job_dir, r as u32);
             let _ = std::fs::write(&marker, serde_json::to_vec(&c.stats).unwrap_or_default());
-        }
-        for (m, c) in map_commits.iter().enumerate() {
-            let dir = job_dir.join("committed").join(map_task_name(m as u32));
-            let _ = std::fs::create_dir_all(&dir);
-            let _ = std::fs::write(
-                dir.join(STATS_FILE),
-                serde_json::to_vec(&c.stats).unwrap_or_default(),
-            );
         }
         sweep_tmp(out_dir);
         reduce_report.wall += fetch_started.elapsed();

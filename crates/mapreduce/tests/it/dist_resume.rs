@@ -113,6 +113,25 @@ async fn a_coordinator_killed_mid_job_is_resumed_by_running_the_job_again() {
         "nothing left to remove"
     );
 
+    // A coordinator killed after its reduce markers and before deleting the
+    // job's infra left the job on the server: the run that finds the job
+    // complete removes it.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("FY_{ID}"),
+        subjects: vec![format!("fy.{ID}.task.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(jobs_on(&cluster).await.unwrap(), vec![ID.to_string()]);
+    let again = dist_job(&inp, &out).run_on(&cluster).await.unwrap();
+    assert_eq!(again.report.map.attempts + again.report.reduce.attempts, 0);
+    assert_eq!(
+        again.report.records(),
+        data.iter().filter(|&&b| b == b'\n').count() as u64
+    );
+    assert_eq!(jobs_on(&cluster).await.unwrap(), Vec::<String>::new());
+
     drop((kv, js));
     cluster.close().await;
     rig.stop();
