@@ -459,7 +459,7 @@ impl Resume {
             }
         }
         for key in names {
-            if let Some(Key::Commit(p, i)) = parse_key(&key)
+            if let Some(Key::Commit(p, i)) = parse_key(&key, "")
                 && let Some(bytes) = infra
                     .kv
                     .get(key.as_str())
@@ -573,6 +573,7 @@ struct TaskState {
 }
 
 /// A KV key of this job, parsed.
+#[derive(Debug, PartialEq)]
 enum Key<'k> {
     Commit(char, usize),
     Start(char, usize),
@@ -580,7 +581,12 @@ enum Key<'k> {
     Reject(&'k str),
 }
 
-fn parse_key(key: &str) -> Option<Key<'_>> {
+/// Parses `key`; `None` for what this run does not act on. Commits
+/// (`commit.m.00003`) count whichever run made them; starts and failures
+/// (`start.m.00003.NONCE.a0.d1`) only when they carry this run's `nonce`: a
+/// killed run's late records are not this run's attempts, and sharing keys
+/// with them would drop this run's own record as a repeat.
+fn parse_key<'k>(key: &'k str, nonce: &str) -> Option<Key<'k>> {
     let mut parts = key.split('.');
     let what = parts.next()?;
     if what == "reject" {
@@ -590,6 +596,7 @@ fn parse_key(key: &str) -> Option<Key<'_>> {
     let task: usize = parts.next()?.parse().ok()?;
     match what {
         "commit" => Some(Key::Commit(phase, task)),
+        "start" | "fail" if parts.next()? != nonce => None,
         "start" => Some(Key::Start(phase, task)),
         "fail" => Some(Key::Fail(phase, task)),
         _ => None,
@@ -619,7 +626,9 @@ impl<J: Job> Run<'_, J> {
         if self.upload_inputs {
             for (i, split) in splits.iter().enumerate() {
                 if let (None, Split::Lines { path, start, end }) = (&map_done[i], split) {
-                    let name = format!("in.m.{i:05}");
+                    // Named by run: a killed run's node may still be reading
+                    // its own copy.
+                    let name = format!("in.{}.m.{i:05}", self.nonce);
                     let (offset, n) =
                         upload_share(&self.infra.os, &name, path, *start, *end).await?;
                     self.broker_bytes += n;
@@ -716,6 +725,7 @@ impl<J: Job> Run<'_, J> {
         let msg = TaskMsg {
             job_name: self.job_name.clone(),
             params: self.params.clone(),
+            nonce: self.nonce.clone(),
             attempt,
             fault,
             kind: kind.clone(),
@@ -941,7 +951,7 @@ impl<J: Job> Run<'_, J> {
             {
                 continue;
             }
-            match parse_key(&entry.key) {
+            match parse_key(&entry.key, &self.nonce) {
                 Some(Key::Reject(seq)) => {
                     if self.seen_rejections.insert(seq.to_string())
                         && let Ok(r) = serde_json::from_slice::<Rejection>(&entry.value)
@@ -1281,5 +1291,30 @@ mod tests {
                 prop_assert_eq!(records(&original), records(&shared));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::{Key, parse_key};
+
+    #[test]
+    fn starts_and_failures_count_only_with_this_runs_nonce() {
+        let me = "0badc0de";
+        assert_eq!(
+            parse_key("start.m.00003.0badc0de.a0.d1", me),
+            Some(Key::Start('m', 3))
+        );
+        assert_eq!(
+            parse_key("fail.r.00001.0badc0de.a2.d1", me),
+            Some(Key::Fail('r', 1))
+        );
+        // A killed run's late records.
+        assert_eq!(parse_key("start.m.00003.12345678.a0.d1", me), None);
+        assert_eq!(parse_key("fail.m.00003.12345678.a0.d1", me), None);
+        assert_eq!(parse_key("fail.m.00003", me), None);
+        // Commits are the job's, whichever run made them.
+        assert_eq!(parse_key("commit.m.00003", me), Some(Key::Commit('m', 3)));
+        assert_eq!(parse_key("reject.7", me), Some(Key::Reject("7")));
     }
 }

@@ -390,7 +390,9 @@ async fn handle(
         let _ = msg.double_ack().await;
         return;
     }
-    let tag = format!("{key}.a{}.d{delivery}", task.attempt);
+    // The run's nonce: a resumed job's run must not take a killed run's
+    // records for its own (nor lose its own to a key the killed run used).
+    let tag = format!("{key}.{}.a{}.d{delivery}", task.nonce, task.attempt);
     let _ = put_json(
         &job.kv,
         &format!("start.{tag}"),

@@ -8,7 +8,7 @@
 //! | task stream (work queue, file storage) | `FY_ID`, subjects `fy.ID.task.>` |
 //! | its consumer, shared by every node | `nodes` |
 //! | KV bucket (commits, starts, failures, rejections) | `FY_ID` |
-//! | object store (uploaded inputs `in.m.TASK`, map runs, reduce parts) | `FY_ID` |
+//! | object store (uploaded inputs `in.NONCE.m.TASK`, map runs, reduce parts) | `FY_ID` |
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,10 @@ pub(crate) fn task_subjects(job_id: &str) -> String {
 pub(crate) struct TaskMsg {
     pub(crate) job_name: String,
     pub(crate) params: Vec<u8>,
+    /// The publishing run's nonce (a resumed job's run has a new one): in
+    /// the keys of the start and failure records, so a run counts only its
+    /// own.
+    pub(crate) nonce: String,
     pub(crate) attempt: u32,
     /// Injected into the first delivery only (tests, the fault suite, demos).
     pub(crate) fault: Option<Fault>,
@@ -108,13 +112,13 @@ pub(crate) struct Commit {
     pub(crate) downloaded: u64,
 }
 
-/// `start.m.00003.a0.d1`: a node began an attempt.
+/// `start.m.00003.NONCE.a0.d1`: a node began an attempt of run `NONCE`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Start {
     pub(crate) node: String,
 }
 
-/// `fail.m.00003.a0.d1`: an attempt failed on a node (the node acked it: the
+/// `fail.m.00003.NONCE.a0.d1`: an attempt failed on a node (the node acked it: the
 /// coordinator decides what runs next).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Failure {
