@@ -202,7 +202,8 @@ impl<J: Job> MapReduce<J> {
                 rejected: Vec::new(),
             });
         }
-        let (infra, resume) = Infra::open(cluster, &id, &options).await?;
+        let identity = job_identity(J::name(), &params, &splits, self.reducers);
+        let (infra, resume) = Infra::open(cluster, &id, &identity, &options).await?;
         let mut run = Run {
             me: &self,
             cluster,
@@ -294,9 +295,13 @@ impl Infra {
     /// when the stream is already there (a coordinator of this job was
     /// killed), takes them over and returns what the earlier run committed.
     /// A fresh job that cannot be set up is removed again.
+    /// `identity` ([`job_identity`]) is recorded under the `job` key when the
+    /// job is created; a job id already on the server for another identity
+    /// is refused ([`DistError::OtherJob`]) before anything of it is touched.
     async fn open(
         cluster: &Cluster,
         id: &str,
+        identity: &str,
         options: &DistOptions,
     ) -> Result<(Self, Option<Resume>), DistError> {
         // Only the server's "stream not found" means a fresh job: any other
@@ -310,6 +315,7 @@ impl Infra {
         };
         let opened = async {
             let infra = Self::create(cluster, id, options).await?;
+            infra.claim(id, identity).await?;
             let resume = match existed {
                 true => Some(Resume::take_over(cluster, id, &infra).await?),
                 false => None,
@@ -321,6 +327,30 @@ impl Infra {
             Infra::delete(cluster, id).await;
         }
         opened
+    }
+
+    /// Records `identity` under the `job` key (create-if-absent), or checks
+    /// it against the one recorded by the run that created the job.
+    async fn claim(&self, id: &str, identity: &str) -> Result<(), DistError> {
+        match self
+            .kv
+            .create(JOB_KEY, identity.as_bytes().to_vec().into())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let recorded = self
+                    .kv
+                    .get(JOB_KEY)
+                    .await
+                    .map_err(|e| DistError::broker("cannot read the job's identity", e))?;
+                match recorded {
+                    Some(r) if r.as_ref() == identity.as_bytes() => Ok(()),
+                    _ => Err(DistError::OtherJob { id: id.to_string() }),
+                }
+            }
+            Err(e) => Err(DistError::broker("cannot record the job's identity", e)),
+        }
     }
 
     /// Creates what is missing (every call is create-or-get, so a resumed
@@ -477,6 +507,22 @@ impl Resume {
 /// The job's id: the one asked for, else the one an earlier run of this
 /// job recorded in its job directory, else a new random one (recorded, so
 /// that running the job again after its coordinator was killed resumes it).
+/// The KV key holding the job's identity ([`job_identity`]).
+const JOB_KEY: &str = "job";
+
+/// What makes two runs the same job: the job's name, its parameters, the
+/// reducer count and the splits (files and byte ranges), hashed (FNV-1a,
+/// 64 bits, stable across builds) and written as hex.
+fn job_identity(name: &str, params: &[u8], splits: &[Split], reducers: u32) -> String {
+    let bytes = postcard::to_allocvec(&(name, params, splits, reducers)).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 fn job_id(options: &DistOptions, job_dir: &Path) -> Result<String, DistError> {
     let record = job_dir.join(DIST_RECORD);
     let recorded = std::fs::read(&record)

@@ -434,6 +434,15 @@ pub enum DistError {
         /// The deadline.
         deadline: std::time::Duration,
     },
+    /// The job id is on the server for a different job (other inputs,
+    /// parameters or reducers): taking it over would mix two jobs' work.
+    #[error(
+        "job id {id} is already on the server for a different job (other inputs or parameters): choose another id, or remove it (remove_job, `forkyard-mapreduce-node --remove-job`)"
+    )]
+    OtherJob {
+        /// The job id.
+        id: String,
+    },
     /// Local I/O (the node's scratch space, the coordinator's output).
     #[error("{what}")]
     Io {

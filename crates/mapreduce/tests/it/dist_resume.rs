@@ -155,12 +155,24 @@ async fn a_killed_coordinators_leftovers_are_listed_and_removed() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    // Killed once its object store (the last thing it creates) is there.
+    // Killed once its object store (the last thing it creates) and its
+    // identity are there.
     wait_for_async("the job's object store", || async {
         js.get_object_store("FY_leftover")
             .await
             .map(drop)
             .map_err(|e| e.to_string())
+    })
+    .await;
+    wait_for_async("the job's identity", || async {
+        let kv = js
+            .get_key_value("FY_leftover")
+            .await
+            .map_err(|e| e.to_string())?;
+        match kv.get("job").await.map_err(|e| e.to_string())? {
+            Some(_) => Ok(()),
+            None => Err("not yet".to_string()),
+        }
     })
     .await;
     kill_process(
@@ -169,6 +181,22 @@ async fn a_killed_coordinators_leftovers_are_listed_and_removed() {
     )
     .unwrap();
     coordinator.wait().unwrap();
+    // The same id for another job (other input) is refused, and what the
+    // killed run left is untouched.
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    let (other, _) = input(&dir.path().join("other"), 23);
+    let err = dist_job(&other, &dir.path().join("out2"))
+        .run_on_with(&cluster, DistOptions::new().job_id("leftover"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, forkyard_mapreduce::dist::DistError::OtherJob { id } if id == "leftover"),
+        "{err:?}"
+    );
+    assert_eq!(
+        jobs_on(&cluster).await.unwrap(),
+        vec!["leftover".to_string()]
+    );
     // The node program lists and removes it.
     let node = |args: &[&str]| {
         let out = Command::new(crate::dist::node_bin())
