@@ -32,7 +32,13 @@ fn main() {
         .split_size(8 << 10)
         .backups(false, Duration::from_secs(600))
         .inject(Phase::Map, stall, Fault::Stop { at: 5 })
-        .run_on_blocking(&NatsConfig::new(url), DistOptions::new().job_id(job_id));
+        .run_on_blocking(
+            &NatsConfig::new(url),
+            DistOptions::new()
+                .job_id(job_id)
+                // A short lease (three ack waits): the resume test waits it out.
+                .ack_wait(Duration::from_secs(1)),
+        );
     match result {
         Ok(done) => println!("{}", done.report.summary()),
         Err(e) => {

@@ -203,7 +203,15 @@ impl<J: Job> MapReduce<J> {
             });
         }
         let identity = job_identity(J::name(), &params, &splits, self.reducers);
-        let (infra, resume) = Infra::open(cluster, &id, &identity, &options).await?;
+        let nonce = format!(
+            "{:08x}",
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish() as u32
+        );
+        let (infra, resume) = Infra::open(cluster, &id, &identity, &nonce, &options).await?;
+        // This run's lease, refreshed in the background until the run ends.
+        let lease = Lease::hold(infra.kv.clone(), nonce.clone(), options.ack_wait);
         let mut run = Run {
             me: &self,
             cluster,
@@ -219,12 +227,7 @@ impl<J: Job> MapReduce<J> {
             skipped: Vec::new(),
             options_broker_failures: options.broker_failures,
             upload_inputs: options.upload_inputs,
-            nonce: format!(
-                "{:08x}",
-                std::collections::hash_map::RandomState::new()
-                    .build_hasher()
-                    .finish() as u32
-            ),
+            nonce,
             resume,
         };
         let result = match options.deadline {
@@ -236,6 +239,7 @@ impl<J: Job> MapReduce<J> {
                 }
             }
         };
+        drop(lease);
         Infra::delete(cluster, &id).await;
         let (map, reduce) = result?;
         let mut report = Report {
@@ -302,6 +306,7 @@ impl Infra {
         cluster: &Cluster,
         id: &str,
         identity: &str,
+        nonce: &str,
         options: &DistOptions,
     ) -> Result<(Self, Option<Resume>), DistError> {
         // Only the server's "stream not found" means a fresh job: any other
@@ -316,6 +321,7 @@ impl Infra {
         let opened = async {
             let infra = Self::create(cluster, id, options).await?;
             infra.claim(id, identity).await?;
+            infra.lease(id, nonce, options.ack_wait).await?;
             let resume = match existed {
                 true => Some(Resume::take_over(cluster, id, &infra).await?),
                 false => None,
@@ -351,6 +357,43 @@ impl Infra {
             }
             Err(e) => Err(DistError::broker("cannot record the job's identity", e)),
         }
+    }
+
+    /// Takes the job's coordinator lease (the `coordinator` key, holding the
+    /// run's nonce): refused with [`DistError::CoordinatorLive`] while
+    /// another run's lease is younger than [`LEASE_AGES`] of its ack waits (that
+    /// coordinator is alive, or died too recently to tell). The age is the
+    /// local clock against the server's timestamp of the key's last write.
+    async fn lease(&self, id: &str, nonce: &str, ack_wait: Duration) -> Result<(), DistError> {
+        let entry = self
+            .kv
+            .entry(LEASE_KEY)
+            .await
+            .map_err(|e| DistError::broker("cannot read the job's coordinator lease", e))?;
+        if let Some(e) = entry
+            && e.operation == kv::Operation::Put
+            && let Ok(held) = serde_json::from_slice::<LeaseRecord>(&e.value)
+            && held.nonce != nonce
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i128)
+                .unwrap_or(0);
+            let age_nanos = (now - e.created.unix_timestamp_nanos()).max(0);
+            let age = Duration::from_nanos(age_nanos.min(u64::MAX as i128) as u64);
+            // The holder's ack wait: it refreshes every third of it.
+            if age < Duration::from_millis(held.ack_wait_ms) * LEASE_AGES {
+                return Err(DistError::CoordinatorLive {
+                    id: id.to_string(),
+                    age,
+                });
+            }
+        }
+        self.kv
+            .put(LEASE_KEY, LeaseRecord::new(nonce, ack_wait).to_bytes())
+            .await
+            .map_err(|e| DistError::broker("cannot take the job's coordinator lease", e))?;
+        Ok(())
     }
 
     /// Creates what is missing (every call is create-or-get, so a resumed
@@ -507,6 +550,58 @@ impl Resume {
 /// The job's id: the one asked for, else the one an earlier run of this
 /// job recorded in its job directory, else a new random one (recorded, so
 /// that running the job again after its coordinator was killed resumes it).
+/// The KV key holding the running coordinator's nonce (its lease).
+const LEASE_KEY: &str = "coordinator";
+/// A lease younger than this many ack waits is a live coordinator's.
+const LEASE_AGES: u32 = 3;
+
+/// The `coordinator` key's value (JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LeaseRecord {
+    /// The holding run's nonce.
+    nonce: String,
+    /// Its ack wait: it refreshes the lease every third of it.
+    ack_wait_ms: u64,
+}
+
+impl LeaseRecord {
+    fn new(nonce: &str, ack_wait: Duration) -> Self {
+        LeaseRecord {
+            nonce: nonce.to_string(),
+            ack_wait_ms: ack_wait.as_millis().min(u64::MAX as u128) as u64,
+        }
+    }
+
+    fn to_bytes(&self) -> bytes::Bytes {
+        serde_json::to_vec(self).unwrap_or_default().into()
+    }
+}
+
+/// Refreshes a run's lease every third of the ack wait until dropped.
+struct Lease(tokio::task::JoinHandle<()>);
+
+impl Lease {
+    fn hold(kv: Store, nonce: String, ack_wait: Duration) -> Self {
+        let record = LeaseRecord::new(&nonce, ack_wait);
+        Lease(tokio::spawn(async move {
+            let mut tick = tokio::time::interval((ack_wait / 3).max(Duration::from_millis(100)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // Best effort: a broker that is gone takes the job with it.
+                let _ = tokio::time::timeout(BROKER_TIMEOUT, kv.put(LEASE_KEY, record.to_bytes()))
+                    .await;
+            }
+        }))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The KV key holding the job's identity ([`job_identity`]).
 const JOB_KEY: &str = "job";
 

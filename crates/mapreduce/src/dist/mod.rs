@@ -443,6 +443,18 @@ pub enum DistError {
         /// The job id.
         id: String,
     },
+    /// Another coordinator holds the job's lease: it refreshed it `age` ago,
+    /// less than three ack waits, so it is running (or died too recently to
+    /// tell). Run the job again once that one is gone.
+    #[error(
+        "job {id} has a live coordinator (its lease was refreshed {age:?} ago, under three ack waits): run it again once that one is gone"
+    )]
+    CoordinatorLive {
+        /// The job id.
+        id: String,
+        /// The age of the other coordinator's lease.
+        age: std::time::Duration,
+    },
     /// Local I/O (the node's scratch space, the coordinator's output).
     #[error("{what}")]
     Io {

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use forkyard_mapreduce::dist::{DistOptions, jobs_on, remove_job};
+use forkyard_mapreduce::dist::{DistError, DistOptions, jobs_on, remove_job};
 use forkyard_testkit::wait_for_async;
 use futures::StreamExt;
 use rustix::process::{Pid, Signal, kill_process};
@@ -71,14 +71,31 @@ async fn a_coordinator_killed_mid_job_is_resumed_by_running_the_job_again() {
 
     // The same job, the same output directory: the id comes from the job
     // directory, and what committed is not run again.
-    let done = dist_job(&inp, &out)
-        .backups(false, std::time::Duration::from_secs(600))
-        .run_on_with(
-            &cluster,
-            DistOptions::new().deadline(std::time::Duration::from_secs(50)),
-        )
-        .await
-        .unwrap();
+    // The killed coordinator's lease (three of its 1 s ack waits) is
+    // refused until it expires.
+    let refused = std::sync::atomic::AtomicU32::new(0);
+    let (inp_ref, out_ref, cluster_ref, refused_ref) = (&inp, &out, &cluster, &refused);
+    let done = wait_for_async("the killed coordinator's lease to expire", || async move {
+        match dist_job(inp_ref, out_ref)
+            .backups(false, std::time::Duration::from_secs(600))
+            .run_on_with(
+                cluster_ref,
+                DistOptions::new().deadline(std::time::Duration::from_secs(50)),
+            )
+            .await
+        {
+            Err(DistError::CoordinatorLive { id, .. }) if id == ID => {
+                refused_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err("refused".to_string())
+            }
+            other => Ok(other.unwrap()),
+        }
+    })
+    .await;
+    assert!(
+        refused.into_inner() > 0,
+        "taken over while the killed coordinator's lease was fresh"
+    );
     assert_eq!(done.job_id, ID);
     assert_output(&out, &expected(&data));
     let map = &done.report.map;
@@ -190,7 +207,7 @@ async fn a_killed_coordinators_leftovers_are_listed_and_removed() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, forkyard_mapreduce::dist::DistError::OtherJob { id } if id == "leftover"),
+        matches!(&err, DistError::OtherJob { id } if id == "leftover"),
         "{err:?}"
     );
     assert_eq!(
