@@ -81,6 +81,11 @@ fn put_varint(out: &mut Vec<u8>, mut n: u64) {
 fn take_varint(bytes: &[u8]) -> io::Result<(u64, usize)> {
     let mut n = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
+        // The 10th byte holds bit 63 only: more would overflow a u64
+        // (postcard refuses it too).
+        if i == 9 && b > 1 {
+            break;
+        }
         n |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
             return Ok((n, i + 1));
@@ -439,6 +444,43 @@ mod tests {
             proptest::prop_assert_eq!(run_bytes(&strings), want.clone());
             proptest::prop_assert_eq!(read_all::<String>(want).unwrap(), strings);
         }
+    }
+
+    /// Bytes where varint edges are likely: runs of 0x80..=0xff, then any.
+    fn varint_edges() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::strategy::Strategy;
+        (
+            proptest::collection::vec(0x80u8..=0xff, 0..12),
+            proptest::collection::vec(proptest::num::u8::ANY, 0..24),
+        )
+            .prop_map(|(mut a, b)| {
+                a.extend(b);
+                a
+            })
+    }
+
+    proptest::proptest! {
+        // decode_key's fast path agrees with postcard on any bytes: the same
+        // key and rest, or both an error.
+        #[test]
+        fn decode_key_agrees_with_postcard(bytes in varint_edges()) {
+            let ours = decode_key::<Vec<u8>>(&bytes).ok();
+            let theirs = postcard::take_from_bytes::<Vec<u8>>(&bytes).ok();
+            proptest::prop_assert_eq!(ours, theirs);
+            let ours = decode_key::<String>(&bytes).ok();
+            let theirs = postcard::take_from_bytes::<String>(&bytes).ok();
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn a_tenth_varint_byte_over_one_is_an_error() {
+        let mut bytes = vec![0xff; 9];
+        bytes.push(0x02);
+        assert!(take_varint(&bytes).is_err());
+        assert!(postcard::take_from_bytes::<Vec<u8>>(&bytes).is_err());
+        bytes[9] = 0x01;
+        assert_eq!(take_varint(&bytes).unwrap(), (u64::MAX, 10));
     }
 
     #[test]
