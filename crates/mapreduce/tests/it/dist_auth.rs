@@ -5,7 +5,7 @@
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 
-use forkyard_mapreduce::dist::{ConnectFailure, DistError, NatsConfig};
+use forkyard_mapreduce::dist::{ConnectFailure, DistError, DistOptions, NatsConfig};
 use forkyard_testkit::nats::NatsServer;
 use forkyard_testkit::wait_for;
 
@@ -99,14 +99,14 @@ async fn an_nkey_user_runs_a_job_and_a_wrong_seed_is_refused() {
     );
 
     // A node that takes its seed from NATS_NKEY, a coordinator given it.
-    let mut node = Command::new(node_bin())
-        .args(["--serve", "--nats", &server.url(), "--workers", "2"])
-        .env("NATS_NKEY", &seed)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut node = KillOnDrop::spawn(
+        Command::new(node_bin())
+            .args(["--serve", "--nats", &server.url(), "--workers", "2"])
+            .env("NATS_NKEY", &seed)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     let dir = tempfile::tempdir().unwrap();
     let (inp, data) = input(dir.path(), 41);
     let out = dir.path().join("out");
@@ -115,12 +115,19 @@ async fn an_nkey_user_runs_a_job_and_a_wrong_seed_is_refused() {
         .connect()
         .await
         .unwrap();
-    let done = dist_job(&inp, &out).run_on(&cluster).await.unwrap();
+    let done = dist_job(&inp, &out)
+        .run_on_with(
+            &cluster,
+            DistOptions::new().deadline(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
     assert_output(&out, &expected(&data));
     assert_eq!(done.nodes.len(), 1, "{:?}", done.nodes);
     cluster.close().await;
-    let _ = node.kill();
-    let _ = node.wait();
+    // SIGTERM: the node finishes what it holds and exits cleanly.
+    let status = node.stop();
+    assert_eq!(status.code(), Some(0), "{status:?}");
     drop(server);
     base.assert_clean().await;
 }

@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 use forkyard_mapreduce::dist::{DistError, DistOptions, jobs_on, remove_job};
 use forkyard_testkit::wait_for_async;
 use futures::StreamExt;
-use rustix::process::{Pid, Signal, kill_process};
 
 use crate::dist::{Rig, dist_job, expected, input};
 use crate::support::*;
@@ -37,15 +36,15 @@ async fn a_coordinator_killed_mid_job_is_resumed_by_running_the_job_again() {
 
     // A coordinator process whose map task 0 stalls for good: its map
     // phase cannot end while the test watches the commits pile up.
-    let mut coordinator = Command::new(env!("CARGO_BIN_EXE_forkyard-mapreduce-dist-fixture"))
-        .arg(rig.server.url())
-        .arg(&inp)
-        .arg(&out)
-        .args([ID, "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut coordinator = KillOnDrop::spawn(
+        Command::new(env!("CARGO_BIN_EXE_forkyard-mapreduce-dist-fixture"))
+            .arg(rig.server.url())
+            .arg(&inp)
+            .arg(&out)
+            .args([ID, "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
     let kv = wait_for_async("the job's KV bucket", || async {
         js.get_key_value(format!("FY_{ID}"))
             .await
@@ -59,12 +58,7 @@ async fn a_coordinator_killed_mid_job_is_resumed_by_running_the_job_again() {
         }
     })
     .await;
-    kill_process(
-        Pid::from_raw(coordinator.id() as i32).unwrap(),
-        Signal::KILL,
-    )
-    .unwrap();
-    coordinator.wait().unwrap();
+    coordinator.kill();
     let committed = map_commits(&kv).await.unwrap();
     // What it left on the server.
     assert_eq!(jobs_on(&cluster).await.unwrap(), vec![ID.to_string()]);
@@ -163,15 +157,15 @@ async fn a_killed_coordinators_leftovers_are_listed_and_removed() {
     let (inp, _) = input(dir.path(), 22);
     let cluster = rig.cluster_config().connect().await.unwrap();
     let js = async_nats::jetstream::new(cluster.client().clone());
-    let mut coordinator = Command::new(env!("CARGO_BIN_EXE_forkyard-mapreduce-dist-fixture"))
-        .arg(rig.server.url())
-        .arg(&inp)
-        .arg(dir.path().join("out"))
-        .args(["leftover", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut coordinator = KillOnDrop::spawn(
+        Command::new(env!("CARGO_BIN_EXE_forkyard-mapreduce-dist-fixture"))
+            .arg(rig.server.url())
+            .arg(&inp)
+            .arg(dir.path().join("out"))
+            .args(["leftover", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
     // Killed once its object store (the last thing it creates) and its
     // identity are there.
     wait_for_async("the job's object store", || async {
@@ -192,12 +186,7 @@ async fn a_killed_coordinators_leftovers_are_listed_and_removed() {
         }
     })
     .await;
-    kill_process(
-        Pid::from_raw(coordinator.id() as i32).unwrap(),
-        Signal::KILL,
-    )
-    .unwrap();
-    coordinator.wait().unwrap();
+    coordinator.kill();
     // The same id for another job (other input) is refused, and what the
     // killed run left is untouched.
     std::fs::create_dir(dir.path().join("other")).unwrap();

@@ -117,3 +117,43 @@ pub(crate) fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     std::fs::write(&path, data).unwrap();
     path
 }
+
+/// A child process killed (SIGKILL, by its pid) and reaped when dropped,
+/// so a test that panics leaves no process behind. `kill` and `stop` end it
+/// earlier, on purpose.
+pub(crate) struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    pub(crate) fn spawn(cmd: &mut std::process::Command) -> Self {
+        KillOnDrop(Some(cmd.spawn().expect("spawn a test process")))
+    }
+
+    /// SIGKILL by pid, then reap.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(child.id() as i32).expect("a child pid"),
+                rustix::process::Signal::KILL,
+            );
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM by pid, then waits for it to exit (as long as it takes: the
+    /// caller's test checks what it exits with).
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("a running child");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(child.id() as i32).expect("a child pid"),
+            rustix::process::Signal::TERM,
+        )
+        .expect("SIGTERM the child");
+        child.wait().expect("wait for the child")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
