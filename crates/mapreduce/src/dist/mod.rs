@@ -119,8 +119,15 @@
 //!   **resumes** it: the tasks committed in the bucket are not run again
 //!   (their map output is still in the object store), the killed run's
 //!   queued messages are dropped, and the rest is published anew, as the
-//!   local engine's job directory resumes a local job. A job that ends,
-//!   done or failed, deletes all three. A job nobody will resume is
+//!   local engine's job directory resumes a local job. Only a killed
+//!   coordinator leaves a job to resume: a run that ends, done or failed
+//!   (any error, [`DistError::Deadline`] and [`DistError::Broker`] included),
+//!   deletes all three, so a failed job starts over when run again. The
+//!   job's identity (name, parameters, splits, reducers) is recorded in the
+//!   bucket: the same id for another job is refused
+//!   ([`DistError::OtherJob`]); so is taking over a job whose coordinator
+//!   refreshed its lease less than three of its ack waits ago
+//!   ([`DistError::CoordinatorLive`]: it may be alive). A job nobody will resume is
 //!   removed with [`remove_job`] (`forkyard-mapreduce-node --remove-job
 //!   ID`; [`jobs_on`] lists them).
 //! - Security: use [`NatsConfig::user`] or [`NatsConfig::nkey`] and a server
