@@ -1362,6 +1362,17 @@ async fn upload_share(
         .put(name, &mut share)
         .await
         .map_err(|e| DistError::broker(format!("cannot upload {name}"), e))?;
+    // Shorter than the share: the file shrank while it was read.
+    if info.size as u64 != stop - offset {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "uploaded {} bytes of {} (it changed since the job was planned)",
+                info.size,
+                stop - offset
+            ),
+        )));
+    }
     Ok((offset, info.size as u64))
 }
 
@@ -1371,6 +1382,12 @@ fn share_of(path: &Path, start: u64, end: u64) -> std::io::Result<(u64, u64)> {
     use std::io::{BufRead, Seek};
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
+    if end > len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("it is {len} bytes, shorter than planned (a split ends at {end})"),
+        ));
+    }
     let offset = start.saturating_sub(1).min(len);
     if end >= len {
         return Ok((offset, len));
@@ -1387,6 +1404,17 @@ fn share_of(path: &Path, start: u64, end: u64) -> std::io::Result<(u64, u64)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_input_that_shrank_since_planning_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, b"a b\nc d\n").unwrap();
+        assert_eq!(share_of(&path, 0, 8).unwrap(), (0, 8));
+        let err = share_of(&path, 4, 12).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("shorter than planned"), "{err}");
+    }
 
     fn records(split: &Split) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
