@@ -21,6 +21,30 @@ fn assert_same_parts(a: &Path, b: &Path) {
     }
 }
 
+/// The uploaded inputs (`in.*`) in every job's object store on the server.
+async fn uploaded_inputs(js: &async_nats::jetstream::Context) -> Vec<String> {
+    use futures::StreamExt;
+    let mut found = Vec::new();
+    let mut streams = js.stream_names();
+    let mut stores = Vec::new();
+    while let Some(name) = streams.next().await {
+        if let Some(store) = name.unwrap().strip_prefix("OBJ_") {
+            stores.push(store.to_string());
+        }
+    }
+    for store in stores {
+        let os = js.get_object_store(&store).await.unwrap();
+        let mut list = os.list().await.unwrap();
+        while let Some(info) = list.next().await {
+            let info = info.unwrap();
+            if info.name.starts_with("in.") {
+                found.push(info.name);
+            }
+        }
+    }
+    found
+}
+
 /// Renames `from` to `to` when the map phase starts: after the coordinator
 /// has planned (and, with uploads, uploaded), before any task is
 /// published, so no node can have read the input by its path.
@@ -71,13 +95,38 @@ async fn uploaded_inputs_are_read_from_the_object_store_not_from_the_path() {
     );
     std::fs::rename(&moved, &inp).unwrap();
 
-    // Uploaded: the nodes never need the path.
+    // Uploaded: the nodes never need the path. When the reduce phase
+    // starts, the job's object store holds no uploaded input any more.
+    let js = async_nats::jetstream::new(cluster.client().clone());
+    let inputs_at_reduce = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<String>>));
+    let mover = move_input_when_map_starts(&inp, &moved);
+    let seen = inputs_at_reduce.clone();
     let done = dist_job(&inp, &dir.path().join("dist"))
-        .on_event(move_input_when_map_starts(&inp, &moved))
+        .on_event(move |e| {
+            mover(e);
+            if matches!(
+                e,
+                JobEvent::PhaseStarted {
+                    phase: Phase::Reduce,
+                    ..
+                }
+            ) {
+                let js = js.clone();
+                let names = tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(uploaded_inputs(&js))
+                });
+                *seen.lock().unwrap() = Some(names);
+            }
+        })
         .run_on_with(&cluster, DistOptions::new().upload_inputs(true))
         .await
         .unwrap();
     assert!(!inp.exists() && moved.exists(), "the input was moved away");
+    assert_eq!(
+        inputs_at_reduce.lock().unwrap().take(),
+        Some(Vec::new()),
+        "uploaded inputs left when the reduce phase started"
+    );
     assert_same_parts(&dir.path().join("local"), &dir.path().join("dist"));
     assert!(done.report.map.tasks > 3, "several splits: {}", done.report);
     // Every input byte went up once (and the splits' shares a byte more).
