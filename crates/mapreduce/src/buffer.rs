@@ -66,8 +66,11 @@ pub(crate) fn fold<K, V>(combine: Combiner<'_, K, V>, key: &K, values: Vec<V>) -
 
 /// A sort key that orders byte-string keys (see [`key_bytes`]) as their
 /// bytes do, as far as their first 8 bytes tell: their first 8 bytes, big
-/// endian, zero-padded. If `sort_prefix(a) < sort_prefix(b)` then `a < b`;
-/// equal prefixes say nothing, and the keys are compared in full. Sorting by
+/// endian, zero-padded. Both directions hold: `a < b` implies
+/// `sort_prefix(a) <= sort_prefix(b)` (sorting by prefix never contradicts
+/// the keys' order), and `sort_prefix(a) < sort_prefix(b)` implies `a < b`
+/// (a smaller prefix decides); equal prefixes say nothing, and the keys are
+/// compared in full. Sorting by
 /// `(prefix, key)` compares most pairs of words as two integers, not through
 /// a `memcmp` of two heap strings. Other key types get 0 (every pair is
 /// compared in full, by `Ord`).
@@ -239,8 +242,8 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
     }
 
     /// Hands `each` the entries of this generation, partition by partition,
-    /// sorted by key (each with its [`sort_prefix`]), and keeps the keys for the next generation (the next
-    /// map task of this worker).
+    /// sorted by key (each with its [`sort_prefix`]), and keeps the keys for
+    /// the next generation (the next map task of this worker).
     pub(crate) fn write_sorted<E>(
         &mut self,
         mut each: impl FnMut(usize, &[(u64, &K, &[V])]) -> Result<(), E>,

@@ -145,6 +145,11 @@
 //!   spare capacity, and the keys it keeps from one map task for the next
 //!   (while they take at most half the bound): measured under 3x the bound
 //!   with 5 million keys, see the README.
+//! - Reading runs costs memory outside the bound: every run being merged
+//!   has its read buffers, 64 KiB in the run reader plus the file's buffer
+//!   (64 KiB for a map task's own spills, 256 KiB for a committed map run
+//!   read by a reduce). A reduce merging ~320 map runs (map tasks) holds
+//!   ~100 MiB of them, whatever `--memory` says.
 //! - Fault tolerance assumes deterministic tasks: a re-run or a backup must
 //!   write the same output as the attempt it replaces.
 //! - Attempts that lose to a backup keep running on their worker (the pool
