@@ -829,9 +829,9 @@ impl<J: Job> Run<'_, J> {
             let tmp = out_dir.join(format!(".{}.dist.tmp", part_name(r as u32)));
             let n = download(&self.infra.os, &c.prefix, &tmp)
                 .await
-                .map_err(|e| DistError::Io {
-                    what: format!("cannot fetch {}: {e}", part_name(r as u32)),
-                    source: std::io::Error::other(e.clone()),
+                .map_err(|source| DistError::Io {
+                    what: format!("cannot fetch {}", part_name(r as u32)),
+                    source,
                 })?;
             self.broker_bytes += n;
             std::fs::rename(&tmp, out_dir.join(part_name(r as u32))).map_err(|source| {

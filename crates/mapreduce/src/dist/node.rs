@@ -756,51 +756,41 @@ fn read_cursor(path: &Path) -> Option<u64> {
     Some(u64::from_le_bytes(bytes))
 }
 
-pub(crate) async fn upload(os: &ObjectStore, name: &str, path: &Path) -> Result<u64, String> {
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| e.to_string())?;
-    let info = os.put(name, &mut f).await.map_err(|e| e.to_string())?;
+/// Puts file `path` into the object store as `name`; its size.
+pub(crate) async fn upload(os: &ObjectStore, name: &str, path: &Path) -> std::io::Result<u64> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let info = os.put(name, &mut f).await.map_err(std::io::Error::other)?;
     Ok(info.size as u64)
 }
 
-pub(crate) async fn download(os: &ObjectStore, name: &str, dest: &Path) -> Result<u64, String> {
+/// Writes object `name` into a new file `dest`; its size. Errors of the
+/// object store come as `io::Error`s holding them (`ErrorKind::Other`).
+pub(crate) async fn download(os: &ObjectStore, name: &str, dest: &Path) -> std::io::Result<u64> {
     if let Some(parent) = dest.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(parent).await?;
     }
-    let mut obj = os.get(name).await.map_err(|e| e.to_string())?;
-    let mut f = tokio::fs::File::create(dest)
-        .await
-        .map_err(|e| e.to_string())?;
-    let n = tokio::io::copy(&mut obj, &mut f)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut obj = os.get(name).await.map_err(std::io::Error::other)?;
+    let mut f = tokio::fs::File::create(dest).await?;
+    let n = tokio::io::copy(&mut obj, &mut f).await?;
     use tokio::io::AsyncWriteExt;
-    f.flush().await.map_err(|e| e.to_string())?;
+    f.flush().await?;
     Ok(n)
 }
 
 /// Writes object `name` into a new file `dest` from byte `offset` on (the
-/// bytes before it are a hole, never read).
+/// bytes before it are a hole, never read). Errors of the object store come
+/// as `io::Error`s holding them (`ErrorKind::Other`).
 pub(crate) async fn download_at(
     os: &ObjectStore,
     name: &str,
     dest: &Path,
     offset: u64,
-) -> Result<u64, String> {
+) -> std::io::Result<u64> {
     use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-    let mut obj = os.get(name).await.map_err(|e| e.to_string())?;
-    let mut f = tokio::fs::File::create(dest)
-        .await
-        .map_err(|e| e.to_string())?;
-    f.seek(std::io::SeekFrom::Start(offset))
-        .await
-        .map_err(|e| e.to_string())?;
-    let n = tokio::io::copy(&mut obj, &mut f)
-        .await
-        .map_err(|e| e.to_string())?;
-    f.flush().await.map_err(|e| e.to_string())?;
+    let mut obj = os.get(name).await.map_err(std::io::Error::other)?;
+    let mut f = tokio::fs::File::create(dest).await?;
+    f.seek(std::io::SeekFrom::Start(offset)).await?;
+    let n = tokio::io::copy(&mut obj, &mut f).await?;
+    f.flush().await?;
     Ok(n)
 }
