@@ -24,9 +24,32 @@ use std::process::ExitCode;
 use forkyard_mapreduce::dist::{self, NatsConfig, Node};
 use forkyard_mapreduce::jobs;
 
-const USAGE: &str = "usage: forkyard-mapreduce-node [--serve] --nats URL [--workers N] [--verbose]\n\
-                     \x20      forkyard-mapreduce-node --nats URL --list-jobs\n\
-                     \x20      forkyard-mapreduce-node --nats URL --remove-job ID";
+/// A node of forkyard-mapreduce's distributed engine, for the library's jobs.
+#[derive(Debug, clap::Parser)]
+#[command(name = "forkyard-mapreduce-node")]
+struct Args {
+    /// Serve tasks until SIGINT/SIGTERM (what the program does without
+    /// `--list-jobs` or `--remove-job`; accepted for symmetry with
+    /// `wordcount --serve`).
+    #[arg(long, conflicts_with_all = ["list_jobs", "remove_job"])]
+    serve: bool,
+    /// The NATS server, e.g. nats://127.0.0.1:4222.
+    #[arg(long, value_name = "URL")]
+    nats: String,
+    /// Worker processes of this node.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..),
+          conflicts_with_all = ["list_jobs", "remove_job"])]
+    workers: u16,
+    /// One line per task attempt on stderr.
+    #[arg(long, conflicts_with_all = ["list_jobs", "remove_job"])]
+    verbose: bool,
+    /// Print the ids of the jobs on the server, one a line.
+    #[arg(long, conflicts_with = "remove_job")]
+    list_jobs: bool,
+    /// Delete a job's stream, bucket and object store.
+    #[arg(long, value_name = "ID")]
+    remove_job: Option<String>,
+}
 
 #[derive(Debug)]
 enum Action {
@@ -35,60 +58,18 @@ enum Action {
     Remove(String),
 }
 
-fn parse(args: &[String]) -> Result<(String, Action), String> {
-    let mut url = None;
-    let mut workers = 2usize;
-    let mut verbose = false;
-    let mut list = false;
-    let mut remove = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match a.as_str() {
-            "--serve" => {}
-            "--nats" => url = Some(value("--nats")?),
-            "--workers" => {
-                let v = value("--workers")?;
-                workers = match v.parse::<usize>() {
-                    Ok(n) if n > 0 => n,
-                    _ => return Err(format!("--workers {v}: not a positive number")),
-                };
-            }
-            "--verbose" => verbose = true,
-            "--list-jobs" => list = true,
-            "--remove-job" => remove = Some(value("--remove-job")?),
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    let url = url.ok_or("--nats URL is required")?;
-    let action = match (list, remove) {
-        (true, Some(_)) => return Err("--list-jobs and --remove-job exclude each other".into()),
-        (true, None) => Action::List,
-        (false, Some(id)) => Action::Remove(id),
-        (false, None) => Action::Serve { workers, verbose },
-    };
-    Ok((url, action))
-}
-
 fn main() -> ExitCode {
     jobs::services().serve_if_worker();
     jobs::workers().serve_if_worker();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (url, action) = match parse(&args) {
-        Ok(parsed) => parsed,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("forkyard-mapreduce-node: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let args = <Args as clap::Parser>::parse();
+    let url = args.nats;
+    let action = match (args.list_jobs, args.remove_job) {
+        (true, _) => Action::List,
+        (false, Some(id)) => Action::Remove(id),
+        (false, None) => Action::Serve {
+            workers: usize::from(args.workers),
+            verbose: args.verbose,
+        },
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
