@@ -1,61 +1,9 @@
 //! A bounded queue: `call` waits for room, `try_call` says `QueueFull`.
 
-use std::time::Duration;
-
 use crate::job::Job;
-use forkyard_pool::{Builder, PoolError, ShutdownMode};
+use forkyard_pool::PoolError;
 
-use crate::support::{Baseline, TestPool, builder, wait_stats};
-
-/// A test's pool of fixture workers, with the leak baseline taken before it
-/// started, and tasks that hold their place until the test releases them.
-struct Fixture {
-    base: Baseline,
-    pool: TestPool,
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    /// Takes the baseline, then builds a pool of `pool-worker` fixtures as
-    /// `setup` configures it.
-    async fn start(setup: impl FnOnce(Builder<Job, u64>) -> Builder<Job, u64>) -> Fixture {
-        let base = Baseline::take().await;
-        let dir = tempfile::tempdir().unwrap();
-        let pool = setup(builder(&[])).build().await.unwrap();
-        Fixture { base, pool, dir }
-    }
-
-    /// A task that answers `value` once [`Fixture::release`] has been called
-    /// (however long that takes: an event, not a pause).
-    fn held(&self, value: u64) -> Job {
-        Job::WaitFile {
-            path: self
-                .dir
-                .path()
-                .join("release")
-                .to_string_lossy()
-                .into_owned(),
-            value,
-        }
-    }
-
-    /// Lets every held task answer.
-    fn release(&self) {
-        std::fs::write(self.dir.path().join("release"), b"").unwrap();
-    }
-
-    /// Drains the pool (every task answered) and checks that nothing was left
-    /// behind (no process, zombie or fd).
-    async fn finish(self) {
-        self.pool
-            .shutdown(ShutdownMode::Drain {
-                grace: Duration::from_secs(10),
-            })
-            .await;
-        drop(self.dir);
-        self.base.assert_clean().await;
-    }
-}
+use crate::support::{Fixture, wait_stats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_call_says_queue_full_and_call_waits_for_room() {

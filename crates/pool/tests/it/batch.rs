@@ -1,44 +1,11 @@
 //! Batches: `map` and `map_unordered` over real workers: order, per-item
 //! outcomes, a worker dying mid-chunk, chunks too large for a frame.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 
 use crate::job::Job;
-use crate::support::{Baseline, TestPool, builder, worker_pids};
-use forkyard_pool::{Builder, FailureKind, MapOptions, PoolError, ShutdownMode};
-
-/// A test's pool of fixture workers, with the leak baseline taken before it
-/// started and a temporary directory for the files its jobs touch.
-struct Fixture {
-    base: Baseline,
-    pool: TestPool,
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    /// Takes the baseline, then builds a pool of `pool-worker` fixtures as
-    /// `setup` configures it.
-    async fn start(setup: impl FnOnce(Builder<Job, u64>) -> Builder<Job, u64>) -> Fixture {
-        let base = Baseline::take().await;
-        let dir = tempfile::tempdir().unwrap();
-        let pool = setup(builder(&[])).build().await.unwrap();
-        Fixture { base, pool, dir }
-    }
-
-    /// Drains the pool, removes the directory, and checks that nothing was
-    /// left behind (no process, zombie or fd).
-    async fn finish(self) {
-        self.pool
-            .shutdown(ShutdownMode::Drain {
-                grace: Duration::from_secs(10),
-            })
-            .await;
-        drop(self.dir);
-        self.base.assert_clean().await;
-    }
-}
+use crate::support::{Fixture, worker_pids};
+use forkyard_pool::{FailureKind, MapOptions, PoolError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_gives_every_result_in_order_and_a_failed_item_does_not_fail_the_stream() {

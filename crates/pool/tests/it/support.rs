@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::job::Job;
-use forkyard_pool::{Builder, Pool};
+use forkyard_pool::{Builder, Pool, ShutdownMode};
 use forkyard_testkit as tk;
 
 pub(crate) const DEADLINE: Duration = tk::DEADLINE;
@@ -23,6 +23,59 @@ pub(crate) fn builder(args: &'static [&'static str]) -> Builder<Job, u64> {
 }
 
 pub(crate) use forkyard_testkit::{Baseline, wait_for, wait_for_async};
+
+/// A test's pool of fixture workers, with the leak baseline taken before it
+/// started and a temporary directory for the files its jobs touch (among
+/// them the file that lets [`Fixture::held`] tasks answer).
+pub(crate) struct Fixture {
+    pub(crate) base: Baseline,
+    pub(crate) pool: TestPool,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Takes the baseline, then builds a pool of `pool-worker` fixtures as
+    /// `setup` configures it.
+    pub(crate) async fn start(
+        setup: impl FnOnce(Builder<Job, u64>) -> Builder<Job, u64>,
+    ) -> Fixture {
+        let base = Baseline::take().await;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = setup(builder(&[])).build().await.unwrap();
+        Fixture { base, pool, dir }
+    }
+
+    /// A task that answers `value` once [`Fixture::release`] has been called
+    /// (however long that takes: an event, not a pause).
+    pub(crate) fn held(&self, value: u64) -> Job {
+        Job::WaitFile {
+            path: self
+                .dir
+                .path()
+                .join("release")
+                .to_string_lossy()
+                .into_owned(),
+            value,
+        }
+    }
+
+    /// Lets every held task answer.
+    pub(crate) fn release(&self) {
+        std::fs::write(self.dir.path().join("release"), b"").unwrap();
+    }
+
+    /// Drains the pool (every task answered), removes the directory, and
+    /// checks that nothing was left behind (no process, zombie or fd).
+    pub(crate) async fn finish(self) {
+        self.pool
+            .shutdown(ShutdownMode::Drain {
+                grace: Duration::from_secs(10),
+            })
+            .await;
+        drop(self.dir);
+        self.base.assert_clean().await;
+    }
+}
 
 /// An error and every cause under it, as `{:#}` would show them: `a: b: c`.
 pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
