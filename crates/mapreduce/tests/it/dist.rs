@@ -6,7 +6,7 @@
 //! (it fails instead under `CI=true`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use forkyard_mapreduce::dist::{
@@ -19,12 +19,6 @@ use forkyard_testkit::{live_descendants, stat, wait_for, wait_for_async};
 use rustix::process::{Pid, Signal, kill_process};
 
 use crate::support::*;
-
-/// The node program (the crate's `[[bin]]`, built by cargo for the tests):
-/// it serves the library's jobs and calls (`forkyard_mapreduce::jobs`).
-pub(crate) fn node_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_forkyard-mapreduce-node"))
-}
 
 /// A server and node processes.
 pub(crate) struct Rig {
@@ -52,22 +46,13 @@ impl Rig {
         Some(rig)
     }
 
-    /// Starts a node; with `FORKYARD_NODE_LOG=1` in the environment, it
-    /// prints a line per task attempt to the test's stderr (shown when the
-    /// test fails).
+    /// Starts a node ([`node_command`]: with `FORKYARD_NODE_LOG=1` in the
+    /// environment, it prints a line per task attempt to the test's stderr).
     pub(crate) fn add_node(&mut self) {
-        let log = std::env::var_os("FORKYARD_NODE_LOG").is_some();
-        let mut cmd = Command::new(node_bin());
-        cmd.args(["--serve", "--nats", &self.server.url(), "--workers", "2"])
+        let child = node_command(&self.server.url())
             .env("TMPDIR", self.tmp.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        if log {
-            cmd.arg("--verbose").stderr(Stdio::inherit());
-        } else {
-            cmd.stderr(Stdio::null());
-        }
-        let child = cmd.spawn().expect("node");
+            .spawn()
+            .expect("node");
         self.nodes.push(child);
     }
 

@@ -9,7 +9,7 @@ use forkyard_mapreduce::dist::{ConnectFailure, DistError, DistOptions, NatsConfi
 use forkyard_testkit::nats::NatsServer;
 use forkyard_testkit::wait_for;
 
-use crate::dist::{dist_job, expected, input, node_bin};
+use crate::dist::{dist_job, expected, input};
 use crate::support::*;
 
 /// A server that requires `public` (an nkey user), killed and reaped on drop.
@@ -99,14 +99,7 @@ async fn an_nkey_user_runs_a_job_and_a_wrong_seed_is_refused() {
     );
 
     // A node that takes its seed from NATS_NKEY, a coordinator given it.
-    let mut node = KillOnDrop::spawn(
-        Command::new(node_bin())
-            .args(["--serve", "--nats", &server.url(), "--workers", "2"])
-            .env("NATS_NKEY", &seed)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut node = KillOnDrop::spawn(node_command(&server.url()).env("NATS_NKEY", &seed));
     let dir = tempfile::tempdir().unwrap();
     let (inp, data) = input(dir.path(), 41);
     let out = dir.path().join("out");

@@ -8,7 +8,7 @@ use std::process::Command;
 use forkyard_mapreduce::dist::{DistError, DistOptions, jobs_on};
 use forkyard_mapreduce::{Error, JobEvent, Phase};
 
-use crate::dist::{Rig, dist_job, input, node_bin};
+use crate::dist::{Rig, dist_job, input};
 use crate::support::*;
 
 /// Asserts that `a` and `b` hold the same 3 part files, byte for byte.

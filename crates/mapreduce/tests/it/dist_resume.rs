@@ -1,6 +1,7 @@
 //! A coordinator killed mid-job (SIGKILL, by pid): running the same job
 //! again resumes it from the commits in the job's KV bucket.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use forkyard_mapreduce::dist::{DistError, DistOptions, jobs_on, remove_job};
@@ -24,6 +25,21 @@ async fn map_commits(kv: &async_nats::jetstream::kv::Store) -> Result<usize, Str
     Ok(n)
 }
 
+/// A coordinator process (the dist fixture, killed by the test) running
+/// job `id` over `input` into `out` on `rig`'s nodes, its map task 0
+/// stalled for good: its map phase cannot end while the test watches.
+fn coordinator(rig: &Rig, input: &Path, out: &Path, id: &str) -> KillOnDrop {
+    KillOnDrop::spawn(
+        Command::new(env!("CARGO_BIN_EXE_forkyard-mapreduce-dist-fixture"))
+            .arg(rig.server.url())
+            .arg(input)
+            .arg(out)
+            .args([id, "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_mid_job_is_resumed_by_running_the_job_again() {
     let base = Baseline::take().await;
@@ -36,15 +52,7 @@ async fn a_coordinator_killed_mid_job_is_resumed_by_running_the_job_again() {
 
     // A coordinator process whose map task 0 stalls for good: its map
     // phase cannot end while the test watches the commits pile up.
-    let mut coordinator = KillOnDrop::spawn(
-        Command::new(env!("CARGO_BIN_EXE_forkyard-mapreduce-dist-fixture"))
-            .arg(rig.server.url())
-            .arg(&inp)
-            .arg(&out)
-            .args([ID, "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
+    let mut coordinator = coordinator(&rig, &inp, &out, ID);
     let kv = wait_for_async("the job's KV bucket", || async {
         js.get_key_value(format!("FY_{ID}"))
             .await
@@ -157,15 +165,7 @@ async fn a_killed_coordinators_leftovers_are_listed_and_removed() {
     let (inp, _) = input(dir.path(), 22);
     let cluster = rig.cluster_config().connect().await.unwrap();
     let js = async_nats::jetstream::new(cluster.client().clone());
-    let mut coordinator = KillOnDrop::spawn(
-        Command::new(env!("CARGO_BIN_EXE_forkyard-mapreduce-dist-fixture"))
-            .arg(rig.server.url())
-            .arg(&inp)
-            .arg(dir.path().join("out"))
-            .args(["leftover", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
+    let mut coordinator = coordinator(&rig, &inp, &dir.path().join("out"), "leftover");
     // Killed once its object store (the last thing it creates) and its
     // identity are there.
     wait_for_async("the job's object store", || async {
@@ -205,7 +205,7 @@ async fn a_killed_coordinators_leftovers_are_listed_and_removed() {
     );
     // The node program lists and removes it.
     let node = |args: &[&str]| {
-        let out = Command::new(crate::dist::node_bin())
+        let out = Command::new(node_bin())
             .args(["--nats", &rig.server.url()])
             .args(args)
             .output()

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use forkyard_mapreduce::{Job, LineFiles, MapReduce, partition};
 
@@ -10,6 +11,30 @@ pub(crate) use forkyard_testkit::Baseline;
 
 pub(crate) fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_forkyard-mapreduce-fixture"))
+}
+
+/// The node program (the crate's `[[bin]]`, built by cargo for the tests):
+/// it serves the library's jobs and calls (`forkyard_mapreduce::jobs`).
+pub(crate) fn node_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_forkyard-mapreduce-node"))
+}
+
+/// The node program serving the server at `url` with 2 workers
+/// (`--serve --nats URL --workers 2`), stdin and stdout null. Its stderr is
+/// null too, unless `FORKYARD_NODE_LOG=1` is in the environment: then it
+/// runs `--verbose` and prints a line per task attempt to the test's stderr
+/// (shown when the test fails).
+pub(crate) fn node_command(url: &str) -> Command {
+    let mut cmd = Command::new(node_bin());
+    cmd.args(["--serve", "--nats", url, "--workers", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if std::env::var_os("FORKYARD_NODE_LOG").is_some() {
+        cmd.arg("--verbose").stderr(Stdio::inherit());
+    } else {
+        cmd.stderr(Stdio::null());
+    }
+    cmd
 }
 
 /// A job over `inputs` into `out`, on 2 fixture workers, 3 reducers, small splits.
