@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use forkyard_mapreduce::dist::{DistOptions, NatsConfig, Node};
+use forkyard_mapreduce::dist::{self, DistOptions, NatsConfig};
 use forkyard_mapreduce::jobs::{self, WordCount};
 use forkyard_mapreduce::{LineFiles, MapReduce};
 
@@ -129,49 +129,19 @@ fn main() -> ExitCode {
             println!("{}", report.summary());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&*e),
+        Err(e) => dist::report_error(PROGRAM, &*e),
     }
 }
 
-fn fail(e: &dyn std::error::Error) -> ExitCode {
-    eprint!("wordcount: error: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        eprint!(": {s}");
-        source = s.source();
-    }
-    eprintln!();
-    ExitCode::FAILURE
-}
+/// The name the program's error messages start with.
+const PROGRAM: &str = "wordcount";
 
 /// `--serve`: a node until SIGINT/SIGTERM, then exit 0 with its workers gone.
 fn serve(args: &Args) -> ExitCode {
     let url = args.nats.clone().unwrap_or_default();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&e),
-    };
-    let workers = args.workers;
-    let verbose = args.verbose;
-    let result = rt.block_on(async move {
-        let cluster = NatsConfig::new(&url)
-            .credentials_from_env()
-            .connect()
-            .await?;
-        eprintln!("wordcount node: serving {url} with {workers} workers");
-        Node::new(cluster)
-            .workers(workers)
-            .calls(jobs::services())
-            .verbose(verbose)
-            .run_until_signal()
-            .await
-    });
-    match result {
+    let config = NatsConfig::new(url).credentials_from_env();
+    match dist::serve_jobs_blocking(&config, args.workers, args.verbose, "wordcount node") {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Err(e) => dist::report_error(PROGRAM, &e),
     }
 }

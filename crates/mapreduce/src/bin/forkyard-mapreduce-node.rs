@@ -15,14 +15,18 @@
 //! jobs on the server (a coordinator killed mid-job leaves its job there,
 //! to be resumed by running it again); `--remove-job` deletes one.
 //!
-//! The `wordcount` example's `--serve` is the same node.
+//! The `wordcount` example's `--serve` is the same node (both run
+//! `forkyard_mapreduce::dist::serve_jobs_blocking`).
 
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
-use forkyard_mapreduce::dist::{self, NatsConfig, Node};
+use forkyard_mapreduce::dist::{self, NatsConfig};
 use forkyard_mapreduce::jobs;
+
+/// The name the program's messages start with.
+const PROGRAM: &str = "forkyard-mapreduce-node";
 
 /// A node of forkyard-mapreduce's distributed engine, for the library's jobs.
 #[derive(Debug, clap::Parser)]
@@ -51,9 +55,9 @@ struct Args {
     remove_job: Option<String>,
 }
 
+/// What the program does besides serving.
 #[derive(Debug)]
-enum Action {
-    Serve { workers: usize, verbose: bool },
+enum Admin {
     List,
     Remove(String),
 }
@@ -62,69 +66,45 @@ fn main() -> ExitCode {
     jobs::services().serve_if_worker();
     jobs::workers().serve_if_worker();
     let args = <Args as clap::Parser>::parse();
-    let url = args.nats;
-    let action = match (args.list_jobs, args.remove_job) {
-        (true, _) => Action::List,
-        (false, Some(id)) => Action::Remove(id),
-        (false, None) => Action::Serve {
-            workers: usize::from(args.workers),
-            verbose: args.verbose,
-        },
+    let config = NatsConfig::new(&args.nats).credentials_from_env();
+    let result = match (args.list_jobs, args.remove_job) {
+        (true, _) => admin(&config, Admin::List),
+        (false, Some(id)) => admin(&config, Admin::Remove(id)),
+        (false, None) => {
+            dist::serve_jobs_blocking(&config, usize::from(args.workers), args.verbose, PROGRAM)
+                .map_err(Box::from)
+        }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => dist::report_error(PROGRAM, &*e),
+    }
+}
+
+/// `--list-jobs`, `--remove-job ID`.
+fn admin(config: &NatsConfig, action: Admin) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&e),
-    };
-    let result = rt.block_on(async move {
-        let cluster = NatsConfig::new(&url)
-            .credentials_from_env()
-            .connect()
-            .await?;
+        .build()?;
+    rt.block_on(async move {
+        let cluster = config.connect().await?;
         match action {
-            Action::Serve { workers, verbose } => {
-                eprintln!("forkyard-mapreduce-node: serving {url} with {workers} workers");
-                Node::new(cluster)
-                    .workers(workers)
-                    .calls(jobs::services())
-                    .verbose(verbose)
-                    .run_until_signal()
-                    .await
-            }
-            Action::List => {
+            Admin::List => {
                 for id in dist::jobs_on(&cluster).await? {
                     println!("{id}");
                 }
                 cluster.close().await;
-                Ok(())
             }
-            Action::Remove(id) => {
+            Admin::Remove(id) => {
                 let removed = dist::remove_job(&cluster, &id).await;
                 cluster.close().await;
                 match removed? {
                     true => println!("removed job {id}"),
                     false => println!("no job {id} on the server"),
                 }
-                Ok(())
             }
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
-    }
-}
-
-fn fail(e: &dyn std::error::Error) -> ExitCode {
-    eprint!("forkyard-mapreduce-node: error: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        eprint!(": {s}");
-        source = s.source();
-    }
-    eprintln!();
-    ExitCode::FAILURE
+        Ok(())
+    })
 }

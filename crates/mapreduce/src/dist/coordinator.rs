@@ -272,15 +272,7 @@ impl<J: Job> MapReduce<J> {
         config: &super::NatsConfig,
         options: DistOptions,
     ) -> Result<DistReport, DistError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|source| DistError::Io {
-                what: "cannot start a tokio runtime".into(),
-                source,
-            })?;
-        rt.block_on(async {
+        super::runtime()?.block_on(async {
             let cluster = config.connect().await?;
             self.run_on_with(&cluster, options).await
         })

@@ -98,7 +98,8 @@
 //! crates/mapreduce --bin forkyard-mapreduce-node`) and submit
 //! [`jobs::WordCount`](crate::jobs::WordCount) jobs from any program.
 //! `--list-jobs` and `--remove-job ID` show and delete what jobs left on
-//! the server ([`jobs_on`], [`remove_job`]).
+//! the server ([`jobs_on`], [`remove_job`]). Its `--serve` and the
+//! example's are one function, [`serve_jobs_blocking`].
 //!
 //! # Caveats
 //!
@@ -158,7 +159,7 @@ use futures::StreamExt;
 
 pub use call::{CallError, Caller, Service, Services};
 pub use coordinator::{DistOptions, DistReport, jobs_on, remove_job};
-pub use node::Node;
+pub use node::{Node, serve_jobs_blocking};
 pub use wire::{RejectReason, Rejection};
 
 /// How to reach the NATS server: its URL, the credentials, how long to try.
@@ -300,6 +301,38 @@ impl NatsConfig {
             close_timeout: self.connect_timeout,
         })
     }
+}
+
+/// A multi-threaded tokio runtime (2 worker threads) for the blocking
+/// entry points ([`MapReduce::run_on_blocking`](crate::MapReduce::run_on_blocking),
+/// [`serve_jobs_blocking`]).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, DistError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| DistError::Io {
+            what: "cannot start a tokio runtime".into(),
+            source,
+        })
+}
+
+/// Prints `{program}: error: ` and `error` followed by each of its causes,
+/// `: `-separated, as one line on stderr, and returns
+/// [`ExitCode::FAILURE`](std::process::ExitCode::FAILURE): how the node
+/// program and the `wordcount` example end on an error, e.g.
+/// `wordcount: error: cannot connect to NATS at nats://127.0.0.1:4222: the
+/// server refused the credentials: ...`.
+pub fn report_error(program: &str, error: &dyn std::error::Error) -> std::process::ExitCode {
+    let mut line = format!("{program}: error: {error}");
+    let mut source = error.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    eprintln!("{line}");
+    std::process::ExitCode::FAILURE
 }
 
 /// Waits until `shutdown` says true (returns nothing, so no guard of the

@@ -199,6 +199,52 @@ impl Node {
     }
 }
 
+/// A node for the library's jobs and calls ([`crate::jobs`]), until SIGINT
+/// or SIGTERM, on a tokio runtime of its own: connects to `config`'s server,
+/// prints `{program}: serving {url} with {workers} workers` on stderr, then
+/// runs a [`Node`] with `workers` worker processes (`verbose`: a line per
+/// task attempt, [`Node::verbose`]) and the calls of
+/// [`jobs::services`](crate::jobs::services). Returns once it is stopped,
+/// its workers gone ([`Node::run_until_signal`]).
+///
+/// What `forkyard-mapreduce-node --serve` and `wordcount --serve` (the
+/// example) run. As for any node, `main` must first call
+/// [`jobs::services`](crate::jobs::services)`().serve_if_worker()` and
+/// [`jobs::workers`](crate::jobs::workers)`().serve_if_worker()`: the
+/// workers are this binary started again.
+///
+/// ```no_run
+/// use forkyard_mapreduce::dist::{self, NatsConfig};
+/// use forkyard_mapreduce::jobs;
+///
+/// fn main() -> std::process::ExitCode {
+///     jobs::services().serve_if_worker();
+///     jobs::workers().serve_if_worker();
+///     let config = NatsConfig::new("nats://127.0.0.1:4222").credentials_from_env();
+///     match dist::serve_jobs_blocking(&config, 2, false, "my-node") {
+///         Ok(()) => std::process::ExitCode::SUCCESS,
+///         Err(e) => dist::report_error("my-node", &e),
+///     }
+/// }
+/// ```
+pub fn serve_jobs_blocking(
+    config: &super::NatsConfig,
+    workers: usize,
+    verbose: bool,
+    program: &str,
+) -> Result<(), DistError> {
+    super::runtime()?.block_on(async {
+        let cluster = config.connect().await?;
+        eprintln!("{program}: serving {} with {workers} workers", config.url);
+        Node::new(cluster)
+            .workers(workers)
+            .calls(crate::jobs::services())
+            .verbose(verbose)
+            .run_until_signal()
+            .await
+    })
+}
+
 /// Looks for job streams and runs a puller for each new one.
 async fn discover(shared: Arc<Shared>) {
     let mut known: HashSet<String> = HashSet::new();
