@@ -2,18 +2,160 @@
 //! pile up, each key tagged with its partition; drained sorted at a spill.
 
 use std::borrow::Borrow;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 
-use hashbrown::HashMap;
-use rustc_hash::FxBuildHasher;
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
 use serde::Serialize;
 
 use crate::partition::partition_of;
-use crate::run::key_bytes;
+use crate::run::{is_byte_key, key_bytes};
 
-/// What a key costs besides its serialized bytes: the table slot, the value
-/// vector's header, allocator rounding. An estimate, not an accounting.
-const KEY_OVERHEAD: usize = 64;
+/// What a key costs besides its serialized bytes: its index slot and entry
+/// (fingerprint, partition, values, key header), allocator rounding. An
+/// estimate, not an accounting.
+const KEY_OVERHEAD: usize = 96;
+
+/// A byte-string key, as its `Hash` hands its bytes to the hasher: its
+/// length and two words which, for a key of at most 16 bytes, hold all of
+/// its bytes (the first and the last 8, 4 or 1-2 of them, overlapping).
+///
+/// Two keys of at most 16 bytes are equal exactly when their fingerprints
+/// are: the buffer compares them as three integers held in the table entry,
+/// where `==` on the keys would follow a pointer to each key's heap bytes
+/// and call `memcmp` (a third of a word count's time, measured with perf).
+/// A longer key's fingerprint (its head and tail) only rules keys out; a
+/// key that is not a byte string gets [`Fingerprint::UNKNOWN`] and is
+/// always compared in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    lo: u64,
+    hi: u64,
+    /// The key's length; `u32::MAX - 1` for any longer one.
+    len: u32,
+}
+
+impl Fingerprint {
+    /// The fingerprint of a key that is not a byte string.
+    const UNKNOWN: Fingerprint = Fingerprint {
+        lo: 0,
+        hi: 0,
+        len: u32::MAX,
+    };
+
+    #[inline(always)]
+    fn of(b: &[u8]) -> Fingerprint {
+        let len = b.len();
+        let (lo, hi) = if let (Some(h), Some(t)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+            (u64::from_le_bytes(*h), u64::from_le_bytes(*t))
+        } else if let (Some(h), Some(t)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+            (
+                u64::from(u32::from_le_bytes(*h)),
+                u64::from(u32::from_le_bytes(*t)),
+            )
+        } else if let (Some(first), Some(last)) = (b.first(), b.last()) {
+            // 1 to 3 bytes: the first, the middle one and the last.
+            (
+                u64::from(*first) | u64::from(b[len / 2]) << 8,
+                u64::from(*last),
+            )
+        } else {
+            (0, 0)
+        };
+        Fingerprint {
+            lo,
+            hi,
+            len: u32::try_from(len).map_or(u32::MAX - 1, |n| n.min(u32::MAX - 1)),
+        }
+    }
+
+    /// Whether `hot` has this fingerprint.
+    #[inline(always)]
+    fn is_of<V>(&self, hot: &Hot<V>) -> bool {
+        hot.len == self.len && hot.lo == self.lo && hot.hi == self.hi
+    }
+
+    /// Whether equal fingerprints mean equal keys.
+    #[inline(always)]
+    fn exact(&self) -> bool {
+        self.len <= 16
+    }
+}
+
+/// The buffer's hasher: FxHash of what a key's `Hash` writes, except that a
+/// byte-string key of at most 16 bytes is hashed from its fingerprint (three
+/// words, not a loop over its bytes), and that a byte-string key's
+/// fingerprint is caught on the way.
+///
+/// Catching is only for `Vec<u8>` and `String` keys (and so `[u8]` and `str`
+/// queries), whose `Hash` writes their bytes in one `write` call, besides a
+/// length or a terminator: for any other type, the bytes of one `write` need
+/// not be the whole key.
+struct Probe {
+    fx: FxHasher,
+    fp: Fingerprint,
+    catch: bool,
+}
+
+impl Hasher for Probe {
+    #[inline(always)]
+    fn finish(&self) -> u64 {
+        self.fx.finish()
+    }
+
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) {
+        if self.catch {
+            self.catch = false;
+            let fp = Fingerprint::of(bytes);
+            self.fp = fp;
+            if fp.exact() {
+                self.fx.write_u64(fp.lo);
+                self.fx.write_u64(fp.hi);
+                self.fx.write_u32(fp.len);
+                return;
+            }
+        }
+        self.fx.write(bytes);
+    }
+
+    #[inline(always)]
+    fn write_u8(&mut self, i: u8) {
+        self.fx.write_u8(i);
+    }
+
+    #[inline(always)]
+    fn write_u16(&mut self, i: u16) {
+        self.fx.write_u16(i);
+    }
+
+    #[inline(always)]
+    fn write_u32(&mut self, i: u32) {
+        self.fx.write_u32(i);
+    }
+
+    #[inline(always)]
+    fn write_u64(&mut self, i: u64) {
+        self.fx.write_u64(i);
+    }
+
+    #[inline(always)]
+    fn write_usize(&mut self, i: usize) {
+        self.fx.write_usize(i);
+    }
+}
+
+/// The hash and fingerprint of `key`, a key of type `K` or a borrowed form of one.
+#[inline(always)]
+fn probe<K: 'static, Q: Hash + ?Sized>(key: &Q) -> (u64, Fingerprint) {
+    let mut probe = Probe {
+        fx: FxHasher::default(),
+        fp: Fingerprint::UNKNOWN,
+        catch: is_byte_key::<K>(),
+    };
+    key.hash(&mut probe);
+    (probe.finish(), probe.fp)
+}
 
 /// The values of one key: one value (always, for a job that combines: each
 /// new value is folded into it) or several.
@@ -39,13 +181,55 @@ impl<V> Values<V> {
     }
 }
 
-pub(crate) struct Slot<V> {
-    part: u32,
-    /// The map task the values belong to: an entry of an earlier task of
-    /// this worker is a key kept for reuse, its values stale.
-    generation: u32,
-    values: Values<V>,
+/// What the buffer holds of a key for the current map task.
+enum Held<V> {
+    /// Nothing: a key kept from an earlier map task of this worker.
+    Stale,
+    /// One value (always, for a job that combines).
+    One(V),
+    /// Several values, boxed: a vector's three words would make every entry
+    /// larger, for a case (no combiner, a key emitted twice) that can pay
+    /// for one more allocation.
+    #[allow(clippy::box_collection, reason = "one word in every entry, not three")]
+    Many(Box<Vec<V>>),
 }
+
+impl<V> Held<V> {
+    fn as_slice(&self) -> &[V] {
+        match self {
+            Held::Stale => &[],
+            Held::One(v) => std::slice::from_ref(v),
+            Held::Many(v) => v,
+        }
+    }
+
+    fn into_values(self) -> Option<Values<V>> {
+        match self {
+            Held::Stale => None,
+            Held::One(v) => Some(Values::One(v)),
+            Held::Many(v) => Some(Values::Many(*v)),
+        }
+    }
+}
+
+/// What a lookup reads of a key: its fingerprint (flattened, so that the
+/// partition fills what would be its padding) and its values; 40 bytes for
+/// a `u64` value. The key itself is in a vector of its own, read only to
+/// compare a key longer than 16 bytes and to write the buffer out.
+struct Hot<V> {
+    lo: u64,
+    hi: u64,
+    len: u32,
+    part: u32,
+    held: Held<V>,
+}
+
+/// The most keys a buffer holds: its index is of `u32`s (half the size of
+/// `usize`s, and the index is read at every lookup). Each key is counted as
+/// at least [`KEY_OVERHEAD`] bytes, so a buffer reaches this many keys only
+/// past some 400 GB of memory bound: [`Buffer::full`] asks for a spill at
+/// half of it.
+const MAX_KEYS: usize = u32::MAX as usize;
 
 /// A job's combine function, when it has one: folds a value into an accumulator.
 pub(crate) type Combiner<'a, K, V> = &'a dyn Fn(&K, &mut V, V);
@@ -93,31 +277,41 @@ pub(crate) type Sorted<K, V> = Vec<(K, Values<V>)>;
 /// A map task's buffer.
 ///
 /// A worker keeps its buffer from one map task to the next (see
-/// `task::take_buffer`): the keys stay in the table, their values marked
-/// stale by a generation number, so that a split's keys that an earlier
-/// split already had (most of them, in a word count) cost neither an
-/// allocation nor a serialization nor a table insert again. Only the keys of
-/// the current generation are written out.
+/// `task::take_buffer`): the keys stay, their values marked stale, so that a
+/// split's keys that an earlier split already had (most of them, in a word
+/// count) cost neither an allocation nor a serialization nor a table insert
+/// again. Only the keys of the current map task are written out.
+///
+/// The hash table is an index into vectors in the order the keys first came
+/// (as `indexmap` does), not a table of entries: a lookup reads the index's
+/// slot (4 bytes) and then the key's [`Hot`] entry, and the keys a job emits
+/// most (in a word count: "the", "of", ...) come early, so their entries sit
+/// together at the start of the vector and stay in the cache. In a table of
+/// entries each of them would take a cache line of its own at a random
+/// place; perf showed a word count's lookups waiting on those lines.
 pub(crate) struct Buffer<K, V> {
-    map: HashMap<K, Slot<V>, FxBuildHasher>,
+    index: HashTable<u32>,
+    hot: Vec<Hot<V>>,
+    /// The keys, at the same positions as their entries in `hot`.
+    keys: Vec<K>,
     pub(crate) reducers: u32,
-    generation: u32,
     /// Estimated bytes of the keys held, stale or not.
     key_bytes: usize,
-    /// Estimated bytes held: the keys, and the values of this generation.
+    /// Estimated bytes held: the keys, and the values of this map task.
     pub(crate) bytes: usize,
-    /// Pairs emitted into the buffer in this generation.
+    /// Pairs emitted into the buffer in this map task.
     pub(crate) emitted: u64,
     scratch: Vec<u8>,
 }
 
-impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
+impl<K: Hash + Eq + Serialize + 'static, V> Buffer<K, V> {
     /// An empty buffer.
     pub(crate) fn new(reducers: u32) -> Self {
         Buffer {
-            map: HashMap::with_hasher(FxBuildHasher),
+            index: HashTable::new(),
+            hot: Vec::new(),
+            keys: Vec::new(),
             reducers,
-            generation: 0,
             key_bytes: 0,
             bytes: 0,
             emitted: 0,
@@ -129,10 +323,21 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         std::mem::size_of::<V>().max(1)
     }
 
+    /// Whether the buffer should be spilled before more is emitted into it:
+    /// past `memory` bytes, or half way to the most keys it can hold.
+    pub(crate) fn full(&self, memory: u64) -> bool {
+        self.bytes as u64 > memory || self.keys.len() > MAX_KEYS / 2
+    }
+
     // Out of line: the hot path, inlined into every `emit`, is the lookup
     // of a key the buffer has.
     #[inline(never)]
-    fn insert_new(&mut self, key: K, value: V) {
+    fn insert_new(&mut self, hash: u64, fp: Fingerprint, key: K, value: V) {
+        let Ok(i) = u32::try_from(self.keys.len()) else {
+            // Only a single record emitting some two billion new keys gets
+            // here (see `full`); the engine treats the panic as a bad record.
+            panic!("a map task's buffer holds at most {MAX_KEYS} keys");
+        };
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         // Into a Vec through `Extend` (not `io::Write`, which costs a call per
@@ -143,14 +348,17 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         let cost = self.scratch.len() + KEY_OVERHEAD + Self::value_cost();
         self.key_bytes += cost;
         self.bytes += cost;
-        self.map.insert(
-            key,
-            Slot {
-                part,
-                generation: self.generation,
-                values: Values::One(value),
-            },
-        );
+        self.hot.push(Hot {
+            lo: fp.lo,
+            hi: fp.hi,
+            len: fp.len,
+            part,
+            held: Held::One(value),
+        });
+        self.keys.push(key);
+        let keys = &self.keys;
+        self.index
+            .insert_unique(hash, i, |&j| probe::<K, K>(&keys[j as usize]).0);
     }
 
     // Always inlined into the job's map (where `emit` is called), so that
@@ -158,35 +366,27 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
     #[inline(always)]
     fn add(
         bytes: &mut usize,
-        generation: u32,
         key: &K,
-        slot: &mut Slot<V>,
+        held: &mut Held<V>,
         value: V,
         combine: Option<Combiner<'_, K, V>>,
     ) {
-        if slot.generation != generation {
-            // A key kept from an earlier task: its first value in this one.
-            slot.generation = generation;
-            slot.values = Values::One(value);
-            return;
-        }
-        match (&mut slot.values, combine) {
-            (Values::One(acc), Some(combine)) => combine(key, acc, value),
-            (Values::Many(values), _) => {
+        match (held, combine) {
+            (Held::One(acc), Some(combine)) => combine(key, acc, value),
+            (Held::Many(values), _) => {
                 values.push(value);
                 *bytes += Self::value_cost();
             }
-            (one @ Values::One(_), None) => {
-                let Values::One(first) =
-                    std::mem::replace(one, Values::Many(Vec::with_capacity(4)))
-                else {
-                    unreachable!("matched One above")
-                };
-                if let Values::Many(values) = one {
+            // A key kept from an earlier task: its first value in this one.
+            (held @ Held::Stale, _) => *held = Held::One(value),
+            (held @ Held::One(_), None) => {
+                if let Held::One(first) = std::mem::replace(held, Held::Stale) {
+                    let mut values = Vec::with_capacity(4);
                     values.push(first);
                     values.push(value);
+                    *held = Held::Many(Box::new(values));
                 }
-                *bytes += Self::value_cost() + 24;
+                *bytes += Self::value_cost() + 48;
             }
         }
     }
@@ -194,9 +394,23 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
     #[inline(always)]
     pub(crate) fn push(&mut self, key: K, value: V, combine: Option<Combiner<'_, K, V>>) {
         self.emitted += 1;
-        match self.map.get_key_value_mut(&key) {
-            Some((k, slot)) => Self::add(&mut self.bytes, self.generation, k, slot, value, combine),
-            None => self.insert_new(key, value),
+        let (hash, fp) = probe::<K, K>(&key);
+        let (hot, keys) = (&self.hot, &self.keys);
+        let found = self.index.find(hash, |&i| {
+            fp.is_of(&hot[i as usize]) && (fp.exact() || keys[i as usize] == key)
+        });
+        match found.copied() {
+            Some(i) => {
+                let i = i as usize;
+                Self::add(
+                    &mut self.bytes,
+                    &self.keys[i],
+                    &mut self.hot[i].held,
+                    value,
+                    combine,
+                )
+            }
+            None => self.insert_new(hash, fp, key, value),
         }
     }
 
@@ -207,23 +421,37 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         self.emitted += 1;
-        match self.map.get_key_value_mut(key) {
-            Some((k, slot)) => Self::add(&mut self.bytes, self.generation, k, slot, value, combine),
-            None => self.insert_new(key.to_owned(), value),
+        let (hash, fp) = probe::<K, Q>(key);
+        let (hot, keys) = (&self.hot, &self.keys);
+        let found = self.index.find(hash, |&i| {
+            fp.is_of(&hot[i as usize]) && (fp.exact() || keys[i as usize].borrow() == key)
+        });
+        match found.copied() {
+            Some(i) => {
+                let i = i as usize;
+                Self::add(
+                    &mut self.bytes,
+                    &self.keys[i],
+                    &mut self.hot[i].held,
+                    value,
+                    combine,
+                )
+            }
+            None => self.insert_new(hash, fp, key.to_owned(), value),
         }
     }
 
     /// Empties the buffer into one sorted vector per partition (the keys of
-    /// this generation; stale keys are dropped).
+    /// this map task; stale keys are dropped).
     pub(crate) fn drain_sorted(&mut self) -> Vec<Sorted<K, V>>
     where
         K: Ord + 'static,
     {
-        let generation = self.generation;
         let mut parts: Vec<Sorted<K, V>> = (0..self.reducers).map(|_| Vec::new()).collect();
-        for (key, slot) in self.map.drain() {
-            if slot.generation == generation {
-                parts[slot.part as usize].push((key, slot.values));
+        self.index.clear();
+        for (hot, key) in self.hot.drain(..).zip(self.keys.drain(..)) {
+            if let Some(values) = hot.held.into_values() {
+                parts[hot.part as usize].push((key, values));
             }
         }
         // Sorted in place, the prefixes computed at each comparison: a spill
@@ -241,9 +469,9 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         parts
     }
 
-    /// Hands `each` the entries of this generation, partition by partition,
+    /// Hands `each` the entries of this map task, partition by partition,
     /// sorted by key (each with its [`sort_prefix`]), and keeps the keys for
-    /// the next generation (the next map task of this worker).
+    /// the next map task of this worker.
     pub(crate) fn write_sorted<E>(
         &mut self,
         mut each: impl FnMut(usize, &[(u64, &K, &[V])]) -> Result<(), E>,
@@ -251,11 +479,10 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
     where
         K: Ord + 'static,
     {
-        let generation = self.generation;
         let mut parts: Vec<Vec<(u64, &K, &[V])>> = (0..self.reducers).map(|_| Vec::new()).collect();
-        for (key, slot) in &self.map {
-            if slot.generation == generation {
-                parts[slot.part as usize].push((sort_prefix(key), key, slot.values.as_slice()));
+        for (hot, key) in self.hot.iter().zip(&self.keys) {
+            if !matches!(hot.held, Held::Stale) {
+                parts[hot.part as usize].push((sort_prefix(key), key, hot.held.as_slice()));
             }
         }
         for (r, part) in parts.iter_mut().enumerate() {
@@ -267,26 +494,20 @@ impl<K: Hash + Eq + Serialize, V> Buffer<K, V> {
         Ok(())
     }
 
-    /// Starts a new generation: every value held becomes stale.
+    /// Starts the next map task: every value held becomes stale.
     pub(crate) fn next_generation(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            // Wrapped: a stale entry could pass for a live one.
-            self.map.clear();
-            self.key_bytes = 0;
-        }
-        for slot in self.map.values_mut() {
-            if let Values::Many(values) = &mut slot.values {
-                *values = Vec::new();
-            }
+        for hot in &mut self.hot {
+            hot.held = Held::Stale;
         }
         self.bytes = self.key_bytes;
         self.emitted = 0;
     }
 
-    /// Drops every key, keeping the table's allocation.
+    /// Drops every key, keeping the allocations.
     pub(crate) fn clear(&mut self) {
-        self.map.clear();
+        self.index.clear();
+        self.hot.clear();
+        self.keys.clear();
         self.key_bytes = 0;
         self.bytes = 0;
         self.emitted = 0;
@@ -347,6 +568,88 @@ mod tests {
             fill(&mut new, &next, combine);
             prop_assert_eq!(kept.emitted, new.emitted);
             prop_assert_eq!(written(&mut kept), written(&mut new));
+        }
+    }
+
+    /// Byte strings over a two-letter alphabet that share as much as they
+    /// can: short ones (0 to 16 bytes), and longer ones made of one of two
+    /// heads, a middle of 1 to 5 bytes and one of two tails, so that many
+    /// share their length, their first 8 and their last 8 bytes.
+    fn alike() -> impl Strategy<Value = Vec<u8>> {
+        let letters = |n| proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b')], n);
+        let end = || prop_oneof![Just(b"aaaaaaaa".to_vec()), Just(b"abababab".to_vec())];
+        prop_oneof![
+            letters(0..17),
+            (end(), letters(1..6), end()).prop_map(|(h, m, t)| [h, m, t].concat()),
+        ]
+    }
+
+    proptest! {
+        // Two byte strings of at most 16 bytes have the same fingerprint
+        // exactly when they are equal; any two equal strings have the same
+        // fingerprint.
+        #[test]
+        fn a_short_key_is_its_fingerprint(a in alike(), b in alike()) {
+            let (fa, fb) = (Fingerprint::of(&a), Fingerprint::of(&b));
+            if a == b {
+                prop_assert_eq!(fa, fb);
+            }
+            if a.len() <= 16 && b.len() <= 16 {
+                prop_assert_eq!(fa == fb, a == b);
+                prop_assert!(fa.exact());
+            }
+            // A key and its borrowed form hash alike, and a `String` as its `str`.
+            prop_assert_eq!(probe::<Vec<u8>, [u8]>(&a[..]), probe::<Vec<u8>, Vec<u8>>(&a));
+            let text = String::from_utf8(a.clone()).unwrap();
+            prop_assert_eq!(probe::<String, str>(&text), probe::<String, String>(&text));
+        }
+
+        // The buffer counts what a `BTreeMap` counts, for byte-string keys
+        // whose fingerprints collide as often as they can (long keys with
+        // equal heads and tails), for `String` keys, and for keys that are
+        // not byte strings, whose `Hash` writes bytes in more than one call
+        // (a pair of a byte string and a number).
+        #[test]
+        fn the_buffer_counts_what_a_btreemap_counts(
+            keys in proptest::collection::vec((alike(), 0u32..3), 0..200),
+        ) {
+            let add_bytes = |_: &Vec<u8>, acc: &mut u64, v: u64| *acc += v;
+            let add_string = |_: &String, acc: &mut u64, v: u64| *acc += v;
+            let add_pair = |_: &(Vec<u8>, u32), acc: &mut u64, v: u64| *acc += v;
+            let mut model = std::collections::BTreeMap::new();
+            let mut bytes: Buffer<Vec<u8>, u64> = Buffer::new(2);
+            let mut strings: Buffer<String, u64> = Buffer::new(2);
+            let mut pairs: Buffer<(Vec<u8>, u32), u64> = Buffer::new(2);
+            for (k, n) in &keys {
+                *model.entry((k.clone(), *n)).or_insert(0u64) += 1;
+                bytes.push_ref(k.as_slice(), 1, Some(&add_bytes));
+                strings.push_ref(std::str::from_utf8(k).unwrap(), 1, Some(&add_string));
+                pairs.push((k.clone(), *n), 1, Some(&add_pair));
+            }
+            let mut by_key = std::collections::BTreeMap::new();
+            for ((k, _), c) in &model {
+                *by_key.entry(k.clone()).or_insert(0u64) += c;
+            }
+            fn counts<K: Hash + Eq + Serialize + Ord + Clone + 'static>(
+                buffer: &mut Buffer<K, u64>,
+            ) -> Vec<(K, u64)> {
+                let mut out = Vec::new();
+                buffer
+                    .write_sorted(|_, part| {
+                        out.extend(part.iter().map(|(_, k, v)| ((*k).clone(), v.iter().sum())));
+                        Ok::<(), ()>(())
+                    })
+                    .unwrap();
+                out.sort();
+                out
+            }
+            let expected: Vec<(Vec<u8>, u64)> = by_key.into_iter().collect();
+            prop_assert_eq!(counts(&mut bytes), expected.clone());
+            let strings: Vec<(Vec<u8>, u64)> =
+                counts(&mut strings).into_iter().map(|(k, c)| (k.into_bytes(), c)).collect();
+            prop_assert_eq!(strings, expected);
+            let expected: Vec<((Vec<u8>, u32), u64)> = model.into_iter().collect();
+            prop_assert_eq!(counts(&mut pairs), expected);
         }
     }
 

@@ -90,7 +90,7 @@ impl<K, V> std::fmt::Debug for Emit<'_, K, V> {
 
 impl<K, V> Emit<'_, K, V>
 where
-    K: Hash + Eq + Serialize,
+    K: Hash + Eq + Serialize + 'static,
 {
     /// Emits a key-value pair.
     #[inline(always)]

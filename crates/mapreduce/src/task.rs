@@ -296,7 +296,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
 
     let read = catch_unwind(AssertUnwindSafe(|| {
         args.split.read::<io::Error>(|pos, record| {
-            if skip.contains(&pos) {
+            if !skip.is_empty() && skip.contains(&pos) {
                 stats.skipped += 1;
                 return Ok(());
             }
@@ -323,7 +323,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
                     combine,
                 },
             );
-            if buffer.bytes as u64 > args.memory {
+            if buffer.full(args.memory) {
                 spill(&mut buffer, &mut spills)?;
                 stats.spills += 1;
             }
