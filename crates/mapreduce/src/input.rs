@@ -82,8 +82,12 @@ impl Split {
     }
 }
 
-/// The buffer a split is read through.
-const READ_BUFFER: usize = 1 << 20;
+/// The buffer a split is read through: small enough to stay in a core's L2
+/// cache (1 MiB or less) between the `read` that fills it and the map calls
+/// that read it, beside the map task's own hot data (a word count's table).
+/// With 1 MiB, each fill pushed that table out of L2; measured side by side
+/// on 200 MB, 128 KiB took 10-15 % less CPU, and 64 KiB no less than 128.
+const READ_BUFFER: usize = 128 << 10;
 
 /// Reads the lines of `input` whose first byte lies in `start..end` (see
 /// [`Split::Lines`]), without their `\n`.
