@@ -18,10 +18,11 @@ const KEY_OVERHEAD: usize = 96;
 
 /// A byte-string key, as its `Hash` hands its bytes to the hasher: its
 /// length and two words which, for a key of at most 16 bytes, hold all of
-/// its bytes (the first and the last 8, 4 or 1-2 of them, overlapping).
+/// its bytes (its first and last 8 bytes, or 4, overlapping; for 1 to 3
+/// bytes, the first, the middle and the last).
 ///
 /// Two keys of at most 16 bytes are equal exactly when their fingerprints
-/// are: the buffer compares them as three integers held in the table entry,
+/// are: the buffer compares them as three integers held in the key's entry,
 /// where `==` on the keys would follow a pointer to each key's heap bytes
 /// and call `memcmp` (a third of a word count's time, measured with perf).
 /// A longer key's fingerprint (its head and tail) only rules keys out; a
@@ -56,7 +57,7 @@ impl Fingerprint {
         } else if let (Some(first), Some(last)) = (b.first(), b.last()) {
             // 1 to 3 bytes: the first, the middle one and the last.
             (
-                u64::from(*first) | u64::from(b[len / 2]) << 8,
+                u64::from(*first) | (u64::from(b[len / 2]) << 8),
                 u64::from(*last),
             )
         } else {
@@ -140,9 +141,28 @@ impl Hasher for Probe {
     }
 
     #[inline(always)]
+    fn write_u128(&mut self, i: u128) {
+        self.fx.write_u128(i);
+    }
+
+    // Every `write_uN` goes straight to the FxHasher (the `write_iN`s call
+    // them): only `write` may catch, or a `Vec<u8>`'s length prefix
+    // (`write_usize`) would be taken for the key.
+    #[inline(always)]
     fn write_usize(&mut self, i: usize) {
         self.fx.write_usize(i);
     }
+}
+
+/// Whether `Q` is a borrowed form of a byte-string key whose `Hash` the
+/// [`Probe`] knows: `[u8]`, `Vec<u8>`, `str` or `String`.
+fn is_byte_query<Q: ?Sized + 'static>() -> bool {
+    use std::any::TypeId;
+    let q = TypeId::of::<Q>();
+    q == TypeId::of::<[u8]>()
+        || q == TypeId::of::<Vec<u8>>()
+        || q == TypeId::of::<str>()
+        || q == TypeId::of::<String>()
 }
 
 /// The hash and fingerprint of `key`, a key of type `K` or a borrowed form of one.
@@ -215,7 +235,8 @@ impl<V> Held<V> {
 /// What a lookup reads of a key: its fingerprint (flattened, so that the
 /// partition fills what would be its padding) and its values; 40 bytes for
 /// a `u64` value. The key itself is in a vector of its own, read only to
-/// compare a key longer than 16 bytes and to write the buffer out.
+/// compare a key longer than 16 bytes, to rehash the index when it grows,
+/// and to write the buffer out.
 struct Hot<V> {
     lo: u64,
     hi: u64,
@@ -336,7 +357,7 @@ impl<K: Hash + Eq + Serialize + 'static, V> Buffer<K, V> {
         let Ok(i) = u32::try_from(self.keys.len()) else {
             // Only a single record emitting some two billion new keys gets
             // here (see `full`); the engine treats the panic as a bad record.
-            panic!("a map task's buffer holds at most {MAX_KEYS} keys");
+            panic!("a map task's buffer holds at most 2^32 keys");
         };
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
@@ -418,8 +439,16 @@ impl<K: Hash + Eq + Serialize + 'static, V> Buffer<K, V> {
     pub(crate) fn push_ref<Q>(&mut self, key: &Q, value: V, combine: Option<Combiner<'_, K, V>>)
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized + 'static,
     {
+        if is_byte_key::<K>() && !is_byte_query::<Q>() {
+            // A borrowed form of a byte-string key the probe does not know
+            // (another crate's `Borrow` impl): its `Hash` need not write the
+            // bytes as the key's does, so it would not hash alike. Look the
+            // key up as itself. (A constant once monomorphised.)
+            self.push(key.to_owned(), value, combine);
+            return;
+        }
         self.emitted += 1;
         let (hash, fp) = probe::<K, Q>(key);
         let (hot, keys) = (&self.hot, &self.keys);
@@ -584,10 +613,32 @@ mod tests {
         ]
     }
 
+    // Every byte string of at most 16 bytes over two letters (131,071 of
+    // them: each length, and the 1-3-byte "middle byte" case among them)
+    // has a fingerprint of its own.
+    #[test]
+    fn short_keys_have_fingerprints_of_their_own() {
+        let mut seen = std::collections::HashSet::new();
+        let mut count = 0;
+        for len in 0..=16u32 {
+            for bits in 0..1u32 << len {
+                let key: Vec<u8> = (0..len)
+                    .map(|i| if bits >> i & 1 == 1 { b'b' } else { b'a' })
+                    .collect();
+                let fp = Fingerprint::of(&key);
+                assert!(fp.exact());
+                assert!(seen.insert((fp.lo, fp.hi, fp.len)), "{key:?}");
+                count += 1;
+            }
+        }
+        assert_eq!(count, 131_071);
+    }
+
     proptest! {
         // Two byte strings of at most 16 bytes have the same fingerprint
         // exactly when they are equal; any two equal strings have the same
-        // fingerprint.
+        // fingerprint; what the probe catches while hashing a key is the
+        // key's fingerprint, for `Vec<u8>` and `String` keys and for no other.
         #[test]
         fn a_short_key_is_its_fingerprint(a in alike(), b in alike()) {
             let (fa, fb) = (Fingerprint::of(&a), Fingerprint::of(&b));
@@ -597,18 +648,24 @@ mod tests {
             if a.len() <= 16 && b.len() <= 16 {
                 prop_assert_eq!(fa == fb, a == b);
                 prop_assert!(fa.exact());
+            } else if a.len() > 16 {
+                prop_assert!(!fa.exact());
             }
+            let text = String::from_utf8(a.clone()).unwrap();
+            prop_assert_eq!(probe::<Vec<u8>, Vec<u8>>(&a).1, fa);
+            prop_assert_eq!(probe::<String, String>(&text).1, fa);
+            prop_assert_eq!(probe::<(Vec<u8>, u32), _>(&(a.clone(), 0)).1, Fingerprint::UNKNOWN);
             // A key and its borrowed form hash alike, and a `String` as its `str`.
             prop_assert_eq!(probe::<Vec<u8>, [u8]>(&a[..]), probe::<Vec<u8>, Vec<u8>>(&a));
-            let text = String::from_utf8(a.clone()).unwrap();
             prop_assert_eq!(probe::<String, str>(&text), probe::<String, String>(&text));
         }
 
         // The buffer counts what a `BTreeMap` counts, for byte-string keys
         // whose fingerprints collide as often as they can (long keys with
         // equal heads and tails), for `String` keys, and for keys that are
-        // not byte strings, whose `Hash` writes bytes in more than one call
-        // (a pair of a byte string and a number).
+        // not byte strings (a pair of a byte string and a number), each key
+        // emitted by value and by reference in turn, so that a key inserted
+        // one way is found the other way.
         #[test]
         fn the_buffer_counts_what_a_btreemap_counts(
             keys in proptest::collection::vec((alike(), 0u32..3), 0..200),
@@ -620,10 +677,16 @@ mod tests {
             let mut bytes: Buffer<Vec<u8>, u64> = Buffer::new(2);
             let mut strings: Buffer<String, u64> = Buffer::new(2);
             let mut pairs: Buffer<(Vec<u8>, u32), u64> = Buffer::new(2);
-            for (k, n) in &keys {
+            for (i, (k, n)) in keys.iter().enumerate() {
                 *model.entry((k.clone(), *n)).or_insert(0u64) += 1;
-                bytes.push_ref(k.as_slice(), 1, Some(&add_bytes));
-                strings.push_ref(std::str::from_utf8(k).unwrap(), 1, Some(&add_string));
+                let text = std::str::from_utf8(k).unwrap();
+                if i % 2 == 0 {
+                    bytes.push_ref(k.as_slice(), 1, Some(&add_bytes));
+                    strings.push_ref(text, 1, Some(&add_string));
+                } else {
+                    bytes.push(k.clone(), 1, Some(&add_bytes));
+                    strings.push(text.to_owned(), 1, Some(&add_string));
+                }
                 pairs.push((k.clone(), *n), 1, Some(&add_pair));
             }
             let mut by_key = std::collections::BTreeMap::new();

@@ -105,7 +105,7 @@ where
     pub fn emit_ref<Q>(&mut self, key: &Q, value: V)
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized + 'static,
     {
         self.buffer.push_ref(key, value, self.combine);
     }

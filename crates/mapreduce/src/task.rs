@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::File;
 use std::hash::Hash;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::buffer::{Buffer, Combiner, fold};
 use crate::input::Split;
 use crate::job::{Emit, Field, Job};
-use crate::run::{RunReader, RunWriter, Source, merge};
+use crate::run::{RunReader, RunWriter, Source, merge, merge_chunk};
 use crate::storage::{LocalStorage, Storage, rename_no_replace};
 
 /// How output lines are written.
@@ -296,7 +296,7 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
 
     let read = catch_unwind(AssertUnwindSafe(|| {
         args.split.read::<io::Error>(|pos, record| {
-            if !skip.is_empty() && skip.contains(&pos) {
+            if skip.contains(&pos) {
                 stats.skipped += 1;
                 return Ok(());
             }
@@ -365,11 +365,10 @@ fn run_map<J: Job>(job: &J, req: &TaskRequest, args: MapArgs<'_>) -> Result<Task
         let mut in_memory = buffer.drain_sorted().into_iter();
         for r in 0..args.reducers as usize {
             let mut sources = Vec::with_capacity(spills.len() + 1);
+            let chunk = merge_chunk(spills.len());
             for s in &spills {
                 let f = File::open(&s[r]).map_err(write_err)?;
-                sources.push(Source::Run(RunReader::new(Box::new(
-                    BufReader::with_capacity(64 << 10, f),
-                ))));
+                sources.push(Source::Run(RunReader::with_chunk(Box::new(f), chunk)));
             }
             if let Some(part) = in_memory.next() {
                 sources.push(Source::Memory(part.into_iter()));
@@ -446,6 +445,7 @@ fn run_reduce<J: Job>(
     let part = part_name(partition);
     let read_bytes = Arc::new(AtomicU64::new(0));
     let mut sources = Vec::with_capacity(maps as usize);
+    let chunk = merge_chunk(maps as usize);
     for m in 0..maps {
         let r = storage
             .open(&map_task_name(m), &part)
@@ -454,9 +454,10 @@ fn run_reduce<J: Job>(
             inner: r,
             bytes: read_bytes.clone(),
         };
-        sources.push(Source::Run(RunReader::<J::Key, J::Value>::new(Box::new(
-            counted,
-        ))));
+        sources.push(Source::Run(RunReader::<J::Key, J::Value>::with_chunk(
+            Box::new(counted),
+            chunk,
+        )));
     }
     let tmp = reduce_tmp(out_dir, partition, req.attempt);
     let file = File::create(&tmp).map_err(|e| err("cannot create the output", e))?;
