@@ -36,6 +36,16 @@
 //!   it, the buffer is sorted and *spilled* to disk as a run, and the runs are
 //!   merged when the task ends. A reduce task k-way merges the sorted runs of
 //!   its partition from every map task and streams keys through `reduce`.
+//! - **A map-side table that costs less than a `HashMap`.** What a word
+//!   count spends its time on is the lookup of each word, and a lookup's
+//!   time is a cache miss. The buffer's hash table is an index (4 bytes a
+//!   key) into entries kept in the order keys first came, so the keys a job
+//!   emits most sit together and stay in the cache; an entry holds a
+//!   *fingerprint* of a byte-string key (its length and first and last 8
+//!   bytes), which for a key of up to 16 bytes is the key, so most lookups
+//!   compare three integers in the entry instead of calling `memcmp` on
+//!   bytes behind a pointer. Measured, this is what lets two workers beat one
+//!   thread by more than 1.7x (the README has the figures).
 //! - **Atomic commits, first one wins.** An attempt writes under its own name
 //!   and publishes with one `renameat2(RENAME_NOREPLACE)`: a duplicate or a
 //!   backup attempt can never double or mix output ([`Storage`]).
@@ -145,11 +155,9 @@
 //!   spare capacity, and the keys it keeps from one map task for the next
 //!   (while they take at most half the bound): measured under 3x the bound
 //!   with 5 million keys, see the README.
-//! - Reading runs costs memory outside the bound: every run being merged
-//!   has its read buffers, 64 KiB in the run reader plus the file's buffer
-//!   (64 KiB for a map task's own spills, 256 KiB for a committed map run
-//!   read by a reduce). A reduce merging ~320 map runs (map tasks) holds
-//!   ~100 MiB of them, whatever `--memory` says.
+//! - Reading runs costs memory outside the bound: the runs one merge reads
+//!   (a map task's spills, or a reduce's map outputs) share 8 MiB of read
+//!   buffers, 4 to 64 KiB each; past 2,048 runs, 4 KiB each.
 //! - Fault tolerance assumes deterministic tasks: a re-run or a backup must
 //!   write the same output as the attempt it replaces.
 //! - Attempts that lose to a backup keep running on their worker (the pool

@@ -28,9 +28,23 @@ use serde::de::DeserializeOwned;
 /// corrupt length cannot make it allocate gigabytes.
 const MAX_FRAME: usize = 1 << 30;
 
-/// What a reader asks of its input at a time: a run is read a chunk at a
-/// time, and frames are cut from the chunk in place.
+/// What a reader asks of its input at a time, at most: a run is read a
+/// chunk at a time, and frames are cut from the chunk in place.
 const READ_CHUNK: usize = 64 << 10;
+
+/// What a reader asks at a time, at least.
+const MIN_READ_CHUNK: usize = 4 << 10;
+
+/// The read buffers of all the runs one merge reads, together, as long as
+/// each gets at least [`MIN_READ_CHUNK`] (up to 2,048 runs).
+pub(crate) const MERGE_READ_BUDGET: usize = 8 << 20;
+
+/// The chunk each of `runs` readers of one merge reads at a time: a share of
+/// [`MERGE_READ_BUDGET`], between 4 and 64 KiB. A reduce over 320 map tasks
+/// would hold 20 MiB of buffers at 64 KiB a run; it holds 8 MiB.
+pub(crate) fn merge_chunk(runs: usize) -> usize {
+    (MERGE_READ_BUDGET / runs.max(1)).clamp(MIN_READ_CHUNK, READ_CHUNK)
+}
 
 /// The bytes of a key that is a byte string (`Vec<u8>` or `String`), whose
 /// order (`Ord`) is the order of those bytes; `None` for any other key type.
@@ -181,6 +195,8 @@ impl<W: Write> RunWriter<W> {
 pub(crate) struct RunReader<K, V> {
     input: Box<dyn Read + Send>,
     buf: Vec<u8>,
+    /// What to ask of `input` at a time, at least.
+    chunk: usize,
     /// The unread bytes are `buf[start..end]`.
     start: usize,
     end: usize,
@@ -188,10 +204,20 @@ pub(crate) struct RunReader<K, V> {
 }
 
 impl<K: DeserializeOwned + 'static, V: DeserializeOwned> RunReader<K, V> {
+    /// A reader asking `input` for 64 KiB at a time.
+    #[cfg(test)]
     pub(crate) fn new(input: Box<dyn Read + Send>) -> Self {
+        RunReader::with_chunk(input, READ_CHUNK)
+    }
+
+    /// A reader asking `input` for `chunk` bytes at a time (more only for a
+    /// frame that does not fit): its buffer stays at `chunk` bytes unless a
+    /// frame is larger. `input` need not be buffered.
+    pub(crate) fn with_chunk(input: Box<dyn Read + Send>, chunk: usize) -> Self {
         RunReader {
             input,
             buf: Vec::new(),
+            chunk: chunk.max(1),
             start: 0,
             end: 0,
             _types: PhantomData,
@@ -208,7 +234,14 @@ impl<K: DeserializeOwned + 'static, V: DeserializeOwned> RunReader<K, V> {
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
-        let want = need.max(READ_CHUNK);
+        let want = need.max(self.chunk);
+        if self.buf.len() > 2 * want && self.end <= want {
+            // Grown for a large frame (a key with many values, say): back
+            // to what is wanted now, so that the buffers of a merge's runs
+            // stay within its budget between large frames.
+            self.buf.truncate(want);
+            self.buf.shrink_to_fit();
+        }
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
@@ -406,6 +439,49 @@ mod tests {
                 (3, vec![3, 6, 4, 5])
             ]
         );
+    }
+
+    // A merge's readers share a budget: whatever the number of runs, their
+    // chunks add up to at most the budget (past 2,048 runs, 4 KiB each).
+    #[test]
+    fn a_merge_reads_within_its_budget() {
+        for runs in [0, 1, 9, 128, 129, 320, 2048, 2049, 100_000] {
+            let chunk = merge_chunk(runs);
+            assert!(
+                (MIN_READ_CHUNK..=READ_CHUNK).contains(&chunk),
+                "{runs}: {chunk}"
+            );
+            assert!(
+                runs * chunk <= MERGE_READ_BUDGET.max(runs * MIN_READ_CHUNK),
+                "{runs} runs of {chunk}"
+            );
+        }
+        assert_eq!(merge_chunk(9), READ_CHUNK);
+    }
+
+    // A reader with a small chunk keeps its buffer at the chunk, reads
+    // every entry, grows only for a frame larger than the chunk, and goes
+    // back to the chunk after it.
+    #[test]
+    fn a_reader_keeps_to_its_chunk() {
+        let mut entries: Vec<(u32, Vec<u8>)> = (0..2000).map(|i| (i, vec![i as u8; 5])).collect();
+        entries.push((2000, vec![7; 10_000]));
+        entries.extend((2001..4000).map(|i| (i, vec![i as u8; 5])));
+        let mut r = RunReader::<u32, u8>::with_chunk(
+            Box::new(std::io::Cursor::new(run_bytes(&entries))),
+            MIN_READ_CHUNK,
+        );
+        let mut got = Vec::new();
+        let mut largest = 0;
+        while let Some(entry) = r.next_entry().unwrap() {
+            largest = largest.max(r.buf.len());
+            if got.len() < 2000 || got.len() > 2100 {
+                assert_eq!(r.buf.len(), MIN_READ_CHUNK, "entry {}", got.len());
+            }
+            got.push(entry);
+        }
+        assert_eq!(got, entries);
+        assert!(largest >= 10_000, "grown for the large frame");
     }
 
     fn read_all<K: DeserializeOwned + 'static>(bytes: Vec<u8>) -> io::Result<Vec<(K, Vec<u8>)>> {

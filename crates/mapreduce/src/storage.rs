@@ -19,7 +19,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn commit(&self, attempt: &str, task: &str) -> io::Result<bool>;
     /// Whether task `task` has committed.
     fn is_committed(&self, task: &str) -> io::Result<bool>;
-    /// Opens file `file` of committed task `task`.
+    /// Opens file `file` of committed task `task`. The engine reads it in
+    /// chunks of 4 to 64 KiB: the reader need not be buffered.
     fn open(&self, task: &str, file: &str) -> io::Result<Box<dyn Read + Send>>;
     /// Drops whatever attempt `attempt` staged.
     fn discard(&self, attempt: &str) -> io::Result<()>;
@@ -88,8 +89,10 @@ impl Storage for LocalStorage {
     }
 
     fn open(&self, task: &str, file: &str) -> io::Result<Box<dyn Read + Send>> {
+        // Unbuffered: a run reader reads its own chunks (a buffer here
+        // would hold 256 KiB more per run being merged).
         let f = File::open(self.committed(task).join(file))?;
-        Ok(Box::new(io::BufReader::with_capacity(256 << 10, f)))
+        Ok(Box::new(f))
     }
 
     fn discard(&self, attempt: &str) -> io::Result<()> {
