@@ -582,9 +582,10 @@ pub(crate) fn write_summary(root: &Path, names: &[String]) -> Result<PathBuf> {
     let _ = writeln!(page, "Machine: {}.\n", machine());
     let _ = writeln!(
         page,
-        "The machine was **busy**: other engineers' builds and tests ran on its two CPUs \
-         throughout, so every run below states the load average it saw (1, 5 and 15 \
-         minutes). Load average when this page was written: {}.\n",
+        "Other work may have shared the machine's CPUs (on the machines these pages come \
+         from, other engineers' builds and tests often did), so every run below states the \
+         load average it saw (1, 5 and 15 minutes). Load average when this page was \
+         written: {}.\n",
         load_average()
     );
     page.push_str(HOW_TO_READ);
