@@ -32,6 +32,11 @@ use crate::task::{STATS_FILE, TaskStats, map_task_name, part_name, reduce_marker
 /// (opening a watch, the clean-up) is waited for.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Backup attempts of one task at most: one for a task running long, and
+/// more only for attempts a frozen node took and holds (see the backup
+/// rule in `phase`).
+const MAX_BACKUPS: u32 = 3;
+
 /// How a job runs on the cluster: the broker's redelivery settings.
 #[derive(Debug, Clone)]
 pub struct DistOptions {
@@ -209,7 +214,11 @@ impl<J: Job> MapReduce<J> {
                 .build_hasher()
                 .finish() as u32
         );
-        let (infra, resume) = Infra::open(cluster, &id, &identity, &nonce, &options).await?;
+        let tasks = Tasks {
+            maps: splits.len(),
+            reducers: self.reducers as usize,
+        };
+        let (infra, resume) = Infra::open(cluster, &id, &identity, &nonce, &options, tasks).await?;
         // This run's lease, refreshed in the background until the run ends.
         let lease = Lease::hold(infra.kv.clone(), nonce.clone(), options.ack_wait);
         let mut run = Run {
@@ -300,6 +309,7 @@ impl Infra {
         identity: &str,
         nonce: &str,
         options: &DistOptions,
+        tasks: Tasks,
     ) -> Result<(Self, Option<Resume>), DistError> {
         // Only the server's "stream not found" means a fresh job: any other
         // error says nothing, and taking it for "absent" would skip the
@@ -315,7 +325,7 @@ impl Infra {
             infra.claim(id, identity).await?;
             infra.lease(id, nonce, options.ack_wait).await?;
             let resume = match existed {
-                true => Some(Resume::take_over(cluster, id, &infra).await?),
+                true => Some(Resume::take_over(cluster, id, &infra, tasks).await?),
                 false => None,
             };
             Ok((infra, resume))
@@ -473,6 +483,13 @@ impl Infra {
     }
 }
 
+/// How many tasks the job has in each phase.
+#[derive(Debug, Clone, Copy)]
+struct Tasks {
+    maps: usize,
+    reducers: usize,
+}
+
 /// What an earlier, killed coordinator of the same job left on the server.
 struct Resume {
     /// The bucket's last revision when this run took over: records up to
@@ -488,7 +505,12 @@ impl Resume {
     /// own attempt numbers; an attempt of the earlier run still running on
     /// a node may yet commit, which this run sees and counts), and reads
     /// the commits.
-    async fn take_over(cluster: &Cluster, id: &str, infra: &Infra) -> Result<Resume, DistError> {
+    async fn take_over(
+        cluster: &Cluster,
+        id: &str,
+        infra: &Infra,
+        tasks: Tasks,
+    ) -> Result<Resume, DistError> {
         let name = stream_name(id);
         let stream = cluster
             .js
@@ -510,29 +532,32 @@ impl Resume {
             .map_err(|e| DistError::broker("cannot read the job's KV bucket", e))?
             .state
             .last_sequence;
-        let mut commits = HashMap::new();
-        let mut keys = infra
-            .kv
-            .keys()
-            .await
-            .map_err(|e| DistError::broker("cannot list the job's KV bucket", e))?;
-        let mut names = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| DistError::broker("cannot list the job's KV bucket", e))?;
-            if key.starts_with("commit.") {
-                names.push(key);
-            }
-        }
-        for key in names {
-            if let Some(Key::Commit(p, i)) = parse_key(&key, "")
-                && let Some(bytes) = infra
+        // Each task's commit key read directly, not the bucket listed:
+        // listing (`keys()`, an ordered consumer that ends when the server
+        // says nothing is pending) never ended now and then on the
+        // nats-server 2.9 these tests run (nats-server#3481: a bucket whose
+        // keys are overwritten, as the lease is), and a take-over then hung.
+        // A get is one request, bounded by the client's request timeout.
+        let keys: Vec<(char, usize)> = (0..tasks.maps)
+            .map(|i| ('m', i))
+            .chain((0..tasks.reducers).map(|r| ('r', r)))
+            .collect();
+        let mut reads = futures::stream::iter(keys)
+            .map(|(p, i)| async move {
+                let key = format!("commit.{p}.{i:05}");
+                let bytes = infra
                     .kv
                     .get(key.as_str())
                     .await
-                    .map_err(|e| DistError::broker(format!("cannot read {key}"), e))?
-                && let Ok(c) = serde_json::from_slice::<Commit>(&bytes)
-            {
-                commits.insert((p, i), c);
+                    .map_err(|e| DistError::broker(format!("cannot read {key}"), e))?;
+                Ok::<_, DistError>(((p, i), bytes))
+            })
+            .buffer_unordered(64);
+        let mut commits = HashMap::new();
+        while let Some(read) = reads.next().await {
+            let (task, bytes) = read?;
+            if let Some(c) = bytes.and_then(|b| serde_json::from_slice::<Commit>(&b).ok()) {
+                commits.insert(task, c);
             }
         }
         Ok(Resume { revision, commits })
@@ -697,7 +722,13 @@ struct TaskState {
     done: bool,
     attempts: u32,
     started: Option<Instant>,
+    /// The first backup attempt (a later attempt that commits is a backup's win).
     backup: Option<u32>,
+    /// Backup attempts published.
+    backups: u32,
+    /// Since when the last attempt published has not started (no start
+    /// record of it, nor of a later one).
+    unstarted_since: Option<Instant>,
     careful: bool,
     skip: Vec<u64>,
     seen: HashMap<u64, u32>,
@@ -709,7 +740,8 @@ struct TaskState {
 #[derive(Debug, PartialEq)]
 enum Key<'k> {
     Commit(char, usize),
-    Start(char, usize),
+    /// A start of this run: phase, task, attempt.
+    Start(char, usize, u32),
     Fail(char, usize),
     Reject(&'k str),
 }
@@ -730,7 +762,10 @@ fn parse_key<'k>(key: &'k str, nonce: &str) -> Option<Key<'k>> {
     match what {
         "commit" => Some(Key::Commit(phase, task)),
         "start" | "fail" if parts.next()? != nonce => None,
-        "start" => Some(Key::Start(phase, task)),
+        "start" => {
+            let attempt = parts.next()?.strip_prefix('a')?.parse().ok()?;
+            Some(Key::Start(phase, task, attempt))
+        }
         "fail" => Some(Key::Fail(phase, task)),
         _ => None,
     }
@@ -838,6 +873,20 @@ impl<J: Job> Run<'_, J> {
         sweep_tmp(out_dir);
         reduce_report.wall += fetch_started.elapsed();
         Ok((map_report, reduce_report))
+    }
+
+    /// How many task messages the broker has not delivered to any node yet
+    /// (the job consumer's `num_pending`); `None` when it cannot tell in
+    /// [`BROKER_TIMEOUT`].
+    async fn undelivered(&self) -> Option<u64> {
+        let info = self
+            .cluster
+            .js
+            .get_consumer_from_stream::<pull::Config, _, _>(CONSUMER, stream_name(&self.id));
+        match tokio::time::timeout(BROKER_TIMEOUT, info).await {
+            Ok(Ok(consumer)) => Some(consumer.cached_info().num_pending),
+            _ => None,
+        }
     }
 
     async fn publish(
@@ -981,6 +1030,7 @@ impl<J: Job> Run<'_, J> {
             let seq = self.publish(phase, kind, 0).await?;
             by_seq.insert(seq, i);
             states[i].attempts = 1;
+            states[i].unstarted_since = Some(Instant::now());
         }
         let bar = progress_bar(me.progress, phase, tasks.len() as u64);
         bar.set_position(report.resumed as u64);
@@ -988,6 +1038,7 @@ impl<J: Job> Run<'_, J> {
         let mut next_watch = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_delivery_check = Instant::now();
 
         while remaining > 0 {
             let entry = tokio::select! {
@@ -1049,20 +1100,44 @@ impl<J: Job> Run<'_, J> {
                     }
                     if me.backups {
                         let all_started = states.iter().all(|s| s.done || s.started.is_some());
-                        if all_started {
-                            let mut sorted = durations.clone();
-                            sorted.sort();
-                            let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
-                            let threshold = me.backup_after.max(median * 2);
+                        let mut sorted = durations.clone();
+                        sorted.sort();
+                        let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+                        let threshold = me.backup_after.max(median * 2);
+                        let held = |s: &TaskState| {
+                            !s.done && s.unstarted_since.is_some_and(|t| t.elapsed() > threshold)
+                        };
+                        // An attempt not started long after it was
+                        // published: queued behind busy workers, or taken
+                        // by a node that froze (SIGSTOP, a paused VM) with a
+                        // pull request out, which holds it until the ack
+                        // wait ends. Only the broker tells the two apart:
+                        // when it has nothing left to deliver, the attempt is
+                        // held. Asked at most once a second, and only while
+                        // such an attempt is seen.
+                        let all_delivered = if states.iter().any(held) && Instant::now() >= next_delivery_check {
+                            next_delivery_check = Instant::now() + Duration::from_secs(1);
+                            self.undelivered().await == Some(0)
+                        } else {
+                            false
+                        };
+                        if all_started || all_delivered {
                             for i in 0..states.len() {
                                 let s = &states[i];
-                                if !s.done && s.backup.is_none() && s.started.is_some_and(|t| t.elapsed() > threshold) {
+                                if s.done || s.backups >= MAX_BACKUPS {
+                                    continue;
+                                }
+                                let slow = s.backup.is_none() && s.started.is_some_and(|t| t.elapsed() > threshold);
+                                if slow || (all_delivered && held(s)) {
                                     let attempt = s.attempts;
                                     let kind = self.with_state(&tasks[i], &states[i]);
                                     let seq = self.publish(phase, &kind, attempt).await?;
                                     by_seq.insert(seq, i);
-                                    states[i].attempts += 1;
-                                    states[i].backup = Some(attempt);
+                                    let s = &mut states[i];
+                                    s.attempts += 1;
+                                    s.backups += 1;
+                                    s.backup.get_or_insert(attempt);
+                                    s.unstarted_since = Some(Instant::now());
                                     report.backups += 1;
                                 }
                             }
@@ -1096,11 +1171,14 @@ impl<J: Job> Run<'_, J> {
                         self.rejected.push(r);
                     }
                 }
-                Some(Key::Start(p, i)) if p == letter && i < states.len() => {
+                Some(Key::Start(p, i, attempt)) if p == letter && i < states.len() => {
                     report.attempts += 1;
                     let s = &mut states[i];
                     if s.started.is_none() {
                         s.started = Some(Instant::now());
+                    }
+                    if attempt + 1 >= s.attempts {
+                        s.unstarted_since = None;
                     }
                 }
                 Some(Key::Commit(p, i)) if p == letter && i < states.len() => {
@@ -1117,7 +1195,7 @@ impl<J: Job> Run<'_, J> {
                         durations.push(t.elapsed());
                     }
                     if let Some(b) = s.backup {
-                        if c.attempt == b {
+                        if c.attempt >= b {
                             report.backup_wins += 1
                         } else {
                             report.original_wins += 1
@@ -1212,6 +1290,7 @@ impl<J: Job> Run<'_, J> {
                     let seq = self.publish(phase, &kind, attempt).await?;
                     by_seq.insert(seq, i);
                     states[i].attempts += 1;
+                    states[i].unstarted_since = Some(Instant::now());
                 }
                 _ => {}
             }
@@ -1464,7 +1543,7 @@ mod key_tests {
         let me = "0badc0de";
         assert_eq!(
             parse_key("start.m.00003.0badc0de.a0.d1", me),
-            Some(Key::Start('m', 3))
+            Some(Key::Start('m', 3, 0))
         );
         assert_eq!(
             parse_key("fail.r.00001.0badc0de.a2.d1", me),

@@ -400,6 +400,79 @@ async fn a_stopped_node_does_not_stall_the_job_its_task_is_backed_up() {
     base.assert_clean().await;
 }
 
+/// A node that froze with a pull request out (SIGSTOP, a paused VM) is
+/// delivered a task it never starts: the broker counts it delivered, so it
+/// is not redelivered before the ack wait ends, and no start record tells
+/// the coordinator that anyone runs it. The test plays that node: it pulls
+/// two of the job's task messages itself and holds them, never acked. The
+/// job must end by backing them up, long before its 300 s ack wait (its
+/// deadline is 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_a_frozen_node_took_are_backed_up() {
+    use async_nats::jetstream::consumer::PullConsumer;
+    use futures::StreamExt;
+
+    let base = Baseline::take().await;
+    let Some(mut rig) = Rig::start(0) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, data) = input(dir.path(), 5);
+    let out = dir.path().join("out");
+    let cluster = rig.cluster_config().connect().await.unwrap();
+    let js = async_nats::jetstream::new(cluster.client().clone());
+    let job = dist_job(&inp, &out).backups(true, Duration::from_millis(300));
+    let c = cluster.clone();
+    let job = tokio::spawn(async move {
+        job.run_on_with(
+            &c,
+            DistOptions::new()
+                .job_id("frozen")
+                .ack_wait(Duration::from_secs(300))
+                .deadline(Duration::from_secs(60)),
+        )
+        .await
+    });
+    let consumer: PullConsumer = wait_for_async("the job's consumer", || async {
+        js.get_consumer_from_stream("nodes", "FY_frozen")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        let message = wait_for_async("a task message", || async {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            match batch.next().await {
+                Some(Ok(m)) => Ok(m),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("none yet".to_string()),
+            }
+        })
+        .await;
+        held.push(message);
+    }
+    rig.add_node();
+    rig.add_node();
+    let done = job.await.unwrap().unwrap();
+    assert_output(&out, &expected(&data));
+    let map = &done.report.map;
+    assert!(
+        map.backups >= 2 && map.backup_wins >= 2,
+        "both held tasks backed up: {}",
+        done.report
+    );
+    assert_eq!(done.redeliveries, 0, "{}", done.report);
+    drop((held, consumer, js));
+    cluster.close().await;
+    rig.stop();
+    base.assert_clean().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_a_clear_error_and_so_is_a_wrong_password() {
     let base = Baseline::take().await;
