@@ -50,6 +50,20 @@
 //!   dead or stopped node, not the task time ([`DistOptions::ack_wait`]).
 //!   A node that is alive but whose *worker* stalls keeps acking: that
 //!   straggler is what backup tasks are for, near the end of a phase.
+//! - **A frozen node holds what it pulled.** A node stopped (SIGSTOP, a
+//!   paused VM) while its pull request is out at the server is still
+//!   delivered a task, which it never starts: the broker counts it
+//!   delivered and waits the whole ack wait before redelivering it, and no
+//!   start record tells the coordinator anyone has it. So the coordinator
+//!   also backs up an attempt that has not started long after it was
+//!   published, once the broker has nothing left to deliver (the job
+//!   consumer's `num_pending` is 0, so the attempt was delivered and is
+//!   held), up to 3 backups a task.
+//! - **No bucket listings.** A KV bucket's key listing is an ordered
+//!   consumer that ends when the server says nothing is pending; on
+//!   nats-server 2.9, with keys being overwritten, it sometimes never ends
+//!   (nats-server#3481). A coordinator taking over a job reads each task's
+//!   commit key instead: it knows which keys can exist.
 //! - **Max deliveries.** A task whose deliveries all die (a record that
 //!   kills whole nodes) fails the job with [`DistError::Undeliverable`] once
 //!   the stream's delivery cap is reached, rather than circling forever.
